@@ -1,0 +1,71 @@
+# bhasha-build — the Makefile only aliases; the work is in tasks.py (Invoke) and scripts.
+# `make demo`: install + the whole pipeline offline on CPU into runs/demo/.  `make test`: install + tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INVOKE := $(BIN)/invoke
+NAME ?= bhasha-ocr
+GPUS ?= 1
+PROFILE ?= gpu16gb
+COMPOSE := docker compose -f docker/compose.yaml
+
+.PHONY: help install toolchain demo test test-fast lint image image-smoke train export deploy doctor bench clean
+
+help:
+	@echo "make demo | test | lint | image | image-smoke | train | export | deploy NAME=... | doctor | bench"
+
+# CPU torch first (a plain torch requirement would pull a multi-GB CUDA build), then the one lock.
+$(BIN)/.installed: requirements/lock.txt requirements/torch.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip==26.3
+	$(BIN)/python -m pip install -r requirements/torch.txt
+	$(BIN)/python -m pip install -c requirements/torch.txt -r requirements/lock.txt
+	# unsloth drags in torchvision, which breaks `import unsloth`/transformers next to CPU torch
+	$(BIN)/python -m pip uninstall -y -q torchvision || true
+	$(BIN)/python -m pip install --no-deps -e .
+	touch $@
+
+install: $(BIN)/.installed
+
+toolchain: install
+	$(INVOKE) toolchain
+
+demo: toolchain
+	$(INVOKE) demo
+
+test: toolchain
+	bash scripts/test-deps.sh
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not container"
+
+lint: install
+	$(BIN)/python -m ruff check bhasha_build tests tasks.py
+
+# ---- the appliance (docker engine on the user's GPU box) ----
+image:
+	bash docker/build.sh
+
+image-smoke:
+	bash docker/smoke.sh
+
+train:
+	$(COMPOSE) run --rm trainer invoke train --profile $(PROFILE) --gpus $(GPUS)
+
+export:
+	$(COMPOSE) run --rm trainer invoke export --profile $(PROFILE)
+
+deploy:
+	$(COMPOSE) up -d ollama
+	$(COMPOSE) run --rm trainer invoke pipeline --profile $(PROFILE) --deploy --name $(NAME)
+
+doctor:
+	$(INVOKE) doctor --profile $(PROFILE)
+
+bench:
+	$(INVOKE) bench
+
+clean:
+	rm -rf runs/demo .pytest_cache

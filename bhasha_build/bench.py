@@ -1,0 +1,261 @@
+"""GPU training benchmark: the project's train path vs a plain HF + PEFT + bitsandbytes QLoRA loop
+vs a raw Unsloth loop, at the exact Qwen2.5 architecture, in ONE run on ONE card. JSON out.
+
+Parts (each in its own process: importing unsloth patches transformers, and memory peaks must not
+leak between parts):
+  project_dense   bhasha_build.train.train() on dense 2048-token rows (packing off, bs 8)
+  baseline_hf     plain transformers + peft + bitsandbytes 4-bit loop, same LoRA/seq/optimizer/batch
+  raw_unsloth     FastLanguageModel + get_peft_model + a bare torch loop, same shapes
+  project_ocr     bhasha_build.train.train() on OCR-length rows (64–384 tokens) with packing
+  project_ocr_unpacked  the same rows without packing (what packing buys)
+
+tokens/s is measured after warm-up steps; useful tokens are non-padding tokens; peak memory is
+torch.cuda.max_memory_allocated. Knobs: --size (1.5B|0.5B), --steps, --warmup, --batch, --seq,
+--mode (all|project|baseline|raw|ocr|<part>), --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PARTS = ["project_dense", "baseline_hf", "raw_unsloth", "project_ocr", "project_ocr_unpacked"]
+MODES = {"all": PARTS, "project": ["project_dense"], "baseline": ["baseline_hf"], "raw": ["raw_unsloth"],
+         "ocr": ["project_ocr", "project_ocr_unpacked"]}
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", UNSLOTH_DISABLE_STATISTICS="1",
+                TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+
+
+def _gpu() -> dict[str, Any]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"name": None}
+    props = torch.cuda.get_device_properties(0)
+    return {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1), "torch": torch.__version__,
+            "cuda": torch.version.cuda}
+
+
+def _random_words(rng: random.Random, n: int) -> str:
+    alphabet = "कखगघचछजझटठडढणतथदधनपफबभमयरलवशषसहािीुूेैोौंः"
+    return " ".join("".join(rng.choice(alphabet) for _ in range(rng.randint(2, 7))) for _ in range(n))
+
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def _bench_config(model_dir: Path, run_dir: Path, args: argparse.Namespace, packing: bool, steps: int):
+    from .config import BuildConfig
+
+    return BuildConfig.model_validate({
+        "run": run_dir.name, "runs_dir": str(run_dir.parent), "seed": 3407,
+        "model": {"name": str(model_dir), "max_seq_length": args.seq, "load_in_4bit": True},
+        "lora": {"r": 16, "alpha": 16, "dropout": 0.0},
+        "train": {"backend": "unsloth", "batch_size": args.batch, "grad_accum": 1, "max_steps": steps,
+                  "packing": packing, "optim": "paged_adamw_8bit", "save_steps": 100000, "logging_steps": 1,
+                  "warmup_steps": 0, "learning_rate": 1e-4},
+    })
+
+
+def _project_part(model_dir: Path, args: argparse.Namespace, rows_kind: str, packing: bool) -> dict[str, Any]:
+    import torch
+    from transformers import AutoTokenizer
+
+    from .train import train
+
+    rng = random.Random(0)
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    steps = args.warmup + args.steps
+    rows = []
+    if rows_kind == "dense":
+        # One row per sequence, longer than seq so TRL truncates it to exactly `seq` tokens.
+        per_word = max(1, len(tok(_random_words(rng, 50))["input_ids"]) // 50)
+        for i in range(args.batch * steps):
+            rows.append({"id": f"d{i}", "lang": "hi", "noisy": _random_words(rng, 8),
+                         "clean": _random_words(rng, int(args.seq / per_word) + 64)})
+    else:
+        # OCR-length rows: 64–384 tokens each, like real line/paragraph pairs.
+        for i in range(args.batch * steps * 12):
+            target = rng.randint(64, 384)
+            words = max(2, target // 6)
+            text = _random_words(rng, words)
+            rows.append({"id": f"o{i}", "lang": "hi", "noisy": text[: len(text) // 2], "clean": text})
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "bench"
+        _write_rows(run_dir / "data" / "train.jsonl", rows)
+        cfg = _bench_config(model_dir, run_dir, args, packing, steps)
+        torch.cuda.reset_peak_memory_stats()
+        summary = train(cfg, run_dir)
+        log = [json.loads(ln) for ln in (run_dir / "train_log.jsonl").read_text().splitlines() if ln.strip()]
+    timed = [r for r in log if r["step"] > args.warmup and r.get("tokens_per_s")]
+    tps = sorted(r["tokens_per_s"] for r in timed)
+    median = tps[len(tps) // 2] if tps else None
+    return {"tokens_per_s": median, "useful_tokens_per_s": median,
+            "peak_memory_gib": summary.get("peak_memory_gib"), "steps_timed": len(timed),
+            "optim_used": summary.get("optim_used"), "packing": packing, "rows": rows_kind,
+            "tokens_per_step": (timed[-1]["num_tokens"] - timed[0]["num_tokens"]) / max(len(timed) - 1, 1)
+            if len(timed) > 1 else None}
+
+
+def _timed_loop(model, optimizer, args: argparse.Namespace, vocab: int) -> dict[str, Any]:
+    import torch
+
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    ids = torch.randint(0, vocab, (args.batch, args.seq), generator=gen).cuda()
+    model.train()
+    times = []
+    for step in range(args.warmup + args.steps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        if step >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    step_s = times[len(times) // 2]
+    return {"tokens_per_s": round(args.batch * args.seq / step_s, 1), "step_s_median": round(step_s, 4),
+            "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3), "steps_timed": len(times)}
+
+
+def _baseline_part(model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    import bitsandbytes as bnb
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from .config import LORA_TARGETS
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=torch.bfloat16, device_map={"": 0},
+        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16))
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules=LORA_TARGETS,
+                                             task_type="CAUSAL_LM"))
+    optimizer = bnb.optim.PagedAdamW8bit([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    torch.cuda.reset_peak_memory_stats()
+    return _timed_loop(model, optimizer, args, model.config.vocab_size)
+
+
+def _raw_unsloth_part(model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from unsloth import FastLanguageModel  # noqa: I001  (must come before transformers)
+    import bitsandbytes as bnb
+    import torch
+
+    from .config import LORA_TARGETS
+
+    model, _ = FastLanguageModel.from_pretrained(str(model_dir), max_seq_length=args.seq, dtype=None,
+                                                 load_in_4bit=True, local_files_only=True)
+    model = FastLanguageModel.get_peft_model(model, r=16, lora_alpha=16, lora_dropout=0.0, bias="none",
+                                             target_modules=LORA_TARGETS, use_gradient_checkpointing="unsloth",
+                                             random_state=3407, max_seq_length=args.seq)
+    optimizer = bnb.optim.PagedAdamW8bit([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    torch.cuda.reset_peak_memory_stats()
+    return _timed_loop(model, optimizer, args, model.config.vocab_size)
+
+
+def run_part(part: str, model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    if part == "project_dense":
+        return _project_part(model_dir, args, "dense", packing=False)
+    if part == "project_ocr":
+        return _project_part(model_dir, args, "ocr", packing=True)
+    if part == "project_ocr_unpacked":
+        return _project_part(model_dir, args, "ocr", packing=False)
+    if part == "baseline_hf":
+        return _baseline_part(model_dir, args)
+    if part == "raw_unsloth":
+        return _raw_unsloth_part(model_dir, args)
+    raise ValueError(part)
+
+
+def _ratios(results: dict[str, Any]) -> dict[str, Any]:
+    def tps(name: str, key: str = "tokens_per_s") -> float | None:
+        return (results.get(name) or {}).get(key)
+
+    out: dict[str, Any] = {}
+    pairs = {"project_vs_baseline": ("project_dense", "baseline_hf"),
+             "project_vs_raw_unsloth": ("project_dense", "raw_unsloth"),
+             "ocr_packed_vs_dense": ("project_ocr", "project_dense"),
+             "ocr_packed_vs_unpacked": ("project_ocr", "project_ocr_unpacked")}
+    for key, (a, b) in pairs.items():
+        if tps(a) and tps(b):
+            out[key] = round(tps(a) / tps(b), 3)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bhasha_build.bench")
+    parser.add_argument("--out", default="bench/results.json")
+    parser.add_argument("--mode", default="all")
+    parser.add_argument("--part", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", default=None)
+    parser.add_argument("--size", default="1.5B")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=2048)
+    args = parser.parse_args(argv)
+
+    if args.part:  # child process: one part, JSON on the last stdout line
+        result = run_part(args.part, Path(args.model_dir), args)
+        print("BENCH_RESULT " + json.dumps(result), flush=True)
+        return 0
+
+    import torch
+
+    if not torch.cuda.is_available():
+        print("error: the benchmark needs a CUDA GPU (it measures the 4-bit GPU path)", file=sys.stderr)
+        return 1
+    parts = MODES.get(args.mode) or [p for p in args.mode.split(",") if p in PARTS]
+    model_dir = Path(args.model_dir or Path(tempfile.gettempdir()) / f"bhasha-bench-qwen2.5-{args.size}")
+    if not (model_dir / "config.json").exists():
+        from .tiny import build_qwen25_shaped
+
+        t0 = time.monotonic()
+        build_qwen25_shaped(model_dir, args.size)
+        print(f"built random-init Qwen2.5-{args.size} shape in {time.monotonic() - t0:.0f}s", flush=True)
+    results: dict[str, Any] = {}
+    for part in parts:
+        t0 = time.monotonic()
+        cmd = [sys.executable, "-m", "bhasha_build.bench", "--part", part, "--model-dir", str(model_dir),
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
+               "--seq", str(args.seq)]
+        print("+", " ".join(cmd), flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+        line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("BENCH_RESULT ")), None)
+        if proc.returncode != 0 or line is None:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
+            results[part] = {"error": "\n".join(tail)}
+        else:
+            results[part] = json.loads(line.removeprefix("BENCH_RESULT "))
+        results[part]["wall_s"] = round(time.monotonic() - t0, 1)
+        print(part, json.dumps(results[part]), flush=True)
+    report = {"date": dt.date.today().isoformat(), "gpu": _gpu(), "size": args.size, "seq": args.seq,
+              "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "results": results,
+              "ratios": _ratios(results)}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report["ratios"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,266 @@
+"""One typed config for every stage.
+
+Resolution order (later wins):
+  1. defaults in the pydantic models below,
+  2. the base tables of ``bhasha.toml``,
+  3. ``[profiles.<name>]`` of that file (``--profile`` / ``BHASHA_PROFILE``),
+  4. environment variables ``BHASHA__SECTION__KEY=value`` (double underscores),
+  5. explicit overrides ``section.key=value`` (Invoke ``--set``, repeatable).
+
+Unknown keys anywhere are an error naming the key (``extra="forbid"``).
+
+Knobs (section.key):
+  run, runs_dir, seed
+  model.name (hub id, local folder, or "tiny" for a locally built model), model.max_seq_length,
+  model.load_in_4bit, model.dtype, model.tiny.*
+  data.input, data.eval_fraction, data.max_foreign_fraction, data.mix_ratio, data.chat_input,
+  data.zwj_policy, data.too_long
+  lora.r, lora.alpha, lora.dropout, lora.target_modules
+  train.backend, train.max_steps, train.epochs, train.learning_rate, train.batch_size,
+  train.grad_accum, train.optim, train.packing, train.save_steps, train.logging_steps, ...
+  eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance
+  export.quant, export.keep_f16
+  deploy.name, deploy.host, deploy.timeout_s, deploy.sanity_max_cer
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_FILE = REPO_ROOT / "bhasha.toml"
+ENV_PREFIX = "BHASHA__"
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class ConfigError(ValueError):
+    """A config problem, already phrased as a one-line message for the user."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TinyModelConfig(Section):
+    """Shape of the locally built Qwen2-architecture model (tests, demo, CPU)."""
+
+    hidden_size: int = 256
+    intermediate_size: int = 512
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    vocab_size: int = 2048  # padded; K-quants need row sizes that are multiples of 256
+
+    @model_validator(mode="after")
+    def _shapes(self) -> TinyModelConfig:
+        for name in ("hidden_size", "intermediate_size", "vocab_size"):
+            if getattr(self, name) % 256:
+                raise ValueError(f"model.tiny.{name} must be a multiple of 256 (Q4_K block size)")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("model.tiny.hidden_size must be divisible by num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("model.tiny.num_attention_heads must be divisible by num_key_value_heads")
+        return self
+
+
+class ModelConfig(Section):
+    name: str = "Qwen/Qwen2.5-1.5B-Instruct"
+    max_seq_length: int = Field(2048, ge=64, le=32768)
+    load_in_4bit: bool = True
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    tiny: TinyModelConfig = TinyModelConfig()
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.name == "tiny"
+
+
+class DataConfig(Section):
+    input: str = "data/samples"
+    chat_input: str | None = None  # general/reasoning chat rows to mix in
+    mix_ratio: float = Field(0.0, ge=0.0, lt=1.0)  # share of chat rows in train
+    eval_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    max_foreign_fraction: float = Field(0.3, ge=0.0, le=1.0)
+    zwj_policy: Literal["keep", "strip"] = "keep"
+    too_long: Literal["reject", "truncate"] = "reject"
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: list(LORA_TARGETS))
+
+
+class TrainConfig(Section):
+    backend: Literal["unsloth", "hf"] = "unsloth"
+    max_steps: int = Field(60, ge=-1)  # -1: run `epochs` epochs
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler: str = "linear"
+    warmup_steps: int = Field(5, ge=0)
+    batch_size: int = Field(2, ge=1)
+    grad_accum: int = Field(4, ge=1)
+    optim: str = "paged_adamw_8bit"
+    weight_decay: float = 0.01
+    packing: bool = True
+    gradient_checkpointing: bool = True
+    save_steps: int = Field(20, ge=1)
+    save_total_limit: int = Field(3, ge=1)
+    logging_steps: int = Field(1, ge=1)
+    gpu_memory_gib: float | None = None  # card size for the VRAM preflight; None = detect
+
+
+class EvalConfig(Section):
+    max_rows: int = Field(64, ge=1)
+    max_new_tokens: int = Field(256, ge=1)
+    gate_margin: float = Field(0.0, ge=0.0)  # model CER must be below baseline by this much
+    gguf_tolerance: float = Field(0.02, ge=0.0)  # q4_k_m CER may exceed HF CER by at most this
+
+
+class ExportConfig(Section):
+    quant: Literal["Q4_K_M", "Q5_K_M", "Q8_0", "F16"] = "Q4_K_M"
+    keep_f16: bool = True
+
+
+class DeployConfig(Section):
+    name: str = "bhasha-ocr"
+    host: str = "http://127.0.0.1:11434"
+    timeout_s: float = Field(120.0, gt=0)
+    sanity_max_cer: float | None = None  # None: only structural checks (tiny models)
+    num_predict: int = Field(128, ge=1)
+
+
+class BuildConfig(Section):
+    run: str = "default"
+    runs_dir: str = "runs"
+    seed: int = 3407
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    lora: LoraConfig = LoraConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    export: ExportConfig = ExportConfig()
+    deploy: DeployConfig = DeployConfig()
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> BuildConfig:
+        unknown = set(self.lora.target_modules) - set(LORA_TARGETS)
+        if unknown:
+            raise ValueError(f"lora.target_modules has unknown modules {sorted(unknown)}")
+        if self.data.mix_ratio > 0 and not self.data.chat_input:
+            raise ValueError("data.mix_ratio > 0 needs data.chat_input")
+        if self.model.load_in_4bit and self.model.dtype == "float32":
+            raise ValueError("model.load_in_4bit needs a 16-bit compute dtype, not float32")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        root = Path(self.runs_dir)
+        return (root if root.is_absolute() else REPO_ROOT / root) / self.run
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value)
+        return path if path.is_absolute() else REPO_ROOT / path
+
+
+def _parse_scalar(text: str) -> Any:
+    """Read an override value as TOML/JSON when it parses, else as a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
+    keys = [k for k in dotted.split(".") if k]
+    if not keys:
+        raise ConfigError(f"{origin}: empty config key")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: '{dotted}' goes below a value that is not a table")
+        node = child
+    node[keys[-1]] = value
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _format_validation(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{origin}: unknown config key '{loc}'"
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{origin}: {loc + ': ' if loc else ''}{msg}"
+
+
+def available_profiles(config_file: Path = DEFAULT_CONFIG_FILE) -> list[str]:
+    if not config_file.exists():
+        return []
+    with config_file.open("rb") as fh:
+        return sorted(tomllib.load(fh).get("profiles", {}))
+
+
+def load_config(
+    config_file: str | Path | None = None,
+    profile: str | None = None,
+    overrides: list[str] | tuple[str, ...] | None = None,
+    env: dict[str, str] | None = None,
+) -> BuildConfig:
+    """Resolve the config; every failure is a ConfigError with a one-line message."""
+    path = Path(config_file) if config_file else DEFAULT_CONFIG_FILE
+    env = dict(os.environ if env is None else env)
+    tree: dict[str, Any] = {}
+    if path.exists():
+        try:
+            with path.open("rb") as fh:
+                tree = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    elif config_file:
+        raise ConfigError(f"{path}: config file not found")
+    profiles = tree.pop("profiles", {})
+    profile = profile or env.get("BHASHA_PROFILE")
+    if profile:
+        if profile not in profiles:
+            raise ConfigError(f"{path}: no profile '{profile}' (have: {', '.join(sorted(profiles)) or 'none'})")
+        tree = _merge(tree, profiles[profile])
+    for key, value in sorted(env.items()):
+        if key.startswith(ENV_PREFIX):
+            dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".")
+            _set_dotted(tree, dotted, _parse_scalar(value), f"env {key}")
+    for item in overrides or ():
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        dotted, raw = item.split("=", 1)
+        _set_dotted(tree, dotted.strip(), _parse_scalar(raw.strip()), f"--set {dotted.strip()}")
+    try:
+        return BuildConfig.model_validate(tree)
+    except ValidationError as err:
+        origin = f"{path.name}" + (f" [profile {profile}]" if profile else "")
+        raise ConfigError(_format_validation(err, origin)) from None
+
+
+def config_to_dict(cfg: BuildConfig) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")

@@ -1,0 +1,742 @@
+"""The data stage: read OCR pairs (and chat rows), validate, normalize, dedupe, split, mix, report.
+
+``prepare(input_path, out_dir, cfg, tokenizer=None)`` writes ``out_dir/{train,eval,rejects}.jsonl``
+and ``out_dir/stats.json`` (each written to a temp file in ``out_dir`` and moved into place with
+``os.replace``, so a reader never sees half a file) and returns the stats.
+
+Input: a file or a folder (not recursive) of ``.jsonl`` / ``.csv`` / ``.tsv``. Fields ``noisy``,
+``clean``, ``lang``, ``id`` (optional); aliases ``ocr``/``input``/``source`` → noisy,
+``gt``/``target``/``corrected`` → clean, ``language`` → lang (the canonical name wins when both are
+there, so a written ``train.jsonl`` — whose ``source`` is "file:line" — reads back unchanged). A row
+without ``lang`` takes it from the file name when that starts with a known code (``hi.jsonl``,
+``bn_news.csv``). Chat rows ``{"messages": [...]}`` (ending in an assistant turn) are mixed into
+train. Bytes are read and decoded line by line, so one invalid UTF-8 line rejects only itself; a
+UTF-8 BOM (file start or line start) and CRLF endings are accepted; blank lines are not rows.
+CSV/TSV: first non-blank line is the header; one record per physical line (an OCR line has no
+newline); CSV follows RFC 4180 quoting, TSV is split on tabs with no quoting (so ``"`` is text).
+
+Reject codes (``{"source": "<file>:<line>", "reason": "<code>: <words>", "raw": <line>}``):
+  invalid_utf8     the line's bytes are not UTF-8 (or JSON escapes a lone surrogate)
+  malformed_json   not JSON, or not a JSON object
+  malformed_csv / malformed_tsv   bad quoting, or a field count unlike the header's
+  malformed_chat   messages not a list of {role, content} ending with a non-empty assistant turn
+  missing_field    no noisy / clean / lang (after aliases and the file-name fallback)
+  wrong_type       a field that is not a string
+  control_chars    C0/C1 controls (tab and newline inside a field included), U+2028/U+2029, or
+                   format characters other than ZWJ/ZWNJ (soft hyphen, ZWSP, bidi marks, BOM in text);
+                   chat contents may hold newlines and tabs
+  empty_field      noisy or clean empty or whitespace-only after normalization
+  unknown_lang     a language code with no known script
+  wrong_script     letters outside the language's script over ``data.max_foreign_fraction``
+                   (either side), or no letter of that script at all
+  too_long         chat-formatted length over ``model.max_seq_length`` (``data.too_long="reject"``;
+                   with "truncate" the row is kept and counted in stats as truncated by the trainer)
+Exact duplicates (same lang, noisy and clean after normalization; same messages for chat rows)
+are kept once and counted as ``duplicates_dropped`` — they are NOT rejects. Accounting, checked
+on every run: rows_read = kept + rejected + duplicates_dropped; kept = train + eval + chat_unused.
+
+Normalization (both sides, the same way; ``normalize_text``):
+  * Unicode NFC. Nukta letters: NFC is the one canonical form, so the composition-excluded letters
+    क़ ख़ ग़ ज़ ड़ ढ़ फ़ य़ (U+0958–U+095F) and Bengali ড় ঢ় য় (U+09DC/DD/DF) always become base +
+    nukta, while ऩ ऱ ऴ stay precomposed — whichever form the input used, the two sides agree. We do
+    not re-compose: any later NFC pass (tokenizer, client) would undo it, and graphemes (the CER
+    unit) are the same either way.
+  * ZWJ/ZWNJ (U+200D/U+200C): ``data.zwj_policy`` "keep" (default; they select half forms and
+    ra-phala shapes and are part of the text) or "strip" (removed from both sides).
+  * Surrounding whitespace is stripped; inner spacing is left alone (spacing errors are data).
+  * Never touched: danda ``।`` vs ``|``, ``॥`` vs ``।।``, Indic vs ASCII digits, avagraha, punctuation —
+    the model is meant to learn those corrections.
+
+Split: eval if sha256(f"{seed}\\0{clean}") (as a fraction of 2**64) < ``data.eval_fraction``, so a
+clean text lands in one split whatever the row order or the other rows. If that leaves eval empty
+(tiny inputs) the clean text with the smallest hash moves to eval — still order-independent.
+Chat rows go to train only. Mixing: chat rows are added so they make up ``data.mix_ratio`` of
+train (deterministic subset by hash); stats report the achieved ratio. Train and eval rows are
+written in hash order, so outputs do not depend on input row order.
+
+Token length: with a tokenizer, tokens of ``tokenizer.apply_chat_template(chat.pair_messages(noisy,
+clean))`` (the exact training format); without one, an estimate from the rendered ChatML text
+(ASCII chars / 3 + other code points x 1.5, on the high side for byte-level BPE on Indic text) —
+``stats["token_lengths"]["method"]`` says which.
+
+Knobs: data.input, data.chat_input, data.mix_ratio, data.eval_fraction, data.max_foreign_fraction,
+data.zwj_policy, data.too_long, model.max_seq_length, seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import tempfile
+import unicodedata
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import regex
+
+from bhasha_build import chat, metrics
+from bhasha_build.config import BuildConfig
+
+SUFFIXES = (".jsonl", ".csv", ".tsv")
+ALIASES: dict[str, tuple[str, ...]] = {
+    "noisy": ("noisy", "ocr", "input", "source"),
+    "clean": ("clean", "gt", "target", "corrected"),
+    "lang": ("lang", "language"),
+    "id": ("id",),
+}
+LANG_SCRIPTS: dict[str, str] = {
+    **dict.fromkeys(("hi", "mr", "ne", "sa", "mai", "kok", "bho", "doi"), "Devanagari"),
+    **dict.fromkeys(("bn", "as", "mni"), "Bengali"),
+    "ta": "Tamil",
+    "te": "Telugu",
+    "kn": "Kannada",
+    "ml": "Malayalam",
+    "gu": "Gujarati",
+    "pa": "Gurmukhi",
+    "or": "Oriya",
+    "si": "Sinhala",
+}
+ZWJ, ZWNJ = "\u200d", "\u200c"
+PERCENTILES = (50, 90, 95, 99)
+CHAT_ROLES = ("system", "user", "assistant")
+
+# Cc (controls), Cf format characters except ZWJ/ZWNJ, Zl/Zp (U+2028/2029 line breaks);
+# Cs (lone surrogates) is checked apart.
+_CONTROL = regex.compile(r"[\p{Cc}\p{Cf}\p{Zl}\p{Zp}--[\u200c\u200d]]", regex.V1)
+_SURROGATE = regex.compile(r"\p{Cs}")
+_NEUTRAL = regex.compile(r"[\p{sc=Common}\p{sc=Inherited}]")
+_SCRIPT_RE = {name: regex.compile(rf"\p{{sc={name}}}") for name in set(LANG_SCRIPTS.values())}
+
+
+class DataError(Exception):
+    """A data-stage failure phrased as one line that names the path."""
+
+
+@dataclass
+class Row:
+    """A validated row (pair or chat) on its way to a split."""
+
+    source: str
+    key: str  # dedupe key: exact content after normalization
+    lang: str | None = None
+    noisy: str = ""
+    clean: str = ""
+    messages: list[dict[str, str]] | None = None
+    id: str | None = None
+    tokens: int = 0
+
+    @property
+    def is_chat(self) -> bool:
+        return self.messages is not None
+
+    def out(self) -> dict[str, Any]:
+        if self.is_chat:
+            return {"id": self.id, "messages": self.messages, "source": self.source}
+        return {
+            "id": self.id,
+            "lang": self.lang,
+            "noisy": self.noisy,
+            "clean": self.clean,
+            "source": self.source,
+        }
+
+
+class Reject(Exception):
+    """Raised inside row validation; caught and turned into a reject record."""
+
+    def __init__(self, code: str, words: str) -> None:
+        super().__init__(f"{code}: {words}")
+        self.code = code
+
+
+@dataclass
+class Tally:
+    rows_read: int = 0
+    blank_lines: int = 0
+    rejects: list[dict[str, str]] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)
+    rejected_by_lang: Counter[str] = field(default_factory=Counter)
+
+    def reject(self, source: str, err: Reject, raw: str, lang: str | None = None) -> None:
+        self.rejects.append({"source": source, "reason": str(err), "raw": raw})
+        self.reasons[err.code] += 1
+        if lang:
+            self.rejected_by_lang[lang] += 1
+
+
+# --- normalization and checks ---------------------------------------------------------------
+
+
+def normalize_text(text: str, zwj_policy: str = "keep") -> str:
+    """NFC, the ZWJ/ZWNJ policy, outer whitespace stripped — applied to noisy and clean alike."""
+    text = unicodedata.normalize("NFC", text)
+    if zwj_policy == "strip":
+        text = unicodedata.normalize("NFC", text.replace(ZWJ, "").replace(ZWNJ, ""))
+    elif zwj_policy != "keep":
+        raise ValueError(f"zwj_policy must be 'keep' or 'strip', not {zwj_policy!r}")
+    return text.strip()
+
+
+def check_controls(name: str, text: str) -> None:
+    if m := _SURROGATE.search(text):
+        raise Reject("invalid_utf8", f"lone surrogate U+{ord(m.group()):04X} in {name}")
+    if m := _CONTROL.search(text):
+        raise Reject("control_chars", f"U+{ord(m.group()):04X} at column {m.start() + 1} in {name}")
+
+
+def foreign_fraction(text: str, script: str) -> tuple[float, int]:
+    """(share of letters/marks/digits not in ``script``, count of those in ``script``).
+
+    Common/Inherited characters (ASCII digits, punctuation, danda, spaces) are neutral; the
+    script's own digits (१२३) count as native; private-use characters (legacy-font OCR output)
+    count as foreign.
+    """
+    native_re = _SCRIPT_RE[script]
+    native = foreign = 0
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat == "Co":
+            foreign += 1
+        elif cat[0] in "LMN":  # letters, marks, digits; ASCII digits are Common, so neutral
+            if native_re.match(ch):
+                native += 1
+            elif not _NEUTRAL.match(ch):
+                foreign += 1
+    total = native + foreign
+    return (foreign / total if total else 0.0), native
+
+
+def check_script(name: str, text: str, lang: str, max_foreign: float) -> None:
+    script = LANG_SCRIPTS[lang]
+    frac, native = foreign_fraction(text, script)
+    if native == 0:
+        raise Reject("wrong_script", f"{name} has no {script} characters (lang {lang})")
+    if frac > max_foreign:
+        raise Reject("wrong_script", f"{name} is {frac:.0%} outside {script} (max {max_foreign:.0%})")
+
+
+def _token_ids_len(result: Any) -> int:
+    # apply_chat_template returns a list of ids, or (newer transformers) a BatchEncoding/dict.
+    if isinstance(result, Mapping) or hasattr(result, "keys"):
+        result = result["input_ids"]
+    if result and isinstance(result[0], list | tuple):
+        result = result[0]
+    return len(result)
+
+
+def chat_token_count(
+    tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False
+) -> int:
+    """Tokens of ``messages`` rendered through the tokenizer's chat template."""
+    return _token_ids_len(
+        tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
+    )
+
+
+def estimate_tokens(messages: list[dict[str, str]]) -> int:
+    """Tokenizer-free estimate over the rendered ChatML text (see module docstring)."""
+    text = chat.render_chatml(messages)
+    ascii_chars = sum(1 for ch in text if ord(ch) < 128)
+    return math.ceil(ascii_chars / 3 + (len(text) - ascii_chars) * 1.5)
+
+
+def _messages(row: Row) -> list[dict[str, str]]:
+    return row.messages if row.messages is not None else chat.pair_messages(row.noisy, row.clean)
+
+
+def check_trainable(tokenizer: Any, row: Mapping[str, Any], max_seq_length: int | None = None) -> int:
+    """Trainable (assistant-reply) tokens of a train row; DataError when there are none.
+
+    The train stage masks everything but the completion, so a row whose completion is empty, or
+    whose prompt alone fills ``max_seq_length`` (truncation would cut the whole reply), would add a
+    silent zero loss. Returns the count of completion tokens.
+    """
+    where = row.get("source") or row.get("id") or "row"
+    try:
+        example = chat.row_to_training_example(dict(row))
+    except (ValueError, KeyError) as exc:
+        raise DataError(f"{where}: cannot format for training ({exc})") from None
+    completion = example["completion"]
+    if not any(str(m.get("content", "")).strip() for m in completion):
+        raise DataError(f"{where}: zero trainable tokens (empty assistant reply)")
+    prompt_len = chat_token_count(tokenizer, example["prompt"], add_generation_prompt=True)
+    full_len = chat_token_count(tokenizer, example["prompt"] + completion)
+    trainable = full_len - prompt_len
+    if max_seq_length is not None:
+        trainable = min(trainable, max_seq_length - prompt_len)
+    if trainable <= 0:
+        raise DataError(
+            f"{where}: zero trainable tokens (prompt {prompt_len} tokens, max_seq_length {max_seq_length})"
+        )
+    return trainable
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the final newline ends the last line; it does not start a blank one
+    for no, line in enumerate(lines, 1):
+        yield no, line.removesuffix(b"\r").removeprefix(b"\xef\xbb\xbf")
+
+
+def _decode(line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Reject("invalid_utf8", f"byte 0x{line[exc.start]:02x} at byte offset {exc.start}") from None
+
+
+def _pick(fields: Mapping[str, Any], name: str) -> Any:
+    for alias in ALIASES[name]:
+        if alias in fields:
+            return fields[alias]
+    return None
+
+
+def _lang_from_name(path: Path) -> str | None:
+    head = regex.split(r"[-_.]", path.stem.lower())[0]
+    return head if head in LANG_SCRIPTS else None
+
+
+def _raw_records(path: Path, label: str, tally: Tally) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(source, raw line, fields with lower-cased keys) per row; rejects parse-level failures."""
+    suffix = path.suffix.lower()
+    header: list[str] | None = None
+    for no, line in _lines(path):
+        source = f"{label}:{no}"
+        if not line.strip():
+            tally.blank_lines += 1
+            continue
+        if header is None and suffix != ".jsonl":
+            try:
+                header = [h.strip().lower() for h in _split_delimited(_decode(line), suffix)]
+            except Reject as exc:
+                raise DataError(f"{path}:{no}: unreadable header ({exc})") from None
+            continue
+        tally.rows_read += 1
+        raw = line.decode("utf-8", errors="backslashreplace")
+        try:
+            text = _decode(line)
+            if suffix == ".jsonl":
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise Reject("malformed_json", f"{exc.msg} at column {exc.colno}") from None
+                if not isinstance(obj, dict):
+                    raise Reject("malformed_json", f"expected an object, got {type(obj).__name__}")
+                fields = {str(k).lower(): v for k, v in obj.items()}
+            else:
+                values = _split_delimited(text, suffix)
+                assert header is not None
+                if len(values) != len(header):
+                    kind = suffix[1:]
+                    raise Reject(f"malformed_{kind}", f"{len(values)} fields, header has {len(header)}")
+                fields = dict(zip(header, values, strict=True))
+        except Reject as exc:
+            tally.reject(source, exc, raw)
+            continue
+        yield source, raw, fields
+
+
+def _split_delimited(text: str, suffix: str) -> list[str]:
+    if suffix == ".tsv":
+        return text.split("\t")
+    try:
+        rows = list(csv.reader([text], strict=True))
+    except csv.Error as exc:
+        raise Reject("malformed_csv", str(exc)) from None
+    if len(rows) != 1:
+        raise Reject("malformed_csv", "not exactly one record on the line")
+    return rows[0]
+
+
+def _string_field(fields: Mapping[str, Any], name: str) -> str:
+    value = _pick(fields, name)
+    if value is None:
+        raise Reject("missing_field", f"{name} (aliases: {', '.join(ALIASES[name])})")
+    if not isinstance(value, str):
+        raise Reject("wrong_type", f"{name} is {type(value).__name__}, expected string")
+    return value
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _validate_chat(fields: Mapping[str, Any], source: str, cfg: BuildConfig) -> Row:
+    messages = fields["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise Reject("malformed_chat", "messages must be a non-empty list")
+    out: list[dict[str, str]] = []
+    for i, msg in enumerate(messages):
+        if (
+            not isinstance(msg, dict)
+            or msg.get("role") not in CHAT_ROLES
+            or not isinstance(msg.get("content"), str)
+        ):
+            raise Reject("malformed_chat", f"message {i} needs role in {CHAT_ROLES} and string content")
+        check_controls(f"message {i}", msg["content"].replace("\n", " ").replace("\t", " "))
+        out.append({"role": msg["role"], "content": normalize_text(msg["content"], cfg.data.zwj_policy)})
+    if out[-1]["role"] != "assistant" or not out[-1]["content"]:
+        raise Reject("malformed_chat", "last message must be a non-empty assistant turn")
+    if not any(m["role"] == "user" for m in out):
+        raise Reject("malformed_chat", "no user turn")
+    key = json.dumps(out, ensure_ascii=False, sort_keys=True)
+    row_id = fields.get("id") if isinstance(fields.get("id"), str) else None
+    return Row(source=source, key=key, messages=out, id=row_id or f"chat-{_digest(key)[:12]}")
+
+
+def _validate_pair(fields: Mapping[str, Any], source: str, path: Path, cfg: BuildConfig) -> Row:
+    noisy = _string_field(fields, "noisy")
+    clean = _string_field(fields, "clean")
+    lang_value = _pick(fields, "lang")
+    if lang_value is None or (isinstance(lang_value, str) and not lang_value.strip()):
+        lang_value = _lang_from_name(path)
+        if lang_value is None:
+            raise Reject("missing_field", "lang (and the file name does not start with a known code)")
+    if not isinstance(lang_value, str):
+        raise Reject("wrong_type", f"lang is {type(lang_value).__name__}, expected string")
+    lang = lang_value.strip().lower()
+    check_controls("noisy", noisy)
+    check_controls("clean", clean)
+    noisy = normalize_text(noisy, cfg.data.zwj_policy)
+    clean = normalize_text(clean, cfg.data.zwj_policy)
+    for name, value in (("noisy", noisy), ("clean", clean)):
+        if not value:
+            raise Reject("empty_field", f"{name} is empty or whitespace-only")
+    if lang not in LANG_SCRIPTS:
+        raise Reject("unknown_lang", f"{lang!r} (known: {', '.join(sorted(LANG_SCRIPTS))})")
+    check_script("noisy", noisy, lang, cfg.data.max_foreign_fraction)
+    check_script("clean", clean, lang, cfg.data.max_foreign_fraction)
+    given_id = _pick(fields, "id")
+    row_id = str(given_id) if isinstance(given_id, str | int) and str(given_id).strip() else None
+    return Row(
+        source=source,
+        key=json.dumps([lang, noisy, clean], ensure_ascii=False),
+        lang=lang,
+        noisy=noisy,
+        clean=clean,
+        id=row_id or f"{lang}-{_digest(lang, noisy, clean)[:12]}",
+    )
+
+
+def input_files(path: Path, exclude: Path | None = None) -> list[Path]:
+    """The data files a path names: the file itself, or a folder's .jsonl/.csv/.tsv (sorted)."""
+    if not path.exists():
+        raise DataError(f"{path}: input not found")
+    if path.is_file():
+        if path.suffix.lower() not in SUFFIXES:
+            raise DataError(f"{path}: unsupported file type (use {', '.join(SUFFIXES)})")
+        return [path]
+    try:
+        files = sorted(
+            p
+            for p in path.iterdir()
+            if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith(".")
+        )
+    except OSError as exc:
+        raise DataError(f"{path}: cannot list folder ({exc.strerror or exc})") from None
+    if exclude is not None:
+        files = [p for p in files if p.resolve().parent != exclude.resolve()]
+    if not files:
+        raise DataError(f"{path}: no {', '.join(SUFFIXES)} files in folder")
+    return files
+
+
+def read_rows(
+    paths: Sequence[Path],
+    cfg: BuildConfig,
+    tally: Tally,
+    tokenizer: Any = None,
+    label_root: Path | None = None,
+) -> tuple[list[Row], int]:
+    """Validate every row of ``paths``; returns (valid rows in read order, truncated count)."""
+    rows: list[Row] = []
+    truncated = 0
+    max_len = cfg.model.max_seq_length
+    for path in paths:
+        root = label_root or path.parent
+        try:
+            label = str(path.relative_to(root))
+        except ValueError:
+            label = path.name
+        for source, raw, fields in _raw_records(path, label, tally):
+            lang_hint = _pick(fields, "lang") if isinstance(_pick(fields, "lang"), str) else None
+            try:
+                if "messages" in fields:
+                    row = _validate_chat(fields, source, cfg)
+                else:
+                    row = _validate_pair(fields, source, path, cfg)
+                messages = _messages(row)
+                row.tokens = (
+                    chat_token_count(tokenizer, messages)
+                    if tokenizer is not None
+                    else estimate_tokens(messages)
+                )
+                if row.tokens > max_len:
+                    if cfg.data.too_long == "reject":
+                        how = "tokenizer" if tokenizer is not None else "estimated"
+                        raise Reject(
+                            "too_long", f"{row.tokens} tokens ({how}) > model.max_seq_length {max_len}"
+                        )
+                    truncated += 1
+            except Reject as exc:
+                tally.reject(source, exc, raw, lang_hint.strip().lower() if lang_hint else None)
+                continue
+            rows.append(row)
+    return rows, truncated
+
+
+# --- split, mix, write ----------------------------------------------------------------------
+
+
+def split_fraction(text: str, seed: int) -> float:
+    """Position of ``text`` in [0, 1) under the seeded hash used for the split and for ordering."""
+    digest = hashlib.sha256(f"{seed}\0{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _percentiles(values: Sequence[int]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+    out: dict[str, float] = {}
+    for p in PERCENTILES:  # nearest-rank
+        out[f"p{p}"] = ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+    out["max"] = ordered[-1]
+    out["mean"] = round(sum(ordered) / len(ordered), 1)
+    return out
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonl(rows: Sequence[Mapping[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def _unique_ids(rows: list[Row]) -> None:
+    seen: Counter[str] = Counter()
+    for row in rows:
+        base = row.id or "row"
+        seen[base] += 1
+        if seen[base] > 1:
+            row.id = f"{base}~{seen[base]}"
+
+
+def prepare(
+    input_path: str | Path | None, out_dir: str | Path, cfg: BuildConfig, tokenizer: Any = None
+) -> dict[str, Any]:
+    """Run the data stage; returns the stats that are also written to ``out_dir/stats.json``.
+
+    ``input_path`` None means ``cfg.data.input`` (relative to the repo root). ``tokenizer`` is an HF
+    tokenizer with a chat template; without one, lengths are estimated (stats say so).
+    """
+    src = Path(input_path) if input_path is not None else cfg.resolve_path(cfg.data.input)
+    out = Path(out_dir)
+    seed, dcfg = cfg.seed, cfg.data
+    tally = Tally()
+    files = input_files(src, exclude=out)
+    root = src if src.is_dir() else src.parent
+    rows, truncated = read_rows(files, cfg, tally, tokenizer, label_root=root)
+    chat_files: list[Path] = []
+    if dcfg.chat_input:
+        chat_src = cfg.resolve_path(dcfg.chat_input)
+        chat_files = input_files(chat_src, exclude=out)
+        chat_rows, chat_truncated = read_rows(chat_files, cfg, tally, tokenizer)
+        rows += chat_rows
+        truncated += chat_truncated
+
+    # Exact duplicates: first occurrence kept; every later one counted, not rejected.
+    unique: dict[str, Row] = {}
+    duplicates = 0
+    dup_by_lang: Counter[str] = Counter()
+    for row in rows:
+        if row.key in unique:
+            duplicates += 1
+            dup_by_lang[row.lang or "chat"] += 1
+        else:
+            unique[row.key] = row
+    kept = list(unique.values())
+    rejected = len(tally.rejects)
+    if tally.rows_read != len(kept) + rejected + duplicates:
+        raise AssertionError(
+            f"row accounting broken: {tally.rows_read} read != {len(kept)}+{rejected}+{duplicates}"
+        )
+    if not kept:
+        raise DataError(f"{src}: no valid rows ({tally.rows_read} read, {rejected} rejected)")
+    pairs = [r for r in kept if not r.is_chat]
+    chats = [r for r in kept if r.is_chat]
+    if not pairs:
+        raise DataError(f"{src}: no valid OCR pairs ({len(chats)} chat rows only, {rejected} rejected)")
+
+    warnings: list[str] = []
+    train_pairs = [r for r in pairs if split_fraction(r.clean, seed) >= dcfg.eval_fraction]
+    eval_pairs = [r for r in pairs if split_fraction(r.clean, seed) < dcfg.eval_fraction]
+    distinct_clean = {r.clean for r in pairs}
+    if not eval_pairs and len(distinct_clean) > 1:
+        first = min(distinct_clean, key=lambda c: split_fraction(c, seed))
+        eval_pairs = [r for r in pairs if r.clean == first]
+        train_pairs = [r for r in pairs if r.clean != first]
+        warnings.append("hash split left eval empty; moved the clean text with the smallest hash to eval")
+    elif not eval_pairs:
+        warnings.append("only one distinct clean text: eval split is empty")
+
+    # Mixing: chat rows make up mix_ratio of train; a deterministic subset when there are more.
+    want = round(dcfg.mix_ratio * len(train_pairs) / (1 - dcfg.mix_ratio)) if dcfg.mix_ratio > 0 else 0
+    chats.sort(key=lambda r: split_fraction(r.key, seed))
+    chat_used, chat_unused = chats[:want], chats[want:]
+    if chats and dcfg.mix_ratio == 0:
+        warnings.append(f"{len(chats)} chat rows not used: data.mix_ratio is 0")
+    elif len(chat_used) < want:
+        warnings.append(f"only {len(chat_used)} chat rows for the {want} that data.mix_ratio asks for")
+    train = train_pairs + chat_used
+    train.sort(key=lambda r: split_fraction(r.key, seed))
+    eval_pairs.sort(key=lambda r: split_fraction(r.key, seed))
+    _unique_ids(train + eval_pairs)
+    if len(kept) != len(train) + len(eval_pairs) + len(chat_unused):
+        raise AssertionError("kept rows do not add up to train + eval + unused chat rows")
+
+    by_lang: dict[str, dict[str, int]] = {}
+    for name, group in (("train", train_pairs), ("eval", eval_pairs)):
+        for row in group:
+            entry = by_lang.setdefault(row.lang or "?", {"kept": 0, "train": 0, "eval": 0})
+            entry["kept"] += 1
+            entry[name] += 1
+    for lang, n in tally.rejected_by_lang.items():
+        by_lang.setdefault(lang, {"kept": 0, "train": 0, "eval": 0})["rejected"] = n
+    for lang, n in dup_by_lang.items():
+        if lang in by_lang:
+            by_lang[lang]["duplicates_dropped"] = n
+    for entry in by_lang.values():
+        entry.setdefault("rejected", 0)
+        entry.setdefault("duplicates_dropped", 0)
+
+    noisy_to_clean: dict[tuple[str | None, str], set[str]] = {}
+    for row in pairs:
+        noisy_to_clean.setdefault((row.lang, row.noisy), set()).add(row.clean)
+    conflicting = sum(1 for cleans in noisy_to_clean.values() if len(cleans) > 1)
+
+    lengths = [r.tokens for r in kept]
+    max_len = cfg.model.max_seq_length
+    pct = _percentiles(lengths)
+    pair_dicts = [r.out() for r in pairs]
+    stats: dict[str, Any] = {
+        "input": [str(p) for p in files],
+        "chat_input": [str(p) for p in chat_files],
+        "rows_read": tally.rows_read,
+        "kept": len(kept),
+        "rejected": rejected,
+        "duplicates_dropped": duplicates,
+        "duplicates_count_as_rejects": False,
+        "accounting": (
+            "rows_read = kept + rejected + duplicates_dropped; kept = train_rows + eval_rows + chat_unused"
+        ),
+        "blank_lines_skipped": tally.blank_lines,
+        "train_rows": len(train),
+        "eval_rows": len(eval_pairs),
+        "train_pairs": len(train_pairs),
+        "chat": {"valid": len(chats), "used": len(chat_used), "unused": len(chat_unused)},
+        "chat_unused": len(chat_unused),
+        "mix": {
+            "requested_ratio": dcfg.mix_ratio,
+            "achieved_ratio": round(len(chat_used) / len(train), 4) if train else 0.0,
+            "chat_rows_train": len(chat_used),
+            "pair_rows_train": len(train_pairs),
+        },
+        "split": {
+            "method": "sha256(seed \\0 normalized clean) / 2**64 < eval_fraction",
+            "seed": seed,
+            "eval_fraction": dcfg.eval_fraction,
+            "achieved_eval_fraction": round(len(eval_pairs) / len(pairs), 4),
+        },
+        "by_lang": dict(sorted(by_lang.items())),
+        "rejects_by_reason": dict(sorted(tally.reasons.items())),
+        "conflicting_noisy": conflicting,
+        "token_lengths": {
+            "method": "tokenizer" if tokenizer is not None else "char_estimate",
+            "note": "chat-formatted (system + user noisy + assistant clean)"
+            + ("" if tokenizer is not None else "; estimate = ASCII chars/3 + other code points*1.5"),
+            "max_seq_length": max_len,
+            **pct,
+            "p99_share_of_max": round(pct["p99"] / max_len, 3),
+            "over_max": sum(1 for n in lengths if n > max_len),
+            "too_long_policy": dcfg.too_long,
+            "truncated_rows": truncated,
+        },
+        "normalization": {
+            "unicode": "NFC (nukta letters U+0958-095F, U+09DC/DD/DF end as base + nukta)",
+            "zwj_policy": dcfg.zwj_policy,
+            "whitespace": "outer stripped, inner kept",
+            "untouched": "danda/|, digits, avagraha, punctuation",
+        },
+        "identity": {
+            "all": metrics.identity_baseline(pair_dicts),
+            "train": metrics.identity_baseline([r.out() for r in train_pairs]),
+            "eval": metrics.identity_baseline([r.out() for r in eval_pairs]),
+        },
+        "warnings": warnings,
+    }
+
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / "train.jsonl", _jsonl([r.out() for r in train]))
+    _atomic_write(out / "eval.jsonl", _jsonl([r.out() for r in eval_pairs]))
+    _atomic_write(out / "rejects.jsonl", _jsonl(tally.rejects))
+    _atomic_write(out / "stats.json", json.dumps(stats, ensure_ascii=False, indent=2) + "\n")
+    return stats
+
+
+def summary_line(stats: Mapping[str, Any]) -> str:
+    """The counts the data task prints: they add up by construction (and are checked)."""
+    return (
+        f"read {stats['rows_read']} rows: kept {stats['kept']} (train {stats['train_rows']}, "
+        f"eval {stats['eval_rows']}, chat unused {stats['chat_unused']}), rejected {stats['rejected']}, "
+        f"duplicates dropped {stats['duplicates_dropped']}"
+    )
+
+
+def load_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Read a split written by ``prepare`` (train.jsonl / eval.jsonl) back into dicts."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{p}: not found (run the data stage first)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{p}: cannot read ({exc})") from None
+    rows: list[dict[str, Any]] = []
+    # Split on "\n" only: str.splitlines() also breaks at U+0085/U+2028, which JSON writes raw.
+    for no, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{p}:{no}: not JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{p}:{no}: expected a JSON object")
+        rows.append(obj)
+    return rows

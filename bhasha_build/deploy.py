@@ -1,0 +1,281 @@
+"""Deploy a run's Modelfile + q4_k_m GGUF to Ollama, then prove the deployed model answers right.
+
+Steps: read ``run_dir/Modelfile`` (validated by Ollama's parsing rules, FROM must stay inside the
+run folder) -> version check (structured create needs Ollama >= 0.5.5) -> refuse an existing name
+unless ``force`` -> upload the GGUF blob (HEAD, then POST) and structured ``/api/create`` (or
+``ollama create -f`` with ``use_cli``) -> ``/api/show`` round-trip: template, system and typed
+parameters (stops included) must equal the Modelfile -> sanity prompt through ``/api/chat``
+(temperature 0, seed, num_predict, timeout): a non-empty answer, ``done_reason == "stop"`` (it
+ended on a stop token, not the length cap), mostly in the target script, and grapheme CER against
+the reference under ``deploy.sanity_max_cer`` when that is set (real models; tiny ones skip it).
+
+Output: ``run_dir/deploy.json`` (written atomically, also on failure) and the same dict returned,
+for the manifest's ``deploy`` key: name, host, ollama_version, digest (model manifest digest),
+gguf_digest, method, roundtrip, sanity{...}, status ("ok" | "flagged"), created, seconds.
+A failed round-trip or sanity check leaves the model in place, flagged in deploy.json, and raises
+``DeployError`` (its ``.report`` carries the dict).
+
+Knobs: deploy.name, deploy.host (after --host and OLLAMA_HOST), deploy.timeout_s,
+deploy.sanity_max_cer, deploy.num_predict, seed; the script check reuses the data stage's rule
+(data.foreign_fraction within data.max_foreign_fraction, at least one letter of the script).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import unicodedata
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bhasha_build import data, metrics
+from bhasha_build.config import BuildConfig
+from bhasha_build.modelfile import (
+    MODELFILE_NAME,
+    ModelfileError,
+    atomic_write_text,
+    format_params,
+    parse_modelfile,
+    resolve_from,
+)
+from bhasha_build.ollama import (
+    OllamaClient,
+    OllamaError,
+    OllamaModelExistsError,
+    cli_create,
+    file_digest,
+    full_name,
+    parse_show_parameters,
+    resolve_host,
+)
+
+# Used when the run has no eval split: a noisy Hindi line (lost nukta in बाज़ार, lost anusvara in
+# हैं, danda read as |) and its fix; NFC like the data stage writes it.
+BUILTIN_SAMPLE = {
+    "lang": "hi",
+    "noisy": unicodedata.normalize("NFC", "आज मौसम बहुत अच्छा है और हम बाजार जा रहे है|"),
+    "clean": unicodedata.normalize("NFC", "आज मौसम बहुत अच्छा है और हम बाज़ार जा रहे हैं।"),
+}
+
+
+class DeployError(RuntimeError):
+    """One-line deploy failure; ``report`` holds what was recorded (None if nothing was created)."""
+
+    def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def detect_script(text: str) -> str | None:
+    """The script most of ``text``'s letters are in (among the data stage's scripts)."""
+    counts = {s: data.foreign_fraction(text, s)[1] for s in set(data.LANG_SCRIPTS.values())}
+    best = max(counts, key=lambda s: counts[s])
+    return best if counts[best] else None
+
+
+def sanity_sample(run_dir: Path) -> dict[str, Any]:
+    """First OCR pair of run_dir/data/eval.jsonl (chat rows skipped), else BUILTIN_SAMPLE."""
+    path = run_dir / "data" / "eval.jsonl"
+    if path.is_file():
+        with path.open(encoding="utf-8") as fh:
+            for line_no, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if isinstance(row, dict) and row.get("noisy") and row.get("clean"):
+                    return {
+                        "source": f"data/eval.jsonl:{line_no}",
+                        "lang": row.get("lang"),
+                        "noisy": row["noisy"],
+                        "clean": row["clean"],
+                    }
+    return {"source": "builtin", **BUILTIN_SAMPLE}
+
+
+def _typed(params: dict[str, Any]) -> dict[str, Any]:
+    # Compare numbers as numbers (Ollama prints floats that are whole as ints).
+    return {
+        k: (
+            [str(x) for x in v]
+            if isinstance(v, list)
+            else float(v)
+            if not isinstance(v, bool) and isinstance(v, (int, float))
+            else v
+        )
+        for k, v in params.items()
+    }
+
+
+def roundtrip(
+    show: dict[str, Any], template: str | None, system: str | None, parameters: dict[str, Any]
+) -> dict[str, Any]:
+    """Compare /api/show with the Modelfile; {"ok", "mismatches": [...]} ."""
+    mismatches = []
+    if (show.get("template") or "") != (template or ""):
+        mismatches.append("template")
+    if (show.get("system") or "") != (system or ""):
+        mismatches.append("system")
+    try:
+        shown = format_params(parse_show_parameters(show.get("parameters") or ""))
+    except ModelfileError as exc:
+        shown = {"<unparsable>": str(exc)}
+    if _typed(shown) != _typed(parameters):
+        missing = sorted(set(parameters) - set(shown))
+        differ = sorted(
+            k for k in set(parameters) & set(shown) if _typed({k: shown[k]}) != _typed({k: parameters[k]})
+        )
+        extra = sorted(set(shown) - set(parameters))
+        detail = ", ".join(
+            f"{label} {keys}"
+            for label, keys in (("missing", missing), ("different", differ), ("extra", extra))
+            if keys
+        )
+        mismatches.append(f"parameters ({detail})")
+    return {"ok": not mismatches, "mismatches": mismatches}
+
+
+def run_sanity(client: OllamaClient, name: str, cfg: BuildConfig, sample: dict[str, Any]) -> dict[str, Any]:
+    """One deterministic chat turn with the sample's noisy line; returns the checks and the answer."""
+    script = (
+        data.LANG_SCRIPTS.get(str(sample.get("lang") or "")) or detect_script(sample["clean"]) or "Devanagari"
+    )
+    options = {"temperature": 0, "seed": cfg.seed, "num_predict": cfg.deploy.num_predict}
+    start = time.perf_counter()
+    reply = client.chat(
+        name, [{"role": "user", "content": sample["noisy"]}], options=options, timeout=cfg.deploy.timeout_s
+    )
+    seconds = time.perf_counter() - start
+    answer = metrics.normalize_hyp((reply.get("message") or {}).get("content") or "")
+    # The data stage's rule for "in the target script": foreign letters within data.max_foreign_fraction.
+    foreign, native = data.foreign_fraction(answer, script)
+    result: dict[str, Any] = {
+        "endpoint": "/api/chat",
+        "options": options,
+        "source": sample["source"],
+        "lang": sample.get("lang"),
+        "script": script,
+        "prompt": sample["noisy"],
+        "reference": sample["clean"],
+        "response": answer,
+        "done_reason": reply.get("done_reason"),
+        "eval_count": reply.get("eval_count"),
+        "foreign_fraction": round(foreign, 4),
+        "seconds": round(seconds, 3),
+        "cer": round(metrics.cer(answer, sample["clean"]), 4),
+        "max_cer": cfg.deploy.sanity_max_cer,
+    }
+    failures = []
+    if not answer:
+        failures.append("empty response")
+    if reply.get("done_reason") != "stop":
+        failures.append(
+            f"done_reason {reply.get('done_reason')!r} (expected 'stop': no stop token within "
+            f"num_predict={cfg.deploy.num_predict}; check TEMPLATE and stop parameters)"
+        )
+    if answer and (native == 0 or foreign > cfg.data.max_foreign_fraction):
+        failures.append(
+            f"answer is not in {script} ({native} {script} letters, {foreign:.0%} foreign; "
+            f"data.max_foreign_fraction {cfg.data.max_foreign_fraction})"
+        )
+    if cfg.deploy.sanity_max_cer is not None and result["cer"] >= cfg.deploy.sanity_max_cer:
+        failures.append(f"CER {result['cer']:.3f} >= deploy.sanity_max_cer {cfg.deploy.sanity_max_cer}")
+    result["failures"] = failures
+    result["ok"] = not failures
+    return result
+
+
+def _write_report(run_dir: Path, report: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / "deploy.json", json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+
+
+def deploy(
+    run_dir: str | Path,
+    cfg: BuildConfig,
+    name: str | None = None,
+    host: str | None = None,
+    force: bool = False,
+    use_cli: bool = False,
+) -> dict[str, Any]:
+    """Create ``name`` (default deploy.name) on ``host`` and verify it.
+
+    Host: ``host`` argument, else OLLAMA_HOST, else deploy.host (normalized like Ollama does).
+
+    Raises DeployError / OllamaError / ModelfileError with one-line messages.
+    """
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    name = name or cfg.deploy.name
+    host_url = resolve_host(host or os.environ.get("OLLAMA_HOST") or cfg.deploy.host)
+    modelfile_path = run_dir / MODELFILE_NAME
+    if not modelfile_path.is_file():
+        raise DeployError(f"{modelfile_path} not found; run `invoke modelfile` first")
+    mf = parse_modelfile(modelfile_path.read_text(encoding="utf-8"))
+    gguf = resolve_from(modelfile_path, mf.from_)
+    if not gguf.is_file():
+        raise DeployError(
+            f"the Modelfile's FROM {mf.from_!r} does not exist in {run_dir}; run `invoke export`"
+        )
+    if mf.adapters:
+        raise DeployError("ADAPTER lines are not supported: export merges the LoRA into the GGUF")
+    parameters = mf.parameters
+
+    client = OllamaClient(host_url, timeout=cfg.deploy.timeout_s)
+    version = client.check_version()
+    if not force and client.exists(name):
+        raise OllamaModelExistsError(
+            f"model '{full_name(name)}' already exists on {host_url}; pass --force to replace it"
+        )
+    gguf_digest = file_digest(gguf)
+    if use_cli:
+        cli_create(name, modelfile_path, host_url, timeout=max(cfg.deploy.timeout_s, 600.0))
+    else:
+        client.push_blob(gguf, gguf_digest)
+        rel = gguf.relative_to(modelfile_path.parent.resolve()).as_posix()
+        client.create(
+            name,
+            {rel: gguf_digest},
+            template=mf.template,
+            system=mf.system,
+            parameters=parameters,
+            messages=mf.messages or None,
+            license=mf.license or None,
+        )
+
+    report: dict[str, Any] = {
+        "name": full_name(name),
+        "host": host_url,
+        "ollama_version": version,
+        "digest": client.model_digest(name),
+        "gguf_digest": gguf_digest,
+        "method": "cli" if use_cli else "api",
+        "modelfile_sha256": file_digest(modelfile_path).removeprefix("sha256:"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    report["roundtrip"] = roundtrip(client.show(name), mf.template, mf.system, parameters)
+    if report["roundtrip"]["ok"]:
+        try:
+            report["sanity"] = run_sanity(client, name, cfg, sanity_sample(run_dir))
+        except OllamaError as exc:
+            report["sanity"] = {"ok": False, "failures": [str(exc)]}
+    else:
+        report["sanity"] = {"ok": False, "failures": ["skipped: /api/show round-trip failed"]}
+    ok = report["roundtrip"]["ok"] and report["sanity"]["ok"]
+    report["status"] = "ok" if ok else "flagged"
+    report["seconds"] = round(time.perf_counter() - started, 3)
+    _write_report(run_dir, report)
+    if not report["roundtrip"]["ok"]:
+        raise DeployError(
+            f"'{report['name']}' on {host_url} does not match the Modelfile after create "
+            f"({'; '.join(report['roundtrip']['mismatches'])}); the model is left in place but flagged "
+            "in deploy.json",
+            report,
+        )
+    if not report["sanity"]["ok"]:
+        raise DeployError(
+            f"sanity check failed for '{report['name']}': {'; '.join(report['sanity']['failures'])}; "
+            "the model is left in place but flagged in deploy.json",
+            report,
+        )
+    return report

@@ -1,0 +1,167 @@
+"""Eval stage: correct the held-out OCR lines and score them against the do-nothing baseline.
+
+Two generators, scored by the same `metrics.score`:
+  hf    base model + trained adapter in transformers (greedy, batched, stops at <|im_end|>)
+  gguf  the quantized GGUF through llama.cpp (temperature 0, stop tokens from chat.py)
+The identity baseline (hypothesis = the noisy input) is what a model must beat.
+
+Gate (`invoke eval --gate`, used by the nightly): the model's grapheme CER must be below the baseline
+by eval.gate_margin, and the GGUF's CER may exceed the HF model's by at most eval.gguf_tolerance.
+
+Knobs: eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance, seed.
+Outputs: runs/<run>/eval.json, eval_predictions.jsonl, cer_by_lang.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .chat import STOP_TOKENS, pair_messages, render_chatml
+from .config import BuildConfig
+from .manifest import atomic_write_json, atomic_write_text
+
+
+class EvalError(RuntimeError):
+    """One-line, user-facing eval problem."""
+
+
+def eval_rows(run_dir: Path, max_rows: int) -> list[dict[str, Any]]:
+    from .data import load_rows
+
+    path = run_dir / "data" / "eval.jsonl"
+    if not path.exists():
+        raise EvalError(f"{path}: no eval split; run `invoke data` first")
+    rows = [r for r in load_rows(path) if "noisy" in r][:max_rows]
+    if not rows:
+        raise EvalError(f"{path}: no OCR pairs to evaluate")
+    return rows
+
+
+def generate_hf(cfg: BuildConfig, run_dir: Path, texts: list[str], batch_size: int = 8) -> list[str]:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .export import MERGED_DIR
+    from .train import ADAPTER_DIR
+
+    merged, adapter = run_dir / MERGED_DIR, run_dir / ADAPTER_DIR
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    if (merged / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(str(merged), dtype=dtype, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(merged), local_files_only=True)
+    elif (adapter / "adapter_config.json").exists():
+        base = json.loads((adapter / "base_model.json").read_text())["path"]
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, local_files_only=True)
+        model = PeftModel.from_pretrained(model, str(adapter))
+        tokenizer = AutoTokenizer.from_pretrained(str(adapter), local_files_only=True)
+    else:
+        raise EvalError(f"{adapter}: no trained adapter; run `invoke train` first")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device).eval()
+    tokenizer.padding_side = "left"
+    stop_ids = [tokenizer.convert_tokens_to_ids(t) for t in STOP_TOKENS]
+    outputs: list[str] = []
+    for start in range(0, len(texts), batch_size):
+        prompts = [render_chatml(pair_messages(t), add_generation_prompt=True) for t in texts[start:start + batch_size]]
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        with torch.no_grad():
+            gen = model.generate(**enc, max_new_tokens=cfg.eval.max_new_tokens, do_sample=False,
+                                 eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id)
+        for row in gen[:, enc["input_ids"].shape[1]:]:
+            ids = row.tolist()
+            cut = next((i for i, tok in enumerate(ids) if tok in stop_ids), len(ids))
+            outputs.append(tokenizer.decode(ids[:cut], skip_special_tokens=True).strip())
+    return outputs
+
+
+def generate_gguf(cfg: BuildConfig, gguf: Path, texts: list[str]) -> list[str]:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), n_ctx=min(cfg.model.max_seq_length, 4096), seed=cfg.seed,
+                verbose=False, n_threads=os.cpu_count(), n_gpu_layers=-1)
+    try:
+        outputs = []
+        for text in texts:
+            prompt = render_chatml(pair_messages(text), add_generation_prompt=True)
+            out = llm.create_completion(prompt, max_tokens=cfg.eval.max_new_tokens, temperature=0.0,
+                                        stop=STOP_TOKENS, seed=cfg.seed)
+            outputs.append(out["choices"][0]["text"].strip())
+        return outputs
+    finally:
+        llm.close()
+
+
+def plot_cer(report: dict[str, Any], out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = [s for s in ("baseline", "model", "gguf") if s in report]
+    langs = sorted(report["baseline"]["by_lang"])
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    width = 0.8 / len(systems)
+    for i, system in enumerate(systems):
+        values = [report[system]["by_lang"].get(lang, {}).get("cer", 0.0) for lang in langs]
+        ax.bar([x + i * width for x in range(len(langs))], values, width, label=system)
+    ax.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(len(langs))], langs)
+    ax.set_ylabel("grapheme CER (lower is better)")
+    ax.set_title("CER by language: identity baseline vs model")
+    ax.legend()
+    fig.tight_layout()
+    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out_png)
+
+
+def gate(report: dict[str, Any], cfg: BuildConfig) -> dict[str, Any]:
+    base = report["baseline"]["overall"]["cer"]
+    result: dict[str, Any] = {"gate_margin": cfg.eval.gate_margin, "gguf_tolerance": cfg.eval.gguf_tolerance}
+    checks = []
+    for system in ("model", "gguf"):
+        if system in report:
+            cer = report[system]["overall"]["cer"]
+            checks.append({"check": f"{system}_beats_baseline", "ok": cer < base - cfg.eval.gate_margin,
+                           "detail": f"{system} CER {cer:.4f} vs baseline {base:.4f} - margin {cfg.eval.gate_margin}"})
+    if "model" in report and "gguf" in report:
+        diff = report["gguf"]["overall"]["cer"] - report["model"]["overall"]["cer"]
+        checks.append({"check": "gguf_close_to_hf", "ok": diff <= cfg.eval.gguf_tolerance,
+                       "detail": f"gguf - hf CER = {diff:+.4f} (tolerance {cfg.eval.gguf_tolerance})"})
+    result["checks"] = checks
+    result["passed"] = all(c["ok"] for c in checks)
+    return result
+
+
+def evaluate(cfg: BuildConfig, run_dir: Path, systems: tuple[str, ...] = ("model", "gguf")) -> dict[str, Any]:
+    from .export import quant_gguf_name
+    from .metrics import identity_baseline, score
+
+    run_dir = Path(run_dir)
+    rows = eval_rows(run_dir, cfg.eval.max_rows)
+    texts = [r["noisy"] for r in rows]
+    report: dict[str, Any] = {"rows": len(rows), "baseline": identity_baseline(rows)}
+    predictions: dict[str, list[str]] = {}
+    if "model" in systems:
+        predictions["model"] = generate_hf(cfg, run_dir, texts)
+        report["model"] = score(rows, predictions["model"])
+    gguf = run_dir / quant_gguf_name(cfg.export.quant)
+    if "gguf" in systems:
+        if gguf.exists():
+            predictions["gguf"] = generate_gguf(cfg, gguf, texts)
+            report["gguf"] = score(rows, predictions["gguf"])
+            report["gguf_file"] = gguf.name
+        else:
+            report["gguf_skipped"] = f"{gguf.name} not exported yet"
+    report["gate"] = gate(report, cfg)
+    lines = [json.dumps({"id": r.get("id"), "lang": r["lang"], "noisy": r["noisy"], "clean": r["clean"],
+                         **{k: v[i] for k, v in predictions.items()}}, ensure_ascii=False)
+             for i, r in enumerate(rows)]
+    atomic_write_text(run_dir / "eval_predictions.jsonl", "".join(ln + "\n" for ln in lines))
+    atomic_write_json(run_dir / "eval.json", report)
+    plot_cer(report, run_dir / "cer_by_lang.png")
+    return report

@@ -1,0 +1,151 @@
+"""OCR-correction metrics: grapheme-cluster CER, code-point CER, WER, over-correction rate.
+
+Why graphemes: an Indic "letter" as a reader sees it (क्ष, कि, স্ত্র) is several code points; a
+code-point CER counts a lost virama or a wrong matra inside a conjunct as a fraction of a letter
+on one side and a whole letter on the other, and rewards splitting conjuncts. Units here are
+extended grapheme clusters from ``regex``'s ``\\X`` (Unicode 15.1 rules, so a virama-joined
+conjunct such as क्ष is one unit); edit distance is ``rapidfuzz`` Levenshtein over those units.
+
+Conventions (documented because every choice changes numbers):
+  * CER/WER = edit distance / reference length. An empty reference gives 0.0 when the hypothesis
+    is empty too, else 1.0 (per row); corpus versions sum edits and reference lengths, so empty
+    references only add their insertions.
+  * ``score`` normalizes hypotheses to NFC and strips surrounding whitespace (a model's trailing
+    newline is not an OCR error); references and inputs are taken as given (the data stage already
+    wrote them NFC).
+  * Over-correction rate: among rows whose input already equals the reference, the share the model
+    changed. 0.0 when there are no such rows (``identity_rows`` in ``score`` says how many there were).
+
+Knobs: ``unit`` ("grapheme" | "char") on the CER functions; nothing global.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import regex
+from rapidfuzz.distance import Levenshtein
+
+Unit = Literal["grapheme", "char"]
+_GRAPHEME = regex.compile(r"\X")
+
+
+def graphemes(text: str) -> list[str]:
+    """Extended grapheme clusters of ``text`` (क्ष → one unit, कि → one unit)."""
+    return _GRAPHEME.findall(text)
+
+
+def words(text: str) -> list[str]:
+    """Whitespace-separated words; runs of spaces count once (space errors show up in CER)."""
+    return text.split()
+
+
+def _units(text: str, unit: Unit) -> list[str]:
+    if unit == "grapheme":
+        return graphemes(text)
+    if unit == "char":
+        return list(text)
+    raise ValueError(f"unit must be 'grapheme' or 'char', not {unit!r}")
+
+
+def edit_distance(hyp: Sequence[str], ref: Sequence[str]) -> int:
+    """Levenshtein distance between two unit sequences (lists of clusters, words or chars)."""
+    # rapidfuzz compares sequences of hashables element-wise, so lists of clusters work directly.
+    return int(Levenshtein.distance(hyp, ref))
+
+
+def _rate(edits: int, ref_len: int, hyp_len: int) -> float:
+    if ref_len == 0:
+        return 0.0 if hyp_len == 0 else 1.0
+    return edits / ref_len
+
+
+def cer(hyp: str, ref: str, unit: Unit = "grapheme") -> float:
+    """Character error rate of one line; ``unit`` = "grapheme" (default) or "char" (code points)."""
+    h, r = _units(hyp, unit), _units(ref, unit)
+    return _rate(edit_distance(h, r), len(r), len(h))
+
+
+def wer(hyp: str, ref: str) -> float:
+    """Word error rate of one line."""
+    h, r = words(hyp), words(ref)
+    return _rate(edit_distance(h, r), len(r), len(h))
+
+
+def _check_lengths(*seqs: Sequence[Any]) -> None:
+    if len({len(s) for s in seqs}) > 1:
+        raise ValueError(f"length mismatch: {[len(s) for s in seqs]}")
+
+
+def _corpus(hyps: Sequence[str], refs: Sequence[str], split: Any) -> float:
+    _check_lengths(hyps, refs)
+    edits = ref_len = 0
+    for hyp, ref in zip(hyps, refs, strict=True):
+        h, r = split(hyp), split(ref)
+        edits += edit_distance(h, r)
+        ref_len += len(r)
+    if ref_len == 0:
+        return 0.0 if edits == 0 else 1.0
+    return edits / ref_len
+
+
+def corpus_cer(hyps: Sequence[str], refs: Sequence[str], unit: Unit = "grapheme") -> float:
+    """Sum of edits over sum of reference lengths (long lines weigh more than in a mean of CERs)."""
+    return _corpus(hyps, refs, lambda t: _units(t, unit))
+
+
+def corpus_wer(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    return _corpus(hyps, refs, words)
+
+
+def over_correction_rate(inputs: Sequence[str], hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Share of already-correct inputs (input == ref) that the model changed."""
+    _check_lengths(inputs, hyps, refs)
+    correct = [(i, h) for i, h, r in zip(inputs, hyps, refs, strict=True) if i == r]
+    if not correct:
+        return 0.0
+    return sum(1 for i, h in correct if h != i) / len(correct)
+
+
+def normalize_hyp(text: str) -> str:
+    """What ``score`` does to a model output before comparing (NFC, outer whitespace)."""
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def _block(rows: Sequence[Mapping[str, Any]], hyps: Sequence[str]) -> dict[str, Any]:
+    refs = [r["clean"] for r in rows]
+    inputs = [r["noisy"] for r in rows]
+    return {
+        "rows": len(rows),
+        "cer": corpus_cer(hyps, refs, "grapheme"),
+        "cer_char": corpus_cer(hyps, refs, "char"),
+        "wer": corpus_wer(hyps, refs),
+        "over_correction_rate": over_correction_rate(inputs, hyps, refs),
+        "identity_rows": sum(1 for i, r in zip(inputs, refs, strict=True) if i == r),
+    }
+
+
+def score(rows: Sequence[Mapping[str, Any]], hyps: Iterable[str]) -> dict[str, Any]:
+    """Score hypotheses against rows ({"lang", "noisy", "clean"}): overall and per language.
+
+    Returns {"overall": block, "by_lang": {lang: block}} where a block has cer (grapheme, corpus),
+    cer_char, wer, over_correction_rate, rows and identity_rows.
+    """
+    hyp_list = [normalize_hyp(h) for h in hyps]
+    _check_lengths(rows, hyp_list)
+    by_lang: dict[str, tuple[list[Mapping[str, Any]], list[str]]] = {}
+    for row, hyp in zip(rows, hyp_list, strict=True):
+        bucket = by_lang.setdefault(str(row.get("lang", "?")), ([], []))
+        bucket[0].append(row)
+        bucket[1].append(hyp)
+    return {
+        "overall": _block(rows, hyp_list),
+        "by_lang": {lang: _block(r, h) for lang, (r, h) in sorted(by_lang.items())},
+    }
+
+
+def identity_baseline(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The do-nothing model (hyp = noisy input): the bar a trained model must beat."""
+    return score(rows, [r["noisy"] for r in rows])

@@ -1,0 +1,260 @@
+"""Invoke tasks: a thin shell over bhasha_build. `invoke --list`; `invoke --help TASK`.
+
+Every stage task takes --profile, --run, --config and repeatable --set section.key=value, prints
+what it runs, and turns known failures into a one-line error with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from invoke import Collection, Exit, task
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+
+COMMON_HELP = {
+    "profile": "config profile from bhasha.toml (gpu16gb, tiny-cpu); env BHASHA_PROFILE",
+    "run": "run name: outputs go to runs/<run>/",
+    "config": "config file (default: bhasha.toml)",
+    "set": "override a config key, section.key=value (repeatable)",
+}
+
+
+def _help(**extra: str) -> dict[str, str]:
+    return {**COMMON_HELP, **extra}
+
+
+def _config(profile: str | None, run: str | None, config: str | None, sets: list[str] | None):
+    from bhasha_build.config import load_config
+
+    overrides = list(sets or [])
+    if run:
+        overrides.append(f"run={json.dumps(run)}")
+    return load_config(config, profile=profile, overrides=overrides)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Failures that are the user's to fix: reported in one line, no traceback."""
+    import importlib
+
+    names = [("config", "ConfigError"), ("data", "DataError"), ("train", "TrainError"),
+             ("export", "ExportError"), ("toolchain", "ToolchainError"), ("evaluate", "EvalError"),
+             ("modelfile", "ModelfileError"), ("ollama", "OllamaError"), ("deploy", "DeployError"),
+             ("noise", "NoiseError")]
+    errors: list[type[BaseException]] = [FileNotFoundError, PermissionError]
+    for module, name in names:
+        try:
+            errors.append(getattr(importlib.import_module(f"bhasha_build.{module}"), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
+
+
+def _call(what: str, fn: Callable[[], Any]) -> Any:
+    print(f"→ {what}", flush=True)
+    start = time.monotonic()
+    try:
+        result = fn()
+    except KeyboardInterrupt:
+        raise Exit("interrupted", code=130) from None
+    except Exception as exc:
+        if isinstance(exc, _user_errors()):
+            raise Exit(f"error: {exc}", code=1) from None
+        raise
+    print(f"✓ {what} ({time.monotonic() - start:.1f}s)", flush=True)
+    return result
+
+
+@task(help=_help(input="input file or folder (default: data.input)", force="redo even if up to date"),
+      iterable=["set"])
+def data(c, profile=None, run=None, config=None, set=None, input=None, force=False):
+    """Validate, normalize, dedupe and split OCR pairs into runs/<run>/data/."""
+    from bhasha_build import pipeline
+    from bhasha_build.data import summary_line
+
+    cfg = _config(profile, run, config, set)
+    stats = _call(f"data {input or cfg.data.input} -> {cfg.run_dir / 'data'}",
+                  lambda: pipeline.run_data(cfg, input, force=force))
+    print(summary_line(stats))
+
+
+@task(help={"input": "clean lines: .txt (one per line) or .jsonl with clean/lang",
+            "out": "output .jsonl of noisy/clean pairs", "lang": "language code (hi, bn, ta, ...)",
+            "rate": "target grapheme error rate", "seed": "random seed"})
+def noise(c, input, out, lang="hi", rate=0.08, seed=3407):
+    """Make synthetic OCR-noise pairs from clean text (seeded, per-script error models)."""
+    from bhasha_build.noise import noise_file
+
+    result = _call(f"noise {input} -> {out} (lang={lang}, rate={rate}, seed={seed})",
+                   lambda: noise_file(input, out, lang=lang, rate=rate, seed=seed))
+    if result is not None:
+        print(json.dumps(result, ensure_ascii=False, indent=2) if isinstance(result, dict) else result)
+
+
+@task(help=_help(resume="continue from the latest checkpoint", force="retrain even if up to date",
+                 gpus="GPUs on this host (>1 launches DDP through torchrun)"), iterable=["set"])
+def train(c, profile=None, run=None, config=None, set=None, resume=False, force=False, gpus=1):
+    """Fine-tune LoRA adapters (Unsloth or hf backend) on runs/<run>/data/train.jsonl."""
+    from bhasha_build import pipeline
+
+    cfg = _config(profile, run, config, set)
+    if int(gpus) > 1:
+        from bhasha_build.launch import torchrun_command
+
+        cmd = torchrun_command(int(gpus), profile=profile, run=cfg.run, config=config, sets=set, resume=resume)
+        c.run(" ".join(cmd), echo=True, pty=False)
+        return
+    summary = _call(f"train {cfg.train.backend} {cfg.model.name} -> {cfg.run_dir / 'adapter'}",
+                    lambda: pipeline.run_train(cfg, resume=resume, force=force))
+    print(json.dumps({k: summary.get(k) for k in ("global_step", "train_loss", "seconds", "optim_used")}))
+
+
+@task(name="export", help=_help(force="re-export even if up to date"), iterable=["set"])
+def export_(c, profile=None, run=None, config=None, set=None, force=False):
+    """Merge the adapter, convert to GGUF (pinned llama.cpp) and quantize (q4_k_m)."""
+    from bhasha_build import pipeline
+
+    cfg = _config(profile, run, config, set)
+    result = _call(f"export {cfg.run_dir / 'adapter'} -> {cfg.export.quant}",
+                   lambda: pipeline.run_export(cfg, force=force))
+    print(json.dumps({k: str(v) for k, v in result.items() if k in ("gguf", "quant", "checks")}, indent=2))
+
+
+@task(name="eval", help=_help(only="score only 'model' (HF) or 'gguf'",
+                              gate="exit non-zero unless the model beats the baseline (nightly)"),
+      iterable=["set"])
+def eval_(c, profile=None, run=None, config=None, set=None, only=None, gate=False):
+    """Score the model (HF and GGUF) against the identity baseline: eval.json + cer_by_lang.png."""
+    from bhasha_build import pipeline
+
+    cfg = _config(profile, run, config, set)
+    systems = (only,) if only else ("model", "gguf")
+    report = _call(f"eval {cfg.run_dir} ({', '.join(systems)})", lambda: pipeline.run_eval(cfg, systems))
+    for system in ("baseline", "model", "gguf"):
+        if system in report:
+            o = report[system]["overall"]
+            print(f"{system:9s} CER {o['cer']:.4f}  char-CER {o['cer_char']:.4f}  WER {o['wer']:.4f}")
+    for check in report["gate"]["checks"]:
+        print(f"{'ok  ' if check['ok'] else 'FAIL'} {check['check']}: {check['detail']}")
+    if gate and not report["gate"]["passed"]:
+        raise Exit("error: eval gate failed (see above and eval.json)", code=1)
+
+
+@task(help=_help(), iterable=["set"])
+def modelfile(c, profile=None, run=None, config=None, set=None):
+    """Render runs/<run>/Modelfile from Modelfile.template (validated by Ollama's rules)."""
+    from bhasha_build import pipeline
+
+    cfg = _config(profile, run, config, set)
+    path = _call(f"modelfile -> {cfg.run_dir / 'Modelfile'}", lambda: pipeline.run_modelfile(cfg))
+    print(path)
+
+
+@task(help=_help(), iterable=["set"])
+def sanity(c, profile=None, run=None, config=None, set=None):
+    """One chat completion through llama.cpp on the quantized GGUF; must end with <|im_end|>."""
+    from bhasha_build import pipeline
+
+    cfg = _config(profile, run, config, set)
+    result = _call(f"sanity {cfg.run_dir}", lambda: pipeline.run_sanity(cfg))
+    print(json.dumps(result, ensure_ascii=False, indent=2))
+
+
+@task(help=_help(name="Ollama model name (default deploy.name)",
+                 host="Ollama host (default deploy.host / OLLAMA_HOST)",
+                 force="replace a model of the same name", cli="use the `ollama create -f` CLI instead of REST"),
+      iterable=["set"])
+def deploy(c, profile=None, run=None, config=None, set=None, name=None, host=None, force=False, cli=False):
+    """Create the model in Ollama from runs/<run>/Modelfile and prove it with a sanity prompt."""
+    from bhasha_build import pipeline
+
+    cfg = _config(profile, run, config, set)
+    host = host or os.environ.get("OLLAMA_HOST") or cfg.deploy.host
+    report = _call(f"deploy {cfg.run_dir} -> {host} as {name or cfg.deploy.name}",
+                   lambda: pipeline.run_deploy(cfg, name=name, host=host, force=force, use_cli=cli))
+    print(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+
+
+@task(help=_help(input="input file or folder", force="redo every stage", deploy="also deploy to Ollama",
+                 name="Ollama model name", host="Ollama host"), iterable=["set"])
+def pipeline(c, profile=None, run=None, config=None, set=None, input=None, force=False, deploy=False,
+             name=None, host=None):
+    """data → train → export → eval → modelfile → sanity (→ deploy)."""
+    from bhasha_build import pipeline as pl
+
+    cfg = _config(profile, run, config, set)
+    out = _call(f"pipeline {cfg.run_dir} (profile {profile or os.environ.get('BHASHA_PROFILE', 'default')})",
+                lambda: pl.run_pipeline(cfg, input, force=force, deploy=deploy, name=name, host=host))
+    print(json.dumps({"run_dir": out["run_dir"], "sanity": out["sanity"]["finish_reason"],
+                      "gate_passed": out["eval"]["passed"]}))
+
+
+@task(help={"force": "redo every stage", "run": "run name (default demo)"})
+def demo(c, run="demo", force=False):
+    """The whole pipeline offline on CPU: tiny local Qwen2 model + data/samples → runs/demo/."""
+    pipeline(c, profile="tiny-cpu", run=run, force=force)
+
+
+@task(help={"force": "re-extract even if cached", "sdist": "use this llama-cpp-python sdist instead of downloading"})
+def toolchain(c, force=False, sdist=None):
+    """Prepare the pinned llama.cpp converter + gguf-py (cached outside the repo, keyed by version)."""
+    from bhasha_build import toolchain as tc
+
+    path = _call("toolchain prepare", lambda: tc.prepare(sdist, force=force))
+    print(path)
+
+
+@task(help=_help(), iterable=["set"])
+def doctor(c, profile=None, run=None, config=None, set=None):
+    """Check driver/CUDA, GPU memory vs profile, disk, toolchain and Ollama; print a report."""
+    from bhasha_build import doctor as doc
+
+    cfg = _config(profile, run, config, set)
+    checks = doc.doctor(cfg)
+    doc.print_report(checks)
+    if any(ch.status == "fail" for ch in checks):
+        raise Exit("error: doctor found failures (see above)", code=1)
+
+
+@task(help={"out": "JSON output file", "mode": "all | project | baseline | ocr (GPU benchmark parts)",
+            "steps": "timed steps per part", "size": "Qwen2.5 shape: 1.5B or 0.5B"})
+def bench(c, out="bench/results.json", mode="all", steps=20, size="1.5B"):
+    """Training throughput/memory benchmark (GPU): project path vs plain HF+PEFT, JSON out."""
+    cmd = f"{sys.executable} -m bhasha_build.bench --out {out} --mode {mode} --steps {steps} --size {size}"
+    c.run(cmd, echo=True, pty=False)
+
+
+# ------------------------------------------------------------------ dev
+
+
+@task(help={"k": "pytest -k expression", "fast": "skip slow integration tests"})
+def test(c, k=None, fast=False):
+    """Run the test suite."""
+    cmd = f"{sys.executable} -m pytest -q"
+    if fast:
+        cmd += ' -m "not slow and not container"'
+    if k:
+        cmd += f" -k {k!r}"
+    c.run(cmd, echo=True, pty=False)
+
+
+@task
+def lint(c):
+    """ruff over the package, tasks and tests."""
+    c.run(f"{sys.executable} -m ruff check bhasha_build tests tasks.py", echo=True, pty=False)
+
+
+dev = Collection("dev")
+dev.add_task(test)
+dev.add_task(lint)
+
+ns = Collection(data, noise, train, export_, eval_, modelfile, sanity, deploy, pipeline, demo, toolchain,
+                doctor, bench)
+ns.add_collection(dev)

@@ -1,0 +1,3 @@
+module bhasha/tmplrender
+
+go 1.19

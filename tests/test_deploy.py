@@ -1,0 +1,227 @@
+"""Deploy end to end to the Ollama contract server (real llama.cpp inference), and every error path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ollama_server import OllamaContractServer
+
+from bhasha_build import chat
+from bhasha_build.config import BuildConfig
+from bhasha_build.deploy import BUILTIN_SAMPLE, DeployError, deploy, sanity_sample
+from bhasha_build.modelfile import GGUF_NAME, ModelfileError, render_modelfile
+from bhasha_build.ollama import (
+    COMPOSE_HINT,
+    OllamaClient,
+    OllamaError,
+    OllamaModelExistsError,
+    OllamaTooOldError,
+    OllamaUnreachableError,
+)
+
+NAME = "bhasha-ocr"
+
+
+def _cfg(**deploy: object) -> BuildConfig:
+    return BuildConfig.model_validate(
+        {
+            "model": {"name": "tiny", "max_seq_length": 256, "load_in_4bit": False},
+            "deploy": {"num_predict": 64, "timeout_s": 60, **deploy},
+        }
+    )
+
+
+def _run_dir(tmp_path: Path, gguf_bytes_from: Path | None = None) -> Path:
+    run = tmp_path / "runs" / "demo"
+    run.mkdir(parents=True)
+    if gguf_bytes_from is None:
+        (run / GGUF_NAME).write_bytes(b"GGUF\x03\x00\x00\x00" + os.urandom(1024))
+    else:
+        shutil.copyfile(gguf_bytes_from, run / GGUF_NAME)
+    render_modelfile(run / GGUF_NAME, run / "Modelfile", _cfg())
+    return run
+
+
+@pytest.fixture
+def server() -> Iterator[OllamaContractServer]:
+    with OllamaContractServer() as srv:
+        yield srv
+
+
+# -- error paths that stop before inference (no model needed) ------------------------------------
+
+
+def test_missing_modelfile(tmp_path: Path, server: OllamaContractServer) -> None:
+    with pytest.raises(DeployError, match="invoke modelfile"):
+        deploy(tmp_path, _cfg(), NAME, server.url)
+
+
+def test_modelfile_from_escaping_run_folder(tmp_path: Path, server: OllamaContractServer) -> None:
+    run = _run_dir(tmp_path)
+    (tmp_path / "elsewhere.gguf").write_bytes(b"GGUF")
+    text = (run / "Modelfile").read_text().replace(f"FROM ./{GGUF_NAME}", "FROM ../../elsewhere.gguf")
+    (run / "Modelfile").write_text(text)
+    with pytest.raises(ModelfileError, match="escapes the run folder"):
+        deploy(run, _cfg(), NAME, server.url)
+    assert server.requests == []  # refused before talking to Ollama
+
+
+def test_unreachable(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(OllamaUnreachableError, match=COMPOSE_HINT.replace(".", r"\.")):
+        deploy(_run_dir(tmp_path), _cfg(), NAME, f"127.0.0.1:{port}")
+
+
+def test_too_old(tmp_path: Path) -> None:
+    with OllamaContractServer(version="0.5.1") as old, pytest.raises(OllamaTooOldError, match=r"0\.5\.5"):
+        deploy(_run_dir(tmp_path), _cfg(), NAME, old.url)
+
+
+def test_host_from_ollama_host_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with OllamaContractServer(version="0.5.1") as old:
+        monkeypatch.setenv("OLLAMA_HOST", old.url)
+        with pytest.raises(OllamaTooOldError, match=f"at {old.url}"):  # no host argument: OLLAMA_HOST wins
+            deploy(_run_dir(tmp_path), _cfg(), NAME, None)
+
+
+def test_exists_without_force(tmp_path: Path, server: OllamaContractServer) -> None:
+    run = _run_dir(tmp_path)
+    client = OllamaClient(server.url)
+    client.create(NAME, {GGUF_NAME: client.push_blob(run / GGUF_NAME)})
+    with pytest.raises(OllamaModelExistsError, match=f"'{NAME}:latest' already exists .* --force"):
+        deploy(run, _cfg(), NAME, server.url)
+
+
+def test_roundtrip_mismatch_flags_and_keeps_model(tmp_path: Path) -> None:
+    # An Ollama that silently ignores structured parameters (as pre-0.5.5 builds do) loses the stops.
+    run = _run_dir(tmp_path)
+    with OllamaContractServer(ignore_create_fields=("parameters",)) as srv:
+        with pytest.raises(
+            DeployError, match=r"parameters \(missing .*stop.*left in place but flagged"
+        ) as err:
+            deploy(run, _cfg(), NAME, srv.url)
+        assert OllamaClient(srv.url).exists(NAME)
+        assert not any(path == "/api/chat" for _, path in srv.requests)  # no sanity on a broken model
+    report = json.loads((run / "deploy.json").read_text())
+    assert report == err.value.report
+    assert report["status"] == "flagged" and report["roundtrip"]["ok"] is False
+
+
+def test_cli_fallback_missing_binary(
+    tmp_path: Path, server: OllamaContractServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(OllamaError, match="`ollama` CLI not found"):
+        deploy(_run_dir(tmp_path), _cfg(), NAME, server.url, use_cli=True)
+
+
+def test_sanity_sample_prefers_eval_split(tmp_path: Path) -> None:
+    assert sanity_sample(tmp_path)["source"] == "builtin"
+    (tmp_path / "data").mkdir()
+    rows = [{"messages": [{"role": "user", "content": "hi"}]}, {"lang": "bn", "noisy": "আমর", "clean": "আমার"}]
+    (tmp_path / "data" / "eval.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+    sample = sanity_sample(tmp_path)
+    assert (sample["source"], sample["lang"], sample["clean"]) == ("data/eval.jsonl:2", "bn", "আমার")
+
+
+# -- end to end with the tiny model ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live_server() -> Iterator[OllamaContractServer]:
+    with OllamaContractServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def tiny_run(tmp_path: Path, tiny_gguf: dict[str, Any]) -> Path:
+    return _run_dir(tmp_path, tiny_gguf["gguf"])
+
+
+def test_deploy_end_to_end(tiny_run: Path, live_server: OllamaContractServer) -> None:
+    start = time.perf_counter()
+    report = deploy(tiny_run, _cfg(), NAME, live_server.url, force=True)
+    seconds = time.perf_counter() - start
+    answer = report["sanity"]["response"]
+    print(f"deploy end to end: {seconds:.1f}s, renderer={live_server.renderer}, answer={answer!r}")
+    assert json.loads((tiny_run / "deploy.json").read_text()) == report
+    assert report["status"] == "ok" and report["roundtrip"] == {"ok": True, "mismatches": []}
+    assert report["name"] == f"{NAME}:latest" and report["host"] == live_server.url
+    assert report["ollama_version"] == live_server.version and len(report["digest"]) == 64
+    sanity = report["sanity"]
+    assert sanity["ok"] and sanity["done_reason"] == "stop" and sanity["response"]
+    assert sanity["options"] == {"temperature": 0, "seed": 3407, "num_predict": 64}
+    assert sanity["prompt"] == BUILTIN_SAMPLE["noisy"]
+    if live_server.renderer == "go":  # the server rendered the Modelfile TEMPLATE with Go
+        want = chat.render_chatml(chat.pair_messages(BUILTIN_SAMPLE["noisy"]), add_generation_prompt=True)
+        assert live_server.last_prompt == want
+    # Same seed, temperature 0: the answer is reproducible through /api/generate too.
+    again = OllamaClient(live_server.url).generate(NAME, BUILTIN_SAMPLE["noisy"], options=sanity["options"])
+    assert again["response"].strip() == sanity["response"] and again["done_reason"] == "stop"
+
+
+def test_redeploy_needs_force_then_cli(
+    tiny_run: Path, live_server: OllamaContractServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deploy(tiny_run, _cfg(), NAME, live_server.url, force=True)
+    with pytest.raises(OllamaModelExistsError):
+        deploy(tiny_run, _cfg(), NAME, live_server.url)
+    # CLI fallback: a stand-in `ollama` that does what `ollama create -f` does (parse, upload, create)
+    # against OLLAMA_HOST, so the wiring (cwd, env, exit status) is what is tested here.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "ollama"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        f"import os, sys; sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
+        "from pathlib import Path\n"
+        "from bhasha_build.modelfile import parse_modelfile, resolve_from\n"
+        "from bhasha_build.ollama import OllamaClient\n"
+        "_, cmd, name, flag, path = sys.argv\n"
+        "assert (cmd, flag) == ('create', '-f'), sys.argv\n"
+        "mf = parse_modelfile(Path(path).read_text()); gguf = resolve_from(Path(path).resolve(), mf.from_)\n"
+        "c = OllamaClient(os.environ['OLLAMA_HOST'])\n"
+        "c.create(name, {gguf.name: c.push_blob(gguf)}, template=mf.template, system=mf.system,\n"
+        "         parameters=mf.parameters)\n"
+        "print('success')\n"
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    report = deploy(tiny_run, _cfg(), "bhasha-ocr-cli", live_server.url, use_cli=True)
+    assert report["method"] == "cli" and report["status"] == "ok"
+
+
+def test_sanity_failure_leaves_model_flagged(tiny_run: Path, live_server: OllamaContractServer) -> None:
+    # CER can never be below 0: the model deploys, answers, and is flagged, not removed.
+    with pytest.raises(DeployError, match=r"sanity check failed .*CER .*left in place but flagged") as err:
+        deploy(tiny_run, _cfg(sanity_max_cer=0.0), "bhasha-ocr-strict", live_server.url, force=True)
+    assert OllamaClient(live_server.url).exists("bhasha-ocr-strict")
+    report = json.loads((tiny_run / "deploy.json").read_text())
+    assert report == err.value.report and report["status"] == "flagged"
+    assert report["sanity"]["ok"] is False and report["sanity"]["max_cer"] == 0.0
+
+
+def test_streaming_matches_non_streaming(tiny_run: Path, live_server: OllamaContractServer) -> None:
+    deploy(tiny_run, _cfg(), NAME, live_server.url, force=True)
+    client = OllamaClient(live_server.url)
+    messages = [{"role": "user", "content": BUILTIN_SAMPLE["noisy"]}]
+    options = {"temperature": 0, "seed": 1, "num_predict": 8}
+    chunks: list[dict[str, Any]] = []
+    streamed = client.chat(NAME, messages, options=options, stream=True, on_chunk=chunks.append)
+    whole = client.chat(NAME, messages, options=options)
+    assert streamed["message"] == whole["message"] and streamed["done_reason"] == whole["done_reason"]
+    assert chunks[-1]["done"] is True and all(not c["done"] for c in chunks[:-1])
+    capped = client.generate(NAME, BUILTIN_SAMPLE["noisy"], options={**options, "num_predict": 1, "stop": []})
+    assert (capped["done_reason"], capped["eval_count"]) in (("length", 1), ("stop", 0))

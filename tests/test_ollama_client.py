@@ -1,0 +1,247 @@
+"""The Ollama REST client against the in-process contract server: happy paths and every error path."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from ollama_server import OllamaContractServer
+
+from bhasha_build.ollama import (
+    COMPOSE_HINT,
+    OllamaClient,
+    OllamaCreateError,
+    OllamaDigestMismatchError,
+    OllamaError,
+    OllamaNotFoundError,
+    OllamaTooOldError,
+    OllamaUnreachableError,
+    cli_create,
+    file_digest,
+    parse_show_parameters,
+    parse_version,
+    resolve_host,
+)
+
+PARAMS = {"stop": ["<|im_end|>", "<|endoftext|>"], "temperature": 0.0, "seed": 3407, "num_ctx": 256}
+
+
+@pytest.fixture
+def server() -> Iterator[OllamaContractServer]:
+    with OllamaContractServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: OllamaContractServer) -> OllamaClient:
+    return OllamaClient(server.url, timeout=10)
+
+
+@pytest.fixture
+def fake_gguf(tmp_path: Path) -> Path:
+    path = tmp_path / "model-q4_k_m.gguf"
+    path.write_bytes(b"GGUF\x03\x00\x00\x00" + os.urandom(4096))
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- host and version parsing -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "url"),
+    [
+        ("", "http://127.0.0.1:11434"),
+        ("localhost", "http://localhost:11434"),
+        ("example.com:1234", "http://example.com:1234"),
+        (":5000", "http://127.0.0.1:5000"),
+        ("0.0.0.0", "http://0.0.0.0:11434"),
+        ("http://h", "http://h:80"),
+        ("https://h", "https://h:443"),
+        ("http://h:8080/prefix/", "http://h:8080/prefix"),
+        ("::1", "http://[::1]:11434"),
+        ("[::1]:5000", "http://[::1]:5000"),
+    ],
+)
+def test_resolve_host_like_ollama(raw: str, url: str) -> None:
+    assert resolve_host(raw or None, env={}) == url
+
+
+def test_resolve_host_precedence_and_errors() -> None:
+    assert resolve_host(None, env={"OLLAMA_HOST": "10.0.0.2:9"}) == "http://10.0.0.2:9"
+    assert resolve_host("h:1", env={"OLLAMA_HOST": "10.0.0.2:9"}) == "http://h:1"
+    with pytest.raises(OllamaError, match="scheme"):
+        resolve_host("ftp://h", env={})
+    with pytest.raises(OllamaError, match="invalid port"):
+        resolve_host("h:99999", env={})
+
+
+def test_parse_version() -> None:
+    assert parse_version("0.5.7") == (0, 5, 7)
+    assert parse_version("v0.6.0-rc1") == (0, 6, 0)
+    assert parse_version("0.5") == (0, 5, 0)
+
+
+# -- version / reachability ----------------------------------------------------------------------
+
+
+def test_version_ok(client: OllamaClient) -> None:
+    assert client.check_version() == "0.5.7"
+
+
+@pytest.mark.parametrize("version", ["0.5.4", "0.4.7", "0.1.0"])
+def test_too_old(version: str) -> None:
+    with (
+        OllamaContractServer(version=version) as srv,
+        pytest.raises(OllamaTooOldError, match=r"too old: structured /api/create needs >= 0\.5\.5") as err,
+    ):
+        OllamaClient(srv.url).check_version()
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("version", ["0.5.5", "0.6.0-rc1", "0.0.0"])  # 0.0.0: a source build
+def test_new_enough(version: str) -> None:
+    with OllamaContractServer(version=version) as srv:
+        assert OllamaClient(srv.url).check_version() == version
+
+
+def test_unreachable_names_the_compose_command() -> None:
+    client = OllamaClient(f"127.0.0.1:{_free_port()}", timeout=5)
+    with pytest.raises(OllamaUnreachableError) as err:
+        client.version()
+    message = str(err.value)
+    assert COMPOSE_HINT in message and client.host in message and "\n" not in message
+
+
+# -- blobs ---------------------------------------------------------------------------------------
+
+
+def test_blob_upload_head_then_post(
+    client: OllamaClient, server: OllamaContractServer, fake_gguf: Path
+) -> None:
+    digest = file_digest(fake_gguf)
+    assert not client.blob_exists(digest)
+    assert client.push_blob(fake_gguf) == digest
+    assert client.blob_exists(digest)
+    assert server.blob_path(digest).read_bytes() == fake_gguf.read_bytes()
+    posts = [r for r in server.requests if r[0] == "POST" and r[1].startswith("/api/blobs/")]
+    client.push_blob(fake_gguf)  # already there: HEAD only, no second upload
+    assert [r for r in server.requests if r[0] == "POST" and r[1].startswith("/api/blobs/")] == posts
+
+
+def test_blob_digest_mismatch(client: OllamaClient, server: OllamaContractServer, fake_gguf: Path) -> None:
+    wrong = "sha256:" + "0" * 64
+    with pytest.raises(OllamaDigestMismatchError, match="digest mismatch") as err:
+        client.push_blob(fake_gguf, digest=wrong)
+    assert "invoke export" in str(err.value)
+    assert not client.blob_exists(wrong)
+    assert client.push_blob(fake_gguf)  # the connection and server are fine afterwards
+
+
+def test_blob_bad_digest_format(client: OllamaClient, server: OllamaContractServer, fake_gguf: Path) -> None:
+    with pytest.raises(OllamaError, match="invalid blob digest 'md5:abc'"):
+        client.push_blob(fake_gguf, digest="md5:abc")
+    # The server refuses it too, with Ollama's status and error body.
+    resp = requests.post(f"{server.url}/api/blobs/md5:abc", data=b"x", timeout=5)
+    assert resp.status_code == 400 and resp.json() == {"error": "invalid digest format"}
+
+
+# -- create / show / tags / delete ---------------------------------------------------------------
+
+
+def _create(client: OllamaClient, path: Path, name: str = "bhasha-test", **kw: object) -> list[str]:
+    digest = client.push_blob(path)
+    return client.create(
+        name, {path.name: digest}, template="{{ .Prompt }}", system="sys", parameters=PARAMS, **kw
+    )
+
+
+def test_create_show_tags_delete(client: OllamaClient, fake_gguf: Path) -> None:
+    seen: list[str] = []
+    statuses = _create(client, fake_gguf, on_status=seen.append)
+    assert statuses[-1] == "success" and seen == statuses
+    assert client.exists("bhasha-test") and client.exists("bhasha-test:latest")
+    assert not client.exists("other")
+    assert len(client.model_digest("bhasha-test") or "") == 64
+    show = client.show("bhasha-test")
+    assert show["template"] == "{{ .Prompt }}" and show["system"] == "sys"
+    shown = parse_show_parameters(show["parameters"])
+    assert shown == {"stop": PARAMS["stop"], "temperature": ["0"], "seed": ["3407"], "num_ctx": ["256"]}
+    client.delete("bhasha-test")
+    assert client.tags() == []
+
+
+def test_create_missing_blob(client: OllamaClient) -> None:
+    with pytest.raises(OllamaCreateError, match="not found") as err:
+        client.create("x", {"model.gguf": "sha256:" + "1" * 64})
+    assert "creating 'x' failed" in str(err.value)
+
+
+def test_create_error_mid_stream(client: OllamaClient, tmp_path: Path) -> None:
+    not_gguf = tmp_path / "model.gguf"
+    not_gguf.write_bytes(b"PK\x03\x04 definitely a zip")
+    # The server has started streaming statuses when it finds the bad magic: {"error"} mid-stream.
+    with pytest.raises(OllamaCreateError, match="invalid file magic"):
+        client.create("x", {"model.gguf": client.push_blob(not_gguf)})
+    assert not client.exists("x")
+
+
+@pytest.mark.parametrize("key", ["/abs/model.gguf", "../model.gguf", "a/../../model.gguf"])
+def test_create_files_keys_must_be_relative(client: OllamaClient, fake_gguf: Path, key: str) -> None:
+    digest = client.push_blob(fake_gguf)
+    with pytest.raises(OllamaCreateError, match="file path must be relative"):
+        client.create("x", {key: digest})
+
+
+def test_create_bad_name_and_parameter(client: OllamaClient, fake_gguf: Path) -> None:
+    digest = client.push_blob(fake_gguf)
+    with pytest.raises(OllamaCreateError, match="invalid model name"):
+        client.create("bad name!", {fake_gguf.name: digest})
+    with pytest.raises(OllamaCreateError, match="unknown parameter 'Temperature'"):
+        client.create("x", {fake_gguf.name: digest}, parameters={"Temperature": 0})
+
+
+def test_not_found_paths(client: OllamaClient) -> None:
+    with pytest.raises(OllamaNotFoundError, match="model 'ghost' not found"):
+        client.show("ghost")
+    with pytest.raises(OllamaNotFoundError, match="model 'ghost' not found"):
+        client.delete("ghost")
+    with pytest.raises(OllamaNotFoundError, match="model 'ghost' not found"):
+        client.generate("ghost", "hi")
+    with pytest.raises(OllamaNotFoundError, match="model 'ghost' not found"):
+        client.chat("ghost", [{"role": "user", "content": "hi"}], stream=True)
+
+
+# -- CLI fallback --------------------------------------------------------------------------------
+
+
+def test_cli_missing(tmp_path: Path) -> None:
+    with pytest.raises(OllamaError, match="CLI not found on PATH"):
+        cli_create("x", tmp_path / "Modelfile", "http://127.0.0.1:1", ollama_bin="no-such-ollama-binary")
+
+
+def test_cli_failure_is_one_line(tmp_path: Path) -> None:
+    fake = tmp_path / "ollama"
+    fake.write_text(
+        f"#!{sys.executable}\nimport os, sys\n"
+        "print('gathering model components', file=sys.stderr)\n"
+        "print('Error: could not connect to ' + os.environ['OLLAMA_HOST'], file=sys.stderr)\n"
+        "sys.exit(1)\n"
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    (tmp_path / "Modelfile").write_text("FROM ./m.gguf\n")
+    with pytest.raises(
+        OllamaCreateError, match=r"failed: Error: could not connect to http://127\.0\.0\.1:1$"
+    ):
+        cli_create("x", tmp_path / "Modelfile", "http://127.0.0.1:1", ollama_bin=str(fake))
