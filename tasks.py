@@ -40,6 +40,15 @@ def _config(profile: str | None, run: str | None, config: str | None, sets: list
     return load_config(config, profile=profile, overrides=overrides)
 
 
+def _unsloth_first(cfg) -> None:
+    """Unsloth patches transformers/peft/trl at import: it must come before them to apply fully."""
+    if cfg.train.backend == "unsloth":
+        try:
+            import unsloth  # noqa: F401
+        except Exception as exc:  # reported properly by the train stage
+            print(f"note: unsloth import failed early ({type(exc).__name__})", file=sys.stderr)
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Failures that are the user's to fix: reported in one line, no traceback."""
     import importlib
@@ -105,6 +114,7 @@ def train(c, profile=None, run=None, config=None, set=None, resume=False, force=
     from bhasha_build import pipeline
 
     cfg = _config(profile, run, config, set)
+    _unsloth_first(cfg)
     if int(gpus) > 1:
         from bhasha_build.launch import torchrun_command
 
@@ -176,8 +186,8 @@ def deploy(c, profile=None, run=None, config=None, set=None, name=None, host=Non
     from bhasha_build import pipeline
 
     cfg = _config(profile, run, config, set)
-    host = host or os.environ.get("OLLAMA_HOST") or cfg.deploy.host
-    report = _call(f"deploy {cfg.run_dir} -> {host} as {name or cfg.deploy.name}",
+    shown = host or os.environ.get("OLLAMA_HOST") or cfg.deploy.host
+    report = _call(f"deploy {cfg.run_dir} -> {shown} as {name or cfg.deploy.name}",
                    lambda: pipeline.run_deploy(cfg, name=name, host=host, force=force, use_cli=cli))
     print(json.dumps(report, ensure_ascii=False, indent=2, default=str))
 
@@ -190,6 +200,7 @@ def pipeline(c, profile=None, run=None, config=None, set=None, input=None, force
     from bhasha_build import pipeline as pl
 
     cfg = _config(profile, run, config, set)
+    _unsloth_first(cfg)
     out = _call(f"pipeline {cfg.run_dir} (profile {profile or os.environ.get('BHASHA_PROFILE', 'default')})",
                 lambda: pl.run_pipeline(cfg, input, force=force, deploy=deploy, name=name, host=host))
     print(json.dumps({"run_dir": out["run_dir"], "sanity": out["sanity"]["finish_reason"],

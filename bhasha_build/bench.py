@@ -4,9 +4,14 @@ vs a raw Unsloth loop, at the exact Qwen2.5 architecture, in ONE run on ONE card
 Parts (each in its own process: importing unsloth patches transformers, and memory peaks must not
 leak between parts):
   project_dense   bhasha_build.train.train() on dense 2048-token rows (packing off, bs 8)
-  baseline_hf     plain transformers + peft + bitsandbytes 4-bit loop, same LoRA/seq/optimizer/batch
+  baseline_hf     plain transformers + peft + bitsandbytes 4-bit loop, same LoRA/seq/optimizer/batch,
+                  PEFT's documented QLoRA recipe (prepare_model_for_kbit_training: fp32 norms/head)
+  baseline_hf_lean  the same without the fp32 upcast (bf16 head, gradient checkpointing): a stronger
+                  baseline, so the speed-up is not flattered by the recipe
   raw_unsloth     FastLanguageModel + get_peft_model + a bare torch loop, same shapes
   project_ocr     bhasha_build.train.train() on OCR-length rows (64–384 tokens) with packing
+                  (packing_strategy auto: padding_free with a varlen kernel, else dense_rows)
+  project_ocr_padding_free  the same forced to padding-free packing (exact isolation)
   project_ocr_unpacked  the same rows without packing (what packing buys)
 
 tokens/s is measured after warm-up steps; useful tokens are non-padding tokens; peak memory is
@@ -28,9 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-PARTS = ["project_dense", "baseline_hf", "raw_unsloth", "project_ocr", "project_ocr_unpacked"]
-MODES = {"all": PARTS, "project": ["project_dense"], "baseline": ["baseline_hf"], "raw": ["raw_unsloth"],
-         "ocr": ["project_ocr", "project_ocr_unpacked"]}
+PARTS = ["project_dense", "baseline_hf", "baseline_hf_lean", "raw_unsloth", "project_ocr", "project_ocr_padding_free",
+         "project_ocr_unpacked"]
+MODES = {"all": PARTS, "project": ["project_dense"], "baseline": ["baseline_hf", "baseline_hf_lean"],
+         "raw": ["raw_unsloth"],
+         "ocr": ["project_ocr", "project_ocr_padding_free", "project_ocr_unpacked"]}
 
 
 def _env() -> dict[str, str]:
@@ -58,7 +65,8 @@ def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
-def _bench_config(model_dir: Path, run_dir: Path, args: argparse.Namespace, packing: bool, steps: int):
+def _bench_config(model_dir: Path, run_dir: Path, args: argparse.Namespace, packing: bool, steps: int,
+                  strategy: str = "auto"):
     from .config import BuildConfig
 
     return BuildConfig.model_validate({
@@ -66,12 +74,14 @@ def _bench_config(model_dir: Path, run_dir: Path, args: argparse.Namespace, pack
         "model": {"name": str(model_dir), "max_seq_length": args.seq, "load_in_4bit": True},
         "lora": {"r": 16, "alpha": 16, "dropout": 0.0},
         "train": {"backend": "unsloth", "batch_size": args.batch, "grad_accum": 1, "max_steps": steps,
-                  "packing": packing, "optim": "paged_adamw_8bit", "save_steps": 100000, "logging_steps": 1,
+                  "packing": packing, "packing_strategy": strategy, "optim": "paged_adamw_8bit",
+                  "save_steps": 100000, "logging_steps": 1,
                   "warmup_steps": 0, "learning_rate": 1e-4},
     })
 
 
-def _project_part(model_dir: Path, args: argparse.Namespace, rows_kind: str, packing: bool) -> dict[str, Any]:
+def _project_part(model_dir: Path, args: argparse.Namespace, rows_kind: str, packing: bool,
+                  strategy: str = "auto") -> dict[str, Any]:
     import torch
     from transformers import AutoTokenizer
 
@@ -97,9 +107,10 @@ def _project_part(model_dir: Path, args: argparse.Namespace, rows_kind: str, pac
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "bench"
         _write_rows(run_dir / "data" / "train.jsonl", rows)
-        cfg = _bench_config(model_dir, run_dir, args, packing, steps)
+        cfg = _bench_config(model_dir, run_dir, args, packing, steps, strategy)
         torch.cuda.reset_peak_memory_stats()
-        summary = train(cfg, run_dir)
+        profile: dict[str, Any] = {}
+        summary = train(cfg, run_dir, extra_callbacks=[_profiler_callback(args, profile)] if args.profile else None)
         log = [json.loads(ln) for ln in (run_dir / "train_log.jsonl").read_text().splitlines() if ln.strip()]
     timed = [r for r in log if r["step"] > args.warmup and r.get("tokens_per_s")]
     tps = sorted(r["tokens_per_s"] for r in timed)
@@ -107,8 +118,36 @@ def _project_part(model_dir: Path, args: argparse.Namespace, rows_kind: str, pac
     return {"tokens_per_s": median, "useful_tokens_per_s": median,
             "peak_memory_gib": summary.get("peak_memory_gib"), "steps_timed": len(timed),
             "optim_used": summary.get("optim_used"), "packing": packing, "rows": rows_kind,
+            "packing_strategy": summary.get("packing_strategy"), "varlen_kernel": summary.get("varlen_kernel"),
+            **profile,
             "tokens_per_step": (timed[-1]["num_tokens"] - timed[0]["num_tokens"]) / max(len(timed) - 1, 1)
             if len(timed) > 1 else None}
+
+
+def _profiler_callback(args: argparse.Namespace, sink: dict[str, Any]):
+    """torch.profiler over 3 steps after warm-up; the top CUDA ops by self time go into the result."""
+    import torch
+    from transformers import TrainerCallback
+
+    class ProfilerCallback(TrainerCallback):
+        prof = None
+
+        def on_step_begin(self, a, state, control, **kw):
+            if state.global_step == args.warmup and self.prof is None:
+                self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                               torch.profiler.ProfilerActivity.CUDA])
+                self.prof.__enter__()
+
+        def on_step_end(self, a, state, control, **kw):
+            if self.prof is not None and state.global_step == args.warmup + 3:
+                torch.cuda.synchronize()
+                self.prof.__exit__(None, None, None)
+                table = self.prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=12)
+                sink["top_cuda_ops"] = table
+                print(table, flush=True)
+                self.prof = None
+
+    return ProfilerCallback()
 
 
 def _timed_loop(model, optimizer, args: argparse.Namespace, vocab: int) -> dict[str, Any]:
@@ -134,7 +173,7 @@ def _timed_loop(model, optimizer, args: argparse.Namespace, vocab: int) -> dict[
             "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3), "steps_timed": len(times)}
 
 
-def _baseline_part(model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+def _baseline_part(model_dir: Path, args: argparse.Namespace, lean: bool = False) -> dict[str, Any]:
     import bitsandbytes as bnb
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -146,7 +185,11 @@ def _baseline_part(model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         str(model_dir), dtype=torch.bfloat16, device_map={"": 0},
         quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16))
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    if lean:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    else:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules=LORA_TARGETS,
                                              task_type="CAUSAL_LM"))
     optimizer = bnb.optim.PagedAdamW8bit([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -176,10 +219,14 @@ def run_part(part: str, model_dir: Path, args: argparse.Namespace) -> dict[str, 
         return _project_part(model_dir, args, "dense", packing=False)
     if part == "project_ocr":
         return _project_part(model_dir, args, "ocr", packing=True)
+    if part == "project_ocr_padding_free":
+        return _project_part(model_dir, args, "ocr", packing=True, strategy="padding_free")
     if part == "project_ocr_unpacked":
         return _project_part(model_dir, args, "ocr", packing=False)
     if part == "baseline_hf":
         return _baseline_part(model_dir, args)
+    if part == "baseline_hf_lean":
+        return _baseline_part(model_dir, args, lean=True)
     if part == "raw_unsloth":
         return _raw_unsloth_part(model_dir, args)
     raise ValueError(part)
@@ -191,6 +238,7 @@ def _ratios(results: dict[str, Any]) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     pairs = {"project_vs_baseline": ("project_dense", "baseline_hf"),
+             "project_vs_baseline_lean": ("project_dense", "baseline_hf_lean"),
              "project_vs_raw_unsloth": ("project_dense", "raw_unsloth"),
              "ocr_packed_vs_dense": ("project_ocr", "project_dense"),
              "ocr_packed_vs_unpacked": ("project_ocr", "project_ocr_unpacked")}
@@ -211,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=2048)
+    parser.add_argument("--profile", action="store_true", help="torch.profiler table for project parts")
     args = parser.parse_args(argv)
 
     if args.part:  # child process: one part, JSON on the last stdout line
@@ -236,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         cmd = [sys.executable, "-m", "bhasha_build.bench", "--part", part, "--model-dir", str(model_dir),
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
-               "--seq", str(args.seq)]
+               "--seq", str(args.seq), *(["--profile"] if args.profile else [])]
         print("+", " ".join(cmd), flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
         line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("BENCH_RESULT ")), None)

@@ -56,6 +56,7 @@ class TinyModelConfig(Section):
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
     vocab_size: int = 2048  # padded; K-quants need row sizes that are multiples of 256
+    pretrain_steps: int = Field(200, ge=0)  # full-parameter echo warm-start (see tiny.pretrain_echo)
 
     @model_validator(mode="after")
     def _shapes(self) -> TinyModelConfig:
@@ -110,6 +111,9 @@ class TrainConfig(Section):
     optim: str = "paged_adamw_8bit"
     weight_decay: float = 0.01
     packing: bool = True
+    # auto: padding_free where a varlen attention kernel exists (torch>=2.12 varlen_attn, flash-attn,
+    # xformers), else dense_rows. See train.py for the trade-off.
+    packing_strategy: Literal["auto", "padding_free", "dense_rows"] = "auto"
     gradient_checkpointing: bool = True
     save_steps: int = Field(20, ge=1)
     save_total_limit: int = Field(3, ge=1)

@@ -166,13 +166,13 @@ class Manifest:
         self.update(artifacts={key: entry})
         return entry
 
-    def set_stage(self, name: str, **fields: Any) -> None:
+    def set_stage(self, name: str, /, **fields: Any) -> None:
         data = self.load()
         data.setdefault("stages", {})[name] = fields
         atomic_write_json(self.path, data)
 
     @contextlib.contextmanager
-    def stage(self, name: str, inputs_sha256: str | None = None) -> Iterator[dict[str, Any]]:
+    def stage(self, name: str, /, inputs_sha256: str | None = None) -> Iterator[dict[str, Any]]:
         """Time a stage and record done/failed; the yielded dict collects extra fields."""
         extra: dict[str, Any] = {}
         start = time.monotonic()

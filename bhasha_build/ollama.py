@@ -132,13 +132,23 @@ def full_name(name: str) -> str:
 
 
 def _error_text(resp: requests.Response) -> str:
+    """Ollama's {"error": ...} body, else the first line of whatever came back."""
     try:
         body = resp.json()
         if isinstance(body, dict) and body.get("error"):
             return str(body["error"])
     except ValueError:
         pass
-    return (resp.text or resp.reason or "").strip().splitlines()[0] if (resp.text or resp.reason) else ""
+    lines = (resp.text or resp.reason or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _connection_reason(exc: Exception) -> str:
+    """'Errno 111 Connection refused' rather than urllib3's nested retry message."""
+    inner = exc.args[0] if exc.args else exc
+    inner = getattr(inner, "reason", inner)
+    match = re.search(r"\[Errno -?\d+\] [^'\")\]]+", str(inner))
+    return match.group(0).strip() if match else type(inner).__name__
 
 
 class OllamaClient:
@@ -166,7 +176,7 @@ class OllamaClient:
         try:
             resp = self.session.request(method, url, timeout=timeout or self.timeout, stream=stream, **kwargs)
         except requests.ConnectionError as exc:
-            reason = type(exc.__context__ or exc).__name__
+            reason = _connection_reason(exc)
             raise OllamaUnreachableError(
                 f"Ollama is not reachable at {self.host} ({reason}); start it with "
                 f"`{COMPOSE_HINT}` or point --host/OLLAMA_HOST at a running server"
@@ -195,7 +205,11 @@ class OllamaClient:
 
     # -- server -----------------------------------------------------------------------------------
     def version(self) -> str:
-        return str(self._request("GET", "/api/version").json()["version"])
+        resp = self._request("GET", "/api/version")
+        try:
+            return str(resp.json()["version"])
+        except (ValueError, KeyError, TypeError):
+            raise OllamaError(f"{self.host} answered /api/version without a version: is it Ollama?") from None
 
     def check_version(self, minimum: tuple[int, int, int] = MIN_VERSION) -> str:
         """The server's version; OllamaTooOldError below ``minimum`` (0.0.0 = source build, accepted)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,24 @@ def _skip(manifest: Manifest, name: str, key: str, outputs: list[Path], force: b
 
 
 def _input_texts(path: Path) -> list[str]:
-    """Raw text of the input files, for training the tiny model's tokenizer (any text will do)."""
+    """Text fields of the input files, for training the tiny model's tokenizer (lenient: any text will do)."""
+    import csv
+
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".csv", ".tsv"))
     texts: list[str] = []
     for f in files:
-        for line in f.read_bytes().decode("utf-8", errors="ignore").splitlines():
-            if line.strip():
-                texts.append(line)
+        lines = f.read_bytes().decode("utf-8", errors="ignore").lstrip("\ufeff").splitlines()
+        if f.suffix == ".jsonl":
+            for line in lines:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(row, dict):
+                    texts += [v for k, v in row.items() if isinstance(v, str) and k not in ("id", "lang")]
+        else:
+            reader = csv.reader(lines[1:], delimiter="\t" if f.suffix == ".tsv" else ",")
+            texts += [field for rec in reader for field in rec if len(field) > 3]
     return texts
 
 
@@ -62,7 +74,7 @@ def load_tokenizer(cfg: BuildConfig, run_dir: Path):
 
 def run_data(cfg: BuildConfig, input_path: str | None = None, force: bool = False) -> dict[str, Any]:
     from .data import DataError, prepare
-    from .train import ensure_tiny_base_model
+    from .train import BASE_MODEL_DIR, ensure_tiny_base_model
 
     run_dir = cfg.run_dir
     src = cfg.resolve_path(input_path or cfg.data.input)
@@ -76,9 +88,17 @@ def run_data(cfg: BuildConfig, input_path: str | None = None, force: bool = Fals
     if _skip(manifest, "data", key, outputs, force):
         return json.loads((out / "stats.json").read_text())
     with manifest.stage("data", inputs_sha256=key) as extra:
-        if cfg.model.is_tiny:
+        if cfg.model.is_tiny:  # rebuilt with the data: its tokenizer and warm-start come from it
+            shutil.rmtree(run_dir / BASE_MODEL_DIR, ignore_errors=True)
             ensure_tiny_base_model(cfg, run_dir, _input_texts(src))
         stats = prepare(src, out, cfg, tokenizer=load_tokenizer(cfg, run_dir))
+        if cfg.model.is_tiny and cfg.model.tiny.pretrain_steps:
+            from .data import load_rows
+            from .tiny import pretrain_echo
+
+            lines = [r["clean"] for r in load_rows(out / "train.jsonl") if "clean" in r]
+            extra["tiny_pretrain"] = pretrain_echo(run_dir / BASE_MODEL_DIR, lines, steps=cfg.model.tiny.pretrain_steps,
+                                                   seed=cfg.seed)
         extra.update(rows_read=stats.get("rows_read"), kept=stats.get("kept"), rejected=stats.get("rejected"))
         manifest.update(data={
             "input": str(src), "sha256": _hash(out / "train.jsonl", out / "eval.jsonl"),
@@ -172,15 +192,19 @@ def run_sanity(cfg: BuildConfig) -> dict[str, Any]:
 
 def run_deploy(cfg: BuildConfig, name: str | None = None, host: str | None = None, force: bool = False,
                use_cli: bool = False) -> dict[str, Any]:
-    from .deploy import deploy
+    from .deploy import DeployError, deploy
 
     run_dir = cfg.run_dir
     manifest = Manifest(run_dir)
     manifest.init(cfg)
     with manifest.stage("deploy") as extra:
-        report = deploy(run_dir, cfg, name=name or cfg.deploy.name, host=host or cfg.deploy.host,
-                        force=force, use_cli=use_cli)
-        extra.update(name=report.get("name"), digest=report.get("digest"))
+        try:  # host None: deploy() resolves --host, then OLLAMA_HOST, then deploy.host
+            report = deploy(run_dir, cfg, name=name or cfg.deploy.name, host=host, force=force, use_cli=use_cli)
+        except DeployError as exc:
+            if getattr(exc, "report", None):  # a flagged model stays in Ollama: record what was checked
+                manifest.update(deploy=exc.report)
+            raise
+        extra.update(model=report.get("name"), digest=report.get("digest"), deploy_status=report.get("status"))
         manifest.update(deploy=report)
     return report
 

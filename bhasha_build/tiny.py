@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .chat import CHAT_TEMPLATE, ENDOFTEXT, IM_END, IM_START, SPECIAL_TOKENS
+from .chat import CHAT_TEMPLATE, ENDOFTEXT, IM_END, IM_START, QWEN_DEFAULT_SYSTEM, SPECIAL_TOKENS, SYSTEM_PROMPT
 from .config import TinyModelConfig
 
 # Qwen2's pre-tokenizer split pattern (tokenizer.json of Qwen2/Qwen2.5).
@@ -29,6 +29,16 @@ QWEN2_SPLIT_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 MARKER_FILE = "bhasha_tiny.json"  # tells export which pre-tokenizer the converter should register
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Replace folder `target` by the complete folder `new` with renames only (never half-written)."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def qwen25_shape(name: str = "1.5B") -> dict[str, Any]:
@@ -61,7 +71,9 @@ def train_tokenizer(texts: Iterable[str], target_vocab: int) -> Any:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(list(texts), trainer=trainer)
+    # The fixed prompt texts go in too (weighted), so they cost few tokens per training row.
+    tok.train_from_iterator([*texts, *([SYSTEM_PROMPT, QWEN_DEFAULT_SYSTEM, "system user assistant"] * 50)],
+                            trainer=trainer)
     # Special tokens go after the BPE vocab, as in Qwen2 (ids vocab, vocab+1, vocab+2).
     tok.add_special_tokens(SPECIAL_TOKENS)
     fast = PreTrainedTokenizerFast(
@@ -127,9 +139,7 @@ def build_tiny_model(
             "builder": "bhasha_build.tiny", "pre_tokenizer": "qwen2", "seed": seed,
             "tokenizer_size": len(tokenizer), "shape": shape.model_dump(),
         }, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        _swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -157,3 +167,61 @@ def build_qwen25_shaped(out_dir: str | Path, size: str = "1.5B", seed: int = 340
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def pretrain_echo(model_dir: str | Path, texts: list[str], steps: int = 200, lr: float = 3e-3,
+                  batch_size: int = 16, seed: int = 3407) -> dict[str, Any]:
+    """Warm-start the random tiny model into a "base instruct" model: full-parameter causal-LM
+    training on ChatML echo conversations (Qwen's default system prompt, user line → same line).
+
+    A real Qwen2.5-Instruct knows the chat format, the script and when to stop; a random model
+    does not, and LoRA alone cannot teach a random network that in a few CPU minutes. Run it on the
+    train split only, so eval lines stay unseen. Saved in place (atomically).
+    """
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .chat import render_chatml
+
+    model_dir = Path(model_dir)
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise ValueError("pretrain_echo needs some text")
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, local_files_only=True)
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * (1 - s / steps))
+    model.train()
+    losses = []
+    for _ in range(steps):
+        chats = [render_chatml([{"role": "user", "content": t}, {"role": "assistant", "content": t}])
+                 for t in rng.sample(texts, min(batch_size, len(texts)))]
+        enc = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        loss = model(**enc, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    model.eval()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
+    try:
+        for item in model_dir.iterdir():
+            if item.is_file() and not item.name.endswith(".safetensors"):
+                shutil.copy2(item, tmp / item.name)
+        model.save_pretrained(tmp, safe_serialization=True)
+        marker = json.loads((tmp / MARKER_FILE).read_text())
+        marker["pretrain"] = {"steps": steps, "lr": lr, "batch_size": batch_size, "texts": len(texts),
+                              "first_loss": round(losses[0], 4), "final_loss": round(losses[-1], 4)}
+        (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2))
+        _swap_in(tmp, model_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return marker["pretrain"]

@@ -7,8 +7,15 @@ Backends (config train.backend):
   hf       transformers + peft (+ bitsandbytes 4-bit on CUDA) + TRL SFTTrainer; same config.
 
 Both train on TRL's conversational prompt-completion rows from chat.py, so the loss falls on the
-assistant reply only (completion_only_loss). Packing (TRL best-fit decreasing, padding-free) keeps
-short OCR lines from being mostly padding.
+assistant reply only (completion_only_loss). Packing keeps short OCR lines from being mostly padding;
+TRL's best-fit-decreasing packer bins whole examples into max_seq_length rows, then
+  padding_free  flattens a batch into one sequence with per-example boundaries: exact isolation, and
+                fast only with a varlen attention kernel (torch>=2.12 varlen_attn, flash-attn,
+                xformers). Without one, Unsloth runs attention once per example: launch-bound.
+  dense_rows    trains each packed row as one dense causal sequence: an example may attend to the
+                whole examples packed before it in its row (the classic packing trade-off), at the
+                speed of dense 2048-token rows on any kernel.
+  auto          padding_free when a varlen kernel is available, else dense_rows (recorded).
 
 Knobs: model.{name,max_seq_length,load_in_4bit,dtype}, lora.{r,alpha,dropout,target_modules},
 train.{backend,max_steps,epochs,learning_rate,lr_scheduler,warmup_steps,batch_size,grad_accum,optim,
@@ -261,7 +268,7 @@ def _progress_callback(log_path: Path, total_steps_hint: int | None):
                 return
             now = time.monotonic()
             step, total = state.global_step, state.max_steps or total_steps_hint or 0
-            tokens = float(logs.get("num_tokens", 0.0))
+            tokens = float(state.num_input_tokens_seen or logs.get("num_tokens") or 0.0)
             dt = max(now - self.last_t, 1e-9)
             tok_s = (tokens - self.last_tokens) / dt if tokens else None
             self.last_t, self.last_tokens = now, tokens or self.last_tokens
@@ -290,6 +297,39 @@ def _progress_callback(log_path: Path, total_steps_hint: int | None):
                 sys.stderr.write("\n")
 
     return ProgressCallback()
+
+
+def varlen_attention_available() -> str | None:
+    """Name of a varlen attention kernel usable for padding-free packing, or None."""
+    import importlib
+    import inspect
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+
+        if "enable_gqa" in inspect.signature(varlen_attn).parameters:
+            return "torch.varlen_attn"
+    except ImportError:
+        pass
+    for module in ("flash_attn", "xformers.ops"):
+        try:
+            importlib.import_module(module)
+            return module
+        except Exception:  # broken builds raise more than ImportError
+            continue
+    return None
+
+
+def packing_strategy(cfg: BuildConfig) -> str:
+    if not cfg.train.packing:
+        return "off"
+    if cfg.train.packing_strategy != "auto":
+        return cfg.train.packing_strategy
+    return "padding_free" if varlen_attention_available() else "dense_rows"
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -362,11 +402,12 @@ def make_sft_config(cfg: BuildConfig, run_dir: Path, max_steps: int | None = Non
         dataset_num_proc=1,
         dataloader_num_workers=0,
         use_cpu=not on_gpu,
+        include_num_input_tokens_seen="non_padding",  # useful tokens, for tokens/s in train_log.jsonl
     )
 
 
-def train(cfg: BuildConfig, run_dir: Path, resume: bool = False, stop_after_steps: int | None = None
-          ) -> dict[str, Any]:
+def train(cfg: BuildConfig, run_dir: Path, resume: bool = False, stop_after_steps: int | None = None,
+          extra_callbacks: list[Any] | None = None) -> dict[str, Any]:
     """Train LoRA adapters on runs/<run>/data/train.jsonl → runs/<run>/adapter/.
 
     stop_after_steps interrupts the run after that many optimizer steps (tests of resume).
@@ -416,6 +457,7 @@ def train(cfg: BuildConfig, run_dir: Path, resume: bool = False, stop_after_step
                     control.should_training_stop = True
 
         callbacks.append(StopAfter())
+    callbacks += extra_callbacks or []
 
     trainer = _trainer_class(SFTTrainer)(
         model=model,
@@ -424,6 +466,14 @@ def train(cfg: BuildConfig, run_dir: Path, resume: bool = False, stop_after_step
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    strategy = packing_strategy(cfg)
+    if strategy == "dense_rows":
+        # Rows are already bin-packed by TRL; collate them as dense padded rows, not one flat sequence.
+        from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+        trainer.data_collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id,
+                                                                padding_free=False)
+        trainer.padding_free = False
     for cb in list(trainer.callback_handler.callbacks):  # our callback prints progress instead
         if type(cb).__name__ in ("PrinterCallback", "ProgressCallback") and cb is not callbacks[0]:
             trainer.remove_callback(cb)
@@ -443,6 +493,8 @@ def train(cfg: BuildConfig, run_dir: Path, resume: bool = False, stop_after_step
         "num_tokens": state.num_input_tokens_seen or None,
         "optimizer": type(trainer.optimizer).__name__ if trainer.optimizer else None,
         "optim_requested": cfg.train.optim,
+        "packing_strategy": strategy,
+        "varlen_kernel": varlen_attention_available(),
         "optim_used": trainer.args.optim.value if hasattr(trainer.args.optim, "value") else str(trainer.args.optim),
         "preflight": preflight,
         "device": "cuda" if torch.cuda.is_available() else "cpu",

@@ -110,7 +110,8 @@ ctr="$(run buildah from "${IMAGE}")"
 trap 'buildah rm "${ctr}" >/dev/null 2>&1 || true' EXIT
 run buildah run --isolation chroot --env HOME=/home/bhasha "${ctr}" -- \
   sh -c 'id && cat /etc/bhasha-build/image.json && python --version'
-run buildah run --isolation chroot --env HOME=/home/bhasha "${ctr}" -- \
+# ./data is mounted read-only, as compose mounts it: the image itself carries no data.
+run buildah run --isolation chroot --env HOME=/home/bhasha --volume "${PWD}/data:/app/data:ro" "${ctr}" -- \
   python -m pytest "${pytest_args[@]}"
 t_tests=$(( $(date +%s) - s ))
 

@@ -14,7 +14,8 @@ which does NOT exercise the Modelfile TEMPLATE: tests that need the Go path chec
 Stop strings come from the model parameters overlaid by request options; ``done_reason`` is
 "stop" (stop string or end-of-generation token) or "length" (num_predict reached).
 
-Knobs (constructor): ``version`` reported by /api/version; ``ignore_create_fields`` drops
+Knobs (constructor): ``version`` reported by /api/version; ``renderer`` ("auto" | "go" |
+"gguf-jinja"); ``ignore_create_fields`` drops
 structured create fields the way an Ollama older than 0.5.5 silently ignores them; ``n_threads``.
 The last rendered prompt is kept on ``last_prompt`` for assertions.
 """
@@ -40,9 +41,7 @@ from bhasha_build.modelfile import PARAMETER_TYPES
 
 GO_DIR = Path(__file__).resolve().parent / "go"
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
-_NAME = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$"
-)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$")
 # Ollama's defaults for options a Modelfile does not set.
 DEFAULT_OPTIONS: dict[str, Any] = {
     "temperature": 0.8,
@@ -68,16 +67,24 @@ def go_renderer() -> Path | None:
     global _go_binary
     with _go_lock:
         if _go_binary is None and shutil.which("go"):
-            out = Path(tempfile.mkdtemp(prefix="tmplrender-")) / "tmplrender"
+            work = Path(tempfile.mkdtemp(prefix="tmplrender-"))
+            out = work / "tmplrender"
             env = {**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local", "CGO_ENABLED": "0"}
-            subprocess.run(
+            if not any(env.get(k) for k in ("GOCACHE", "XDG_CACHE_HOME", "HOME")):
+                env["GOCACHE"] = str(work / "gocache")  # bare CI containers: go needs a cache dir
+            if not env.get("HOME"):
+                env.setdefault("GOPATH", str(work / "gopath"))
+            proc = subprocess.run(
                 ["go", "build", "-o", str(out), "."],
                 cwd=GO_DIR,
                 env=env,
-                check=True,
                 capture_output=True,
+                text=True,
                 timeout=300,
+                check=False,
             )
+            if proc.returncode:
+                raise RuntimeError(f"building tests/go failed: {proc.stderr.strip()}")
             _go_binary = out
         return _go_binary
 
@@ -103,9 +110,7 @@ def render_go(
         "prompt": prompt,
         "response": response,
     }
-    proc = subprocess.run(
-        [str(binary)], input=json.dumps(req), capture_output=True, text=True, timeout=30, check=False
-    )
+    proc = subprocess.run([str(binary)], input=json.dumps(req), capture_output=True, text=True, timeout=30, check=False)
     if proc.returncode:
         raise ValueError(proc.stderr.strip())
     return proc.stdout
@@ -139,6 +144,7 @@ class OllamaContractServer:
         *,
         ignore_create_fields: tuple[str, ...] = (),
         n_threads: int = 2,
+        renderer: str = "auto",
         workdir: Path | None = None,
     ) -> None:
         self.version = version
@@ -149,7 +155,11 @@ class OllamaContractServer:
         self.blobs = self.root / "blobs"
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.models: dict[str, dict[str, Any]] = {}
-        self.renderer = "go" if shutil.which("go") else "gguf-jinja"
+        if renderer == "auto":
+            renderer = "go" if shutil.which("go") else "gguf-jinja"
+        if renderer not in ("go", "gguf-jinja"):
+            raise ValueError(f"renderer must be auto, go or gguf-jinja, not {renderer!r}")
+        self.renderer = renderer
         self.last_prompt: str | None = None
         self.requests: list[tuple[str, str]] = []
         self._llamas: dict[tuple[str, int], Any] = {}
@@ -268,19 +278,18 @@ class OllamaContractServer:
             "system": fields.get("system", ""),
             "parameters": dict(params),
             "messages": list(fields.get("messages") or []),
-            "license": fields.get("license"),
+            "license": [lic] if isinstance(lic := fields.get("license"), str) else list(lic or []),
         }
-        for kind in ("template", "system", "parameters", "messages"):
+        media = {"template": "template", "system": "system", "parameters": "params", "messages": "messages"}
+        for kind in media:
             if record[kind]:
                 blob = (
-                    json.dumps(record[kind]).encode()
-                    if kind in ("parameters", "messages")
-                    else record[kind].encode()
+                    json.dumps(record[kind]).encode() if kind in ("parameters", "messages") else record[kind].encode()
                 )
                 digest = f"sha256:{hashlib.sha256(blob).hexdigest()}"
                 layers.append(
                     {
-                        "mediaType": f"application/vnd.ollama.image.{kind.rstrip('s')}",
+                        "mediaType": f"application/vnd.ollama.image.{media[kind]}",
                         "digest": digest,
                         "size": len(blob),
                     }
@@ -311,7 +320,7 @@ class OllamaContractServer:
         for msg in record["messages"]:
             lines.append(f"MESSAGE {msg['role']} {msg['content']}")
         return {
-            "license": "\n".join(record["license"] or []),
+            "license": "\n".join(record["license"]),
             "modelfile": "\n".join(lines) + "\n",
             "parameters": "\n".join(params),
             "template": record["template"],
@@ -356,6 +365,8 @@ class OllamaContractServer:
         """Token pieces as {"piece": str} then {"done_reason", counts, durations}."""
         opts = {**DEFAULT_OPTIONS, **record["parameters"], **(body.get("options") or {})}
         start = time.perf_counter_ns()
+        import llama_cpp
+
         with self._infer_lock:
             llm = self._llama(record, int(opts["num_ctx"]))
             load_ns = time.perf_counter_ns() - start
@@ -377,6 +388,14 @@ class OllamaContractServer:
             limit = room if limit < 0 else min(limit, room)
             stop = opts.get("stop") or []
             seed = int(opts["seed"])
+            sampled: list[int] = []
+
+            def count_sampled(input_ids: Any, scores: Any) -> Any:
+                # Called once per sampled token: eval_count counts tokens, not text pieces (a
+                # token can be half a Devanagari character and print nothing yet).
+                sampled.append(1)
+                return scores
+
             stream = llm.create_completion(
                 tokens,
                 max_tokens=limit,
@@ -390,14 +409,14 @@ class OllamaContractServer:
                 frequency_penalty=float(opts["frequency_penalty"]),
                 stop=list(stop),
                 seed=seed if seed >= 0 else int(time.time_ns() % 2**31),
+                logits_processor=llama_cpp.LogitsProcessorList([count_sampled]),
                 stream=True,
             )
             eval_start = time.perf_counter_ns()
-            count, reason = 0, "length"
+            reason = "length"
             for chunk in stream:
                 choice = chunk["choices"][0]
                 if choice["text"]:
-                    count += 1
                     yield {"piece": choice["text"]}
                 if choice.get("finish_reason"):
                     reason = "stop" if choice["finish_reason"] == "stop" else "length"
@@ -407,7 +426,7 @@ class OllamaContractServer:
             "total_duration": end - start,
             "load_duration": load_ns,
             "prompt_eval_count": len(tokens),
-            "eval_count": count,
+            "eval_count": len(sampled),
             "eval_duration": end - eval_start,
         }
 
@@ -455,9 +474,7 @@ class _Handler(BaseHTTPRequestHandler):
             else (text.encode() if text is not None else json.dumps(payload, ensure_ascii=False).encode())
         )
         self.send_response(status)
-        self.send_header(
-            "Content-Type", "text/plain; charset=utf-8" if text is not None else "application/json"
-        )
+        self.send_header("Content-Type", "text/plain; charset=utf-8" if text is not None else "application/json")
         self.send_header("Content-Length", str(len(data)))
         if status >= 400:
             # The request body may be unread: close, and say so, so the client does not reuse the socket.

@@ -170,6 +170,8 @@ def test_dockerignore_keeps_data_runs_and_caches_out():
     for path in (
         "runs/demo/model-q4_k_m.gguf",
         "data/private.jsonl",
+        "data/samples/hi.jsonl",
+        "data/clean/hi.txt",
         "data/big/part-1.csv",
         ".git/HEAD",
         ".venv/bin/python",
@@ -186,7 +188,6 @@ def test_dockerignore_keeps_data_runs_and_caches_out():
         "docker/image_info.py",
         "tests/test_config.py",
         "data/README.md",
-        "data/samples/hi.jsonl",
         "bhasha.toml",
         "Modelfile.template",
         "pyproject.toml",

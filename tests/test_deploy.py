@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -108,9 +109,7 @@ def test_roundtrip_mismatch_flags_and_keeps_model(tmp_path: Path) -> None:
     # An Ollama that silently ignores structured parameters (as pre-0.5.5 builds do) loses the stops.
     run = _run_dir(tmp_path)
     with OllamaContractServer(ignore_create_fields=("parameters",)) as srv:
-        with pytest.raises(
-            DeployError, match=r"parameters \(missing .*stop.*left in place but flagged"
-        ) as err:
+        with pytest.raises(DeployError, match=r"parameters \(missing .*stop.*left in place but flagged") as err:
             deploy(run, _cfg(), NAME, srv.url)
         assert OllamaClient(srv.url).exists(NAME)
         assert not any(path == "/api/chat" for _, path in srv.requests)  # no sanity on a broken model
@@ -136,7 +135,7 @@ def test_sanity_sample_prefers_eval_split(tmp_path: Path) -> None:
     assert (sample["source"], sample["lang"], sample["clean"]) == ("data/eval.jsonl:2", "bn", "আমার")
 
 
-# -- end to end with the tiny model ---------------------------------------------------------------
+# -- end to end with the tiny model (slow: needs the converted tiny GGUF) ----------------------------
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +149,53 @@ def tiny_run(tmp_path: Path, tiny_gguf: dict[str, Any]) -> Path:
     return _run_dir(tmp_path, tiny_gguf["gguf"])
 
 
+@pytest.fixture(scope="module")
+def memorized_gguf(tiny_gguf: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model fine-tuned (in the training chat format) until it answers the built-in
+    sanity sample exactly, then converted to q4_k_m like export does: a model whose CER is known."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bhasha_build import toolchain
+    from bhasha_build.tiny import MARKER_FILE
+
+    src, out = Path(tiny_gguf["hf_dir"]), tmp_path_factory.mktemp("memorized")
+    tok = AutoTokenizer.from_pretrained(src)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    messages = chat.pair_messages(BUILTIN_SAMPLE["noisy"], BUILTIN_SAMPLE["clean"])
+    prompt = tok.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    full = chat.render_chatml(messages)
+    assert full.startswith(prompt)
+    ids = tok(full, add_special_tokens=False, return_tensors="pt").input_ids
+    labels = ids.clone()
+    labels[:, : len(tok(prompt, add_special_tokens=False).input_ids)] = -100  # loss on the answer only
+    torch.manual_seed(0)
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small runs 5x faster on one thread than on two busy ones
+    try:
+        for _ in range(80):
+            loss = model(input_ids=ids, labels=labels).loss
+            loss.backward()
+            optim.step()
+            optim.zero_grad()
+            if loss.item() < 0.02:
+                break
+    finally:
+        torch.set_num_threads(threads)
+    hf_dir = out / "hf"
+    model.save_pretrained(hf_dir)
+    tok.save_pretrained(hf_dir)
+    marker = src / MARKER_FILE
+    pre = json.loads(marker.read_text())["pre_tokenizer"] if marker.exists() else None
+    if marker.exists():
+        shutil.copy(marker, hf_dir / MARKER_FILE)
+    toolchain.convert_to_gguf(hf_dir, out / "f16.gguf", outtype="f16", register_pre_tokenizer=pre)
+    toolchain.quantize(out / "f16.gguf", out / GGUF_NAME, "Q4_K_M")
+    return out / GGUF_NAME
+
+
+@pytest.mark.slow
 def test_deploy_end_to_end(tiny_run: Path, live_server: OllamaContractServer) -> None:
     start = time.perf_counter()
     report = deploy(tiny_run, _cfg(), NAME, live_server.url, force=True)
@@ -172,6 +218,7 @@ def test_deploy_end_to_end(tiny_run: Path, live_server: OllamaContractServer) ->
     assert again["response"].strip() == sanity["response"] and again["done_reason"] == "stop"
 
 
+@pytest.mark.slow
 def test_redeploy_needs_force_then_cli(
     tiny_run: Path, live_server: OllamaContractServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -203,6 +250,20 @@ def test_redeploy_needs_force_then_cli(
     assert report["method"] == "cli" and report["status"] == "ok"
 
 
+@pytest.mark.slow
+def test_cer_gate_passes_for_a_model_that_answers(
+    tmp_path: Path, memorized_gguf: Path, live_server: OllamaContractServer
+) -> None:
+    # A model that really corrects the line: the CER gate (deploy.sanity_max_cer) is applied and passes.
+    run = _run_dir(tmp_path, memorized_gguf)
+    report = deploy(run, _cfg(sanity_max_cer=0.05), "bhasha-ocr-memorized", live_server.url, force=True)
+    sanity = report["sanity"]
+    assert sanity["ok"] and sanity["done_reason"] == "stop" and sanity["max_cer"] == 0.05
+    assert sanity["cer"] < 0.05 and sanity["script"] == "Devanagari" and sanity["foreign_fraction"] == 0.0
+    assert sanity["response"] == BUILTIN_SAMPLE["clean"]
+
+
+@pytest.mark.slow
 def test_sanity_failure_leaves_model_flagged(tiny_run: Path, live_server: OllamaContractServer) -> None:
     # CER can never be below 0: the model deploys, answers, and is flagged, not removed.
     with pytest.raises(DeployError, match=r"sanity check failed .*CER .*left in place but flagged") as err:
@@ -213,6 +274,7 @@ def test_sanity_failure_leaves_model_flagged(tiny_run: Path, live_server: Ollama
     assert report["sanity"]["ok"] is False and report["sanity"]["max_cer"] == 0.0
 
 
+@pytest.mark.slow
 def test_streaming_matches_non_streaming(tiny_run: Path, live_server: OllamaContractServer) -> None:
     deploy(tiny_run, _cfg(), NAME, live_server.url, force=True)
     client = OllamaClient(live_server.url)
@@ -223,5 +285,46 @@ def test_streaming_matches_non_streaming(tiny_run: Path, live_server: OllamaCont
     whole = client.chat(NAME, messages, options=options)
     assert streamed["message"] == whole["message"] and streamed["done_reason"] == whole["done_reason"]
     assert chunks[-1]["done"] is True and all(not c["done"] for c in chunks[:-1])
-    capped = client.generate(NAME, BUILTIN_SAMPLE["noisy"], options={**options, "num_predict": 1, "stop": []})
-    assert (capped["done_reason"], capped["eval_count"]) in (("length", 1), ("stop", 0))
+    # num_predict caps generation with done_reason "length" (when the model had more to say).
+    prompt, opts = BUILTIN_SAMPLE["noisy"], {**options, "num_predict": 64}
+    full = client.generate(NAME, prompt, options=opts)
+    capped = client.generate(NAME, prompt, options={**opts, "num_predict": 1})
+    assert full["eval_count"] > 1, "the tiny model should say more than one token here"
+    assert (capped["done_reason"], capped["eval_count"]) == ("length", 1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("go") is None, reason="Go toolchain missing: apt-get install golang-go")
+def test_gguf_chat_template_renders_like_the_modelfile_template(
+    tiny_run: Path, live_server: OllamaContractServer
+) -> None:
+    # The same request through the GGUF's embedded jinja template (llama.cpp's view) and through the
+    # Modelfile TEMPLATE run by Go (Ollama's view) must reach the model as the same prompt.
+    deploy(tiny_run, _cfg(), NAME, live_server.url, force=True)
+    go_prompt = live_server.last_prompt
+    with OllamaContractServer(renderer="gguf-jinja") as jinja:
+        report = deploy(tiny_run, _cfg(), NAME, jinja.url)
+        assert jinja.last_prompt == go_prompt
+    assert report["sanity"]["ok"]
+
+
+@pytest.mark.slow
+def test_invoke_deploy_demo_run(
+    tiny_pipeline: dict[str, Any], live_server: OllamaContractServer, tmp_path: Path
+) -> None:
+    # The issue's "done when": `invoke deploy --name bhasha-ocr` on a pipeline-made run folder
+    # (Modelfile from `invoke modelfile`, sanity line from its eval split) passes every check.
+    src = Path(tiny_pipeline["run_dir"])
+    run = tmp_path / "runs" / src.name
+    (run / "data").mkdir(parents=True)
+    for rel in ("Modelfile", GGUF_NAME, "data/eval.jsonl"):
+        shutil.copyfile(src / rel, run / rel)
+    repo = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "invoke", "deploy", "--profile", "tiny-cpu", "--run", src.name,
+           "--set", f'runs_dir="{run.parent}"', "--name", NAME, "--host", live_server.url, "--force"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
+    report = json.loads((run / "deploy.json").read_text())
+    assert report["status"] == "ok" and report["sanity"]["source"].startswith("data/eval.jsonl:")
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["deploy"]["digest"] == report["digest"] == OllamaClient(live_server.url).model_digest(NAME)

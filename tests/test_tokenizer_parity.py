@@ -14,6 +14,7 @@ import pytest
 from bhasha_build import chat
 
 pytest.importorskip("llama_cpp")
+pytestmark = pytest.mark.slow  # needs the converted tiny GGUF (tiny_gguf fixture)
 
 PROBES = {
     "devanagari conjuncts": "क्षत्रिय ज्ञान श्रम विद्वान स्त्री द्ध ह्म",
@@ -63,9 +64,7 @@ def test_ids_match_on_chat_prompt_with_special_tokens(tokenizers: tuple[Any, Any
         assert _gguf_ids(gguf, token, special=True) == [hf.convert_tokens_to_ids(token)]
 
 
-def test_gguf_carries_the_training_chat_template(
-    tiny_gguf: dict[str, Any], tokenizers: tuple[Any, Any]
-) -> None:
+def test_gguf_carries_the_training_chat_template(tiny_gguf: dict[str, Any], tokenizers: tuple[Any, Any]) -> None:
     _, gguf = tokenizers
     assert gguf.metadata.get("tokenizer.chat_template") == chat.CHAT_TEMPLATE
 
