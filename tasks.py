@@ -32,12 +32,15 @@ def _help(**extra: str) -> dict[str, str]:
 
 
 def _config(profile: str | None, run: str | None, config: str | None, sets: list[str] | None):
-    from bhasha_build.config import load_config
+    from bhasha_build.config import ConfigError, load_config
 
     overrides = list(sets or [])
     if run:
         overrides.append(f"run={json.dumps(run)}")
-    return load_config(config, profile=profile, overrides=overrides)
+    try:
+        return load_config(config, profile=profile, overrides=overrides)
+    except ConfigError as exc:
+        raise Exit(f"error: {exc}", code=1) from None
 
 
 def _unsloth_first(cfg) -> None:

@@ -137,6 +137,7 @@ def sanity_check(gguf: Path, out_json: Path, cfg: BuildConfig, text: str = SANIT
     choice = out["choices"][0]
     result = {"prompt": text, "response": choice["text"], "finish_reason": choice["finish_reason"],
               "completion_tokens": out["usage"]["completion_tokens"],
-              "ok": choice["finish_reason"] == "stop"}
+              # "stop" alone would pass a model that emits <|im_end|> at once: an answer must exist too
+              "ok": choice["finish_reason"] == "stop" and bool(choice["text"].strip())}
     atomic_write_json(out_json, result)
     return result

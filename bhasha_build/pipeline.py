@@ -109,12 +109,15 @@ def run_data(cfg: BuildConfig, input_path: str | None = None, force: bool = Fals
 
 
 def run_train(cfg: BuildConfig, resume: bool = False, force: bool = False) -> dict[str, Any]:
-    from .train import ADAPTER_DIR, train
+    from .train import ADAPTER_DIR, TrainError, train
 
     run_dir = cfg.run_dir
+    train_file = run_dir / "data" / "train.jsonl"
+    if not train_file.exists():
+        raise TrainError(f"{train_file}: no training split; run `invoke data` first")
     manifest = Manifest(run_dir)
     manifest.init(cfg)
-    key = _hash(run_dir / "data" / "train.jsonl", _section(cfg, "model", "lora", "train", "seed"))
+    key = _hash(train_file, _section(cfg, "model", "lora", "train", "seed"))
     adapter = run_dir / ADAPTER_DIR
     if not resume and _skip(manifest, "train", key, [adapter / "adapter_config.json"], force):
         return manifest.load()["stages"]["train"]
@@ -126,10 +129,12 @@ def run_train(cfg: BuildConfig, resume: bool = False, force: bool = False) -> di
 
 
 def run_export(cfg: BuildConfig, force: bool = False) -> dict[str, Any]:
-    from .export import export, quant_gguf_name
+    from .export import ExportError, export, quant_gguf_name
     from .train import ADAPTER_DIR
 
     run_dir = cfg.run_dir
+    if not (run_dir / ADAPTER_DIR / "adapter_config.json").exists():
+        raise ExportError(f"{run_dir / ADAPTER_DIR}: no trained adapter; run `invoke train` first")
     manifest = Manifest(run_dir)
     manifest.init(cfg)
     gguf = run_dir / quant_gguf_name(cfg.export.quant)
@@ -159,11 +164,21 @@ def run_eval(cfg: BuildConfig, systems: tuple[str, ...] = ("model", "gguf")) -> 
     return report
 
 
+def _require_gguf(cfg: BuildConfig) -> Path:
+    from .export import ExportError, quant_gguf_name
+
+    gguf = cfg.run_dir / quant_gguf_name(cfg.export.quant)
+    if not gguf.exists():
+        raise ExportError(f"{gguf}: not exported yet; run `invoke export` first")
+    return gguf
+
+
 def run_modelfile(cfg: BuildConfig) -> Path:
     from .export import quant_gguf_name
     from .modelfile import render_modelfile
 
     run_dir = cfg.run_dir
+    _require_gguf(cfg)
     manifest = Manifest(run_dir)
     manifest.init(cfg)
     with manifest.stage("modelfile"):
@@ -177,6 +192,7 @@ def run_sanity(cfg: BuildConfig) -> dict[str, Any]:
     from .export import ExportError, quant_gguf_name, sanity_check
 
     run_dir = cfg.run_dir
+    _require_gguf(cfg)
     manifest = Manifest(run_dir)
     manifest.init(cfg)
     with manifest.stage("sanity") as extra:
@@ -185,8 +201,10 @@ def run_sanity(cfg: BuildConfig) -> dict[str, Any]:
         manifest.update(sanity=result)
         manifest.artifact("sanity", run_dir / "sanity.json")
         if not result["ok"]:
-            raise ExportError(f"sanity prompt ended with finish_reason={result['finish_reason']!r}, not 'stop' "
-                              f"(the model never emitted <|im_end|>): train longer or check the template")
+            if result["finish_reason"] != "stop":
+                raise ExportError(f"sanity prompt ended with finish_reason={result['finish_reason']!r}, not 'stop' "
+                                  f"(the model never emitted <|im_end|>): train longer or check the template")
+            raise ExportError("sanity prompt got an empty answer (the model stopped at once): train longer")
     return result
 
 

@@ -1,0 +1,50 @@
+"""The Invoke shell: every stage is a task with help, and user mistakes end in one line, exit 1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **(env or {})})
+
+
+def test_every_stage_is_listed() -> None:
+    out = invoke("--list").stdout
+    for name in ("data", "noise", "train", "export", "eval", "modelfile", "sanity", "deploy", "pipeline", "demo",
+                 "bench", "doctor", "toolchain", "dev.test", "dev.lint"):
+        assert f"  {name}" in out, name
+
+
+def test_flags_have_help() -> None:
+    out = invoke("--help", "deploy").stdout
+    for flag in ("--name", "--host", "--force", "--profile", "--set", "--run"):
+        line = next(ln for ln in out.splitlines() if flag in ln)
+        assert len(line.split(flag, 1)[1].strip()) > 10, f"{flag} has no help text"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("data", "--input", "/no/such/place"), "/no/such/place: input not found"),
+    (("data", "--set", "train.nope=1"), "unknown config key 'train.nope'"),
+    (("train", "--profile", "nope"), "no profile 'nope'"),
+])
+def test_user_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], expected: str) -> None:
+    proc = invoke(*args, "--set", f'runs_dir="{tmp_path}"')
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], proc.stderr
+
+
+def test_stage_without_its_inputs_says_what_to_run(tmp_path: Path) -> None:
+    proc = invoke("train", "--profile", "tiny-cpu", "--set", f'runs_dir="{tmp_path}"', "--run", "empty")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "run `invoke data` first" in proc.stderr
