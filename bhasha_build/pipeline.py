@@ -109,6 +109,8 @@ def run_data(cfg: BuildConfig, input_path: str | None = None, force: bool = Fals
 
 
 def run_train(cfg: BuildConfig, resume: bool = False, force: bool = False) -> dict[str, Any]:
+    """Train stage; under torchrun every rank calls this, and only global rank 0 touches the manifest."""
+    from .launch import is_main_process
     from .train import ADAPTER_DIR, TrainError, train
 
     run_dir = cfg.run_dir
@@ -116,11 +118,16 @@ def run_train(cfg: BuildConfig, resume: bool = False, force: bool = False) -> di
     if not train_file.exists():
         raise TrainError(f"{train_file}: no training split; run `invoke data` first")
     manifest = Manifest(run_dir)
-    manifest.init(cfg)
+    main_proc = is_main_process()
+    if main_proc:
+        manifest.init(cfg)
     key = _hash(train_file, _section(cfg, "model", "lora", "train", "seed"))
     adapter = run_dir / ADAPTER_DIR
+    # Every rank reaches the same verdict: the stage record and adapter change only after training ends.
     if not resume and _skip(manifest, "train", key, [adapter / "adapter_config.json"], force):
         return manifest.load()["stages"]["train"]
+    if not main_proc:
+        return train(cfg, run_dir, resume=resume)
     with manifest.stage("train", inputs_sha256=key) as extra:
         summary = train(cfg, run_dir, resume=resume)
         extra.update(summary)

@@ -21,6 +21,9 @@ Knobs: model.{name,max_seq_length,load_in_4bit,dtype}, lora.{r,alpha,dropout,tar
 train.{backend,max_steps,epochs,learning_rate,lr_scheduler,warmup_steps,batch_size,grad_accum,optim,
 weight_decay,packing,gradient_checkpointing,save_steps,save_total_limit,logging_steps,gpu_memory_gib},
 seed. Outputs: runs/<run>/adapter/, checkpoints/, train_log.jsonl, loss.png.
+
+Under torchrun (several processes, see launch.py) every rank trains, but only global rank 0 writes
+train_log.jsonl, loss.png and adapter/; checkpoints/ is the Trainer's (rank 0, plus one rng_state per rank).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import BuildConfig
+from .launch import distributed_info, is_main_process, local_rank, world_size
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -215,7 +219,7 @@ def load_hf(cfg: BuildConfig, model_dir: Path):
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype)
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = {"": local_rank()}  # under DDP each rank holds its own copy on its card
     elif cfg.model.load_in_4bit:
         print("note: bitsandbytes 4-bit needs CUDA; the hf backend trains in 16/32-bit here", file=sys.stderr)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
@@ -270,7 +274,7 @@ def _progress_callback(log_path: Path, total_steps_hint: int | None):
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = dict(logs or {})
-            if "loss" not in logs:
+            if "loss" not in logs or not state.is_world_process_zero:  # logged loss is already the all-rank mean
                 return
             now = time.monotonic()
             step, total = state.global_step, state.max_steps or total_steps_hint or 0
@@ -299,7 +303,7 @@ def _progress_callback(log_path: Path, total_steps_hint: int | None):
                 print(f"train step {step}/{total} loss {logs['loss']:.4f} tok/s {tps} eta {eta_txt}", flush=True)
 
         def on_train_end(self, args, state, control, **kw):
-            if self.tty:
+            if self.tty and state.is_world_process_zero:
                 sys.stderr.write("\n")
 
     return ProgressCallback()
@@ -380,6 +384,11 @@ def make_sft_config(cfg: BuildConfig, run_dir: Path, max_steps: int | None = Non
 
     dtype = _compute_dtype(cfg)
     on_gpu = torch.cuda.is_available()
+    ddp: dict[str, Any] = {}
+    if world_size() > 1:
+        # Every LoRA weight gets a gradient each step, so DDP need not search for unused ones; reentrant
+        # checkpointing and DDP's gradient hooks don't mix, the non-reentrant kind does.
+        ddp = {"ddp_find_unused_parameters": False, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
     return SFTConfig(
         output_dir=str(run_dir / CHECKPOINTS_DIR),
         max_length=cfg.model.max_seq_length,  # TRL's default is 1024
@@ -409,6 +418,7 @@ def make_sft_config(cfg: BuildConfig, run_dir: Path, max_steps: int | None = Non
         dataloader_num_workers=0,
         use_cpu=not on_gpu,
         include_num_input_tokens_seen="non_padding",  # useful tokens, for tokens/s in train_log.jsonl
+        **ddp,
     )
 
 
@@ -443,10 +453,11 @@ def train(cfg: BuildConfig, run_dir: Path, resume: bool = False, stop_after_step
     if resume and ckpt is None:
         raise TrainError(f"{run_dir / CHECKPOINTS_DIR}: nothing to resume from")
     log_path = run_dir / TRAIN_LOG
-    if ckpt is None:
+    main_proc = is_main_process()  # only global rank 0 writes the run folder; other ranks just read it
+    if main_proc and ckpt is None:
         shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
         log_path.unlink(missing_ok=True)
-    else:  # drop log lines past the checkpoint so the curve stays continuous
+    elif main_proc:  # drop log lines past the checkpoint so the curve stays continuous
         state = json.loads((ckpt / "trainer_state.json").read_text())
         keep = [ln for ln in (log_path.read_text().splitlines() if log_path.exists() else [])
                 if ln.strip() and json.loads(ln)["step"] <= state["global_step"]]
@@ -504,7 +515,10 @@ def train(cfg: BuildConfig, run_dir: Path, resume: bool = False, stop_after_step
         "optim_used": trainer.args.optim.value if hasattr(trainer.args.optim, "value") else str(trainer.args.optim),
         "preflight": preflight,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "distributed": distributed_info(cfg),
     }
+    if not main_proc:  # rank 0 may still be appending the last log line: the summary is rank 0's to make
+        return summary
     logged = [json.loads(ln) for ln in log_path.read_text().splitlines() if ln.strip()] if log_path.exists() else []
     if logged:
         summary["final_logged_loss"] = logged[-1]["loss"]
