@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -122,7 +123,7 @@ def train(c, profile=None, run=None, config=None, set=None, resume=False, force=
         from bhasha_build.launch import torchrun_command
 
         cmd = torchrun_command(int(gpus), profile=profile, run=cfg.run, config=config, sets=set, resume=resume)
-        c.run(" ".join(cmd), echo=True, pty=False)
+        c.run(shlex.join(cmd), echo=True, pty=False)
         return
     summary = _call(f"train {cfg.train.backend} {cfg.model.name} -> {cfg.run_dir / 'adapter'}",
                     lambda: pipeline.run_train(cfg, resume=resume, force=force))

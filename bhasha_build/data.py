@@ -69,8 +69,6 @@ import csv
 import hashlib
 import json
 import math
-import os
-import tempfile
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -82,6 +80,7 @@ import regex
 
 from bhasha_build import chat, metrics
 from bhasha_build.config import BuildConfig
+from bhasha_build.fsutil import atomic_write_text
 
 SUFFIXES = (".jsonl", ".csv", ".tsv")
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -521,19 +520,6 @@ def _percentiles(values: Sequence[int]) -> dict[str, float]:
     return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _jsonl(rows: Sequence[Mapping[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
@@ -702,10 +688,10 @@ def prepare(
     }
 
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "train.jsonl", _jsonl([r.out() for r in train]))
-    _atomic_write(out / "eval.jsonl", _jsonl([r.out() for r in eval_pairs]))
-    _atomic_write(out / "rejects.jsonl", _jsonl(tally.rejects))
-    _atomic_write(out / "stats.json", json.dumps(stats, ensure_ascii=False, indent=2) + "\n")
+    atomic_write_text(out / "train.jsonl", _jsonl([r.out() for r in train]))
+    atomic_write_text(out / "eval.jsonl", _jsonl([r.out() for r in eval_pairs]))
+    atomic_write_text(out / "rejects.jsonl", _jsonl(tally.rejects))
+    atomic_write_text(out / "stats.json", json.dumps(stats, ensure_ascii=False, indent=2) + "\n")
     return stats
 
 

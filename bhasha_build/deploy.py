@@ -32,10 +32,10 @@ from typing import Any
 
 from bhasha_build import data, metrics
 from bhasha_build.config import BuildConfig
+from bhasha_build.fsutil import atomic_write_text
 from bhasha_build.modelfile import (
     MODELFILE_NAME,
     ModelfileError,
-    atomic_write_text,
     format_params,
     parse_modelfile,
     resolve_from,

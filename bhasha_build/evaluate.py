@@ -21,7 +21,7 @@ from typing import Any
 
 from .chat import STOP_TOKENS, pair_messages, render_chatml
 from .config import BuildConfig
-from .manifest import atomic_write_json, atomic_write_text
+from .fsutil import atomic_write_json, atomic_write_text
 
 
 class EvalError(RuntimeError):

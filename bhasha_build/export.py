@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from . import toolchain
 from .chat import STOP_TOKENS, pair_messages, render_chatml
 from .config import BuildConfig
-from .manifest import atomic_write_json
+from .fsutil import atomic_dir, atomic_write_json
 from .tiny import MARKER_FILE
 from .train import ADAPTER_DIR
 
@@ -57,19 +56,12 @@ def merge_adapter(run_dir: Path) -> Path:
     model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter), local_files_only=True)
     out = run_dir / MERGED_DIR
-    tmp = Path(tempfile.mkdtemp(prefix=".merged.", dir=run_dir))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         marker = Path(base) / MARKER_FILE
         if marker.exists():
             shutil.copy2(marker, tmp / MARKER_FILE)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -24,31 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from .config import REPO_ROOT, BuildConfig, config_to_dict
+from .fsutil import atomic_write_json, sha256_file
 
 MANIFEST = "manifest.json"
 LOCK_FILE = REPO_ROOT / "requirements" / "lock.txt"
 IMAGE_INFO = Path("/etc/bhasha-build/image.json")
 PACKAGES = ["torch", "transformers", "unsloth", "unsloth_zoo", "trl", "peft", "datasets", "accelerate",
             "bitsandbytes", "llama_cpp_python", "tokenizers", "pydantic"]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_tree(paths: list[Path]) -> str:

@@ -22,9 +22,7 @@ Knobs (all from the config; nothing else varies):
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any
 
 from bhasha_build import chat
 from bhasha_build.config import REPO_ROOT, BuildConfig
+from bhasha_build.fsutil import atomic_write_text
 
 TEMPLATE_FILE = REPO_ROOT / "Modelfile.template"
 GGUF_NAME = "model-q4_k_m.gguf"
@@ -414,21 +413,6 @@ def validate_modelfile(
     if problems:
         raise ModelfileError("rendered Modelfile is not what was meant: " + "; ".join(problems))
     return mf
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temp file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def render_modelfile(

@@ -24,9 +24,7 @@ bn, as → Bengali; ta → Tamil).
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from typing import Any
 
 import regex
 
+from bhasha_build.fsutil import atomic_write_text
 from bhasha_build.metrics import corpus_cer, edit_distance, graphemes
 
 Repl = Callable[[regex.Match, random.Random], str]
@@ -238,18 +237,6 @@ def add_noise(text: str, lang: str, rate: float, rng: random.Random) -> str:
     return out
 
 
-def _atomic_write_lines(path: Path, lines: Sequence[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.writelines(line + "\n" for line in lines)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _read_clean(path: Path, lang: str | None) -> list[tuple[int, str, str, str | None]]:
     """(line number, lang, clean text, id) for each non-blank line of a .txt or .jsonl file."""
     try:
@@ -305,7 +292,7 @@ def noise_file(
         rows.append(
             {"id": row_id or f"{row_lang}-{no:05d}", "lang": row_lang, "noisy": noisy, "clean": clean}
         )
-    _atomic_write_lines(dst, [json.dumps(r, ensure_ascii=False) for r in rows])
+    atomic_write_text(dst, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return {
         "rows": len(rows),
         "identity_rows": sum(1 for r in rows if r["noisy"] == r["clean"]),

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import BuildConfig, config_to_dict
-from .manifest import Manifest, sha256_file
+from .fsutil import sha256_file
+from .manifest import Manifest
 
 
 def _hash(*parts: Any) -> str:

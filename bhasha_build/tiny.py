@@ -14,7 +14,6 @@ Qwen2.5-1.5B-Instruct architecture for the GPU benchmark.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -23,22 +22,13 @@ from typing import Any
 
 from .chat import CHAT_TEMPLATE, ENDOFTEXT, IM_END, IM_START, QWEN_DEFAULT_SYSTEM, SPECIAL_TOKENS, SYSTEM_PROMPT
 from .config import TinyModelConfig
+from .fsutil import swap_in
 
 # Qwen2's pre-tokenizer split pattern (tokenizer.json of Qwen2/Qwen2.5).
 QWEN2_SPLIT_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 MARKER_FILE = "bhasha_tiny.json"  # tells export which pre-tokenizer the converter should register
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Replace folder `target` by the complete folder `new` with renames only (never half-written)."""
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def qwen25_shape(name: str = "1.5B") -> dict[str, Any]:
@@ -139,7 +129,7 @@ def build_tiny_model(
             "builder": "bhasha_build.tiny", "pre_tokenizer": "qwen2", "seed": seed,
             "tokenizer_size": len(tokenizer), "shape": shape.model_dump(),
         }, indent=2))
-        _swap_in(tmp, out_dir)
+        swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -220,7 +210,7 @@ def pretrain_echo(model_dir: str | Path, texts: list[str], steps: int = 200, lr:
         marker["pretrain"] = {"steps": steps, "lr": lr, "batch_size": batch_size, "texts": len(texts),
                               "first_loss": round(losses[0], 4), "final_loss": round(losses[-1], 4)}
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2))
-        _swap_in(tmp, model_dir)
+        swap_in(tmp, model_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -16,7 +16,6 @@ CLI: `python -m bhasha_build.toolchain prepare|info`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from .fsutil import sha256_file
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 SDIST_NAME = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
@@ -45,14 +46,6 @@ def cache_root() -> Path:
 
 def toolchain_dir() -> Path:
     return cache_root() / f"llama-cpp-python-{LLAMA_CPP_PYTHON_VERSION}"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def info() -> dict[str, Any]:
