@@ -45,21 +45,24 @@ lint: install
 	$(BIN)/python -m ruff check bhasha_build tests tasks.py
 
 # ---- the appliance (docker engine on the user's GPU box) ----
+IMAGE ?= bhasha-build:local
+RUNENV = BHASHA_IMAGE=$(IMAGE) BHASHA_IMAGE_DIGEST=$$(docker image inspect -f '{{.Id}}' $(IMAGE)) BHASHA_UID=$$(id -u) BHASHA_GID=$$(id -g)
+
 image:
-	bash docker/build.sh
+	IMAGE=$(IMAGE) bash docker/build.sh
 
 image-smoke:
 	bash docker/smoke.sh
 
 train:
-	$(COMPOSE) run --rm trainer invoke train --profile $(PROFILE) --gpus $(GPUS)
+	$(RUNENV) $(COMPOSE) run --rm --no-deps trainer invoke data --profile $(PROFILE) train --profile $(PROFILE) --gpus $(GPUS)
 
 export:
-	$(COMPOSE) run --rm trainer invoke export --profile $(PROFILE)
+	$(RUNENV) $(COMPOSE) run --rm --no-deps trainer invoke export --profile $(PROFILE)
 
 deploy:
-	$(COMPOSE) up -d ollama
-	$(COMPOSE) run --rm trainer invoke pipeline --profile $(PROFILE) --deploy --name $(NAME)
+	$(RUNENV) $(COMPOSE) up -d --wait ollama
+	$(RUNENV) $(COMPOSE) run --rm trainer invoke export --profile $(PROFILE) modelfile --profile $(PROFILE) deploy --profile $(PROFILE) --name $(NAME)
 
 doctor:
 	$(INVOKE) doctor --profile $(PROFILE)

@@ -64,7 +64,8 @@ def info() -> dict[str, Any]:
 
 
 def _download_sdist(dest: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+    # --no-binary for this package only: ":all:" would also build its build backend from source
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "llama-cpp-python",
            f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", str(dest)]
     print("+", " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -102,7 +103,9 @@ def prepare(sdist: str | Path | None = None, force: bool = False) -> Path:
                 if rel.startswith(_KEEP) and (member.isfile() or member.isdir()):
                     member.name = rel
                     members.append(member)
-            tar.extractall(staging, members=members, filter="data")
+            # filter="data" (no links out, no devices) exists from Python 3.11.4; bookworm ships 3.11.2
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(staging, members=members, **safe)
         if not (staging / "convert_hf_to_gguf.py").exists():
             raise ToolchainError(f"{path}: no vendored convert_hf_to_gguf.py inside")
         (staging / "toolchain.json").write_text(json.dumps({

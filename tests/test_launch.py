@@ -203,17 +203,18 @@ def test_torchrun_two_ranks_gloo_only_rank0_writes(tiny_pipeline: dict[str, Any]
 
     # Same effective batch (8 × 1 × 2 ranks == 8 × 2 accum × 1 process), same steps: the same per-step
     # losses, since the sharded sampler hands rank r the r-th micro-batch of the single-process order.
-    from conftest import tiny_config
-
-    from bhasha_build.train import train
-
+    # The reference runs in a fresh process too (this one has Unsloth's patches loaded by the fixture).
     single_dir = tmp_path / "runs" / "single"
     _clone_run(tiny_pipeline, single_dir)
-    cfg = tiny_config(single_dir.parent, "single", ['train.backend="hf"', *STEPS, "train.grad_accum=2"])
+    one_proc = [sys.executable, "-m", "bhasha_build.launch", "train", "--profile", "tiny-cpu", "--backend", "hf",
+                *_set_flags([f'runs_dir="{single_dir.parent}"', 'run="single"', *STEPS, "train.grad_accum=2"])]
     t0 = time.monotonic()
-    summary = train(cfg, single_dir)
+    proc = subprocess.run(one_proc, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                          timeout=600)
     print(f"single process: {time.monotonic() - t0:.1f}s")
-    assert summary["distributed"]["world_size"] == 1 and summary["distributed"]["effective_batch"] == 16
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    dist = json.loads((single_dir / "manifest.json").read_text())["stages"]["train"]["distributed"]
+    assert dist["world_size"] == 1 and dist["effective_batch"] == 16
     single = [json.loads(ln) for ln in (single_dir / "train_log.jsonl").read_text().splitlines()]
     for one, two in zip(single, log, strict=True):
         print(f"step {one['step']}: loss 1 process {one['loss']:.6f}, 2 ranks {two['loss']:.6f}")
