@@ -122,7 +122,8 @@ def train(c, profile=None, run=None, config=None, set=None, resume=False, force=
     if int(gpus) > 1:
         from bhasha_build.launch import torchrun_command
 
-        cmd = torchrun_command(int(gpus), profile=profile, run=cfg.run, config=config, sets=set, resume=resume)
+        cmd = torchrun_command(int(gpus), profile=profile, run=cfg.run, config=config, sets=set, resume=resume,
+                               force=force)
         c.run(shlex.join(cmd), echo=True, pty=False)
         return
     summary = _call(f"train {cfg.train.backend} {cfg.model.name} -> {cfg.run_dir / 'adapter'}",
