@@ -33,12 +33,12 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from .config import BuildConfig
+from .fsutil import atomic_dir
 from .launch import distributed_info, is_main_process, local_rank, world_size
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -531,18 +531,10 @@ def train(cfg: BuildConfig, run_dir: Path, resume: bool = False, stop_after_step
         return summary
 
     # Adapter written to a temp folder then renamed: no half-written adapter ever looks complete.
-    adapter = run_dir / ADAPTER_DIR
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=run_dir))
-    try:
+    with atomic_dir(run_dir / ADAPTER_DIR) as tmp:
         trainer.model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         (tmp / "base_model.json").write_text(json.dumps({"path": str(model_dir), "name": cfg.model.name}))
-        if adapter.exists():
-            shutil.rmtree(adapter)
-        os.replace(tmp, adapter)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if log_path.exists():
         plot_loss(log_path, run_dir / "loss.png")
     return summary
