@@ -112,7 +112,7 @@ def run_data(cfg: BuildConfig, input_path: str | None = None, force: bool = Fals
 def run_train(cfg: BuildConfig, resume: bool = False, force: bool = False) -> dict[str, Any]:
     """Train stage; under torchrun every rank calls this, and only global rank 0 touches the manifest."""
     from .launch import is_main_process
-    from .train import ADAPTER_DIR, TrainError, train
+    from .train import ADAPTER_DIR, BASE_MODEL_DIR, TrainError, train
 
     run_dir = cfg.run_dir
     train_file = run_dir / "data" / "train.jsonl"
@@ -122,7 +122,9 @@ def run_train(cfg: BuildConfig, resume: bool = False, force: bool = False) -> di
     main_proc = is_main_process()
     if main_proc:
         manifest.init(cfg)
-    key = _hash(train_file, _section(cfg, "model", "lora", "train", "seed"))
+    # A tiny base model is rebuilt with the data, so it is an input too (a real base is pinned by name/path).
+    base = [run_dir / BASE_MODEL_DIR] if cfg.model.is_tiny else []
+    key = _hash(train_file, *base, _section(cfg, "model", "lora", "train", "seed"))
     adapter = run_dir / ADAPTER_DIR
     # Every rank reaches the same verdict: the stage record and adapter change only after training ends.
     if not resume and _skip(manifest, "train", key, [adapter / "adapter_config.json"], force):
