@@ -21,7 +21,7 @@ from typing import Any
 
 from .chat import STOP_TOKENS, pair_messages, render_chatml
 from .config import BuildConfig
-from .fsutil import atomic_write_json, atomic_write_text
+from .fsutil import atomic_write_json, atomic_write_text, save_figure
 
 
 class EvalError(RuntimeError):
@@ -113,10 +113,7 @@ def plot_cer(report: dict[str, Any], out_png: Path) -> None:
     ax.set_title("CER by language: identity baseline vs model")
     ax.legend()
     fig.tight_layout()
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out_png)
+    save_figure(fig, out_png)
 
 
 def gate(report: dict[str, Any], cfg: BuildConfig) -> dict[str, Any]:

@@ -26,8 +26,6 @@ from .train import ADAPTER_DIR
 
 MERGED_DIR = "merged"
 F16_GGUF = "model-f16.gguf"
-# llama_ftype values written to general.file_type
-FILE_TYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q8_0": 7, "F16": 1}
 SANITY_TEXT = "भारत एक विशाल देश है। यहा अनेक भाषाए बोली जाती है।"
 
 
@@ -81,8 +79,9 @@ def check_gguf(path: Path, quant: str) -> dict[str, Any]:
     problems = []
     if meta.get("general.architecture") != "qwen2":
         problems.append(f"general.architecture is {meta.get('general.architecture')!r}, not 'qwen2'")
-    if str(meta.get("general.file_type")) != str(FILE_TYPES[quant]):
-        problems.append(f"general.file_type is {meta.get('general.file_type')}, not {FILE_TYPES[quant]} ({quant})")
+    want = toolchain.QUANT_TYPES[quant]  # llama_ftype, as written to general.file_type
+    if str(meta.get("general.file_type")) != str(want):
+        problems.append(f"general.file_type is {meta.get('general.file_type')}, not {want} ({quant})")
     template = meta.get("tokenizer.chat_template", "")
     if "<|im_start|>" not in template:
         problems.append("tokenizer.chat_template missing or not ChatML")

@@ -33,14 +33,6 @@ PACKAGES = ["torch", "transformers", "unsloth", "unsloth_zoo", "trl", "peft", "d
             "bitsandbytes", "llama_cpp_python", "tokenizers", "pydantic"]
 
 
-def sha256_tree(paths: list[Path]) -> str:
-    """One hash over several files (sorted by name, content-addressed)."""
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(path.name.encode() + b"\0" + sha256_file(path).encode())
-    return digest.hexdigest()
-
-
 def git_info() -> dict[str, Any]:
     def run(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import BuildConfig
-from .fsutil import atomic_dir
+from .fsutil import atomic_dir, save_figure
 from .launch import distributed_info, is_main_process, local_rank, world_size
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -364,10 +364,7 @@ def plot_loss(log_path: Path, out_png: Path) -> None:
     ax.set_title("bhasha-build training loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out_png)
+    save_figure(fig, out_png)
 
 
 def build_dataset(rows: list[dict[str, Any]]):
