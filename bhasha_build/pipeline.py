@@ -184,29 +184,28 @@ def _require_gguf(cfg: BuildConfig) -> Path:
 
 
 def run_modelfile(cfg: BuildConfig) -> Path:
-    from .export import quant_gguf_name
     from .modelfile import render_modelfile
 
     run_dir = cfg.run_dir
-    _require_gguf(cfg)
+    gguf = _require_gguf(cfg)
     manifest = Manifest(run_dir)
     manifest.init(cfg)
     with manifest.stage("modelfile"):
         out = run_dir / "Modelfile"
-        render_modelfile(run_dir / quant_gguf_name(cfg.export.quant), out, cfg)
+        render_modelfile(gguf, out, cfg)
         manifest.artifact("modelfile", out)
     return out
 
 
 def run_sanity(cfg: BuildConfig) -> dict[str, Any]:
-    from .export import ExportError, quant_gguf_name, sanity_check
+    from .export import ExportError, sanity_check
 
     run_dir = cfg.run_dir
-    _require_gguf(cfg)
+    gguf = _require_gguf(cfg)
     manifest = Manifest(run_dir)
     manifest.init(cfg)
     with manifest.stage("sanity") as extra:
-        result = sanity_check(run_dir / quant_gguf_name(cfg.export.quant), run_dir / "sanity.json", cfg)
+        result = sanity_check(gguf, run_dir / "sanity.json", cfg)
         extra.update(finish_reason=result["finish_reason"], ok=result["ok"])
         manifest.update(sanity=result)
         manifest.artifact("sanity", run_dir / "sanity.json")

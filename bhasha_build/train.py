@@ -334,12 +334,12 @@ def varlen_attention_available() -> str | None:
     return None
 
 
-def packing_strategy(cfg: BuildConfig) -> str:
+def packing_strategy(cfg: BuildConfig, varlen_kernel: str | None) -> str:
     if not cfg.train.packing:
         return "off"
     if cfg.train.packing_strategy != "auto":
         return cfg.train.packing_strategy
-    return "padding_free" if varlen_attention_available() else "dense_rows"
+    return "padding_free" if varlen_kernel else "dense_rows"
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -480,7 +480,8 @@ def train(cfg: BuildConfig, run_dir: Path, resume: bool = False, stop_after_step
         processing_class=tokenizer,
         callbacks=callbacks,
     )
-    strategy = packing_strategy(cfg)
+    varlen_kernel = varlen_attention_available()  # probed once: it imports optional kernels
+    strategy = packing_strategy(cfg, varlen_kernel)
     if strategy == "dense_rows":
         # Rows are already bin-packed by TRL; collate them as dense padded rows, not one flat sequence.
         from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
@@ -508,7 +509,7 @@ def train(cfg: BuildConfig, run_dir: Path, resume: bool = False, stop_after_step
         "optimizer": type(trainer.optimizer).__name__ if trainer.optimizer else None,
         "optim_requested": cfg.train.optim,
         "packing_strategy": strategy,
-        "varlen_kernel": varlen_attention_available(),
+        "varlen_kernel": varlen_kernel,
         "optim_used": trainer.args.optim.value if hasattr(trainer.args.optim, "value") else str(trainer.args.optim),
         "preflight": preflight,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
