@@ -57,6 +57,8 @@ class TinyModelConfig(Section):
     num_key_value_heads: int = 2
     vocab_size: int = 2048  # padded; K-quants need row sizes that are multiples of 256
     pretrain_steps: int = Field(200, ge=0)  # full-parameter echo warm-start (see tiny.pretrain_echo)
+    pretrain_batch_size: int = Field(16, ge=1)
+    pretrain_learning_rate: float = Field(3e-3, gt=0)
 
     @model_validator(mode="after")
     def _shapes(self) -> TinyModelConfig:

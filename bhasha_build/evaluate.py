@@ -46,7 +46,7 @@ def generate_hf(cfg: BuildConfig, run_dir: Path, texts: list[str], batch_size: i
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .export import MERGED_DIR
-    from .train import ADAPTER_DIR
+    from .train import ADAPTER_DIR, adapter_base_path
 
     merged, adapter = run_dir / MERGED_DIR, run_dir / ADAPTER_DIR
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
@@ -54,7 +54,7 @@ def generate_hf(cfg: BuildConfig, run_dir: Path, texts: list[str], batch_size: i
         model = AutoModelForCausalLM.from_pretrained(str(merged), dtype=dtype, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(str(merged), local_files_only=True)
     elif (adapter / "adapter_config.json").exists():
-        base = json.loads((adapter / "base_model.json").read_text())["path"]
+        base = str(adapter_base_path(run_dir))
         model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, local_files_only=True)
         model = PeftModel.from_pretrained(model, str(adapter))
         tokenizer = AutoTokenizer.from_pretrained(str(adapter), local_files_only=True)

@@ -22,7 +22,7 @@ from .chat import STOP_TOKENS, pair_messages, render_chatml
 from .config import BuildConfig
 from .fsutil import atomic_dir, atomic_write_json
 from .tiny import MARKER_FILE
-from .train import ADAPTER_DIR
+from .train import ADAPTER_DIR, adapter_base_path
 
 MERGED_DIR = "merged"
 F16_GGUF = "model-f16.gguf"
@@ -46,7 +46,7 @@ def merge_adapter(run_dir: Path) -> Path:
     adapter = run_dir / ADAPTER_DIR
     if not (adapter / "adapter_config.json").exists():
         raise ExportError(f"{adapter}: no trained adapter; run `invoke train` first")
-    base = json.loads((adapter / "base_model.json").read_text())["path"]
+    base = str(adapter_base_path(run_dir))
     base_cfg = json.loads((Path(base) / "config.json").read_text())
     dtype_name = base_cfg.get("dtype") or base_cfg.get("torch_dtype") or "float16"
     dtype = getattr(torch, dtype_name) if dtype_name in ("float16", "bfloat16", "float32") else torch.float16

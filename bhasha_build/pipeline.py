@@ -98,8 +98,10 @@ def run_data(cfg: BuildConfig, input_path: str | None = None, force: bool = Fals
             from .tiny import pretrain_echo
 
             lines = [r["clean"] for r in load_rows(out / "train.jsonl") if "clean" in r]
-            extra["tiny_pretrain"] = pretrain_echo(run_dir / BASE_MODEL_DIR, lines, steps=cfg.model.tiny.pretrain_steps,
-                                                   seed=cfg.seed)
+            tiny = cfg.model.tiny
+            extra["tiny_pretrain"] = pretrain_echo(run_dir / BASE_MODEL_DIR, lines, steps=tiny.pretrain_steps,
+                                                   lr=tiny.pretrain_learning_rate,
+                                                   batch_size=tiny.pretrain_batch_size, seed=cfg.seed)
         extra.update(rows_read=stats.get("rows_read"), kept=stats.get("kept"), rejected=stats.get("rejected"))
         manifest.update(data={
             "input": str(src), "sha256": _hash(out / "train.jsonl", out / "eval.jsonl"),

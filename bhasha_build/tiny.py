@@ -167,8 +167,12 @@ def pretrain_echo(model_dir: str | Path, texts: list[str], steps: int = 200, lr:
     A real Qwen2.5-Instruct knows the chat format, the script and when to stop; a random model
     does not, and LoRA alone cannot teach a random network that in a few CPU minutes. Run it on the
     train split only, so eval lines stay unseen. Saved in place (atomically).
+
+    On a CUDA machine it trains there (bf16 autocast, fp32 master weights) and saves bf16 weights,
+    as a 16-bit base checkpoint would be; on CPU it trains and saves fp32.
     """
     import random
+    import time
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -181,33 +185,42 @@ def pretrain_echo(model_dir: str | Path, texts: list[str], steps: int = 200, lr:
         raise ValueError("pretrain_echo needs some text")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, local_files_only=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
     rng = random.Random(seed)
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * (1 - s / steps))
     model.train()
-    losses = []
+    losses: list[float] = []
+    t0 = time.monotonic()
     for _ in range(steps):
         chats = [render_chatml([{"role": "user", "content": t}, {"role": "assistant", "content": t}])
                  for t in rng.sample(texts, min(batch_size, len(texts)))]
-        enc = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-        loss = model(**enc, labels=labels).loss
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            loss = model(**enc, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        if len(losses) % 250 == 0 or len(losses) == steps:
+            print(f"tiny pretrain step {len(losses)}/{steps} loss {losses[-1]:.4f} {time.monotonic() - t0:.0f}s",
+                  flush=True)
     model.eval()
     tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
     try:
         for item in model_dir.iterdir():
             if item.is_file() and not item.name.endswith(".safetensors"):
                 shutil.copy2(item, tmp / item.name)
-        model.save_pretrained(tmp, safe_serialization=True)
+        if device == "cuda":
+            model.to(torch.bfloat16)
+        model.cpu().save_pretrained(tmp, safe_serialization=True)
         marker = json.loads((tmp / MARKER_FILE).read_text())
-        marker["pretrain"] = {"steps": steps, "lr": lr, "batch_size": batch_size, "texts": len(texts),
+        marker["pretrain"] = {"steps": steps, "lr": lr, "batch_size": batch_size, "texts": len(texts), "device": device,
                               "first_loss": round(losses[0], 4), "final_loss": round(losses[-1], 4)}
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2))
         swap_in(tmp, model_dir)

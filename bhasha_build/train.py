@@ -342,6 +342,19 @@ def packing_strategy(cfg: BuildConfig, varlen_kernel: str | None) -> str:
     return "padding_free" if varlen_kernel else "dense_rows"
 
 
+def adapter_base_path(run_dir: Path) -> Path:
+    """The base model an adapter was trained on (a relative record is relative to the run folder)."""
+    adapter = run_dir / ADAPTER_DIR
+    record = adapter / "base_model.json"
+    if not record.exists():
+        raise TrainError(f"{record}: missing; run `invoke train` first")
+    path = Path(json.loads(record.read_text())["path"])
+    path = path if path.is_absolute() else run_dir / path
+    if not (path / "config.json").exists():
+        raise TrainError(f"{path}: the adapter's base model is not there (see {record})")
+    return path
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     ckpt_root = run_dir / CHECKPOINTS_DIR
     candidates = [p for p in ckpt_root.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
@@ -532,7 +545,10 @@ def train(cfg: BuildConfig, run_dir: Path, resume: bool = False, stop_after_step
     with atomic_dir(run_dir / ADAPTER_DIR) as tmp:
         trainer.model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        (tmp / "base_model.json").write_text(json.dumps({"path": str(model_dir), "name": cfg.model.name}))
+        # A base inside the run folder (the tiny model) is recorded relative to it, so a run folder
+        # trained on one machine (a GPU box) exports and evaluates on another.
+        recorded = model_dir.relative_to(run_dir) if model_dir.is_relative_to(run_dir) else model_dir
+        (tmp / "base_model.json").write_text(json.dumps({"path": str(recorded), "name": cfg.model.name}))
     if log_path.exists():
         plot_loss(log_path, run_dir / "loss.png")
     return summary
