@@ -247,6 +247,34 @@ def bench(c, out="bench/results.json", mode="all", steps=20, size="1.5B"):
     c.run(cmd, echo=True, pty=False)
 
 
+@task(help={"out": "JSON output file", "gpus": "GPUs of the multi-GPU run (the other run uses 1)",
+            "backend": "training backend of both runs: unsloth or hf", "steps": "optimizer steps per run",
+            "batch": "per-GPU batch (the 1-GPU run accumulates gpus x this)", "size": "Qwen2.5 shape: 1.5B or 0.5B"})
+def bench_ddp(c, out="bench/ddp.json", gpus=2, backend="hf", steps=16, batch=8, size="1.5B"):
+    """Multi-GPU proof: same data/steps on 1 and N GPUs via the launcher; losses agree, tokens/s scale."""
+    cmd = (f"{sys.executable} -m bhasha_build.bench_ddp --out {out} --gpus {gpus} --backend {backend} "
+           f"--steps {steps} --batch {batch} --size {size}")
+    if c.run(cmd, echo=True, pty=False, warn=True).exited != 0:
+        raise Exit(f"error: the multi-GPU proof did not pass (see {out})", code=1)
+
+
+@task(help={"phase": "prepare | gpu | finish | all (see bhasha_build/learning_signal.py)",
+            "profile": "config profile (default signal-gpu)", "parts_dir": "gpu: pack the run here; "
+            "finish: unpack from here", "lines": "synthetic clean lines per language",
+            "out": "also write the result JSON here", "set": COMMON_HELP["set"]}, iterable=["set"])
+def signal(c, phase="all", profile="signal-gpu", parts_dir=None, lines=15000, out=None, set=None):
+    """Learning-signal check: from-scratch model on synthetic noise must beat the identity CER via q4_k_m."""
+    cmd = [sys.executable, "-m", "bhasha_build.learning_signal", phase, "--profile", profile, "--lines", str(lines)]
+    for item in set or []:
+        cmd += ["--set", item]
+    if parts_dir:
+        cmd += ["--parts-dir", parts_dir]
+    if out:
+        cmd += ["--out", out]
+    if c.run(shlex.join(cmd), echo=True, pty=False, warn=True).exited != 0:
+        raise Exit("error: the learning-signal check did not pass (see the verdict above)", code=1)
+
+
 # ------------------------------------------------------------------ dev
 
 
@@ -272,5 +300,5 @@ dev.add_task(test)
 dev.add_task(lint)
 
 ns = Collection(data, noise, train, export_, eval_, modelfile, sanity, deploy, pipeline, demo, toolchain,
-                doctor, bench)
+                doctor, bench, bench_ddp, signal)
 ns.add_collection(dev)

@@ -6,11 +6,13 @@ train stage (`pipeline.run_train`); the Trainer wraps the model in DistributedDa
 batches with a distributed sampler and all-reduces the LoRA gradients. Communication backend: NCCL on
 GPUs, gloo on CPU (the Trainer's choice; the CPU tests use gloo).
 
-Training backend under DDP: `hf` (transformers + peft + TRL, QLoRA through bitsandbytes 4-bit with each
-rank's model on its own card, `device_map={"": LOCAL_RANK}`). Unsloth 2026.10.9 does carry DDP plumbing
-(it pins the model to LOCAL_RANK), but its multi-GPU path has not been proven here on GPUs yet, so it is
-opt-in: `python -m bhasha_build.launch train --backend unsloth ...` under torchrun, or
-`torchrun_command(..., backend="unsloth")`. The backend used is recorded in the manifest under
+Training backend under DDP: the config's `train.backend`, as on one GPU — Unsloth by default (its
+2026.10.9 release pins each rank's model to LOCAL_RANK), or `hf` (transformers + peft + TRL, QLoRA
+through bitsandbytes 4-bit, `device_map={"": LOCAL_RANK}`) with `--backend hf` / `--set train.backend="hf"`.
+Both were proven on 2×H200 (bench/RESULTS.md, `python -m bhasha_build.bench_ddp`): per-step losses of
+1 GPU (grad_accum 2) and 2 GPUs (grad_accum 1) agree within 6e-5 relative; Unsloth is the faster of
+the two at any GPU count (2 GPUs: 35.4k tok/s vs hf's 24.0k), hf scales better (1.80× vs 1.39×).
+The backend used is recorded in the manifest under
 `stages.train.distributed = {world_size, backend, engine, ddp_backend, effective_batch, ...}`.
 
 Batch and schedule semantics (knobs train.batch_size, train.grad_accum, train.max_steps, train.epochs):
@@ -45,7 +47,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-DDP_TRAIN_BACKEND = "hf"  # the training backend ranks use unless --backend says otherwise
 ENGINE = "torchrun+ddp"  # torch DDP via the transformers Trainer (accelerate)
 TRAIN_BACKENDS = ("hf", "unsloth")
 
@@ -84,8 +85,9 @@ def torchrun_command(nproc: int, profile: str | None = None, run: str | None = N
 
     nproc: processes (GPUs) on this host. nnodes/node_rank/rdzv_endpoint ("host:port", same on every
     host): several hosts through c10d rendezvous; one host uses --standalone (a free local port, so
-    two jobs on one machine don't clash). backend: training backend of the ranks (default hf, see the
-    module docstring). python: interpreter (default: this one, so the ranks share its environment).
+    two jobs on one machine don't clash). backend: training backend of the ranks (default: the
+    config's train.backend, see the module docstring). python: interpreter (default: this one, so the
+    ranks share its environment).
     """
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}")
@@ -140,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--config")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     train.add_argument("--backend", choices=TRAIN_BACKENDS,
-                       help=f"training backend of the ranks (default under DDP: {DDP_TRAIN_BACKEND})")
+                       help="training backend of the ranks (default: the config's train.backend)")
     train.add_argument("--resume", action="store_true")
     train.add_argument("--force", action="store_true")
     return parser
@@ -155,9 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = list(args.set)
     if args.run:
         overrides.append(f"run={json.dumps(args.run)}")
-    backend = args.backend or (DDP_TRAIN_BACKEND if world_size() > 1 else None)
-    if backend:
-        overrides.append(f"train.backend={json.dumps(backend)}")
+    if args.backend:
+        overrides.append(f"train.backend={json.dumps(args.backend)}")
     main_proc = is_main_process()
     try:
         cfg = load_config(args.config, profile=args.profile, overrides=overrides)

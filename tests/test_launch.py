@@ -1,5 +1,6 @@
 """Multi-GPU launcher (issue 7), CPU part: the torchrun argv, `invoke train --gpus N`, and a real
-2-process DDP run (torchrun + gloo, hf backend) on the tiny model where only rank 0 writes the run folder."""
+2-process DDP run (torchrun + gloo, the config's Unsloth backend) on the tiny model where only rank 0
+writes the run folder."""
 
 from __future__ import annotations
 
@@ -176,8 +177,10 @@ def test_torchrun_two_ranks_gloo_only_rank0_writes(tiny_pipeline: dict[str, Any]
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
     stage = json.loads((run_dir / "manifest.json").read_text())["stages"]["train"]
     assert stage["status"] == "done" and stage["global_step"] == 4
-    assert stage["distributed"] == {"world_size": 2, "backend": "hf", "engine": "torchrun+ddp", "ddp_backend": "gloo",
-                                    "per_device_batch": 8, "grad_accum": 1, "effective_batch": 16}
+    # The config's backend (tiny-cpu: unsloth, whose CPU backend runs here) is what the ranks train with.
+    assert stage["distributed"] == {"world_size": 2, "backend": "unsloth", "engine": "torchrun+ddp",
+                                    "ddp_backend": "gloo", "per_device_batch": 8, "grad_accum": 1,
+                                    "effective_batch": 16}
 
     # The Trainer's checkpoints: rank 0's files plus one rng_state per rank.
     ckpt = run_dir / "checkpoints" / "checkpoint-4"
@@ -198,7 +201,7 @@ def test_torchrun_two_ranks_gloo_only_rank0_writes(tiny_pipeline: dict[str, Any]
     # The reference runs in a fresh process too (this one has Unsloth's patches loaded by the fixture).
     single_dir = tmp_path / "runs" / "single"
     _clone_run(tiny_pipeline, single_dir)
-    one_proc = [sys.executable, "-m", "bhasha_build.launch", "train", "--profile", "tiny-cpu", "--backend", "hf",
+    one_proc = [sys.executable, "-m", "bhasha_build.launch", "train", "--profile", "tiny-cpu", "--backend", "unsloth",
                 *_set_flags([f'runs_dir="{single_dir.parent}"', 'run="single"', *STEPS, "train.grad_accum=2"])]
     t0 = time.monotonic()
     proc = subprocess.run(one_proc, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},

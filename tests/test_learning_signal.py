@@ -1,0 +1,130 @@
+"""The learning-signal check's CPU parts: word lists, synthetic pairs (no clean line in two rows, the
+requested noise), the pack/unpack that carries a GPU run folder back, and a run folder trained on one
+machine exporting on another (relative base-model record)."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bhasha_build import learning_signal as ls
+from bhasha_build.metrics import corpus_cer
+
+
+@pytest.mark.parametrize("lang", ls.LANGS)
+def test_wordlists_are_in_script_and_ranked(lang: str) -> None:
+    words, weights = ls.load_wordlist(lang)
+    assert len(words) == 8000 == len(set(words))
+    assert weights == sorted(weights, reverse=True)  # most frequent first
+    block = {"hi": (0x0900, 0x097F), "bn": (0x0980, 0x09FF), "ta": (0x0B80, 0x0BFF)}[lang]
+    assert all(block[0] <= ord(ch) <= block[1] or ch in "\u200c\u200d" for w in words for ch in w)
+
+
+def test_bad_wordlist_line_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "hi.tsv").write_text("के\t142\nहै 146\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"hi\.tsv:2: expected"):
+        ls.load_wordlist("hi", tmp_path)
+
+
+def test_pairs_are_deterministic_unique_and_noised_at_rate(tmp_path: Path) -> None:
+    out_a, out_b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    info = ls.make_pairs(out_a, 300, rate=0.10, identity_fraction=0.1, seed=7)
+    ls.make_pairs(out_b, 300, rate=0.10, identity_fraction=0.1, seed=7)
+    assert out_a.read_bytes() == out_b.read_bytes()
+    rows = [json.loads(line) for line in out_a.read_text(encoding="utf-8").splitlines()]
+    hand_written = sum(1 for p in ls.CLEAN_LINES.glob("*.txt") for ln in p.read_text().splitlines() if ln.strip())
+    assert info["pairs"] == len(rows) == 3 * 300 + hand_written
+    cleans = [r["clean"] for r in rows]
+    assert len(set(cleans)) == len(cleans)  # a clean line in one row only: no train/eval leak
+    assert {r["lang"] for r in rows} == set(ls.LANGS)
+    assert len({r["id"] for r in rows}) == len(rows)
+    identity = sum(r["noisy"] == r["clean"] for r in rows) / len(rows)
+    assert 0.05 < identity < 0.25  # 10% kept as is, plus the odd line no edit applied to
+    measured = corpus_cer([r["noisy"] for r in rows], cleans)
+    assert measured == pytest.approx(info["identity_cer"], abs=1e-4)
+    assert 0.06 < measured < 0.12  # rate 0.10 on 90% of the rows
+
+
+def test_synthetic_lines_follow_the_word_list(tmp_path: Path) -> None:
+    words = set(ls.load_wordlist("ta")[0])
+    lines = ls.clean_lines("ta", 50, random.Random(1))
+    synthetic = lines[-50:]
+    for line in synthetic:
+        tokens = line.rstrip(".").split(" ")
+        assert 4 <= len(tokens) <= 14 and all(t in words for t in tokens)
+
+
+def _fake_run(run_dir: Path) -> None:
+    (run_dir / "base-model").mkdir(parents=True)
+    (run_dir / "base-model" / "config.json").write_text("{}")
+    (run_dir / "base-model" / "model.safetensors").write_bytes(random.Random(0).randbytes(2_500_000))
+    (run_dir / "adapter").mkdir()
+    (run_dir / "adapter" / "base_model.json").write_text(json.dumps({"path": "base-model"}))
+    (run_dir / "data").mkdir()
+    (run_dir / "data" / "eval.jsonl").write_text('{"id": 1}\n')
+    (run_dir / "data" / "train.jsonl").write_text('{"id": 2}\n')  # not carried: export/eval don't need it
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "manifest.json").write_text("{}")
+
+
+def test_pack_splits_and_unpack_restores(tmp_path: Path) -> None:
+    run_a, run_b, parts_dir = tmp_path / "a", tmp_path / "b", tmp_path / "parts"
+    _fake_run(run_a)
+    parts = ls.pack_run(run_a, parts_dir, part_mib=1)  # 2.5 MB of random weights: three 1 MiB parts
+    assert [p.name for p in parts] == [f"run.tar.gz.part{i:02d}" for i in range(3)]
+    assert all(p.stat().st_size == 2**20 for p in parts[:-1])
+    assert not list(parts_dir.glob("*.tar.gz"))  # the whole archive is not left beside its parts
+    ls.unpack_run(parts_dir, run_b)
+    assert (run_b / "base-model" / "model.safetensors").read_bytes() == (
+        run_a / "base-model" / "model.safetensors").read_bytes()
+    assert (run_b / "data" / "eval.jsonl").exists() and not (run_b / "data" / "train.jsonl").exists()
+    assert not (run_b / "checkpoints").exists()
+
+
+def test_unpack_refuses_paths_outside_the_run(tmp_path: Path) -> None:
+    parts_dir = tmp_path / "parts"
+    parts_dir.mkdir()
+    evil = tmp_path / "evil.txt"
+    evil.write_text("x")
+    with tarfile.open(parts_dir / "run.tar.gz.part00", "w:gz") as tar:
+        tar.add(evil, arcname="../escape.txt")
+    with pytest.raises(ValueError, match="unsafe path"):
+        ls.unpack_run(parts_dir, tmp_path / "run")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_unpack_without_parts_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no run\.tar\.gz\.part"):
+        ls.unpack_run(tmp_path, tmp_path / "run")
+
+
+def test_verdict_compares_each_system_with_the_baseline() -> None:
+    report = {"baseline": {"overall": {"cer": 0.085}}, "model": {"overall": {"cer": 0.07}},
+              "gguf": {"overall": {"cer": 0.09}}}
+    assert ls.verdict(report) == {
+        "model": {"cer": 0.07, "baseline_cer": 0.085, "beats_baseline": True},
+        "gguf": {"cer": 0.09, "baseline_cer": 0.085, "beats_baseline": False}}
+
+
+def test_moved_run_folder_exports_from_its_own_base_model(tiny_pipeline: dict[str, Any], tmp_path: Path) -> None:
+    """The adapter records a tiny base relative to the run folder, so a copied run merges elsewhere."""
+    from bhasha_build.export import merge_adapter
+    from bhasha_build.train import ADAPTER_DIR, BASE_MODEL_DIR, TrainError, adapter_base_path
+
+    src = tiny_pipeline["run_dir"]
+    assert json.loads((src / ADAPTER_DIR / "base_model.json").read_text())["path"] == BASE_MODEL_DIR
+    moved = tmp_path / "moved"
+    for name in (ADAPTER_DIR, BASE_MODEL_DIR):
+        shutil.copytree(src / name, moved / name)
+    assert adapter_base_path(moved) == moved / BASE_MODEL_DIR
+    merged = merge_adapter(moved)
+    assert (merged / "config.json").exists()
+    shutil.rmtree(moved / BASE_MODEL_DIR)
+    with pytest.raises(TrainError, match="base model is not there"):
+        adapter_base_path(moved)
