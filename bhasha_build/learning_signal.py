@@ -195,10 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parts_dir = Path(args.parts_dir) if args.parts_dir else None
     result: dict[str, Any] = {"phase": args.phase}
-    if args.phase in ("prepare", "all"):
-        cfg = _config(args.profile, args.set)
-        result["prepare"] = make_pairs(cfg.resolve_path(cfg.data.input) / "pairs.jsonl", args.lines, args.rate,
-                                       args.identity_fraction, args.seed)
+    cfg = _config(args.profile, args.set)
+    pairs = cfg.resolve_path(cfg.data.input) / "pairs.jsonl"
+    # gpu alone on a fresh box makes the pairs too (deterministic: the same seed gives the same file)
+    if args.phase in ("prepare", "all") or (args.phase == "gpu" and not pairs.exists()):
+        result["prepare"] = make_pairs(pairs, args.lines, args.rate, args.identity_fraction, args.seed)
         print(json.dumps(result["prepare"]), flush=True)
     if args.phase in ("gpu", "all"):
         result["gpu"] = phase_gpu(args.profile, args.set, parts_dir if args.phase == "gpu" else None, args.part_mib)

@@ -98,3 +98,10 @@ def test_nightly_contract():
     for part in ("manifest.json", "eval.json", "Modelfile", "*.gguf"):
         assert part in upload["with"]["path"]
     assert job["env"]["COMPOSE_FILE"] == "docker/compose.yaml"
+    # compose forwards only the variables it lists: every stage gets the job's run name explicitly,
+    # so the artifacts step finds runs/<run>/ (and the learning-signal check keeps its own folder).
+    stage_steps = [s["run"] for s in job["steps"] if "trainer invoke" in s.get("run", "")]
+    signal = [r for r in stage_steps if "invoke signal" in r]
+    assert signal and all('-e "BHASHA__RUN=signal-' in r for r in signal)
+    assert all('-e "BHASHA__RUN=$BHASHA__RUN"' in r for r in stage_steps if r not in signal)
+    assert runs.index("invoke signal") < runs.index("invoke data")
