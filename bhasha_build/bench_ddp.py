@@ -12,7 +12,7 @@ Rows: echo pairs of random Devanagari words (the reply repeats the prompt), so t
 and the curves are compared while they move, not on a flat random-init plateau.
 
 Knobs: --gpus, --backend (hf | unsloth), --size, --steps, --warmup (steps left out of tokens/s),
---batch (per GPU), --seq, --lr, --rel-tol, --abs-tol, --min-speedup, --out.
+--batch (per GPU), --seq, --lr, --rel-tol, --abs-tol, --min-speedup, --set (extra overrides), --out.
 """
 
 from __future__ import annotations
@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-speedup", type=float, default=1.8)
     parser.add_argument("--model-dir", default=None)
     parser.add_argument("--work-dir", default=None, help="run folders (default: a temp folder)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="extra config override for both runs (e.g. train.gradient_checkpointing=false)")
     parser.add_argument("--out", default="bench/ddp.json")
     parser.add_argument("--only", choices=["single", "multi"], default=None,
                         help="run one layout (the other's results are read from --work-dir if there)")
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[name] = json.loads(saved.read_text()) if saved.exists() else {"rc": None, "log": []}
             continue
         _write_rows(work / run_name / "data" / "train.jsonl", rows)
-        sets = _sets(work, run_name, model_dir, args, accum)
+        sets = [*_sets(work, run_name, model_dir, args, accum), *args.set]
         if nproc == 1:
             cmd = [sys.executable, "-m", "bhasha_build.launch", "train", "--backend", args.backend,
                    *[a for s in sets for a in ("--set", s)]]

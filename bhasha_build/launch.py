@@ -11,7 +11,9 @@ Training backend under DDP: the config's `train.backend`, as on one GPU — Unsl
 through bitsandbytes 4-bit, `device_map={"": LOCAL_RANK}`) with `--backend hf` / `--set train.backend="hf"`.
 Both were proven on 2×H200 (bench/RESULTS.md, `python -m bhasha_build.bench_ddp`): per-step losses of
 1 GPU (grad_accum 2) and 2 GPUs (grad_accum 1) agree within 6e-5 relative; Unsloth is the faster of
-the two at any GPU count (2 GPUs: 35.4k tok/s vs hf's 24.0k), hf scales better (1.80× vs 1.39×).
+the two at any GPU count (2 GPUs: 35.4k tok/s vs hf's 24.0k), hf scales better (1.80× vs 1.39×):
+Unsloth's activation offload (its gradient checkpointing) shares the host's memory path between ranks;
+with train.gradient_checkpointing=false it scales 1.78× (50.7k tok/s, 24 GiB per GPU: large cards only).
 The backend used is recorded in the manifest under
 `stages.train.distributed = {world_size, backend, engine, ddp_backend, effective_batch, ...}`.
 
