@@ -128,3 +128,42 @@ def test_moved_run_folder_exports_from_its_own_base_model(tiny_pipeline: dict[st
     shutil.rmtree(moved / BASE_MODEL_DIR)
     with pytest.raises(TrainError, match="base model is not there"):
         adapter_base_path(moved)
+
+
+@pytest.mark.slow
+def test_gpu_and_finish_phases_run_apart_on_cpu(tmp_path: Path) -> None:
+    """The real phases, shrunk to CPU size: `gpu` (data, tiny build + echo, LoRA train, pack) in one
+    runs folder, `finish` (unpack, export to q4_k_m, eval, verdict) in another, as on two machines.
+    A few CPU steps teach nothing, so the verdict must say so (exit 2), with every number present."""
+    import subprocess
+    import sys
+
+    shrink = ["model.tiny.hidden_size=256", "model.tiny.intermediate_size=512", "model.tiny.num_hidden_layers=2",
+              "model.tiny.num_attention_heads=4", "model.tiny.pretrain_steps=10", "model.tiny.pretrain_batch_size=8",
+              "train.max_steps=6", "train.batch_size=8", 'train.optim="adamw_torch"', "eval.max_rows=6",
+              "eval.max_new_tokens=24", f'data.input="{tmp_path / "input"}"']
+
+    def phase(name: str, runs: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "bhasha_build.learning_signal", name, "--lines", "60",
+                "--parts-dir", str(tmp_path / "parts"), "--out", str(tmp_path / f"{name}.json"), *extra]
+        for item in [*shrink, f'runs_dir="{tmp_path / runs}"']:
+            argv += ["--set", item]
+        return subprocess.run(argv, cwd=ls.REPO, capture_output=True, text=True, timeout=900)
+
+    gpu = phase("gpu", "gpu-box")
+    assert gpu.returncode == 0, gpu.stdout[-2000:] + gpu.stderr[-2000:]
+    result = json.loads((tmp_path / "gpu.json").read_text())
+    assert result["prepare"]["pairs"] == len((tmp_path / "input" / "pairs.jsonl").read_text().splitlines())
+    data = result["gpu"]["data"]
+    assert data["kept"] == data["train_rows"] + data["eval_rows"]
+    assert result["gpu"]["train"]["global_step"] == 6 and result["gpu"]["pretrain"]["steps"] == 10
+    assert result["gpu"]["parts"] and all((tmp_path / "parts" / p).exists() for p in result["gpu"]["parts"])
+
+    finish = phase("finish", "workstation")
+    assert finish.returncode == 2, finish.stdout[-2000:] + finish.stderr[-2000:]  # untrained: no signal
+    verdict = json.loads((tmp_path / "finish.json").read_text())["verdict"]
+    assert set(verdict) == {"model", "gguf"}
+    for system in verdict.values():
+        assert system["beats_baseline"] is (system["cer"] < system["baseline_cer"]) is False
+    run = tmp_path / "workstation" / "signal"
+    assert (run / "model-q4_k_m.gguf").exists() and (run / "eval.json").exists()
