@@ -499,6 +499,22 @@ def read_rows(
     return rows, truncated
 
 
+def input_texts(path: Path) -> list[str]:
+    """Every text of the input, read by the same record reader as the data stage but not validated:
+    for training the tiny model's tokenizer, which should see all the text (rows rejected later too).
+    Text = string fields other than id/lang, and the contents of chat messages."""
+    texts: list[str] = []
+    tally = Tally()  # parse-level rejects are the data stage's to report, not this reader's
+    for file in input_files(path):
+        for _source, _raw, fields in _raw_records(file, file.name, tally):
+            for key, value in fields.items():
+                if isinstance(value, str) and key not in ("id", "lang", "language"):
+                    texts.append(value)
+                elif key == "messages" and isinstance(value, list):
+                    texts += [m["content"] for m in value if isinstance(m, dict) and isinstance(m.get("content"), str)]
+    return texts
+
+
 # --- split, mix, write ----------------------------------------------------------------------
 
 

@@ -43,28 +43,6 @@ def _skip(manifest: Manifest, name: str, key: str, outputs: list[Path], force: b
     return False
 
 
-def _input_texts(path: Path) -> list[str]:
-    """Text fields of the input files, for training the tiny model's tokenizer (lenient: any text will do)."""
-    import csv
-
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".csv", ".tsv"))
-    texts: list[str] = []
-    for f in files:
-        lines = f.read_bytes().decode("utf-8", errors="ignore").lstrip("\ufeff").splitlines()
-        if f.suffix == ".jsonl":
-            for line in lines:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(row, dict):
-                    texts += [v for k, v in row.items() if isinstance(v, str) and k not in ("id", "lang")]
-        else:
-            reader = csv.reader(lines[1:], delimiter="\t" if f.suffix == ".tsv" else ",")
-            texts += [field for rec in reader for field in rec if len(field) > 3]
-    return texts
-
-
 def load_tokenizer(cfg: BuildConfig, run_dir: Path):
     from transformers import AutoTokenizer
 
@@ -74,7 +52,7 @@ def load_tokenizer(cfg: BuildConfig, run_dir: Path):
 
 
 def run_data(cfg: BuildConfig, input_path: str | None = None, force: bool = False) -> dict[str, Any]:
-    from .data import DataError, prepare
+    from .data import DataError, input_texts, prepare
     from .train import BASE_MODEL_DIR, ensure_tiny_base_model
 
     run_dir = cfg.run_dir
@@ -91,7 +69,7 @@ def run_data(cfg: BuildConfig, input_path: str | None = None, force: bool = Fals
     with manifest.stage("data", inputs_sha256=key) as extra:
         if cfg.model.is_tiny:  # rebuilt with the data: its tokenizer and warm-start come from it
             shutil.rmtree(run_dir / BASE_MODEL_DIR, ignore_errors=True)
-            ensure_tiny_base_model(cfg, run_dir, _input_texts(src))
+            ensure_tiny_base_model(cfg, run_dir, input_texts(src))
         stats = prepare(src, out, cfg, tokenizer=load_tokenizer(cfg, run_dir))
         if cfg.model.is_tiny and cfg.model.tiny.pretrain_steps:
             from .data import load_rows

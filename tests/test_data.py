@@ -579,3 +579,20 @@ def test_check_trainable(byte_tokenizer: Any) -> None:
 def test_default_input_is_config_data_input(tmp_path: Path) -> None:
     stats = prepare(None, tmp_path / "out", cfg(input=str(ROOT / "data" / "samples")))
     assert stats["rows_read"] == stats["kept"] >= 300
+
+
+def test_input_texts_reads_every_text_with_the_stage_reader(tmp_path: Path) -> None:
+    """The tiny tokenizer's text: the same record reader as the stage (BOM, CSV quoting, headers),
+    every row's text including rows the stage will reject, chat contents, never ids or language codes."""
+    from bhasha_build.data import input_texts
+
+    (tmp_path / "a.jsonl").write_text(
+        '\ufeff{"id": "x-1", "lang": "hi", "noisy": "भारत देस", "clean": "भारत देश"}\n'
+        '{"id": "x-2", "lang": "hi", "noisy": "", "clean": "खाली पंक्ति"}\n'  # rejected later (empty field)
+        "not json\n"
+        '{"messages": [{"role": "user", "content": "नमस्ते"}, {"role": "assistant", "content": "नमस्कार"}]}\n',
+        encoding="utf-8")
+    (tmp_path / "bn.csv").write_text('id,ocr,gt\nb-1,"আমার, সোনার","আমার সোনার"\n', encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("ignored: not a data file\n", encoding="utf-8")
+    texts = input_texts(tmp_path)
+    assert texts == ["भारत देस", "भारत देश", "", "खाली पंक्ति", "नमस्ते", "नमस्कार", "আমার, সোনার", "আমার সোনার"]
