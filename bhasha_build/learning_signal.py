@@ -19,7 +19,7 @@ Phases (a GPU box often has no llama.cpp and the workstation no GPU, so they can
   all      all three on one machine
 
 Knobs: --lines (per language), --rate, --identity-fraction, --seed, --profile, --set (config
-overrides), --parts-dir, --part-mib.
+overrides), --parts-dir, --part-mib, --allow-cpu (train without a GPU, for tests).
 """
 
 from __future__ import annotations
@@ -192,7 +192,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parts-dir", default=None, help="gpu: pack the run here; finish: unpack from here")
     parser.add_argument("--part-mib", type=int, default=15, help="largest part file, MiB")
     parser.add_argument("--out", default=None, help="also write the result JSON here")
+    parser.add_argument("--allow-cpu", action="store_true",
+                        help="train without a GPU (hours at the profile's size: shrink it with --set)")
     args = parser.parse_args(argv)
+    if args.phase in ("gpu", "all") and not args.allow_cpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: the gpu phase needs a CUDA GPU; run `--phase gpu --parts-dir P` on the GPU box and "
+                  "`--phase finish --parts-dir P` here, or pass --allow-cpu with a shrunk --set", file=sys.stderr)
+            return 1
     parts_dir = Path(args.parts_dir) if args.parts_dir else None
     result: dict[str, Any] = {"phase": args.phase}
     cfg = _config(args.profile, args.set)

@@ -150,7 +150,13 @@ def test_gpu_and_finish_phases_run_apart_on_cpu(tmp_path: Path) -> None:
             argv += ["--set", item]
         return subprocess.run(argv, cwd=ls.REPO, capture_output=True, text=True, timeout=900)
 
-    gpu = phase("gpu", "gpu-box")
+    import torch
+
+    if not torch.cuda.is_available():  # without a GPU: refused in one line, nothing trained
+        refused = phase("gpu", "gpu-box")
+        assert refused.returncode == 1 and "needs a CUDA GPU" in refused.stderr
+        assert not (tmp_path / "gpu-box").exists()
+    gpu = phase("gpu", "gpu-box", "--allow-cpu")
     assert gpu.returncode == 0, gpu.stdout[-2000:] + gpu.stderr[-2000:]
     result = json.loads((tmp_path / "gpu.json").read_text())
     assert result["prepare"]["pairs"] == len((tmp_path / "input" / "pairs.jsonl").read_text().splitlines())
