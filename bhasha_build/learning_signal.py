@@ -57,15 +57,17 @@ def load_wordlist(lang: str, folder: Path = WORDLISTS) -> tuple[list[str], list[
 
 
 def clean_lines(lang: str, count: int, rng: random.Random) -> list[str]:
-    """`count` distinct synthetic clean lines of `lang`, then the hand-written ones of data/clean."""
+    """The hand-written lines of data/clean, then `count` distinct synthetic clean lines of `lang`."""
+    from .noise import read_clean
+
     words, weights = load_wordlist(lang)
     seen: set[str] = set()
     out: list[str] = []
-    for path in sorted(CLEAN_LINES.glob(f"{lang}*")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip() and line not in seen:
+    for path in sorted(CLEAN_LINES.glob(f"{lang}.txt")):
+        for _no, _lang, line, _id in read_clean(path, lang):  # the noise stage's reader of clean files
+            if line not in seen:
                 seen.add(line)
-                out.append(line.strip())
+                out.append(line)
     target = len(out) + count
     for _ in range(count * 10):  # bounded: a tiny word list cannot loop forever on duplicates
         if len(out) >= target:

@@ -237,7 +237,7 @@ def add_noise(text: str, lang: str, rate: float, rng: random.Random) -> str:
     return out
 
 
-def _read_clean(path: Path, lang: str | None) -> list[tuple[int, str, str, str | None]]:
+def read_clean(path: Path, lang: str | None) -> list[tuple[int, str, str, str | None]]:
     """(line number, lang, clean text, id) for each non-blank line of a .txt or .jsonl file."""
     try:
         data = path.read_bytes()
@@ -285,7 +285,7 @@ def noise_file(
     if not 0.0 <= identity_fraction <= 1.0:
         raise NoiseError(f"identity_fraction must be in [0, 1], got {identity_fraction}")
     rows: list[dict[str, str]] = []
-    for no, row_lang, clean, row_id in _read_clean(src, lang):
+    for no, row_lang, clean, row_id in read_clean(src, lang):
         rng = random.Random(f"{seed}\0{no}\0{clean}")  # str seeds hash with sha512: stable across runs
         clean = unicodedata.normalize("NFC", clean)
         noisy = clean if rng.random() < identity_fraction else add_noise(clean, row_lang, rate, rng)
