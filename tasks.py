@@ -45,12 +45,9 @@ def _config(profile: str | None, run: str | None, config: str | None, sets: list
 
 
 def _unsloth_first(cfg) -> None:
-    """Unsloth patches transformers/peft/trl at import: it must come before them to apply fully."""
-    if cfg.train.backend == "unsloth":
-        try:
-            import unsloth  # noqa: F401
-        except Exception as exc:  # reported properly by the train stage
-            print(f"note: unsloth import failed early ({type(exc).__name__})", file=sys.stderr)
+    from bhasha_build.train import import_unsloth_first
+
+    import_unsloth_first(cfg)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -260,11 +257,13 @@ def bench_ddp(c, out="bench/ddp.json", gpus=2, backend="hf", steps=16, batch=8, 
 
 @task(help={"phase": "prepare | gpu | finish | all (see bhasha_build/learning_signal.py)",
             "profile": "config profile (default signal-gpu)", "parts_dir": "gpu: pack the run here; "
-            "finish: unpack from here", "lines": "synthetic clean lines per language",
+            "finish: unpack from here", "lines": "synthetic clean lines per language (default 15000, as measured)",
             "out": "also write the result JSON here", "set": COMMON_HELP["set"]}, iterable=["set"])
-def signal(c, phase="all", profile="signal-gpu", parts_dir=None, lines=15000, out=None, set=None):
+def signal(c, phase="all", profile="signal-gpu", parts_dir=None, lines=None, out=None, set=None):
     """Learning-signal check: from-scratch model on synthetic noise must beat the identity CER via q4_k_m."""
-    cmd = [sys.executable, "-m", "bhasha_build.learning_signal", phase, "--profile", profile, "--lines", str(lines)]
+    cmd = [sys.executable, "-m", "bhasha_build.learning_signal", phase, "--profile", profile]
+    if lines:
+        cmd += ["--lines", str(lines)]
     for item in set or []:
         cmd += ["--set", item]
     if parts_dir:

@@ -25,6 +25,7 @@ overrides), --parts-dir, --part-mib, --allow-cpu (train without a GPU, for tests
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
 import sys
@@ -101,14 +102,13 @@ def make_pairs(out_file: Path, lines_per_lang: int, rate: float, identity_fracti
 
 def pack_run(run_dir: Path, parts_dir: Path, part_mib: int) -> list[Path]:
     """tar.gz of what export + eval need, split into parts of at most part_mib MiB (transfer limits)."""
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    archive = parts_dir / "run.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
+    buffer = io.BytesIO()  # a few tens of MB: built in memory, so only the parts touch the disk
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for name in PACKED_NAMES:
             if (run_dir / name).exists():
                 tar.add(run_dir / name, arcname=name)
-    data, size = archive.read_bytes(), part_mib * 2**20
-    archive.unlink()
+    data, size = buffer.getvalue(), part_mib * 2**20
+    parts_dir.mkdir(parents=True, exist_ok=True)
     parts = []
     for i in range(0, len(data), size):
         part = parts_dir / f"run.tar.gz.part{i // size:02d}"
@@ -118,8 +118,6 @@ def pack_run(run_dir: Path, parts_dir: Path, part_mib: int) -> list[Path]:
 
 
 def unpack_run(parts_dir: Path, run_dir: Path) -> None:
-    import io
-
     parts = sorted(parts_dir.glob("run.tar.gz.part*"))
     if not parts:
         raise FileNotFoundError(f"{parts_dir}: no run.tar.gz.part* files")
@@ -139,12 +137,10 @@ def _config(profile: str, sets: Sequence[str]):
 
 
 def phase_gpu(profile: str, sets: Sequence[str], parts_dir: Path | None, part_mib: int) -> dict[str, Any]:
+    from .train import import_unsloth_first
+
     cfg = _config(profile, sets)
-    if cfg.train.backend == "unsloth":
-        try:
-            import unsloth  # noqa: F401  (patches transformers/peft/trl: must come first)
-        except Exception as exc:
-            print(f"note: unsloth unavailable ({type(exc).__name__}); the train stage will say so", file=sys.stderr)
+    import_unsloth_first(cfg)
     from . import pipeline
 
     data = pipeline.run_data(cfg, force=True)
@@ -187,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("phase", choices=["prepare", "gpu", "finish", "all"])
     parser.add_argument("--profile", default="signal-gpu", help="config profile of the run")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
-    parser.add_argument("--lines", type=int, default=20000, help="synthetic clean lines per language")
+    parser.add_argument("--lines", type=int, default=15000, help="synthetic clean lines per language")
     parser.add_argument("--rate", type=float, default=0.10, help="noise: target grapheme CER")
     parser.add_argument("--identity-fraction", type=float, default=0.1, help="rows left unchanged")
     parser.add_argument("--seed", type=int, default=3407)

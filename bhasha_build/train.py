@@ -56,6 +56,16 @@ class TrainError(RuntimeError):
     """One-line, user-facing training problem."""
 
 
+def import_unsloth_first(cfg: BuildConfig) -> None:
+    """Unsloth patches transformers/peft/trl at import: it must come before them to apply fully.
+    A failure is only noted here; the train stage reports it properly."""
+    if cfg.train.backend == "unsloth":
+        try:
+            import unsloth  # noqa: F401
+        except Exception as exc:  # unsloth raises many kinds at import on unsupported setups
+            print(f"note: unsloth import failed early ({type(exc).__name__})", file=sys.stderr)
+
+
 # ----------------------------------------------------------------------------------------------
 # Model resolution
 
