@@ -9,16 +9,15 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from invoke import Collection, Exit, task
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+from bhasha_build.core.errors import BhashaError  # importing the package sets the offline env defaults
 
 COMMON_HELP = {
     "profile": "config profile from bhasha.toml (gpu16gb, tiny-cpu); env BHASHA_PROFILE",
@@ -33,7 +32,7 @@ def _help(**extra: str) -> dict[str, str]:
 
 
 def _config(profile: str | None, run: str | None, config: str | None, sets: list[str] | None):
-    from bhasha_build.config import ConfigError, load_config
+    from bhasha_build.core.config import ConfigError, load_config
 
     overrides = list(sets or [])
     if run:
@@ -45,26 +44,21 @@ def _config(profile: str | None, run: str | None, config: str | None, sets: list
 
 
 def _unsloth_first(cfg) -> None:
-    from bhasha_build.train import import_unsloth_first
+    from bhasha_build.stages.train import import_unsloth_first
 
     import_unsloth_first(cfg)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Failures that are the user's to fix: reported in one line, no traceback."""
-    import importlib
-
-    names = [("config", "ConfigError"), ("data", "DataError"), ("train", "TrainError"),
-             ("export", "ExportError"), ("toolchain", "ToolchainError"), ("evaluate", "EvalError"),
-             ("modelfile", "ModelfileError"), ("ollama", "OllamaError"), ("deploy", "DeployError"),
-             ("noise", "NoiseError")]
-    errors: list[type[BaseException]] = [FileNotFoundError, PermissionError]
-    for module, name in names:
-        try:
-            errors.append(getattr(importlib.import_module(f"bhasha_build.{module}"), name))
-        except (ImportError, AttributeError):
-            continue
-    return tuple(errors)
+def _run(c, argv: Sequence[str]) -> int:
+    """Run a command as an argument list (no shell), echoing it quoted (only echoing under
+    `invoke --dry`); returns its exit status."""
+    print(shlex.join(argv), flush=True)
+    if c.config.run.dry:
+        return 0
+    try:
+        return subprocess.run(list(argv), check=False).returncode
+    except KeyboardInterrupt:
+        raise Exit("interrupted", code=130) from None
 
 
 def _call(what: str, fn: Callable[[], Any]) -> Any:
@@ -74,10 +68,8 @@ def _call(what: str, fn: Callable[[], Any]) -> Any:
         result = fn()
     except KeyboardInterrupt:
         raise Exit("interrupted", code=130) from None
-    except Exception as exc:
-        if isinstance(exc, _user_errors()):
-            raise Exit(f"error: {exc}", code=1) from None
-        raise
+    except BhashaError as exc:  # the user's to fix: one line, no traceback (anything else is a bug)
+        raise Exit(f"error: {exc}", code=1) from None
     print(f"✓ {what} ({time.monotonic() - start:.1f}s)", flush=True)
     return result
 
@@ -86,11 +78,11 @@ def _call(what: str, fn: Callable[[], Any]) -> Any:
       iterable=["set"])
 def data(c, profile=None, run=None, config=None, set=None, input=None, force=False):
     """Validate, normalize, dedupe and split OCR pairs into runs/<run>/data/."""
-    from bhasha_build import pipeline
-    from bhasha_build.data import summary_line
+    from bhasha_build.stages import pipeline
+    from bhasha_build.stages.data import summary_line
 
     cfg = _config(profile, run, config, set)
-    stats = _call(f"data {input or cfg.data.input} -> {cfg.run_dir / 'data'}",
+    stats = _call(f"data {input or cfg.data.input} -> {cfg.layout.data_dir}",
                   lambda: pipeline.run_data(cfg, input, force=force))
     print(summary_line(stats))
 
@@ -100,7 +92,7 @@ def data(c, profile=None, run=None, config=None, set=None, input=None, force=Fal
             "rate": "target grapheme error rate", "seed": "random seed"})
 def noise(c, input, out, lang="hi", rate=0.08, seed=3407):
     """Make synthetic OCR-noise pairs from clean text (seeded, per-script error models)."""
-    from bhasha_build.noise import noise_file
+    from bhasha_build.tools.noise import noise_file
 
     result = _call(f"noise {input} -> {out} (lang={lang}, rate={rate}, seed={seed})",
                    lambda: noise_file(input, out, lang=lang, rate=rate, seed=seed))
@@ -112,18 +104,19 @@ def noise(c, input, out, lang="hi", rate=0.08, seed=3407):
                  gpus="GPUs on this host (>1 launches DDP through torchrun)"), iterable=["set"])
 def train(c, profile=None, run=None, config=None, set=None, resume=False, force=False, gpus=1):
     """Fine-tune LoRA adapters (Unsloth or hf backend) on runs/<run>/data/train.jsonl."""
-    from bhasha_build import pipeline
+    from bhasha_build.stages import pipeline
 
     cfg = _config(profile, run, config, set)
     _unsloth_first(cfg)
     if int(gpus) > 1:
-        from bhasha_build.launch import torchrun_command
+        from bhasha_build.stages.launch import torchrun_command
 
         cmd = torchrun_command(int(gpus), profile=profile, run=cfg.run, config=config, sets=set, resume=resume,
                                force=force)
-        c.run(shlex.join(cmd), echo=True, pty=False)
+        if _run(c, cmd) != 0:
+            raise Exit(f"error: training on {gpus} GPUs failed (see the ranks' output above)", code=1)
         return
-    summary = _call(f"train {cfg.train.backend} {cfg.model.name} -> {cfg.run_dir / 'adapter'}",
+    summary = _call(f"train {cfg.train.backend} {cfg.model.name} -> {cfg.layout.adapter}",
                     lambda: pipeline.run_train(cfg, resume=resume, force=force))
     print(json.dumps({k: summary.get(k) for k in ("global_step", "train_loss", "seconds", "optim_used")}))
 
@@ -131,10 +124,10 @@ def train(c, profile=None, run=None, config=None, set=None, resume=False, force=
 @task(name="export", help=_help(force="re-export even if up to date"), iterable=["set"])
 def export_(c, profile=None, run=None, config=None, set=None, force=False):
     """Merge the adapter, convert to GGUF (pinned llama.cpp) and quantize (q4_k_m)."""
-    from bhasha_build import pipeline
+    from bhasha_build.stages import pipeline
 
     cfg = _config(profile, run, config, set)
-    result = _call(f"export {cfg.run_dir / 'adapter'} -> {cfg.export.quant}",
+    result = _call(f"export {cfg.layout.adapter} -> {cfg.export.quant}",
                    lambda: pipeline.run_export(cfg, force=force))
     print(json.dumps({k: str(v) for k, v in result.items() if k in ("gguf", "quant", "checks")}, indent=2))
 
@@ -144,7 +137,7 @@ def export_(c, profile=None, run=None, config=None, set=None, force=False):
       iterable=["set"])
 def eval_(c, profile=None, run=None, config=None, set=None, only=None, gate=False):
     """Score the model (HF and GGUF) against the identity baseline: eval.json + cer_by_lang.png."""
-    from bhasha_build import pipeline
+    from bhasha_build.stages import pipeline
 
     cfg = _config(profile, run, config, set)
     systems = (only,) if only else ("model", "gguf")
@@ -162,17 +155,17 @@ def eval_(c, profile=None, run=None, config=None, set=None, only=None, gate=Fals
 @task(help=_help(), iterable=["set"])
 def modelfile(c, profile=None, run=None, config=None, set=None):
     """Render runs/<run>/Modelfile from Modelfile.template (validated by Ollama's rules)."""
-    from bhasha_build import pipeline
+    from bhasha_build.stages import pipeline
 
     cfg = _config(profile, run, config, set)
-    path = _call(f"modelfile -> {cfg.run_dir / 'Modelfile'}", lambda: pipeline.run_modelfile(cfg))
+    path = _call(f"modelfile -> {cfg.layout.modelfile}", lambda: pipeline.run_modelfile(cfg))
     print(path)
 
 
 @task(help=_help(), iterable=["set"])
 def sanity(c, profile=None, run=None, config=None, set=None):
     """One chat completion through llama.cpp on the quantized GGUF; must end with <|im_end|>."""
-    from bhasha_build import pipeline
+    from bhasha_build.stages import pipeline
 
     cfg = _config(profile, run, config, set)
     result = _call(f"sanity {cfg.run_dir}", lambda: pipeline.run_sanity(cfg))
@@ -185,10 +178,15 @@ def sanity(c, profile=None, run=None, config=None, set=None):
       iterable=["set"])
 def deploy(c, profile=None, run=None, config=None, set=None, name=None, host=None, force=False, cli=False):
     """Create the model in Ollama from runs/<run>/Modelfile and prove it with a sanity prompt."""
-    from bhasha_build import pipeline
+    from bhasha_build.stages import pipeline
 
     cfg = _config(profile, run, config, set)
-    shown = host or os.environ.get("OLLAMA_HOST") or cfg.deploy.host
+    from bhasha_build.core.ollama import server_url
+
+    try:
+        shown = server_url(host, cfg.deploy.host)
+    except BhashaError as exc:
+        raise Exit(f"error: {exc}", code=1) from None
     report = _call(f"deploy {cfg.run_dir} -> {shown} as {name or cfg.deploy.name}",
                    lambda: pipeline.run_deploy(cfg, name=name, host=host, force=force, use_cli=cli))
     print(json.dumps(report, ensure_ascii=False, indent=2, default=str))
@@ -199,7 +197,7 @@ def deploy(c, profile=None, run=None, config=None, set=None, name=None, host=Non
 def pipeline(c, profile=None, run=None, config=None, set=None, input=None, force=False, deploy=False,
              name=None, host=None):
     """data → train → export → eval → modelfile → sanity (→ deploy)."""
-    from bhasha_build import pipeline as pl
+    from bhasha_build.stages import pipeline as pl
 
     cfg = _config(profile, run, config, set)
     _unsloth_first(cfg)
@@ -218,7 +216,7 @@ def demo(c, run="demo", force=False):
 @task(help={"force": "re-extract even if cached", "sdist": "use this llama-cpp-python sdist instead of downloading"})
 def toolchain(c, force=False, sdist=None):
     """Prepare the pinned llama.cpp converter + gguf-py (cached outside the repo, keyed by version)."""
-    from bhasha_build import toolchain as tc
+    from bhasha_build.core import toolchain as tc
 
     path = _call("toolchain prepare", lambda: tc.prepare(sdist, force=force))
     print(path)
@@ -227,7 +225,7 @@ def toolchain(c, force=False, sdist=None):
 @task(help=_help(), iterable=["set"])
 def doctor(c, profile=None, run=None, config=None, set=None):
     """Check driver/CUDA, GPU memory vs profile, disk, toolchain and Ollama; print a report."""
-    from bhasha_build import doctor as doc
+    from bhasha_build.tools import doctor as doc
 
     cfg = _config(profile, run, config, set)
     checks = doc.doctor(cfg)
@@ -240,8 +238,10 @@ def doctor(c, profile=None, run=None, config=None, set=None):
             "steps": "timed steps per part", "size": "Qwen2.5 shape: 1.5B or 0.5B"})
 def bench(c, out="bench/results.json", mode="all", steps=20, size="1.5B"):
     """Training throughput/memory benchmark (GPU): project path vs plain HF+PEFT, JSON out."""
-    cmd = f"{sys.executable} -m bhasha_build.bench --out {out} --mode {mode} --steps {steps} --size {size}"
-    c.run(cmd, echo=True, pty=False)
+    cmd = [sys.executable, "-m", "bhasha_build.tools.bench", "--out", out, "--mode", mode, "--steps", str(steps),
+           "--size", size]
+    if _run(c, cmd) != 0:
+        raise Exit(f"error: the benchmark failed (see above; {out})", code=1)
 
 
 @task(help={"out": "JSON output file", "gpus": "GPUs of the multi-GPU run (the other run uses 1)",
@@ -249,19 +249,19 @@ def bench(c, out="bench/results.json", mode="all", steps=20, size="1.5B"):
             "batch": "per-GPU batch (the 1-GPU run accumulates gpus x this)", "size": "Qwen2.5 shape: 1.5B or 0.5B"})
 def bench_ddp(c, out="bench/ddp.json", gpus=2, backend="hf", steps=16, batch=8, size="1.5B"):
     """Multi-GPU proof: same data/steps on 1 and N GPUs via the launcher; losses agree, tokens/s scale."""
-    cmd = (f"{sys.executable} -m bhasha_build.bench_ddp --out {out} --gpus {gpus} --backend {backend} "
-           f"--steps {steps} --batch {batch} --size {size}")
-    if c.run(cmd, echo=True, pty=False, warn=True).exited != 0:
+    cmd = [sys.executable, "-m", "bhasha_build.tools.bench_ddp", "--out", out, "--gpus", str(gpus), "--backend",
+           backend, "--steps", str(steps), "--batch", str(batch), "--size", size]
+    if _run(c, cmd) != 0:
         raise Exit(f"error: the multi-GPU proof did not pass (see {out})", code=1)
 
 
-@task(help={"phase": "prepare | gpu | finish | all (see bhasha_build/learning_signal.py)",
+@task(help={"phase": "prepare | gpu | finish | all (see bhasha_build/tools/learning_signal.py)",
             "profile": "config profile (default signal-gpu)", "parts_dir": "gpu: pack the run here; "
             "finish: unpack from here", "lines": "synthetic clean lines per language (default 15000, as measured)",
             "out": "also write the result JSON here", "set": COMMON_HELP["set"]}, iterable=["set"])
 def signal(c, phase="all", profile="signal-gpu", parts_dir=None, lines=None, out=None, set=None):
     """Learning-signal check: from-scratch model on synthetic noise must beat the identity CER via q4_k_m."""
-    cmd = [sys.executable, "-m", "bhasha_build.learning_signal", phase, "--profile", profile]
+    cmd = [sys.executable, "-m", "bhasha_build.tools.learning_signal", phase, "--profile", profile]
     if lines:
         cmd += ["--lines", str(lines)]
     for item in set or []:
@@ -270,7 +270,7 @@ def signal(c, phase="all", profile="signal-gpu", parts_dir=None, lines=None, out
         cmd += ["--parts-dir", parts_dir]
     if out:
         cmd += ["--out", out]
-    if c.run(shlex.join(cmd), echo=True, pty=False, warn=True).exited != 0:
+    if _run(c, cmd) != 0:
         raise Exit("error: the learning-signal check did not pass (see the verdict above)", code=1)
 
 
@@ -280,18 +280,20 @@ def signal(c, phase="all", profile="signal-gpu", parts_dir=None, lines=None, out
 @task(help={"k": "pytest -k expression", "fast": "skip slow integration tests"})
 def test(c, k=None, fast=False):
     """Run the test suite."""
-    cmd = f"{sys.executable} -m pytest -q"
+    cmd = [sys.executable, "-m", "pytest", "-q"]
     if fast:
-        cmd += ' -m "not slow and not container"'
+        cmd += ["-m", "not slow and not container"]
     if k:
-        cmd += f" -k {k!r}"
-    c.run(cmd, echo=True, pty=False)
+        cmd += ["-k", k]
+    if code := _run(c, cmd):
+        raise Exit(code=code)
 
 
 @task
 def lint(c):
     """ruff over the package, tasks and tests."""
-    c.run(f"{sys.executable} -m ruff check bhasha_build tests tasks.py", echo=True, pty=False)
+    if code := _run(c, [sys.executable, "-m", "ruff", "check", "bhasha_build", "tests", "tasks.py"]):
+        raise Exit(code=code)
 
 
 dev = Collection("dev")

@@ -1,3 +1,18 @@
-"""bhasha-build: Indic OCR-correction pairs → fine-tuned model → q4_k_m GGUF → Ollama."""
+"""bhasha-build: Indic OCR-correction pairs → fine-tuned model → q4_k_m GGUF → Ollama.
+
+Packages, in import order (a package imports only the ones before it; tests/test_architecture.py
+checks this and that there is no import cycle):
+  core    foundations: config, run layout, errors, file writes, chat format, text rules, metrics,
+          rank helpers, manifest, model loading, llama.cpp toolchain + GGUF access, Ollama client
+  stages  the pipeline: data → train → export → eval → modelfile → sanity → deploy, the stage
+          contract and runner (stages/pipeline.py), the torchrun entry, and `correct`
+  tools   checks and benchmarks built on the stages: bench, bench_ddp, learning_signal, doctor, noise
+
+Design: docs/design.md.
+"""
+
+from bhasha_build.core.env import apply_defaults as _apply_env_defaults
 
 __version__ = "0.1.0"
+
+_apply_env_defaults()

@@ -1,6 +1,6 @@
 """Print the image's provenance record (written to /etc/bhasha-build/image.json at build time).
 
-Read by bhasha_build.manifest through BHASHA_IMAGE_INFO. Values come from the build args passed
+Read by bhasha_build.core.manifest through BHASHA_IMAGE_INFO. Values come from the build args passed
 as env; the lock and torch pins are hashed/read from the files that were installed, so the record
 describes what is in the image rather than what was asked for.
 """

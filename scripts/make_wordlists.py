@@ -1,6 +1,6 @@
 """One-off: derive data/wordlists/{hi,bn,ta}.tsv from the wordfreq 3.1.1 wheel (PyPI, pinned by sha256).
 
-The learning-signal check (bhasha_build/learning_signal.py) composes synthetic clean lines from these
+The learning-signal check (bhasha_build/tools/learning_signal.py) composes synthetic clean lines from these
 words; the lists are committed so that check needs neither the wheel nor msgpack. Re-run only to
 change the lists:
     pip download --no-deps wordfreq==3.1.1 -d /tmp/wf && pip install --target /tmp/wf/site msgpack

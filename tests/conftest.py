@@ -20,7 +20,7 @@ TINY_TEST_OVERRIDES = ["train.max_steps=40", "train.save_steps=20", "model.tiny.
 
 
 def tiny_config(runs_dir: Path, run: str = "ci", extra: list[str] | None = None):
-    from bhasha_build.config import load_config
+    from bhasha_build.core.config import load_config
 
     return load_config(profile="tiny-cpu", env={}, overrides=[
         f'runs_dir="{runs_dir}"', f'run="{run}"', *TINY_TEST_OVERRIDES, *(extra or [])])
@@ -29,7 +29,8 @@ def tiny_config(runs_dir: Path, run: str = "ci", extra: list[str] | None = None)
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One real tiny run: returns cfg, run_dir, stage results and artifact paths."""
-    from bhasha_build import pipeline, toolchain
+    from bhasha_build.core import toolchain
+    from bhasha_build.stages import pipeline
 
     toolchain.prepare()
     runs = tmp_path_factory.mktemp("runs")

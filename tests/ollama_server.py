@@ -37,7 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from bhasha_build.modelfile import PARAMETER_TYPES
+from bhasha_build.stages.modelfile import PARAMETER_TYPES
 
 GO_DIR = Path(__file__).resolve().parent / "go"
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bhasha_build.bench_ddp import compare
+from bhasha_build.tools.bench_ddp import compare
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,7 +51,7 @@ def test_compare_without_common_steps_is_not_ok() -> None:
 @pytest.mark.slow
 def test_cpu_proof_run_curves_match(tiny_pipeline: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "ddp.json"
-    cmd = [sys.executable, "-m", "bhasha_build.bench_ddp", "--cpu", "--gpus", "2", "--model-dir",
+    cmd = [sys.executable, "-m", "bhasha_build.tools.bench_ddp", "--cpu", "--gpus", "2", "--model-dir",
            str(tiny_pipeline["run_dir"] / "base-model"), "--seq", "128", "--batch", "2", "--steps", "4",
            "--warmup", "1", "--min-speedup", "0", "--work-dir", str(tmp_path / "work"), "--out", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bhasha_build import chat
+from bhasha_build.core import chat
 
 GOLDEN = Path(__file__).parent / "golden" / "chatml_pair.golden"
 
@@ -32,7 +32,7 @@ def test_prompt_completion_split_puts_only_the_answer_in_the_completion() -> Non
 
 @pytest.fixture(scope="module")
 def hf_tokenizer():
-    from bhasha_build.tiny import train_tokenizer
+    from bhasha_build.core.tiny import train_tokenizer
 
     return train_tokenizer(["नमस्ते दुनिया", "আমার সোনার বাংলা", "வணக்கம்"] * 20, 512)
 

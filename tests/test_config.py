@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bhasha_build.config import ConfigError, available_profiles, load_config
+from bhasha_build.core.config import ConfigError, available_profiles, load_config
 
 
 def test_defaults_follow_the_seed_recipe() -> None:

@@ -85,7 +85,7 @@ def test_dockerfile_contract():
         assert name in args, name
     runs = " ".join(a for k, a in ins if k == "RUN")
     assert "requirements/lock.txt" in runs and "requirements/torch.txt" in runs
-    assert "python -m bhasha_build.toolchain prepare" in runs
+    assert "python -m bhasha_build.core.toolchain prepare" in runs
     # The CA is only ever a build secret; nothing secret-looking is baked into ENV/ARG/COPY.
     assert "--mount=type=secret,id=ca" in runs
     for k, a in ins:
@@ -181,7 +181,7 @@ def test_dockerignore_keeps_data_runs_and_caches_out():
     ):
         assert _ignored(path, patterns), f"{path} would be sent to the build context"
     for path in (
-        "bhasha_build/config.py",
+        "bhasha_build/core/config.py",
         "tasks.py",
         "requirements/lock.txt",
         "docker/Dockerfile",

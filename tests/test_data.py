@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from bhasha_build import chat, metrics
-from bhasha_build.config import BuildConfig
-from bhasha_build.data import DataError, check_trainable, load_rows, prepare, summary_line
+from bhasha_build.core import chat, metrics
+from bhasha_build.core.config import BuildConfig
+from bhasha_build.stages.data import DataError, check_trainable, load_rows, prepare, summary_line
 
 ROOT = Path(__file__).resolve().parent.parent
 MESSY = ROOT / "data" / "messy"
@@ -584,7 +584,7 @@ def test_default_input_is_config_data_input(tmp_path: Path) -> None:
 def test_input_texts_reads_every_text_with_the_stage_reader(tmp_path: Path) -> None:
     """The tiny tokenizer's text: the same record reader as the stage (BOM, CSV quoting, headers),
     every row's text including rows the stage will reject, chat contents, never ids or language codes."""
-    from bhasha_build.data import input_texts
+    from bhasha_build.stages.data import input_texts
 
     (tmp_path / "a.jsonl").write_text(
         '\ufeff{"id": "x-1", "lang": "hi", "noisy": "भारत देस", "clean": "भारत देश"}\n'

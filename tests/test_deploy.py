@@ -17,11 +17,10 @@ from typing import Any
 import pytest
 from ollama_server import OllamaContractServer
 
-from bhasha_build import chat
-from bhasha_build.config import BuildConfig
-from bhasha_build.deploy import BUILTIN_SAMPLE, DeployError, deploy, sanity_sample
-from bhasha_build.modelfile import GGUF_NAME, ModelfileError, render_modelfile
-from bhasha_build.ollama import (
+from bhasha_build.core import chat
+from bhasha_build.core.config import BuildConfig
+from bhasha_build.core.layout import RunLayout
+from bhasha_build.core.ollama import (
     COMPOSE_HINT,
     OllamaClient,
     OllamaError,
@@ -29,8 +28,11 @@ from bhasha_build.ollama import (
     OllamaTooOldError,
     OllamaUnreachableError,
 )
+from bhasha_build.stages.deploy import BUILTIN_SAMPLE, DeployError, deploy, sanity_sample
+from bhasha_build.stages.modelfile import ModelfileError, render_modelfile
 
 NAME = "bhasha-ocr"
+GGUF_NAME = RunLayout(Path(".")).gguf("Q4_K_M").name  # model-q4_k_m.gguf
 
 
 def _cfg(**deploy: object) -> BuildConfig:
@@ -127,11 +129,11 @@ def test_cli_fallback_missing_binary(
 
 
 def test_sanity_sample_prefers_eval_split(tmp_path: Path) -> None:
-    assert sanity_sample(tmp_path)["source"] == "builtin"
+    assert sanity_sample(RunLayout(tmp_path))["source"] == "builtin"
     (tmp_path / "data").mkdir()
     rows = [{"messages": [{"role": "user", "content": "hi"}]}, {"lang": "bn", "noisy": "আমর", "clean": "আমার"}]
     (tmp_path / "data" / "eval.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
-    sample = sanity_sample(tmp_path)
+    sample = sanity_sample(RunLayout(tmp_path))
     assert (sample["source"], sample["lang"], sample["clean"]) == ("data/eval.jsonl:2", "bn", "আমার")
 
 
@@ -156,8 +158,8 @@ def memorized_gguf(tiny_gguf: dict[str, Any], tmp_path_factory: pytest.TempPathF
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bhasha_build import toolchain
-    from bhasha_build.tiny import MARKER_FILE
+    from bhasha_build.core import toolchain
+    from bhasha_build.core.tiny import MARKER_FILE
 
     src, out = Path(tiny_gguf["hf_dir"]), tmp_path_factory.mktemp("memorized")
     tok = AutoTokenizer.from_pretrained(src)
@@ -234,8 +236,8 @@ def test_redeploy_needs_force_then_cli(
         f"#!{sys.executable}\n"
         f"import os, sys; sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
         "from pathlib import Path\n"
-        "from bhasha_build.modelfile import parse_modelfile, resolve_from\n"
-        "from bhasha_build.ollama import OllamaClient\n"
+        "from bhasha_build.stages.modelfile import parse_modelfile, resolve_from\n"
+        "from bhasha_build.core.ollama import OllamaClient\n"
         "_, cmd, name, flag, path = sys.argv\n"
         "assert (cmd, flag) == ('create', '-f'), sys.argv\n"
         "mf = parse_modelfile(Path(path).read_text()); gguf = resolve_from(Path(path).resolve(), mf.from_)\n"

@@ -1,4 +1,4 @@
-"""bhasha_build.doctor on this (GPU-less) machine: a stub Ollama on loopback, an unreachable one,
+"""bhasha_build.tools.doctor on this (GPU-less) machine: a stub Ollama on loopback, an unreachable one,
 a fake nvidia-smi on PATH for the driver/memory rules, and the disk/toolchain checks."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bhasha_build import doctor as doc
-from bhasha_build.config import load_config
+from bhasha_build.core.config import load_config
+from bhasha_build.tools import doctor as doc
 
 
 @pytest.fixture
@@ -170,7 +170,7 @@ def test_disk_check_fails_when_export_cannot_fit(monkeypatch, tmp_path):
 
 
 def test_toolchain_prepared(monkeypatch, tmp_path):
-    from bhasha_build import toolchain
+    from bhasha_build.core import toolchain
 
     monkeypatch.setenv("BHASHA_TOOLCHAIN_CACHE", str(tmp_path))
     target = Path(toolchain.toolchain_dir())

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bhasha_build.launch import _parser, torchrun_command
+from bhasha_build.stages.launch import _parser, torchrun_command
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,7 +40,7 @@ def test_single_host_argv_reaches_each_rank_intact() -> None:
     assert argv[0] == sys.executable
     ns = _torchrun_parse(argv)
     assert ns.standalone and ns.nnodes == "1" and ns.nproc_per_node == "2"
-    assert ns.module and ns.training_script == "bhasha_build.launch"
+    assert ns.module and ns.training_script == "bhasha_build.stages.launch"
     # What every rank's main() receives: the same profile, config, overrides, run and resume flag.
     rank = _parser().parse_args(ns.training_script_args)
     assert rank.command == "train" and rank.profile == "gpu16gb" and rank.config == "x.toml" and rank.resume
@@ -201,7 +201,8 @@ def test_torchrun_two_ranks_gloo_only_rank0_writes(tiny_pipeline: dict[str, Any]
     # The reference runs in a fresh process too (this one has Unsloth's patches loaded by the fixture).
     single_dir = tmp_path / "runs" / "single"
     _clone_run(tiny_pipeline, single_dir)
-    one_proc = [sys.executable, "-m", "bhasha_build.launch", "train", "--profile", "tiny-cpu", "--backend", "unsloth",
+    one_proc = [sys.executable, "-m", "bhasha_build.stages.launch", "train", "--profile", "tiny-cpu",
+                "--backend", "unsloth",
                 *_set_flags([f'runs_dir="{single_dir.parent}"', 'run="single"', *STEPS, "train.grad_accum=2"])]
     t0 = time.monotonic()
     proc = subprocess.run(one_proc, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},

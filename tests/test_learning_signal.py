@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from bhasha_build import learning_signal as ls
-from bhasha_build.metrics import corpus_cer
+from bhasha_build.core.fsutil import sha256_file
+from bhasha_build.core.layout import RunLayout
+from bhasha_build.core.metrics import corpus_cer
+from bhasha_build.tools import learning_signal as ls
 
 
 @pytest.mark.parametrize("lang", ls.LANGS)
@@ -76,11 +78,11 @@ def _fake_run(run_dir: Path) -> None:
 def test_pack_splits_and_unpack_restores(tmp_path: Path) -> None:
     run_a, run_b, parts_dir = tmp_path / "a", tmp_path / "b", tmp_path / "parts"
     _fake_run(run_a)
-    parts = ls.pack_run(run_a, parts_dir, part_mib=1)  # 2.5 MB of random weights: three 1 MiB parts
+    parts = ls.pack_run(RunLayout(run_a), parts_dir, part_mib=1)  # 2.5 MB of random weights: three 1 MiB parts
     assert [p.name for p in parts] == [f"run.tar.gz.part{i:02d}" for i in range(3)]
     assert all(p.stat().st_size == 2**20 for p in parts[:-1])
     assert not list(parts_dir.glob("*.tar.gz"))  # the whole archive is not left beside its parts
-    ls.unpack_run(parts_dir, run_b)
+    ls.unpack_run(parts_dir, RunLayout(run_b))
     assert (run_b / "base-model" / "model.safetensors").read_bytes() == (
         run_a / "base-model" / "model.safetensors").read_bytes()
     assert (run_b / "data" / "eval.jsonl").exists() and not (run_b / "data" / "train.jsonl").exists()
@@ -94,14 +96,21 @@ def test_unpack_refuses_paths_outside_the_run(tmp_path: Path) -> None:
     evil.write_text("x")
     with tarfile.open(parts_dir / "run.tar.gz.part00", "w:gz") as tar:
         tar.add(evil, arcname="../escape.txt")
-    with pytest.raises(ValueError, match="unsafe path"):
-        ls.unpack_run(parts_dir, tmp_path / "run")
+    _index(parts_dir)  # a forged index passes the hash check: the member check must still refuse
+    with pytest.raises(ls.SignalError, match="path leaves the destination"):
+        ls.unpack_run(parts_dir, RunLayout(tmp_path / "run"))
     assert not (tmp_path / "escape.txt").exists()
 
 
+def _index(parts_dir: Path) -> None:
+    parts = sorted(parts_dir.glob("run.tar.gz.part*"))
+    (parts_dir / ls.PARTS_INDEX).write_text(json.dumps({"parts": [
+        {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in parts]}))
+
+
 def test_unpack_without_parts_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"no run\.tar\.gz\.part"):
-        ls.unpack_run(tmp_path, tmp_path / "run")
+    with pytest.raises(ls.SignalError, match=r"parts\.json: missing"):
+        ls.unpack_run(tmp_path, RunLayout(tmp_path / "run"))
 
 
 def test_verdict_compares_each_system_with_the_baseline() -> None:
@@ -114,19 +123,19 @@ def test_verdict_compares_each_system_with_the_baseline() -> None:
 
 def test_moved_run_folder_exports_from_its_own_base_model(tiny_pipeline: dict[str, Any], tmp_path: Path) -> None:
     """The adapter records a tiny base relative to the run folder, so a copied run merges elsewhere."""
-    from bhasha_build.export import merge_adapter
-    from bhasha_build.train import ADAPTER_DIR, BASE_MODEL_DIR, TrainError, adapter_base_path
+    from bhasha_build.core.models import ModelError, adapter_base_path
+    from bhasha_build.stages.export import merge_adapter
 
-    src = tiny_pipeline["run_dir"]
-    assert json.loads((src / ADAPTER_DIR / "base_model.json").read_text())["path"] == BASE_MODEL_DIR
-    moved = tmp_path / "moved"
-    for name in (ADAPTER_DIR, BASE_MODEL_DIR):
-        shutil.copytree(src / name, moved / name)
-    assert adapter_base_path(moved) == moved / BASE_MODEL_DIR
+    src = RunLayout(tiny_pipeline["run_dir"])
+    assert json.loads(src.adapter_base_record.read_text())["path"] == src.rel(src.base_model)
+    moved = RunLayout(tmp_path / "moved")
+    for name in ("adapter", "base_model"):
+        shutil.copytree(getattr(src, name), getattr(moved, name))
+    assert adapter_base_path(moved) == moved.base_model
     merged = merge_adapter(moved)
     assert (merged / "config.json").exists()
-    shutil.rmtree(moved / BASE_MODEL_DIR)
-    with pytest.raises(TrainError, match="base model is not there"):
+    shutil.rmtree(moved.base_model)
+    with pytest.raises(ModelError, match="base model is not there"):
         adapter_base_path(moved)
 
 
@@ -144,11 +153,11 @@ def test_gpu_and_finish_phases_run_apart_on_cpu(tmp_path: Path) -> None:
               "eval.max_new_tokens=24", f'data.input="{tmp_path / "input"}"']
 
     def phase(name: str, runs: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "bhasha_build.learning_signal", name, "--lines", "60",
+        argv = [sys.executable, "-m", "bhasha_build.tools.learning_signal", name, "--lines", "60",
                 "--parts-dir", str(tmp_path / "parts"), "--out", str(tmp_path / f"{name}.json"), *extra]
         for item in [*shrink, f'runs_dir="{tmp_path / runs}"']:
             argv += ["--set", item]
-        return subprocess.run(argv, cwd=ls.REPO, capture_output=True, text=True, timeout=900)
+        return subprocess.run(argv, cwd=ls.REPO_ROOT, capture_output=True, text=True, timeout=900)
 
     import torch
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bhasha_build import metrics
-from bhasha_build.metrics import cer, corpus_cer, corpus_wer, graphemes, over_correction_rate, wer
+from bhasha_build.core import metrics
+from bhasha_build.core.metrics import cer, corpus_cer, corpus_wer, graphemes, over_correction_rate, wer
 
 
 def test_conjunct_is_one_grapheme() -> None:

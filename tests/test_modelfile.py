@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bhasha_build import chat
-from bhasha_build.config import BuildConfig
-from bhasha_build.modelfile import (
-    GGUF_NAME,
+from bhasha_build.core import chat
+from bhasha_build.core.config import BuildConfig
+from bhasha_build.core.layout import RunLayout
+from bhasha_build.stages.modelfile import (
     ModelfileError,
     expected_template,
     parse_modelfile,
@@ -19,6 +19,7 @@ from bhasha_build.modelfile import (
 )
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "Modelfile.golden"
+GGUF_NAME = RunLayout(Path(".")).gguf("Q4_K_M").name  # model-q4_k_m.gguf
 
 
 @pytest.fixture
@@ -96,7 +97,7 @@ def test_refuses_missing_gguf(run_dir: Path) -> None:
 
 
 def test_refuses_template_with_unknown_placeholder(run_dir: Path, tmp_path: Path) -> None:
-    from bhasha_build.modelfile import TEMPLATE_FILE
+    from bhasha_build.stages.modelfile import TEMPLATE_FILE
 
     bad = tmp_path / "Modelfile.template"
     bad.write_text(TEMPLATE_FILE.read_text() + "PARAMETER num_predict @@NUM_PREDICT@@\n")
@@ -105,7 +106,7 @@ def test_refuses_template_with_unknown_placeholder(run_dir: Path, tmp_path: Path
 
 
 def test_refuses_template_that_does_not_parse_back(run_dir: Path, tmp_path: Path) -> None:
-    from bhasha_build.modelfile import TEMPLATE_FILE
+    from bhasha_build.stages.modelfile import TEMPLATE_FILE
 
     # An inline comment is not a comment in Ollama: it becomes part of the value.
     bad = tmp_path / "Modelfile.template"

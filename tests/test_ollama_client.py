@@ -13,7 +13,7 @@ import pytest
 import requests
 from ollama_server import OllamaContractServer
 
-from bhasha_build.ollama import (
+from bhasha_build.core.ollama import (
     COMPOSE_HINT,
     OllamaClient,
     OllamaCreateError,
@@ -22,8 +22,8 @@ from bhasha_build.ollama import (
     OllamaNotFoundError,
     OllamaTooOldError,
     OllamaUnreachableError,
+    blob_digest,
     cli_create,
-    file_digest,
     parse_show_parameters,
     parse_version,
     resolve_host,
@@ -130,7 +130,7 @@ def test_unreachable_names_the_compose_command() -> None:
 def test_blob_upload_head_then_post(
     client: OllamaClient, server: OllamaContractServer, fake_gguf: Path
 ) -> None:
-    digest = file_digest(fake_gguf)
+    digest = blob_digest(fake_gguf)
     assert not client.blob_exists(digest)
     assert client.push_blob(fake_gguf) == digest
     assert client.blob_exists(digest)

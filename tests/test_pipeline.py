@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bhasha_build.manifest import sha256_file
+from bhasha_build.core.manifest import sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def test_manifest_carries_provenance(tiny_pipeline: dict[str, Any]) -> None:
 
 
 def test_gguf_metadata(tiny_pipeline: dict[str, Any]) -> None:
-    from bhasha_build.export import gguf_metadata
+    from bhasha_build.stages.export import gguf_metadata
 
     meta = gguf_metadata(tiny_pipeline["gguf"])
     assert meta["general.architecture"] == "qwen2"
@@ -67,7 +67,7 @@ def test_train_used_unsloth_with_response_only_loss(tiny_pipeline: dict[str, Any
 
 
 def test_sanity_prompt_stops_on_im_end(tiny_pipeline: dict[str, Any]) -> None:
-    from bhasha_build import pipeline
+    from bhasha_build.stages import pipeline
 
     result = pipeline.run_sanity(tiny_pipeline["cfg"])
     assert result["finish_reason"] == "stop" and result["response"].strip()
@@ -77,7 +77,7 @@ def test_sanity_prompt_stops_on_im_end(tiny_pipeline: dict[str, Any]) -> None:
 
 
 def test_eval_scores_model_and_gguf_against_the_baseline(tiny_pipeline: dict[str, Any]) -> None:
-    from bhasha_build import pipeline
+    from bhasha_build.stages import pipeline
 
     report = pipeline.run_eval(tiny_pipeline["cfg"])
     run_dir = tiny_pipeline["run_dir"]
@@ -90,8 +90,8 @@ def test_eval_scores_model_and_gguf_against_the_baseline(tiny_pipeline: dict[str
 
 
 def test_unchanged_stage_is_skipped_and_changed_one_reruns(tiny_pipeline: dict[str, Any], capsys) -> None:
-    from bhasha_build import pipeline
-    from bhasha_build.manifest import Manifest
+    from bhasha_build.core.manifest import Manifest
+    from bhasha_build.stages import pipeline
 
     cfg = tiny_pipeline["cfg"]
     before = Manifest(cfg.run_dir).load()["artifacts"]["gguf"]["sha256"]

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from ollama_server import render_go
 
-from bhasha_build import chat
-from bhasha_build.modelfile import expected_template
+from bhasha_build.core import chat
+from bhasha_build.stages.modelfile import expected_template
 
 pytestmark = pytest.mark.skipif(
     shutil.which("go") is None, reason="Go toolchain missing: apt-get install golang-go (CI's .ci/run does)"
@@ -38,7 +38,7 @@ CONVERSATIONS: dict[str, list[dict[str, str]]] = {
 
 @pytest.fixture(scope="module")
 def hf_tokenizer() -> Any:
-    from bhasha_build.tiny import train_tokenizer
+    from bhasha_build.core.tiny import train_tokenizer
 
     tok = train_tokenizer([NOISY, CLEAN, "আমার সোনার বাংলা", "தமிழ் நாடு"] * 20, 512)
     assert tok.chat_template == chat.CHAT_TEMPLATE

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bhasha_build import chat
+from bhasha_build.core import chat
 
 pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.slow  # needs the converted tiny GGUF (tiny_gguf fixture)

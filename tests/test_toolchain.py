@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bhasha_build import toolchain
+from bhasha_build.core import toolchain
 
 
 def test_cache_is_keyed_by_version(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from bhasha_build.config import load_config
-from bhasha_build.tiny import qwen25_shape
-from bhasha_build.train import TrainError, estimate_vram_gib, resolve_model_path, vram_preflight
+from bhasha_build.core.config import load_config
+from bhasha_build.core.models import ModelError, resolve_base_model
+from bhasha_build.core.tiny import qwen25_shape
+from bhasha_build.core.vram import VramError, estimate_vram_gib, vram_preflight
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,6 +28,7 @@ def _clone_run(tiny_pipeline: dict[str, Any], dest: Path) -> None:
     dest.mkdir(parents=True)
     shutil.copytree(src / "data", dest / "data")
     shutil.copytree(src / "base-model", dest / "base-model")
+    shutil.copy2(src / "manifest.json", dest / "manifest.json")  # the records the train stage verifies
 
 
 @pytest.mark.slow
@@ -70,14 +72,14 @@ def test_kill_mid_run_then_resume_continues_the_same_curve(tiny_pipeline: dict[s
 
 @pytest.mark.slow
 def test_hf_backend_trains_the_same_config(tiny_pipeline: dict[str, Any], tmp_path: Path) -> None:
-    from bhasha_build.train import train
+    from bhasha_build.stages.train import train
 
     run_dir = tmp_path / "runs" / "hf"
     _clone_run(tiny_pipeline, run_dir)
     cfg = load_config(profile="tiny-cpu", env={}, overrides=[
         f'runs_dir="{run_dir.parent}"', 'run="hf"', "train.backend=\"hf\"", "train.max_steps=6",
         "train.logging_steps=2", "train.save_steps=100"])
-    summary = train(cfg, run_dir)
+    summary = train(cfg, cfg.layout)
     assert summary["backend"] == "hf" and summary["global_step"] == 6
     assert summary["train_loss"] and summary["train_loss"] > 0
     adapter = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
@@ -94,11 +96,11 @@ def test_vram_estimate_fits_the_16gb_profile_and_refuses_an_oversized_one(tmp_pa
     assert vram_preflight(cfg, tmp_path)["card_gib"] == 16
     big = load_config(profile="gpu16gb", env={}, overrides=["train.batch_size=64", "model.max_seq_length=8192",
                                                             "model.load_in_4bit=false"])
-    with pytest.raises(TrainError, match=r"needs about \d+\.\d GiB .* card has 16\.0 GiB: lower train\.batch_size"):
+    with pytest.raises(VramError, match=r"needs about \d+\.\d GiB .* card has 16\.0 GiB: lower train\.batch_size"):
         vram_preflight(big, tmp_path)
 
 
 def test_missing_model_offline_says_what_to_mount(tmp_path: Path) -> None:
     cfg = load_config(env={"HF_HOME": str(tmp_path)}, overrides=['model.name="Qwen/NoSuch-0.1B"'])
-    with pytest.raises(TrainError, match="mount its folder"):
-        resolve_model_path(cfg, tmp_path)
+    with pytest.raises(ModelError, match="mount its folder"):
+        resolve_base_model(cfg, cfg.layout)

@@ -1,8 +1,10 @@
 """The data stage: read OCR pairs (and chat rows), validate, normalize, dedupe, split, mix, report.
 
 ``prepare(input_path, out_dir, cfg, tokenizer=None)`` writes ``out_dir/{train,eval,rejects}.jsonl``
-and ``out_dir/stats.json`` (each written to a temp file in ``out_dir`` and moved into place with
-``os.replace``, so a reader never sees half a file) and returns the stats.
+and ``out_dir/stats.json`` (built in a temp folder beside ``out_dir`` and swapped in whole, so a
+reader never sees half a file nor a new train split next to an old eval split) and returns the
+stats. ``run`` is the stage's work under the contract (stages/pipeline.py): for tiny runs it first
+builds the base model on the input's text, then prepares the splits (core/layout.py names them).
 
 Input: a file or a folder (not recursive) of ``.jsonl`` / ``.csv`` / ``.tsv``. Fields ``noisy``,
 ``clean``, ``lang``, ``id`` (optional); aliases ``ocr``/``input``/``source`` → noisy,
@@ -35,7 +37,7 @@ Exact duplicates (same lang, noisy and clean after normalization; same messages 
 are kept once and counted as ``duplicates_dropped`` — they are NOT rejects. Accounting, checked
 on every run: rows_read = kept + rejected + duplicates_dropped; kept = train + eval + chat_unused.
 
-Normalization (both sides, the same way; ``normalize_text``):
+Normalization (both sides, the same way; ``core.text.normalize_text``, which every client uses too):
   * Unicode NFC. Nukta letters: NFC is the one canonical form, so the composition-excluded letters
     क़ ख़ ग़ ज़ ड़ ढ़ फ़ य़ (U+0958–U+095F) and Bengali ড় ঢ় য় (U+09DC/DD/DF) always become base +
     nukta, while ऩ ऱ ऴ stay precomposed — whichever form the input used, the two sides agree. We do
@@ -69,7 +71,7 @@ import csv
 import hashlib
 import json
 import math
-import unicodedata
+import shutil
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,9 +80,12 @@ from typing import Any
 
 import regex
 
-from bhasha_build import chat, metrics
-from bhasha_build.config import BuildConfig
-from bhasha_build.fsutil import atomic_write_text
+from bhasha_build.core import chat, metrics
+from bhasha_build.core.config import BuildConfig
+from bhasha_build.core.errors import BhashaError
+from bhasha_build.core.fsutil import atomic_dir, sha256_path
+from bhasha_build.core.layout import RunLayout
+from bhasha_build.core.text import LANG_SCRIPTS, foreign_fraction, normalize_text
 
 SUFFIXES = (".jsonl", ".csv", ".tsv")
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -89,19 +94,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "lang": ("lang", "language"),
     "id": ("id",),
 }
-LANG_SCRIPTS: dict[str, str] = {
-    **dict.fromkeys(("hi", "mr", "ne", "sa", "mai", "kok", "bho", "doi"), "Devanagari"),
-    **dict.fromkeys(("bn", "as", "mni"), "Bengali"),
-    "ta": "Tamil",
-    "te": "Telugu",
-    "kn": "Kannada",
-    "ml": "Malayalam",
-    "gu": "Gujarati",
-    "pa": "Gurmukhi",
-    "or": "Oriya",
-    "si": "Sinhala",
-}
-ZWJ, ZWNJ = "\u200d", "\u200c"
 PERCENTILES = (50, 90, 95, 99)
 CHAT_ROLES = ("system", "user", "assistant")
 
@@ -109,11 +101,9 @@ CHAT_ROLES = ("system", "user", "assistant")
 # Cs (lone surrogates) is checked apart.
 _CONTROL = regex.compile(r"[\p{Cc}\p{Cf}\p{Zl}\p{Zp}--[\u200c\u200d]]", regex.V1)
 _SURROGATE = regex.compile(r"\p{Cs}")
-_NEUTRAL = regex.compile(r"[\p{sc=Common}\p{sc=Inherited}]")
-_SCRIPT_RE = {name: regex.compile(rf"\p{{sc={name}}}") for name in set(LANG_SCRIPTS.values())}
 
 
-class DataError(Exception):
+class DataError(BhashaError):
     """A data-stage failure phrased as one line that names the path."""
 
 
@@ -172,43 +162,11 @@ class Tally:
 # --- normalization and checks ---------------------------------------------------------------
 
 
-def normalize_text(text: str, zwj_policy: str = "keep") -> str:
-    """NFC, the ZWJ/ZWNJ policy, outer whitespace stripped — applied to noisy and clean alike."""
-    text = unicodedata.normalize("NFC", text)
-    if zwj_policy == "strip":
-        text = unicodedata.normalize("NFC", text.replace(ZWJ, "").replace(ZWNJ, ""))
-    elif zwj_policy != "keep":
-        raise ValueError(f"zwj_policy must be 'keep' or 'strip', not {zwj_policy!r}")
-    return text.strip()
-
-
 def check_controls(name: str, text: str) -> None:
     if m := _SURROGATE.search(text):
         raise Reject("invalid_utf8", f"lone surrogate U+{ord(m.group()):04X} in {name}")
     if m := _CONTROL.search(text):
         raise Reject("control_chars", f"U+{ord(m.group()):04X} at column {m.start() + 1} in {name}")
-
-
-def foreign_fraction(text: str, script: str) -> tuple[float, int]:
-    """(share of letters/marks/digits not in ``script``, count of those in ``script``).
-
-    Common/Inherited characters (ASCII digits, punctuation, danda, spaces) are neutral; the
-    script's own digits (१२३) count as native; private-use characters (legacy-font OCR output)
-    count as foreign.
-    """
-    native_re = _SCRIPT_RE[script]
-    native = foreign = 0
-    for ch in text:
-        cat = unicodedata.category(ch)
-        if cat == "Co":
-            foreign += 1
-        elif cat[0] in "LMN":  # letters, marks, digits; ASCII digits are Common, so neutral
-            if native_re.match(ch):
-                native += 1
-            elif not _NEUTRAL.match(ch):
-                foreign += 1
-    total = native + foreign
-    return (foreign / total if total else 0.0), native
 
 
 def check_script(name: str, text: str, lang: str, max_foreign: float) -> None:
@@ -703,11 +661,16 @@ def prepare(
         "warnings": warnings,
     }
 
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "train.jsonl", _jsonl([r.out() for r in train]))
-    atomic_write_text(out / "eval.jsonl", _jsonl([r.out() for r in eval_pairs]))
-    atomic_write_text(out / "rejects.jsonl", _jsonl(tally.rejects))
-    atomic_write_text(out / "stats.json", json.dumps(stats, ensure_ascii=False, indent=2) + "\n")
+    # The four files are built in a temp folder and swapped in whole: a reader never pairs a new
+    # train.jsonl with an old eval.jsonl, whatever moment a crash comes.
+    with atomic_dir(out) as tmp:
+        written = RunLayout(tmp.parent)  # only for the file names inside data/
+        names = {"train": written.train_split.name, "eval": written.eval_split.name,
+                 "rejects": written.rejects.name, "stats": written.data_stats.name}
+        (tmp / names["train"]).write_text(_jsonl([r.out() for r in train]), encoding="utf-8")
+        (tmp / names["eval"]).write_text(_jsonl([r.out() for r in eval_pairs]), encoding="utf-8")
+        (tmp / names["rejects"]).write_text(_jsonl(tally.rejects), encoding="utf-8")
+        (tmp / names["stats"]).write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return stats
 
 
@@ -742,3 +705,56 @@ def load_rows(path: str | Path) -> list[dict[str, Any]]:
             raise DataError(f"{p}:{no}: expected a JSON object")
         rows.append(obj)
     return rows
+
+
+# --- the stage -------------------------------------------------------------------------------
+
+
+def source_path(cfg: BuildConfig, input_path: str | None) -> Path:
+    src = cfg.resolve_path(input_path or cfg.data.input)
+    if not src.exists():
+        raise DataError(f"{src}: input not found")
+    return src
+
+
+def source_digest(cfg: BuildConfig, input_path: str | None) -> list[Any]:
+    """The data stage's extra input: each source file's name and sha256 (and the chat input's)."""
+    sources = [source_path(cfg, input_path)]
+    if cfg.data.chat_input:
+        sources.append(cfg.resolve_path(cfg.data.chat_input))
+    return [[str(src), sha256_path(src) if src.exists() else None] for src in sources]
+
+
+def run(cfg: BuildConfig, layout: RunLayout, input_path: str | None = None, **_: Any) -> dict[str, Any]:
+    """The data stage: (tiny runs: build the base model on the input's text), then prepare the splits."""
+    from bhasha_build.core import models
+
+    src = source_path(cfg, input_path)
+    if cfg.model.is_tiny:  # rebuilt with the data: its tokenizer and warm-start come from it
+        shutil.rmtree(layout.base_model, ignore_errors=True)
+        models.ensure_tiny_base_model(cfg, layout, input_texts(src))
+    tokenizer = models.load_tokenizer(models.resolve_base_model(cfg, layout))
+    stats = prepare(src, layout.data_dir, cfg, tokenizer=tokenizer)
+    if cfg.model.is_tiny and cfg.model.tiny.pretrain_steps:
+        from bhasha_build.core.tiny import pretrain_echo
+
+        lines = [r["clean"] for r in load_rows(layout.train_split) if "clean" in r]
+        tiny = cfg.model.tiny
+        stats["tiny_pretrain"] = pretrain_echo(layout.base_model, lines, steps=tiny.pretrain_steps,
+                                               lr=tiny.pretrain_learning_rate,
+                                               batch_size=tiny.pretrain_batch_size, seed=cfg.seed)
+    stats["source"] = str(src)
+    return stats
+
+
+def record_fields(stats: Mapping[str, Any]) -> dict[str, Any]:
+    fields = {k: stats.get(k) for k in ("rows_read", "kept", "rejected")}
+    if "tiny_pretrain" in stats:
+        fields["tiny_pretrain"] = stats["tiny_pretrain"]
+    return fields
+
+
+def manifest_sections(stats: Mapping[str, Any]) -> dict[str, Any]:
+    return {"data": {"input": stats["source"], "train_rows": stats.get("train_rows"),
+                     "eval_rows": stats.get("eval_rows"), "rejected_rows": stats.get("rejected"),
+                     "duplicates_dropped": stats.get("duplicates_dropped")}}

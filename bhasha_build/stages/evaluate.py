@@ -15,23 +15,27 @@ Outputs: runs/<run>/eval.json, eval_predictions.jsonl, cer_by_lang.png.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from .chat import STOP_TOKENS, pair_messages, render_chatml
-from .config import BuildConfig
-from .fsutil import atomic_write_json, atomic_write_text, save_figure
+from bhasha_build.core import models
+from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
+from bhasha_build.core.config import BuildConfig
+from bhasha_build.core.errors import BhashaError
+from bhasha_build.core.fsutil import atomic_write_json, atomic_write_text, save_figure
+from bhasha_build.core.gguf import LlamaChat
+from bhasha_build.core.layout import RunLayout
+from bhasha_build.core.metrics import identity_baseline, score
 
 
-class EvalError(RuntimeError):
+class EvalError(BhashaError):
     """One-line, user-facing eval problem."""
 
 
-def eval_rows(run_dir: Path, max_rows: int) -> list[dict[str, Any]]:
-    from .data import load_rows
+def eval_rows(layout: RunLayout, max_rows: int) -> list[dict[str, Any]]:
+    from bhasha_build.stages.data import load_rows
 
-    path = run_dir / "data" / "eval.jsonl"
+    path = layout.eval_split
     if not path.exists():
         raise EvalError(f"{path}: no eval split; run `invoke data` first")
     rows = [r for r in load_rows(path) if "noisy" in r][:max_rows]
@@ -40,26 +44,10 @@ def eval_rows(run_dir: Path, max_rows: int) -> list[dict[str, Any]]:
     return rows
 
 
-def generate_hf(cfg: BuildConfig, run_dir: Path, texts: list[str], batch_size: int = 8) -> list[str]:
+def generate_hf(cfg: BuildConfig, layout: RunLayout, texts: list[str], batch_size: int = 8) -> list[str]:
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .export import MERGED_DIR
-    from .train import ADAPTER_DIR, adapter_base_path
-
-    merged, adapter = run_dir / MERGED_DIR, run_dir / ADAPTER_DIR
-    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    if (merged / "config.json").exists():
-        model = AutoModelForCausalLM.from_pretrained(str(merged), dtype=dtype, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(str(merged), local_files_only=True)
-    elif (adapter / "adapter_config.json").exists():
-        base = str(adapter_base_path(run_dir))
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, local_files_only=True)
-        model = PeftModel.from_pretrained(model, str(adapter))
-        tokenizer = AutoTokenizer.from_pretrained(str(adapter), local_files_only=True)
-    else:
-        raise EvalError(f"{adapter}: no trained adapter; run `invoke train` first")
+    model, tokenizer = models.load_for_inference(layout)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     tokenizer.padding_side = "left"
@@ -79,20 +67,8 @@ def generate_hf(cfg: BuildConfig, run_dir: Path, texts: list[str], batch_size: i
 
 
 def generate_gguf(cfg: BuildConfig, gguf: Path, texts: list[str]) -> list[str]:
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(gguf), n_ctx=min(cfg.model.max_seq_length, 4096), seed=cfg.seed,
-                verbose=False, n_threads=os.cpu_count(), n_gpu_layers=-1)
-    try:
-        outputs = []
-        for text in texts:
-            prompt = render_chatml(pair_messages(text), add_generation_prompt=True)
-            out = llm.create_completion(prompt, max_tokens=cfg.eval.max_new_tokens, temperature=0.0,
-                                        stop=STOP_TOKENS, seed=cfg.seed)
-            outputs.append(out["choices"][0]["text"].strip())
-        return outputs
-    finally:
-        llm.close()
+    with LlamaChat(gguf, n_ctx=min(cfg.model.max_seq_length, 4096), seed=cfg.seed, n_gpu_layers=-1) as llm:
+        return [llm.complete(text, cfg.eval.max_new_tokens).text.strip() for text in texts]
 
 
 def plot_cer(report: dict[str, Any], out_png: Path) -> None:
@@ -134,19 +110,19 @@ def gate(report: dict[str, Any], cfg: BuildConfig) -> dict[str, Any]:
     return result
 
 
-def evaluate(cfg: BuildConfig, run_dir: Path, systems: tuple[str, ...] = ("model", "gguf")) -> dict[str, Any]:
-    from .export import quant_gguf_name
-    from .metrics import identity_baseline, score
+def run(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = ("model", "gguf"), **_: Any) -> dict[str, Any]:
+    return evaluate(cfg, layout, systems)
 
-    run_dir = Path(run_dir)
-    rows = eval_rows(run_dir, cfg.eval.max_rows)
+
+def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = ("model", "gguf")) -> dict[str, Any]:
+    rows = eval_rows(layout, cfg.eval.max_rows)
     texts = [r["noisy"] for r in rows]
     report: dict[str, Any] = {"rows": len(rows), "baseline": identity_baseline(rows)}
     predictions: dict[str, list[str]] = {}
     if "model" in systems:
-        predictions["model"] = generate_hf(cfg, run_dir, texts)
+        predictions["model"] = generate_hf(cfg, layout, texts)
         report["model"] = score(rows, predictions["model"])
-    gguf = run_dir / quant_gguf_name(cfg.export.quant)
+    gguf = layout.gguf(cfg.export.quant)
     if "gguf" in systems:
         if gguf.exists():
             predictions["gguf"] = generate_gguf(cfg, gguf, texts)
@@ -158,7 +134,7 @@ def evaluate(cfg: BuildConfig, run_dir: Path, systems: tuple[str, ...] = ("model
     lines = [json.dumps({"id": r.get("id"), "lang": r["lang"], "noisy": r["noisy"], "clean": r["clean"],
                          **{k: v[i] for k, v in predictions.items()}}, ensure_ascii=False)
              for i, r in enumerate(rows)]
-    atomic_write_text(run_dir / "eval_predictions.jsonl", "".join(ln + "\n" for ln in lines))
-    atomic_write_json(run_dir / "eval.json", report)
-    plot_cer(report, run_dir / "cer_by_lang.png")
+    atomic_write_text(layout.eval_predictions, "".join(ln + "\n" for ln in lines))
+    atomic_write_json(layout.eval_report, report)
+    plot_cer(report, layout.cer_plot)
     return report

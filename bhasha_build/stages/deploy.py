@@ -1,6 +1,6 @@
 """Deploy a run's Modelfile + q4_k_m GGUF to Ollama, then prove the deployed model answers right.
 
-Steps: read ``run_dir/Modelfile`` (validated by Ollama's parsing rules, FROM must stay inside the
+Steps: read the run's ``Modelfile`` (validated by Ollama's parsing rules, FROM must stay inside the
 run folder) -> version check (structured create needs Ollama >= 0.5.5) -> refuse an existing name
 unless ``force`` -> upload the GGUF blob (HEAD, then POST) and structured ``/api/create`` (or
 ``ollama create -f`` with ``use_cli``) -> ``/api/show`` round-trip: template, system and typed
@@ -9,7 +9,7 @@ parameters (stops included) must equal the Modelfile -> sanity prompt through ``
 ended on a stop token, not the length cap), mostly in the target script, and grapheme CER against
 the reference under ``deploy.sanity_max_cer`` when that is set (real models; tiny ones skip it).
 
-Output: ``run_dir/deploy.json`` (written atomically, also on failure) and the same dict returned,
+Output: the run's ``deploy.json`` (written atomically, also on failure) and the same dict returned,
 for the manifest's ``deploy`` key: name, host, ollama_version, digest (model manifest digest),
 gguf_digest, method, roundtrip, sanity{...}, status ("ok" | "flagged"), created, seconds.
 A failed round-trip or sanity check leaves the model in place, flagged in deploy.json, and raises
@@ -17,38 +17,39 @@ A failed round-trip or sanity check leaves the model in place, flagged in deploy
 
 Knobs: deploy.name, deploy.host (after --host and OLLAMA_HOST), deploy.timeout_s,
 deploy.sanity_max_cer, deploy.num_predict, seed; the script check reuses the data stage's rule
-(data.foreign_fraction within data.max_foreign_fraction, at least one letter of the script).
+(text.foreign_fraction within data.max_foreign_fraction, at least one letter of the script).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bhasha_build import data, metrics
-from bhasha_build.config import BuildConfig
-from bhasha_build.fsutil import atomic_write_text
-from bhasha_build.modelfile import (
-    MODELFILE_NAME,
+from bhasha_build.core import metrics
+from bhasha_build.core.config import BuildConfig
+from bhasha_build.core.errors import BhashaError
+from bhasha_build.core.fsutil import atomic_write_text, sha256_file
+from bhasha_build.core.layout import RunLayout
+from bhasha_build.core.ollama import (
+    OllamaClient,
+    OllamaError,
+    OllamaModelExistsError,
+    blob_digest,
+    cli_create,
+    full_name,
+    parse_show_parameters,
+    server_url,
+)
+from bhasha_build.core.text import LANG_SCRIPTS, detect_script, foreign_fraction
+from bhasha_build.stages.modelfile import (
     ModelfileError,
     format_params,
     parse_modelfile,
     resolve_from,
-)
-from bhasha_build.ollama import (
-    OllamaClient,
-    OllamaError,
-    OllamaModelExistsError,
-    cli_create,
-    file_digest,
-    full_name,
-    parse_show_parameters,
-    resolve_host,
 )
 
 # Used when the run has no eval split: a noisy Hindi line (lost nukta in बाज़ार, lost anusvara in
@@ -60,7 +61,7 @@ BUILTIN_SAMPLE = {
 }
 
 
-class DeployError(RuntimeError):
+class DeployError(BhashaError):
     """One-line deploy failure; ``report`` holds what was recorded (None if nothing was created)."""
 
     def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
@@ -68,16 +69,9 @@ class DeployError(RuntimeError):
         self.report = report
 
 
-def detect_script(text: str) -> str | None:
-    """The script most of ``text``'s letters are in (among the data stage's scripts)."""
-    counts = {s: data.foreign_fraction(text, s)[1] for s in set(data.LANG_SCRIPTS.values())}
-    best = max(counts, key=lambda s: counts[s])
-    return best if counts[best] else None
-
-
-def sanity_sample(run_dir: Path) -> dict[str, Any]:
-    """First OCR pair of run_dir/data/eval.jsonl (chat rows skipped), else BUILTIN_SAMPLE."""
-    path = run_dir / "data" / "eval.jsonl"
+def sanity_sample(layout: RunLayout) -> dict[str, Any]:
+    """First OCR pair of the run's eval split (chat rows skipped), else BUILTIN_SAMPLE."""
+    path = layout.eval_split
     if path.is_file():
         with path.open(encoding="utf-8") as fh:
             for line_no, line in enumerate(fh, 1):
@@ -86,7 +80,7 @@ def sanity_sample(run_dir: Path) -> dict[str, Any]:
                 row = json.loads(line)
                 if isinstance(row, dict) and row.get("noisy") and row.get("clean"):
                     return {
-                        "source": f"data/eval.jsonl:{line_no}",
+                        "source": f"{layout.rel(path)}:{line_no}",
                         "lang": row.get("lang"),
                         "noisy": row["noisy"],
                         "clean": row["clean"],
@@ -136,10 +130,10 @@ def roundtrip(
     return {"ok": not mismatches, "mismatches": mismatches}
 
 
-def run_sanity(client: OllamaClient, name: str, cfg: BuildConfig, sample: dict[str, Any]) -> dict[str, Any]:
+def check_served_model(client: OllamaClient, name: str, cfg: BuildConfig, sample: dict[str, Any]) -> dict[str, Any]:
     """One deterministic chat turn with the sample's noisy line; returns the checks and the answer."""
     script = (
-        data.LANG_SCRIPTS.get(str(sample.get("lang") or "")) or detect_script(sample["clean"]) or "Devanagari"
+        LANG_SCRIPTS.get(str(sample.get("lang") or "")) or detect_script(sample["clean"]) or "Devanagari"
     )
     options = {"temperature": 0, "seed": cfg.seed, "num_predict": cfg.deploy.num_predict}
     start = time.perf_counter()
@@ -149,7 +143,7 @@ def run_sanity(client: OllamaClient, name: str, cfg: BuildConfig, sample: dict[s
     seconds = time.perf_counter() - start
     answer = metrics.normalize_hyp((reply.get("message") or {}).get("content") or "")
     # The data stage's rule for "in the target script": foreign letters within data.max_foreign_fraction.
-    foreign, native = data.foreign_fraction(answer, script)
+    foreign, native = foreign_fraction(answer, script)
     result: dict[str, Any] = {
         "endpoint": "/api/chat",
         "options": options,
@@ -186,8 +180,14 @@ def run_sanity(client: OllamaClient, name: str, cfg: BuildConfig, sample: dict[s
     return result
 
 
-def _write_report(run_dir: Path, report: dict[str, Any]) -> None:
-    atomic_write_text(run_dir / "deploy.json", json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+def _write_report(layout: RunLayout, report: dict[str, Any]) -> None:
+    atomic_write_text(layout.deploy_report, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+
+
+def run(cfg: BuildConfig, layout: RunLayout, name: str | None = None, host: str | None = None,
+        replace: bool = False, use_cli: bool = False, **_: Any) -> dict[str, Any]:
+    """The deploy stage (its runner's --force is the stage's; ``replace`` is deploy --force)."""
+    return deploy(layout.root, cfg, name=name, host=host, force=replace, use_cli=use_cli)
 
 
 def deploy(
@@ -205,17 +205,17 @@ def deploy(
     Raises DeployError / OllamaError / ModelfileError with one-line messages.
     """
     started = time.perf_counter()
-    run_dir = Path(run_dir)
+    layout = RunLayout(Path(run_dir))
     name = name or cfg.deploy.name
-    host_url = resolve_host(host or os.environ.get("OLLAMA_HOST") or cfg.deploy.host)
-    modelfile_path = run_dir / MODELFILE_NAME
+    host_url = server_url(host, cfg.deploy.host)
+    modelfile_path = layout.modelfile
     if not modelfile_path.is_file():
         raise DeployError(f"{modelfile_path} not found; run `invoke modelfile` first")
     mf = parse_modelfile(modelfile_path.read_text(encoding="utf-8"))
     gguf = resolve_from(modelfile_path, mf.from_)
     if not gguf.is_file():
         raise DeployError(
-            f"the Modelfile's FROM {mf.from_!r} does not exist in {run_dir}; run `invoke export`"
+            f"the Modelfile's FROM {mf.from_!r} does not exist in {layout.root}; run `invoke export`"
         )
     if mf.adapters:
         raise DeployError("ADAPTER lines are not supported: export merges the LoRA into the GGUF")
@@ -227,7 +227,7 @@ def deploy(
         raise OllamaModelExistsError(
             f"model '{full_name(name)}' already exists on {host_url}; pass --force to replace it"
         )
-    gguf_digest = file_digest(gguf)
+    gguf_digest = blob_digest(gguf)
     if use_cli:
         cli_create(name, modelfile_path, host_url, timeout=max(cfg.deploy.timeout_s, 600.0))
     else:
@@ -250,13 +250,13 @@ def deploy(
         "digest": client.model_digest(name),
         "gguf_digest": gguf_digest,
         "method": "cli" if use_cli else "api",
-        "modelfile_sha256": file_digest(modelfile_path).removeprefix("sha256:"),
+        "modelfile_sha256": sha256_file(modelfile_path),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     report["roundtrip"] = roundtrip(client.show(name), mf.template, mf.system, parameters)
     if report["roundtrip"]["ok"]:
         try:
-            report["sanity"] = run_sanity(client, name, cfg, sanity_sample(run_dir))
+            report["sanity"] = check_served_model(client, name, cfg, sanity_sample(layout))
         except OllamaError as exc:
             report["sanity"] = {"ok": False, "failures": [str(exc)]}
     else:
@@ -264,7 +264,7 @@ def deploy(
     ok = report["roundtrip"]["ok"] and report["sanity"]["ok"]
     report["status"] = "ok" if ok else "flagged"
     report["seconds"] = round(time.perf_counter() - started, 3)
-    _write_report(run_dir, report)
+    _write_report(layout, report)
     if not report["roundtrip"]["ok"]:
         raise DeployError(
             f"'{report['name']}' on {host_url} does not match the Modelfile after create "

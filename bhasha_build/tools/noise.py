@@ -33,8 +33,8 @@ from typing import Any
 
 import regex
 
-from bhasha_build.fsutil import atomic_write_text
-from bhasha_build.metrics import corpus_cer, edit_distance, graphemes
+from bhasha_build.core.fsutil import atomic_write_text
+from bhasha_build.core.metrics import corpus_cer, edit_distance, graphemes
 
 Repl = Callable[[regex.Match, random.Random], str]
 

@@ -1,4 +1,4 @@
-"""Preflight checks for the appliance: `invoke doctor` (or `python -m bhasha_build.doctor`).
+"""Preflight checks for the appliance: `invoke doctor` (or `python -m bhasha_build.tools.doctor`).
 
 Each check answers one question with ok / warn / fail and a one-line detail:
   driver       NVIDIA driver new enough for the CUDA that torch (and the image) was built for
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO
 
 if TYPE_CHECKING:
-    from bhasha_build.config import BuildConfig
+    from bhasha_build.core.config import BuildConfig
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -199,11 +199,11 @@ def check_disk(cfg: BuildConfig) -> Check:
 
 
 def check_toolchain() -> Check:
-    """Use bhasha_build.toolchain's own view (toolchain_dir/info) of the pinned converter."""
+    """Use bhasha_build.core.toolchain's own view (toolchain_dir/info) of the pinned converter."""
     try:
-        toolchain = importlib.import_module("bhasha_build.toolchain")
+        toolchain = importlib.import_module("bhasha_build.core.toolchain")
     except ImportError as exc:
-        return Check("toolchain", "warn", f"bhasha_build.toolchain not importable ({exc})")
+        return Check("toolchain", "warn", f"bhasha_build.core.toolchain not importable ({exc})")
     target = toolchain.toolchain_dir()
     try:
         data = toolchain.info()
@@ -216,7 +216,7 @@ def check_toolchain() -> Check:
         return Check(
             "toolchain",
             "fail",
-            f"not prepared in {target} ({pin}); run `python -m bhasha_build.toolchain prepare`",
+            f"not prepared in {target} ({pin}); run `python -m bhasha_build.core.toolchain prepare`",
         )
     if not data.get("binding_version"):
         return Check(
@@ -226,32 +226,26 @@ def check_toolchain() -> Check:
 
 
 def check_ollama(host: str, timeout: float = 3.0) -> Check:
-    import requests
+    """The server `invoke deploy` would use (ollama.server_url) answers /api/version."""
+    from bhasha_build.core.ollama import OllamaClient, OllamaError
 
-    url = host.rstrip("/") + "/api/version"
     try:
-        resp = requests.get(url, timeout=timeout)
-        resp.raise_for_status()
-    except requests.RequestException as exc:
-        reason = type(exc).__name__
-        return Check("ollama", "fail", f"{url} unreachable ({reason}); deploy needs a running Ollama")
-    try:
-        version = resp.json().get("version")
-    except (ValueError, AttributeError):
-        return Check("ollama", "fail", f"{url} answered, but not with JSON: not an Ollama server?")
-    if not version:
-        return Check("ollama", "warn", f"{url} answered without a version")
+        version = OllamaClient(host, timeout=timeout).version()
+    except OllamaError as exc:
+        return Check("ollama", "fail", f"{exc}; deploy needs a running Ollama")
     return Check("ollama", "ok", f"{host} answers, version {version}")
 
 
 def doctor(cfg: BuildConfig) -> list[Check]:
+    from bhasha_build.core.ollama import server_url
+
     nvidia = _nvidia()
     return [
         check_driver(nvidia),
         check_gpu_memory(cfg, nvidia),
         check_disk(cfg),
         check_toolchain(),
-        check_ollama(cfg.deploy.host, timeout=min(3.0, cfg.deploy.timeout_s)),
+        check_ollama(server_url(None, cfg.deploy.host), timeout=min(3.0, cfg.deploy.timeout_s)),
     ]
 
 
@@ -281,10 +275,10 @@ print_report = print_checks  # the name tasks.py's `invoke doctor` calls
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from bhasha_build.config import ConfigError, load_config
+    from bhasha_build.core.config import ConfigError, load_config
 
     parser = argparse.ArgumentParser(
-        prog="python -m bhasha_build.doctor", description=__doc__.splitlines()[0]
+        prog="python -m bhasha_build.tools.doctor", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--profile")
     parser.add_argument("--config")

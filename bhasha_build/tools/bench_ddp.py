@@ -1,6 +1,6 @@
 """Multi-GPU proof: the same data and steps on 1 GPU and on N GPUs, through the project's launcher.
 
-Both runs are `python -m bhasha_build.launch train` (what `invoke train --gpus N` starts under
+Both runs are `python -m bhasha_build.stages.launch train` (what `invoke train --gpus N` starts under
 torchrun) on the same train.jsonl, with the same effective batch: 1 GPU with grad_accum = N, and N
 GPUs (torchrun, DDP) with grad_accum 1. Accelerate shards each global batch over the ranks, so both
 see the same examples at every optimizer step: their step losses must agree within
@@ -29,8 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .bench import _env, _gpu, _random_words, _write_rows
-from .launch import torchrun_command
+from bhasha_build.core.layout import RunLayout
+from bhasha_build.stages.launch import torchrun_command
+from bhasha_build.stages.train import read_log
+from bhasha_build.tools.bench import _env, _gpu, _random_words, write_train_split
 
 
 def _sets(runs_dir: Path, run: str, model_dir: Path, args: argparse.Namespace, grad_accum: int) -> list[str]:
@@ -55,11 +57,6 @@ def echo_rows(n: int, seq: int, model_dir: Path, seed: int = 0) -> list[dict[str
         text = _random_words(rng, words)
         rows.append({"id": f"e{i}", "lang": "hi", "noisy": text, "clean": text})
     return rows
-
-
-def read_log(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "train_log.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
 
 
 def compare(single: list[dict[str, Any]], multi: list[dict[str, Any]], warmup: int, rel_tol: float,
@@ -113,7 +110,7 @@ def _run(cmd: list[str], env: dict[str, str], log: Path) -> tuple[int, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bhasha_build.bench_ddp", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bhasha_build.tools.bench_ddp", description=__doc__.split("\n")[0])
     parser.add_argument("--gpus", type=int, default=2)
     parser.add_argument("--backend", default="hf", choices=["hf", "unsloth"])
     parser.add_argument("--size", default="1.5B")
@@ -142,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     model_dir = Path(args.model_dir or Path(tempfile.gettempdir()) / f"bhasha-bench-qwen2.5-{args.size}")
     if not (model_dir / "config.json").exists():
-        from .tiny import build_qwen25_shaped
+        from bhasha_build.core.tiny import build_qwen25_shaped
 
         build_qwen25_shaped(model_dir, args.size)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bhasha-ddp-"))
@@ -157,21 +154,22 @@ def main(argv: list[str] | None = None) -> int:
             saved = work / f"{run_name}.json"
             runs[name] = json.loads(saved.read_text()) if saved.exists() else {"rc": None, "log": []}
             continue
-        _write_rows(work / run_name / "data" / "train.jsonl", rows)
+        layout = RunLayout(work / run_name)
+        write_train_split(layout, rows)
         sets = [*_sets(work, run_name, model_dir, args, accum), *args.set]
         if nproc == 1:
-            cmd = [sys.executable, "-m", "bhasha_build.launch", "train", "--backend", args.backend,
+            cmd = [sys.executable, "-m", "bhasha_build.stages.launch", "train", "--backend", args.backend,
                    *[a for s in sets for a in ("--set", s)]]
             run_env = dict(env, CUDA_VISIBLE_DEVICES="" if args.cpu else "0")
         else:
             cmd = torchrun_command(nproc, sets=sets, backend=args.backend)
             run_env = dict(env, CUDA_VISIBLE_DEVICES="" if args.cpu else ",".join(str(i) for i in range(nproc)))
         rc, wall = _run(cmd, run_env, work / f"{run_name}.log")
-        manifest = work / run_name / "manifest.json"
+        manifest = layout.manifest
         stage = json.loads(manifest.read_text())["stages"].get("train", {}) if manifest.exists() else {}
         runs[name] = {"rc": rc, "wall_s": wall, "processes": nproc, "grad_accum": accum,
                       "distributed": stage.get("distributed"), "peak_memory_gib_rank0": stage.get("peak_memory_gib"),
-                      "train_loss": stage.get("train_loss"), "log": read_log(work / run_name)}
+                      "train_loss": stage.get("train_loss"), "log": read_log(layout.train_log)}
         (work / f"{run_name}.json").write_text(json.dumps(runs[name]))
     report = {"date": dt.date.today().isoformat(), "gpu": _gpu(), "gpus": args.gpus, "backend": args.backend,
               "size": args.size, "seq": args.seq, "batch_per_gpu": args.batch,

@@ -31,15 +31,18 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from bhasha_build.core.errors import BhashaError
+from bhasha_build.core.layout import RunLayout, check_run_name
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # bhasha_build/core/config.py → the checkout
 DEFAULT_CONFIG_FILE = REPO_ROOT / "bhasha.toml"
 ENV_PREFIX = "BHASHA__"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-class ConfigError(ValueError):
+class ConfigError(BhashaError, ValueError):
     """A config problem, already phrased as a one-line message for the user."""
 
 
@@ -155,6 +158,11 @@ class BuildConfig(Section):
     export: ExportConfig = ExportConfig()
     deploy: DeployConfig = DeployConfig()
 
+    @field_validator("run")
+    @classmethod
+    def _run_name(cls, value: str) -> str:
+        return check_run_name(value)
+
     @model_validator(mode="after")
     def _cross_field(self) -> BuildConfig:
         unknown = set(self.lora.target_modules) - set(LORA_TARGETS)
@@ -167,9 +175,14 @@ class BuildConfig(Section):
         return self
 
     @property
-    def run_dir(self) -> Path:
+    def layout(self) -> RunLayout:
+        """Every path of this run's folder (core/layout.py)."""
         root = Path(self.runs_dir)
-        return (root if root.is_absolute() else REPO_ROOT / root) / self.run
+        return RunLayout.for_run(root if root.is_absolute() else REPO_ROOT / root, self.run)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.layout.root
 
     def resolve_path(self, value: str) -> Path:
         path = Path(value)

@@ -23,10 +23,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .config import REPO_ROOT, BuildConfig, config_to_dict
-from .fsutil import atomic_write_json, sha256_file
+from bhasha_build.core.config import REPO_ROOT, BuildConfig, config_to_dict
+from bhasha_build.core.fsutil import atomic_write_json, sha256_file, sha256_path, size_of
+from bhasha_build.core.layout import RunLayout
 
-MANIFEST = "manifest.json"
 LOCK_FILE = REPO_ROOT / "requirements" / "lock.txt"
 IMAGE_INFO = Path("/etc/bhasha-build/image.json")
 PACKAGES = ["torch", "transformers", "unsloth", "unsloth_zoo", "trl", "peft", "datasets", "accelerate",
@@ -92,7 +92,7 @@ class Manifest:
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / MANIFEST
+        self.path = RunLayout(self.run_dir).manifest
 
     def load(self) -> dict[str, Any]:
         if self.path.exists():
@@ -111,7 +111,7 @@ class Manifest:
 
     def init(self, cfg: BuildConfig) -> dict[str, Any]:
         """(Re)stamp provenance; keeps stage results and artifacts of earlier stages."""
-        from . import toolchain
+        from bhasha_build.core import toolchain
 
         resolved = config_to_dict(cfg)
         data = self.load()
@@ -135,8 +135,8 @@ class Manifest:
 
     def artifact(self, key: str, path: Path, **extra: Any) -> dict[str, Any]:
         path = Path(path)
-        entry = {"path": os.path.relpath(path, self.run_dir), "sha256": sha256_file(path),
-                 "bytes": path.stat().st_size, **extra}
+        entry = {"path": Path(os.path.relpath(path, self.run_dir)).as_posix(), "sha256": sha256_path(path),
+                 "bytes": size_of(path), **({"kind": "folder"} if path.is_dir() else {}), **extra}
         self.update(artifacts={key: entry})
         return entry
 
@@ -161,8 +161,7 @@ class Manifest:
             fields["inputs_sha256"] = inputs_sha256
         self.set_stage(name, **fields)
 
-    def stage_is_current(self, name: str, inputs_sha256: str, outputs: list[Path]) -> bool:
-        """True when the stage finished on the same inputs and its outputs still exist."""
+    def stage_is_current(self, name: str, inputs_sha256: str) -> bool:
+        """True when the stage last finished on the same inputs (the runner checks its outputs)."""
         stage = self.load().get("stages", {}).get(name, {})
-        return (stage.get("status") in ("done", "skipped") and stage.get("inputs_sha256") == inputs_sha256
-                and all(Path(p).exists() for p in outputs))
+        return stage.get("status") in ("done", "skipped") and stage.get("inputs_sha256") == inputs_sha256

@@ -11,7 +11,7 @@ time.
 Knobs (env): BHASHA_TOOLCHAIN_CACHE (cache root, default ~/.cache/bhasha-build/toolchain),
 BHASHA_LLAMA_SDIST (path of an already downloaded sdist, for offline images).
 
-CLI: `python -m bhasha_build.toolchain prepare|info`.
+CLI: `python -m bhasha_build.core.toolchain prepare|info`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .fsutil import sha256_file
+from bhasha_build.core.fsutil import sha256_file
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 SDIST_NAME = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
@@ -144,13 +144,13 @@ def convert_to_gguf(hf_dir: str | Path, out_file: str | Path, outtype: str = "f1
     out_file = Path(out_file)
     tmp_out = out_file.with_name(f".{out_file.name}.partial")
     report = out_file.with_name(f".{out_file.name}.convert.json")
-    cmd = [sys.executable, "-m", "bhasha_build.convert_wrapper", "--toolchain", str(tool),
+    cmd = [sys.executable, "-m", "bhasha_build.core.convert_wrapper", "--toolchain", str(tool),
            "--report", str(report)]
     if register_pre_tokenizer:
         cmd += ["--register-pre-tokenizer", register_pre_tokenizer]
     cmd += ["--", str(hf_dir), "--outfile", str(tmp_out), "--outtype", outtype]
     print("+", " ".join(cmd), flush=True)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parent.parent),
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
                                                                     os.environ.get("PYTHONPATH")])))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0 or not tmp_out.exists():
@@ -189,7 +189,7 @@ def quantize(in_file: str | Path, out_file: str | Path, quant: str = "Q4_K_M", t
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m bhasha_build.toolchain")
+    parser = argparse.ArgumentParser(prog="python -m bhasha_build.core.toolchain")
     parser.add_argument("action", choices=["prepare", "info"])
     parser.add_argument("--sdist", help="local sdist instead of downloading it")
     parser.add_argument("--force", action="store_true")

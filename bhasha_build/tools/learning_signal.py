@@ -34,13 +34,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-WORDLISTS = REPO / "data" / "wordlists"
-CLEAN_LINES = REPO / "data" / "clean"
+from bhasha_build.core.config import REPO_ROOT
+from bhasha_build.core.errors import BhashaError
+from bhasha_build.core.fsutil import atomic_dir, atomic_write_bytes, atomic_write_json, safe_extract, sha256_file
+from bhasha_build.core.layout import RunLayout
+
+WORDLISTS = REPO_ROOT / "data" / "wordlists"
+CLEAN_LINES = REPO_ROOT / "data" / "clean"
 LANGS = ("hi", "bn", "ta")
 END_MARK = {"hi": "।", "bn": "।", "ta": "."}
-PACKED_NAMES = ("base-model", "adapter", "data/eval.jsonl", "data/stats.json", "manifest.json", "train_log.jsonl",
-                "loss.png")
+PARTS_INDEX = "parts.json"  # written beside the parts: each part's name, size and sha256
+
+
+def packed_paths(layout: RunLayout) -> list[Path]:
+    """What export + eval need from a trained run folder (core/layout.py names them)."""
+    return [layout.base_model, layout.adapter, layout.eval_split, layout.data_stats, layout.manifest,
+            layout.train_log, layout.loss_plot]
+
+
+class SignalError(BhashaError):
+    """The check's own inputs are missing or not what was packed (one line)."""
 
 
 def load_wordlist(lang: str, folder: Path = WORDLISTS) -> tuple[list[str], list[float]]:
@@ -59,7 +72,7 @@ def load_wordlist(lang: str, folder: Path = WORDLISTS) -> tuple[list[str], list[
 
 def clean_lines(lang: str, count: int, rng: random.Random) -> list[str]:
     """The hand-written lines of data/clean, then `count` distinct synthetic clean lines of `lang`."""
-    from .noise import read_clean
+    from bhasha_build.tools.noise import read_clean
 
     words, weights = load_wordlist(lang)
     seen: set[str] = set()
@@ -84,9 +97,9 @@ def clean_lines(lang: str, count: int, rng: random.Random) -> list[str]:
 
 def make_pairs(out_file: Path, lines_per_lang: int, rate: float, identity_fraction: float, seed: int) -> dict[str, Any]:
     """Write the shuffled pairs file; returns counts and the baseline CER of what was written."""
-    from .fsutil import atomic_write_text
-    from .metrics import corpus_cer
-    from .noise import add_noise
+    from bhasha_build.core.fsutil import atomic_write_text
+    from bhasha_build.core.metrics import corpus_cer
+    from bhasha_build.tools.noise import add_noise
 
     rng = random.Random(seed)
     rows = []
@@ -100,48 +113,62 @@ def make_pairs(out_file: Path, lines_per_lang: int, rate: float, identity_fracti
             "identity_cer": round(corpus_cer([r["noisy"] for r in rows], [r["clean"] for r in rows]), 4)}
 
 
-def pack_run(run_dir: Path, parts_dir: Path, part_mib: int) -> list[Path]:
-    """tar.gz of what export + eval need, split into parts of at most part_mib MiB (transfer limits)."""
+def pack_run(layout: RunLayout, parts_dir: Path, part_mib: int) -> list[Path]:
+    """tar.gz of what export + eval need, split into parts of at most part_mib MiB (transfer limits),
+    with parts.json recording each part's sha256 (the parts travel between machines unsigned)."""
     buffer = io.BytesIO()  # a few tens of MB: built in memory, so only the parts touch the disk
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name in PACKED_NAMES:
-            if (run_dir / name).exists():
-                tar.add(run_dir / name, arcname=name)
+        for path in packed_paths(layout):
+            if path.exists():
+                tar.add(path, arcname=layout.rel(path))
     data, size = buffer.getvalue(), part_mib * 2**20
     parts_dir.mkdir(parents=True, exist_ok=True)
     parts = []
     for i in range(0, len(data), size):
         part = parts_dir / f"run.tar.gz.part{i // size:02d}"
-        part.write_bytes(data[i : i + size])
+        atomic_write_bytes(part, data[i : i + size])
         parts.append(part)
+    index = [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in parts]
+    atomic_write_json(parts_dir / PARTS_INDEX, {"parts": index})
     return parts
 
 
-def unpack_run(parts_dir: Path, run_dir: Path) -> None:
-    parts = sorted(parts_dir.glob("run.tar.gz.part*"))
-    if not parts:
-        raise FileNotFoundError(f"{parts_dir}: no run.tar.gz.part* files")
-    blob = b"".join(p.read_bytes() for p in parts)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
-        for member in tar.getmembers():  # own archive, but never write outside the run folder
-            if member.name.startswith(("/", "..")) or ".." in Path(member.name).parts:
-                raise ValueError(f"{parts_dir}: unsafe path in archive: {member.name}")
-        tar.extractall(run_dir)
+def unpack_run(parts_dir: Path, layout: RunLayout) -> list[str]:
+    """Verify every part against parts.json, then extract plain files and folders only into a temp
+    folder that replaces the run folder whole (fsutil.safe_extract; nothing lands outside it)."""
+    index_file = parts_dir / PARTS_INDEX
+    if not index_file.exists():
+        raise SignalError(f"{index_file}: missing; the parts cannot be checked (pack them with --phase gpu)")
+    try:
+        index = json.loads(index_file.read_text())["parts"]
+    except (ValueError, KeyError, TypeError):
+        raise SignalError(f"{index_file}: not a parts index") from None
+    for entry in index:
+        part = parts_dir / Path(entry["name"]).name
+        if not part.is_file():
+            raise SignalError(f"{part}: missing (listed in {index_file.name})")
+        if (actual := sha256_file(part)) != entry["sha256"]:
+            raise SignalError(f"{part}: sha256 {actual} is not {entry['sha256']} (listed in {index_file.name})")
+    blob = b"".join((parts_dir / Path(e["name"]).name).read_bytes() for e in index)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar, atomic_dir(layout.root) as tmp:
+            return safe_extract(tar, tmp)
+    except (tarfile.TarError, ValueError) as exc:
+        raise SignalError(f"{parts_dir}: {exc}") from None
 
 
 def _config(profile: str, sets: Sequence[str]):
-    from .config import load_config
+    from bhasha_build.core.config import load_config
 
     return load_config(None, profile=profile, overrides=list(sets))
 
 
 def phase_gpu(profile: str, sets: Sequence[str], parts_dir: Path | None, part_mib: int) -> dict[str, Any]:
-    from .train import import_unsloth_first
+    from bhasha_build.stages.train import import_unsloth_first
 
     cfg = _config(profile, sets)
     import_unsloth_first(cfg)
-    from . import pipeline
+    from bhasha_build.stages import pipeline
 
     data = pipeline.run_data(cfg, force=True)
     train = pipeline.run_train(cfg, force=True)
@@ -150,19 +177,19 @@ def phase_gpu(profile: str, sets: Sequence[str], parts_dir: Path | None, part_mi
               "train": {k: train.get(k) for k in ("global_step", "train_loss", "final_logged_loss", "seconds",
                                                   "tokens_per_s_median", "peak_memory_gib", "packing_strategy",
                                                   "optim_used", "backend")}}
-    manifest = json.loads((cfg.run_dir / "manifest.json").read_text())
+    manifest = json.loads(cfg.layout.manifest.read_text())
     result["pretrain"] = manifest["stages"]["data"].get("tiny_pretrain")
     result["hardware"] = manifest.get("hardware")
     if parts_dir is not None:
-        result["parts"] = [p.name for p in pack_run(cfg.run_dir, parts_dir, part_mib)]
+        result["parts"] = [p.name for p in pack_run(cfg.layout, parts_dir, part_mib)]
     return result
 
 
 def phase_finish(profile: str, sets: Sequence[str], parts_dir: Path | None) -> dict[str, Any]:
     cfg = _config(profile, sets)
     if parts_dir is not None:
-        unpack_run(parts_dir, cfg.run_dir)
-    from . import pipeline
+        unpack_run(parts_dir, cfg.layout)
+    from bhasha_build.stages import pipeline
 
     export = pipeline.run_export(cfg, force=True)
     report = pipeline.run_eval(cfg)
@@ -179,7 +206,8 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bhasha_build.learning_signal", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bhasha_build.tools.learning_signal",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("phase", choices=["prepare", "gpu", "finish", "all"])
     parser.add_argument("--profile", default="signal-gpu", help="config profile of the run")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
@@ -200,6 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("error: the gpu phase needs a CUDA GPU; run `--phase gpu --parts-dir P` on the GPU box and "
                   "`--phase finish --parts-dir P` here, or pass --allow-cpu with a shrunk --set", file=sys.stderr)
             return 1
+    try:
+        return _main(args)
+    except BhashaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _main(args: argparse.Namespace) -> int:
     parts_dir = Path(args.parts_dir) if args.parts_dir else None
     result: dict[str, Any] = {"phase": args.phase}
     cfg = _config(args.profile, args.set)

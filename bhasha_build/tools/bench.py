@@ -3,13 +3,13 @@ vs a raw Unsloth loop, at the exact Qwen2.5 architecture, in ONE run on ONE card
 
 Parts (each in its own process: importing unsloth patches transformers, and memory peaks must not
 leak between parts):
-  project_dense   bhasha_build.train.train() on dense 2048-token rows (packing off, bs 8)
+  project_dense   bhasha_build.stages.train.train() on dense 2048-token rows (packing off, bs 8)
   baseline_hf     plain transformers + peft + bitsandbytes 4-bit loop, same LoRA/seq/optimizer/batch,
                   PEFT's documented QLoRA recipe (prepare_model_for_kbit_training: fp32 norms/head)
   baseline_hf_lean  the same without the fp32 upcast (bf16 head, gradient checkpointing): a stronger
                   baseline, so the speed-up is not flattered by the recipe
   raw_unsloth     FastLanguageModel + get_peft_model + a bare torch loop, same shapes
-  project_ocr     bhasha_build.train.train() on OCR-length rows (64–384 tokens) with packing
+  project_ocr     bhasha_build.stages.train.train() on OCR-length rows (64–384 tokens) with packing
                   (packing_strategy auto: padding_free with a varlen kernel, else dense_rows)
   project_ocr_padding_free  the same forced to padding-free packing (exact isolation)
   project_ocr_unpacked  the same rows without packing (what packing buys)
@@ -32,6 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bhasha_build.core.fsutil import atomic_write_text
+from bhasha_build.core.layout import RunLayout
+from bhasha_build.core.manifest import Manifest
 
 PARTS = ["project_dense", "baseline_hf", "baseline_hf_lean", "raw_unsloth", "project_ocr", "project_ocr_padding_free",
          "project_ocr_unpacked"]
@@ -60,14 +64,16 @@ def _random_words(rng: random.Random, n: int) -> str:
     return " ".join("".join(rng.choice(alphabet) for _ in range(rng.randint(2, 7))) for _ in range(n))
 
 
-def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+def write_train_split(layout: RunLayout, rows: list[dict[str, str]]) -> None:
+    """Benchmark rows as a run's train split, recorded in its manifest as the data stage would (the rows
+    are synthetic, not data-stage output, so the train stage's input check has a record to verify)."""
+    atomic_write_text(layout.train_split, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    Manifest(layout.root).artifact("train_split", layout.train_split)
 
 
 def _bench_config(model_dir: Path, run_dir: Path, args: argparse.Namespace, packing: bool, steps: int,
                   strategy: str = "auto"):
-    from .config import BuildConfig
+    from bhasha_build.core.config import BuildConfig
 
     return BuildConfig.model_validate({
         "run": run_dir.name, "runs_dir": str(run_dir.parent), "seed": 3407,
@@ -85,7 +91,7 @@ def _project_part(model_dir: Path, args: argparse.Namespace, rows_kind: str, pac
     import torch
     from transformers import AutoTokenizer
 
-    from .train import train
+    from bhasha_build.stages.train import read_log, train
 
     rng = random.Random(0)
     tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -105,13 +111,13 @@ def _project_part(model_dir: Path, args: argparse.Namespace, rows_kind: str, pac
             text = _random_words(rng, words)
             rows.append({"id": f"o{i}", "lang": "hi", "noisy": text[: len(text) // 2], "clean": text})
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp) / "bench"
-        _write_rows(run_dir / "data" / "train.jsonl", rows)
-        cfg = _bench_config(model_dir, run_dir, args, packing, steps, strategy)
+        layout = RunLayout(Path(tmp) / "bench")
+        write_train_split(layout, rows)
+        cfg = _bench_config(model_dir, layout.root, args, packing, steps, strategy)
         torch.cuda.reset_peak_memory_stats()
         profile: dict[str, Any] = {}
-        summary = train(cfg, run_dir, extra_callbacks=[_profiler_callback(args, profile)] if args.profile else None)
-        log = [json.loads(ln) for ln in (run_dir / "train_log.jsonl").read_text().splitlines() if ln.strip()]
+        summary = train(cfg, layout, extra_callbacks=[_profiler_callback(args, profile)] if args.profile else None)
+        log = read_log(layout.train_log)
     timed = [r for r in log if r["step"] > args.warmup and r.get("tokens_per_s")]
     tps = sorted(r["tokens_per_s"] for r in timed)
     median = tps[len(tps) // 2] if tps else None
@@ -179,7 +185,7 @@ def _baseline_part(model_dir: Path, args: argparse.Namespace, lean: bool = False
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from .config import LORA_TARGETS
+    from bhasha_build.core.config import LORA_TARGETS
 
     model = AutoModelForCausalLM.from_pretrained(
         str(model_dir), dtype=torch.bfloat16, device_map={"": 0},
@@ -202,7 +208,7 @@ def _raw_unsloth_part(model_dir: Path, args: argparse.Namespace) -> dict[str, An
     import bitsandbytes as bnb
     import torch
 
-    from .config import LORA_TARGETS
+    from bhasha_build.core.config import LORA_TARGETS
 
     model, _ = FastLanguageModel.from_pretrained(str(model_dir), max_seq_length=args.seq, dtype=None,
                                                  load_in_4bit=True, local_files_only=True)
@@ -249,7 +255,7 @@ def _ratios(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bhasha_build.bench")
+    parser = argparse.ArgumentParser(prog="python -m bhasha_build.tools.bench")
     parser.add_argument("--out", default="bench/results.json")
     parser.add_argument("--mode", default="all")
     parser.add_argument("--part", default=None, help=argparse.SUPPRESS)
@@ -275,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = MODES.get(args.mode) or [p for p in args.mode.split(",") if p in PARTS]
     model_dir = Path(args.model_dir or Path(tempfile.gettempdir()) / f"bhasha-bench-qwen2.5-{args.size}")
     if not (model_dir / "config.json").exists():
-        from .tiny import build_qwen25_shaped
+        from bhasha_build.core.tiny import build_qwen25_shaped
 
         t0 = time.monotonic()
         build_qwen25_shaped(model_dir, args.size)
@@ -283,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     for part in parts:
         t0 = time.monotonic()
-        cmd = [sys.executable, "-m", "bhasha_build.bench", "--part", part, "--model-dir", str(model_dir),
+        cmd = [sys.executable, "-m", "bhasha_build.tools.bench", "--part", part, "--model-dir", str(model_dir),
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
                "--seq", str(args.seq), *(["--profile"] if args.profile else [])]
         print("+", " ".join(cmd), flush=True)

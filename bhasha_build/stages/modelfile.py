@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bhasha_build import chat
-from bhasha_build.config import REPO_ROOT, BuildConfig
-from bhasha_build.fsutil import atomic_write_text
+from bhasha_build.core import chat
+from bhasha_build.core.config import REPO_ROOT, BuildConfig
+from bhasha_build.core.errors import BhashaError
+from bhasha_build.core.fsutil import atomic_write_text
+from bhasha_build.core.layout import RunLayout
 
 TEMPLATE_FILE = REPO_ROOT / "Modelfile.template"
-GGUF_NAME = "model-q4_k_m.gguf"
-MODELFILE_NAME = "Modelfile"
 
 COMMANDS = ("from", "license", "template", "system", "adapter", "parameter", "message")
 MESSAGE_ROLES = ("system", "user", "assistant")
@@ -94,7 +94,7 @@ _GO_BOOL = {
 }
 
 
-class ModelfileError(ValueError):
+class ModelfileError(BhashaError, ValueError):
     """A Modelfile problem, phrased as one line for the user."""
 
 
@@ -425,8 +425,7 @@ def render_modelfile(
 ) -> str:
     """Render, validate and atomically write the Modelfile; returns its text.
 
-    ``invoke modelfile`` calls
-    ``render_modelfile(run_dir / "model-q4_k_m.gguf", run_dir / "Modelfile", cfg)``.
+    The modelfile stage (``run``) calls it with the run's GGUF and Modelfile paths (core/layout.py).
     """
     gguf_path, out_path = Path(gguf_path), Path(out_path)
     folder = out_path.parent.resolve()
@@ -445,3 +444,9 @@ def render_modelfile(
     validate_modelfile(text, out_path, cfg, system=system, template_file=template_file)
     atomic_write_text(out_path, text)
     return text
+
+
+def run(cfg: BuildConfig, layout: RunLayout, **_: Any) -> dict[str, Any]:
+    """The modelfile stage: render the run's Modelfile next to its GGUF."""
+    render_modelfile(layout.gguf(cfg.export.quant), layout.modelfile, cfg)
+    return {"path": layout.modelfile}

@@ -1,12 +1,12 @@
 """Run the vendored convert_hf_to_gguf.py, optionally registering this tokenizer's pre-tokenizer hash.
 
 The converter identifies a BPE pre-tokenizer by hashing the token ids of a fixed check text and
-refuses hashes it does not know. A tokenizer built locally by `bhasha_build.tiny` uses Qwen2's exact
+refuses hashes it does not know. A tokenizer built locally by `bhasha_build.core.tiny` uses Qwen2's exact
 split regex but has its own vocabulary, hence its own hash: with `--register-pre-tokenizer qwen2`
 that hash is registered as `qwen2` for this run. Known hashes (real Qwen2.5) go through untouched.
 No vendored file is edited.
 
-Usage: python -m bhasha_build.convert_wrapper --toolchain DIR [--register-pre-tokenizer NAME]
+Usage: python -m bhasha_build.core.convert_wrapper --toolchain DIR [--register-pre-tokenizer NAME]
        [--report FILE] -- <convert_hf_to_gguf.py arguments>
 """
 

@@ -14,7 +14,6 @@ Knobs:
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import os
@@ -27,6 +26,9 @@ from typing import Any
 
 import requests
 
+from bhasha_build.core.errors import BhashaError
+from bhasha_build.core.fsutil import sha256_file
+
 DEFAULT_HOST = "http://127.0.0.1:11434"
 DEFAULT_PORT = 11434
 MIN_VERSION = (0, 5, 5)
@@ -35,7 +37,7 @@ _CHUNK = 1 << 20
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-class OllamaError(RuntimeError):
+class OllamaError(BhashaError):
     """Base class; str(err) is a one-line message."""
 
 
@@ -116,13 +118,15 @@ def parse_version(text: str) -> tuple[int, int, int]:
     return parts[0], parts[1], parts[2]
 
 
-def file_digest(path: str | Path) -> str:
-    """'sha256:<hex>' of a file, streamed (GGUFs are gigabytes)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return f"sha256:{h.hexdigest()}"
+def blob_digest(path: str | Path) -> str:
+    """Ollama's name for a file's blob: 'sha256:<hex>' (fsutil's streamed sha256)."""
+    return f"sha256:{sha256_file(path)}"
+
+
+def server_url(explicit: str | None, configured: str) -> str:
+    """The Ollama server a command talks to: --host, else OLLAMA_HOST, else the config's deploy.host
+    (deploy, doctor and correct all ask here, so they check and use the same server)."""
+    return resolve_host(explicit or os.environ.get("OLLAMA_HOST") or configured)
 
 
 def full_name(name: str) -> str:
@@ -178,7 +182,7 @@ class OllamaClient:
         except requests.ConnectionError as exc:
             reason = _connection_reason(exc)
             raise OllamaUnreachableError(
-                f"Ollama is not reachable at {self.host} ({reason}); start it with "
+                f"Ollama is unreachable at {self.host} ({reason}); start it with "
                 f"`{COMPOSE_HINT}` or point --host/OLLAMA_HOST at a running server"
             ) from None
         except requests.Timeout:
@@ -207,9 +211,12 @@ class OllamaClient:
     def version(self) -> str:
         resp = self._request("GET", "/api/version")
         try:
-            return str(resp.json()["version"])
-        except (ValueError, KeyError, TypeError):
-            raise OllamaError(f"{self.host} answered /api/version without a version: is it Ollama?") from None
+            body = resp.json()
+        except ValueError:
+            raise OllamaError(f"{self.host} answered /api/version, but not with JSON: not an Ollama server?") from None
+        if not isinstance(body, dict) or not body.get("version"):
+            raise OllamaError(f"{self.host} answered /api/version without a version: is it Ollama?")
+        return str(body["version"])
 
     def check_version(self, minimum: tuple[int, int, int] = MIN_VERSION) -> str:
         """The server's version; OllamaTooOldError below ``minimum`` (0.0.0 = source build, accepted)."""
@@ -236,7 +243,7 @@ class OllamaClient:
     def push_blob(self, path: str | Path, digest: str | None = None) -> str:
         """Upload ``path`` unless the server has it; returns its 'sha256:<hex>' digest."""
         path = Path(path)
-        digest = digest or file_digest(path)
+        digest = digest or blob_digest(path)
         if self.blob_exists(digest):
             return digest
         with path.open("rb") as fh:

@@ -20,9 +20,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .chat import CHAT_TEMPLATE, ENDOFTEXT, IM_END, IM_START, QWEN_DEFAULT_SYSTEM, SPECIAL_TOKENS, SYSTEM_PROMPT
-from .config import TinyModelConfig
-from .fsutil import swap_in
+from bhasha_build.core.chat import (
+    CHAT_TEMPLATE,
+    ENDOFTEXT,
+    IM_END,
+    IM_START,
+    QWEN_DEFAULT_SYSTEM,
+    SPECIAL_TOKENS,
+    SYSTEM_PROMPT,
+)
+from bhasha_build.core.config import TinyModelConfig
+from bhasha_build.core.fsutil import swap_in
 
 # Qwen2's pre-tokenizer split pattern (tokenizer.json of Qwen2/Qwen2.5).
 QWEN2_SPLIT_REGEX = (
@@ -126,7 +134,7 @@ def build_tiny_model(
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / MARKER_FILE).write_text(json.dumps({
-            "builder": "bhasha_build.tiny", "pre_tokenizer": "qwen2", "seed": seed,
+            "builder": "bhasha_build.core.tiny", "pre_tokenizer": "qwen2", "seed": seed,
             "tokenizer_size": len(tokenizer), "shape": shape.model_dump(),
         }, indent=2))
         swap_in(tmp, out_dir)
@@ -177,7 +185,7 @@ def pretrain_echo(model_dir: str | Path, texts: list[str], steps: int = 200, lr:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .chat import render_chatml
+    from bhasha_build.core.chat import render_chatml
 
     model_dir = Path(model_dir)
     texts = [t for t in texts if t.strip()]

@@ -1,4 +1,4 @@
-"""Multi-GPU training: `invoke train --gpus N` → torchrun → one `python -m bhasha_build.launch train` per GPU.
+"""Multi-GPU training: `invoke train --gpus N` → torchrun → one `python -m bhasha_build.stages.launch train` per GPU.
 
 Engine: PyTorch DDP through torchrun (`python -m torch.distributed.run`) and the transformers Trainer
 (accelerate underneath) that TRL's SFTTrainer already is. Nothing home-made: each rank runs the normal
@@ -9,7 +9,7 @@ GPUs, gloo on CPU (the Trainer's choice; the CPU tests use gloo).
 Training backend under DDP: the config's `train.backend`, as on one GPU — Unsloth by default (its
 2026.10.9 release pins each rank's model to LOCAL_RANK), or `hf` (transformers + peft + TRL, QLoRA
 through bitsandbytes 4-bit, `device_map={"": LOCAL_RANK}`) with `--backend hf` / `--set train.backend="hf"`.
-Both were proven on 2×H200 (bench/RESULTS.md, `python -m bhasha_build.bench_ddp`): per-step losses of
+Both were proven on 2×H200 (bench/RESULTS.md, `python -m bhasha_build.tools.bench_ddp`): per-step losses of
 1 GPU (grad_accum 2) and 2 GPUs (grad_accum 1) agree within 6e-5 relative; Unsloth is the faster of
 the two at any GPU count (2 GPUs: 35.4k tok/s vs hf's 24.0k), hf scales better (1.80× vs 1.39×):
 Unsloth's activation offload (its gradient checkpointing) shares the host's memory path between ranks;
@@ -44,39 +44,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-ENGINE = "torchrun+ddp"  # torch DDP via the transformers Trainer (accelerate)
+from bhasha_build.core import dist
+from bhasha_build.core.errors import BhashaError
+
 TRAIN_BACKENDS = ("hf", "unsloth")
-
-
-def world_size() -> int:
-    """Processes in this job: torch.distributed when initialised, else torchrun's WORLD_SIZE, else 1."""
-    dist = sys.modules.get("torch.distributed")  # no torch import just to ask
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def global_rank() -> int:
-    """This process's global rank (0 on a single process)."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return int(os.environ.get("RANK", "0"))
-
-
-def is_main_process() -> bool:
-    """True on the one process that may write the run folder (global rank 0)."""
-    return global_rank() == 0
-
-
-def local_rank() -> int:
-    """Index of this process's GPU on its host (torchrun's LOCAL_RANK)."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def torchrun_command(nproc: int, profile: str | None = None, run: str | None = None, config: str | None = None,
@@ -108,7 +82,7 @@ def torchrun_command(nproc: int, profile: str | None = None, run: str | None = N
         # The rendezvous id ties the hosts of one job together; the run name is the same on all of them.
         cmd += ["--nnodes", str(nnodes), "--node_rank", str(node_rank), "--rdzv_backend", "c10d",
                 "--rdzv_endpoint", rdzv_endpoint, "--rdzv_id", f"bhasha-{run or 'default'}"]
-    cmd += ["--nproc_per_node", str(nproc), "-m", "bhasha_build.launch", "train"]
+    cmd += ["--nproc_per_node", str(nproc), "-m", "bhasha_build.stages.launch", "train"]
     for flag, value in (("--profile", profile), ("--config", config), ("--backend", backend)):
         if value:
             cmd += [flag, value]
@@ -123,18 +97,8 @@ def torchrun_command(nproc: int, profile: str | None = None, run: str | None = N
     return cmd
 
 
-def distributed_info(cfg: Any) -> dict[str, Any]:
-    """What the manifest records about the process layout of a train stage (any world size)."""
-    size = world_size()
-    dist = sys.modules.get("torch.distributed")
-    comm = dist.get_backend() if dist is not None and dist.is_available() and dist.is_initialized() else None
-    return {"world_size": size, "backend": cfg.train.backend, "engine": ENGINE if size > 1 else "single-process",
-            "ddp_backend": comm, "per_device_batch": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
-            "effective_batch": cfg.train.batch_size * cfg.train.grad_accum * size}
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bhasha_build.launch",
+    parser = argparse.ArgumentParser(prog="python -m bhasha_build.stages.launch",
                                      description="One rank of a torchrun training job (see module docstring).")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run the train stage on this rank")
@@ -153,32 +117,28 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry of each rank: resolve the config, run the train stage; rank 0 alone writes and reports."""
     args = _parser().parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from .config import ConfigError, load_config
+    from bhasha_build.core.config import load_config
 
     overrides = list(args.set)
     if args.run:
         overrides.append(f"run={json.dumps(args.run)}")
     if args.backend:
         overrides.append(f"train.backend={json.dumps(args.backend)}")
-    main_proc = is_main_process()
+    main_proc = dist.is_main_process()
     try:
         cfg = load_config(args.config, profile=args.profile, overrides=overrides)
-        if cfg.train.backend == "unsloth":
-            import unsloth  # noqa: F401  (patches transformers/peft/trl: must come first)
-        from . import pipeline
-        from .data import DataError
-        from .train import TrainError
+        from bhasha_build.stages.train import import_unsloth_first
+
+        import_unsloth_first(cfg)  # patches transformers/peft/trl: must come before the pipeline's imports
+        from bhasha_build.stages import pipeline
 
         summary = pipeline.run_train(cfg, resume=args.resume, force=args.force)
-    except (ConfigError, DataError, TrainError, FileNotFoundError) as exc:
+    except BhashaError as exc:
         if main_proc:  # every rank hits the same user error: say it once
             print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        dist = sys.modules.get("torch.distributed")
-        if dist is not None and dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        dist.destroy()
     if main_proc:
         print(json.dumps({k: summary.get(k) for k in ("global_step", "train_loss", "seconds", "distributed")}))
     return 0

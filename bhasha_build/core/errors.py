@@ -1,0 +1,18 @@
+"""The one base class of every user-facing failure.
+
+A `BhashaError` carries a message that is already one line a user can act on (it names the file,
+line or host and the reason). `tasks.py` and the torchrun entry (`stages/launch.py`) catch this class
+and nothing narrower, print `error: <message>` and exit 1; anything else is a bug and keeps its
+traceback. Each module defines its own subclass (ConfigError, DataError, TrainError, ...), so a
+caller can still catch one kind.
+"""
+
+from __future__ import annotations
+
+
+class BhashaError(Exception):
+    """A failure phrased as one line for the user; never shown with a traceback."""
+
+
+class StaleArtifactError(BhashaError):
+    """An input artifact is missing, or is not the file its producer recorded in the manifest."""

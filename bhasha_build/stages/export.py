@@ -1,0 +1,71 @@
+"""Export stage: merge LoRA → 16-bit HF folder → f16 GGUF → quantized GGUF (pinned llama.cpp).
+
+The adapter is always merged into a 16-bit reload of the base model in the base's own dtype
+(core/models.py; never into 4-bit weights: Unsloth's CPU backend cannot, and a merge into dequantized
+4-bit weights loses precision anyway). Each artifact is written under a temporary name and renamed
+when complete. The quantized GGUF's metadata is checked (architecture, file type, chat template, EOS)
+before the stage reports done (core/gguf.py).
+
+Knobs: export.quant (Q4_K_M default), export.keep_f16.
+Outputs (core/layout.py): merged/, model-f16.gguf, model-<quant>.gguf.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from bhasha_build.core import models, toolchain
+from bhasha_build.core.config import BuildConfig
+from bhasha_build.core.errors import BhashaError
+from bhasha_build.core.fsutil import atomic_dir
+from bhasha_build.core.gguf import check_gguf
+from bhasha_build.core.layout import RunLayout
+from bhasha_build.core.tiny import MARKER_FILE
+
+
+class ExportError(BhashaError):
+    """One-line, user-facing export problem."""
+
+
+def artifacts(cfg: BuildConfig, layout: RunLayout) -> dict[str, Path]:
+    """What the export stage records in the manifest (the f16 GGUF only while it is kept)."""
+    made = {"merged": layout.merged, "gguf": layout.gguf(cfg.export.quant)}
+    if cfg.export.keep_f16 or cfg.export.quant == "F16":
+        made["gguf_f16"] = layout.gguf_f16
+    return made
+
+
+def merge_adapter(layout: RunLayout) -> Path:
+    """Base model (16-bit) + adapter → merged/ (atomic)."""
+    model, tokenizer = models.load_with_adapter(layout)
+    model = model.merge_and_unload()
+    base = models.adapter_base_path(layout)
+    with atomic_dir(layout.merged) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        if (base / MARKER_FILE).exists():
+            shutil.copy2(base / MARKER_FILE, tmp / MARKER_FILE)
+    return layout.merged
+
+
+def run(cfg: BuildConfig, layout: RunLayout, **_: Any) -> dict[str, Any]:
+    toolchain.require()
+    merged = merge_adapter(layout)
+    marker = merged / MARKER_FILE
+    pre = json.loads(marker.read_text())["pre_tokenizer"] if marker.exists() else None
+    f16 = layout.gguf_f16
+    convert = toolchain.convert_to_gguf(merged, f16, outtype="f16", register_pre_tokenizer=pre)
+    quant = cfg.export.quant
+    out = layout.gguf(quant)
+    if quant == "F16":
+        shutil.copy2(f16, out)
+    else:
+        toolchain.quantize(f16, out, quant)
+    checks = check_gguf(out, quant)
+    if not cfg.export.keep_f16 and quant != "F16":
+        f16.unlink()
+    return {"merged": merged, "f16": f16 if f16.exists() else None, "gguf": out, "quant": quant,
+            "convert": convert, "checks": checks}
