@@ -37,7 +37,8 @@ def _imports(path: Path, name: str, modules: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
         else:
             continue
@@ -63,7 +64,7 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return [*stack[stack.index(nxt):], nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -115,9 +116,9 @@ def _spelled_paths(path: Path) -> list[str]:
             value = node.right.value
             if isinstance(value, str) and value.split("/")[0] in RUN_FOLDER_NAMES:
                 found.append(f"{path.relative_to(REPO)}:{node.lineno}: / {value!r}")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "." in node.value:
-            if any(re.fullmatch(rf"(.*/)?{re.escape(n)}", node.value) for n in RUN_FOLDER_NAMES if "." in n):
-                found.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and "." in node.value
+              and any(re.fullmatch(rf"(.*/)?{re.escape(n)}", node.value) for n in RUN_FOLDER_NAMES if "." in n)):
+            found.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
     return found
 
 

@@ -19,6 +19,7 @@ Knobs (section.key):
   train.backend, train.max_steps, train.epochs, train.learning_rate, train.batch_size,
   train.grad_accum, train.optim, train.packing, train.save_steps, train.logging_steps, ...
   eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance
+  guard.enabled, guard.max_edit_fraction, guard.max_length_ratio, guard.max_foreign_fraction
   export.quant, export.keep_f16
   deploy.name, deploy.host, deploy.timeout_s, deploy.sanity_max_cer
 """
@@ -133,6 +134,15 @@ class EvalConfig(Section):
     gguf_tolerance: float = Field(0.02, ge=0.0)  # q4_k_m CER may exceed HF CER by at most this
 
 
+class GuardConfig(Section):
+    """The do-no-harm guard (core/guard.py): keep the input when a correction is implausible."""
+
+    enabled: bool = True
+    max_edit_fraction: float = Field(0.35, gt=0.0)  # grapheme edits / input graphemes
+    max_length_ratio: float = Field(1.5, gt=1.0)  # output/input graphemes within [1/r, r]
+    max_foreign_fraction: float = Field(0.3, ge=0.0, le=1.0)  # letters outside the line's script
+
+
 class ExportConfig(Section):
     quant: Literal["Q4_K_M", "Q5_K_M", "Q8_0", "F16"] = "Q4_K_M"
     keep_f16: bool = True
@@ -155,6 +165,7 @@ class BuildConfig(Section):
     lora: LoraConfig = LoraConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    guard: GuardConfig = GuardConfig()
     export: ExportConfig = ExportConfig()
     deploy: DeployConfig = DeployConfig()
 
