@@ -16,11 +16,13 @@ help:
 	@echo "make demo | test | lint | image | image-smoke | train | export | deploy NAME=... | doctor | bench | bench-ddp GPUS=2 | signal"
 
 # CPU torch first (a plain torch requirement would pull a multi-GB CUDA build), then the one lock.
-$(BIN)/.installed: requirements/lock.txt requirements/torch.txt pyproject.toml
+$(BIN)/.installed: requirements/lock.txt requirements/torch.txt pyproject.toml scripts/llama-wheel.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip==26.3
 	$(BIN)/python -m pip install -r requirements/torch.txt
-	$(BIN)/python -m pip install -c requirements/torch.txt -r requirements/lock.txt
+	# llama-cpp-python is sdist-only: built once per CPU kind without AMX kernels (scripts/llama-wheel.sh says why)
+	wheel=$$(bash scripts/llama-wheel.sh $(BIN)/python) && \
+	  $(BIN)/python -m pip install -c requirements/torch.txt -r requirements/lock.txt "$$wheel"
 	# unsloth drags in torchvision, which breaks `import unsloth`/transformers next to CPU torch
 	$(BIN)/python -m pip uninstall -y -q torchvision || true
 	$(BIN)/python -m pip install --no-deps -e .

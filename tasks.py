@@ -234,14 +234,24 @@ def doctor(c, profile=None, run=None, config=None, set=None):
         raise Exit("error: doctor found failures (see above)", code=1)
 
 
-@task(help={"out": "JSON output file", "mode": "all | project | baseline | ocr (GPU benchmark parts)",
-            "steps": "timed steps per part", "size": "Qwen2.5 shape: 1.5B or 0.5B"})
-def bench(c, out="bench/results.json", mode="all", steps=20, size="1.5B"):
-    """Training throughput/memory benchmark (GPU): project path vs plain HF+PEFT, JSON out."""
-    cmd = [sys.executable, "-m", "bhasha_build.tools.bench", "--out", out, "--mode", mode, "--steps", str(steps),
-           "--size", size]
+@task(help={"out": "JSON output file (default bench/results.json, with --e2e bench/e2e.json)",
+            "mode": "parts: all | headline | levers | project | baseline | raw | ocr | PART[,PART]",
+            "steps": "timed steps per part", "size": "Qwen2.5 shape: 1.5B or 0.5B",
+            "e2e": "time the whole build instead: data, train, export, eval, modelfile (tools/bench_e2e.py)",
+            "stages": "with --e2e: which stages (comma list)", "pairs": "with --e2e: synthetic OCR pairs",
+            "same_shape_adapter": "with --e2e: export an untrained adapter of the same shape (no train stage here)"})
+def bench(c, out=None, mode="all", steps=20, size="1.5B", e2e=False, stages=None, pairs=10000,
+          same_shape_adapter=False):
+    """Training throughput/memory vs the strongest baseline (GPU), or --e2e: the whole build timed. JSON out."""
+    if e2e:
+        cmd = [sys.executable, "-m", "bhasha_build.tools.bench_e2e", "--out", out or "bench/e2e.json", "--size", size,
+               "--pairs", str(pairs), *(["--stages", stages] if stages else []),
+               *(["--same-shape-adapter"] if same_shape_adapter else [])]
+    else:
+        cmd = [sys.executable, "-m", "bhasha_build.tools.bench", "--out", out or "bench/results.json", "--mode", mode,
+               "--steps", str(steps), "--size", size]
     if _run(c, cmd) != 0:
-        raise Exit(f"error: the benchmark failed (see above; {out})", code=1)
+        raise Exit("error: the benchmark failed (see above)", code=1)
 
 
 @task(help={"out": "JSON output file", "gpus": "GPUs of the multi-GPU run (the other run uses 1)",

@@ -104,3 +104,40 @@ def test_missing_model_offline_says_what_to_mount(tmp_path: Path) -> None:
     cfg = load_config(env={"HF_HOME": str(tmp_path)}, overrides=['model.name="Qwen/NoSuch-0.1B"'])
     with pytest.raises(ModelError, match="mount its folder"):
         resolve_base_model(cfg, cfg.layout)
+
+
+def test_auto_micro_batch_needs_an_effective_batch_and_defaults_without_cuda(tmp_path: Path) -> None:
+    from bhasha_build.core.config import ConfigError
+    from bhasha_build.stages.train import choose_micro_batch
+
+    with pytest.raises(ConfigError, match="needs train.effective_batch"):
+        load_config(env={}, overrides=['train.batch_size="auto"'])
+    cfg = load_config(env={}, overrides=['train.batch_size="auto"', "train.effective_batch=16",
+                                         'train.gradient_checkpointing="auto"'])
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("on CUDA the micro-batch is measured (tests/test_bench.py on the GPU box)")
+    chosen, record = choose_micro_batch(cfg, torch.nn.Linear(2, 2))
+    assert (chosen.train.batch_size, chosen.train.grad_accum, chosen.train.gradient_checkpointing) == (8, 2, True)
+    assert record["chosen"] == {"batch_size": 8, "grad_accum": 2, "gradient_checkpointing": True}
+    assert "no CUDA" in record["mode"]
+    fixed, record = choose_micro_batch(load_config(env={}), torch.nn.Linear(2, 2))
+    assert record["mode"] == "fixed" and fixed.train.batch_size == 2
+
+
+def test_set_checkpointing_switches_every_layer() -> None:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from bhasha_build.stages.train import set_checkpointing
+
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2))
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    flags = lambda: {m.gradient_checkpointing for m in model.modules()  # noqa: E731
+                     if isinstance(getattr(m, "gradient_checkpointing", None), bool)}
+    assert flags() == {True}
+    set_checkpointing(model, False)
+    assert flags() == {False}
+    set_checkpointing(model, True)
+    assert flags() == {True}

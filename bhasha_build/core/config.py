@@ -112,15 +112,20 @@ class TrainConfig(Section):
     learning_rate: float = Field(2e-4, gt=0)
     lr_scheduler: str = "linear"
     warmup_steps: int = Field(5, ge=0)
-    batch_size: int = Field(2, ge=1)
+    # rows per device per micro-step, or "auto": the micro-batch (a divisor of train.effective_batch)
+    # that measures fastest on the card within train.vram_budget_gib (stages/train.py choose_micro_batch)
+    batch_size: int | Literal["auto"] = Field(2)
     grad_accum: int = Field(4, ge=1)
+    effective_batch: int | None = Field(None, ge=1)  # rows per optimizer step per device, for batch_size="auto"
+    vram_budget_gib: float | None = Field(None, gt=0)  # peak allowed while probing; None = 0.875 x the card
     optim: str = "paged_adamw_8bit"
     weight_decay: float = 0.01
     packing: bool = True
     # auto: padding_free where a varlen attention kernel exists (torch>=2.12 varlen_attn, flash-attn,
     # xformers), else dense_rows. See train.py for the trade-off.
     packing_strategy: Literal["auto", "padding_free", "dense_rows"] = "auto"
-    gradient_checkpointing: bool = True
+    # true/false, or "auto": off when it fits the VRAM budget and measures faster, else on (probed with batch_size)
+    gradient_checkpointing: bool | Literal["auto"] = True
     save_steps: int = Field(20, ge=1)
     save_total_limit: int = Field(3, ge=1)
     logging_steps: int = Field(1, ge=1)
@@ -183,6 +188,10 @@ class BuildConfig(Section):
             raise ValueError("data.mix_ratio > 0 needs data.chat_input")
         if self.model.load_in_4bit and self.model.dtype == "float32":
             raise ValueError("model.load_in_4bit needs a 16-bit compute dtype, not float32")
+        if self.train.batch_size == "auto" and not self.train.effective_batch:
+            raise ValueError("train.batch_size = \"auto\" needs train.effective_batch (rows per optimizer step)")
+        if isinstance(self.train.batch_size, int) and self.train.batch_size < 1:
+            raise ValueError("train.batch_size must be >= 1 or \"auto\"")
         return self
 
     @property

@@ -44,7 +44,9 @@ def estimate_vram_gib(cfg: BuildConfig, model_config: dict[str, Any]) -> dict[st
     lora_params = layers * cfg.lora.r * sum(lora_dims[m] for m in cfg.lora.target_modules)
     opt_bytes_per = 2.0 if "8bit" in cfg.train.optim else 8.0
     lora_bytes = lora_params * (4 + 4 + opt_bytes_per)
-    tokens = cfg.train.batch_size * cfg.model.max_seq_length
+    # batch_size "auto" is probed on the card (stages/train.py); the preflight checks the smallest micro-batch
+    batch = 1 if cfg.train.batch_size == "auto" else cfg.train.batch_size
+    tokens = batch * cfg.model.max_seq_length
     if cfg.train.backend == "unsloth":
         act_bytes = tokens * 60 * h if cfg.train.gradient_checkpointing else tokens * layers * (34 * h + 6 * inter)
         logits_bytes = 0.0  # fused, chunked cross-entropy: inside the activation figure

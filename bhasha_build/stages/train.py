@@ -101,11 +101,13 @@ def train(cfg: BuildConfig, layout: RunLayout, resume: bool = False, force: bool
     preflight = preflight_if_gpu(cfg, model_dir)
     set_seed(cfg.seed)
     model, tokenizer = (load_unsloth if cfg.train.backend == "unsloth" else load_hf)(cfg, model_dir)
+    cfg, micro_batch = choose_micro_batch(cfg, model)
     dataset = build_dataset(rows, tokenizer)
     ckpt = start_or_resume(layout, resume, force, inputs_sha256)
     trainer, packing = build_trainer(cfg, layout, model, tokenizer, dataset, stop_after_steps, extra_callbacks)
     result, seconds = fit(trainer, ckpt)
     summary = summarize(cfg, layout, trainer, result, seconds, ckpt, packing, preflight)
+    summary["micro_batch"] = micro_batch
     if stop_after_steps and trainer.state.global_step < (trainer.state.max_steps or 0):
         summary["interrupted"] = True
     if not dist.is_main_process() or summary.get("interrupted"):
@@ -135,6 +137,90 @@ def preflight_if_gpu(cfg: BuildConfig, model_dir: Path) -> dict[str, Any]:
     import torch
 
     return vram_preflight(cfg, model_dir) if torch.cuda.is_available() or cfg.train.gpu_memory_gib else {}
+
+
+def choose_micro_batch(cfg: BuildConfig, model: Any) -> tuple[BuildConfig, dict[str, Any]]:
+    """Settle train.batch_size = "auto" and train.gradient_checkpointing = "auto" by measuring on the card.
+
+    Candidates: every divisor b of train.effective_batch (grad_accum = effective / b keeps the effective
+    batch, so the loss curve is the same), with checkpointing off and on when it is "auto". Each runs
+    one warm-up and two timed forward + backward passes of b rows x model.max_seq_length random tokens
+    on the loaded model (no optimizer step: the weights do not change); a candidate whose peak memory
+    exceeds train.vram_budget_gib (default 0.875 x the card: 14 GiB on a 16 GB card), or that runs out
+    of memory, stops the climb for its mode. The fastest fitting one wins. Without CUDA nothing is
+    measured: b = min(8, effective) with checkpointing on. Returns the concrete config and the record."""
+    import torch
+
+    train_cfg = cfg.train
+    if train_cfg.batch_size != "auto" and train_cfg.gradient_checkpointing != "auto":
+        return cfg, {"mode": "fixed", "batch_size": train_cfg.batch_size, "grad_accum": train_cfg.grad_accum}
+    effective = train_cfg.effective_batch or train_cfg.batch_size * train_cfg.grad_accum
+    sizes = [b for b in range(1, effective + 1) if effective % b == 0]
+    if train_cfg.batch_size != "auto":
+        sizes = [train_cfg.batch_size]
+    modes = [False, True] if train_cfg.gradient_checkpointing == "auto" else [bool(train_cfg.gradient_checkpointing)]
+    record: dict[str, Any] = {"mode": "probed", "effective_batch": effective, "candidates": []}
+    if not torch.cuda.is_available():
+        b = sizes[0] if len(sizes) == 1 else max(s for s in sizes if s <= 8)
+        best = {"batch_size": b, "checkpointing": True}
+        record.update(mode="default (no CUDA: nothing to measure)")
+    else:
+        card = train_cfg.gpu_memory_gib or torch.cuda.get_device_properties(0).total_memory / 2**30
+        budget = train_cfg.vram_budget_gib or 0.875 * card
+        record["budget_gib"] = round(budget, 2)
+        for ckpt in modes:
+            set_checkpointing(model, ckpt)
+            for b in sizes:
+                trial = _time_micro_batch(model, b, cfg.model.max_seq_length)
+                record["candidates"].append({"batch_size": b, "checkpointing": ckpt, **trial})
+                if trial.get("oom") or trial["peak_gib"] > budget:
+                    break
+        fitting = [c for c in record["candidates"] if not c.get("oom") and c["peak_gib"] <= budget]
+        if not fitting:
+            raise TrainError(f"no micro-batch of {sizes} fits train.vram_budget_gib {budget:.1f} GiB at "
+                             f"model.max_seq_length {cfg.model.max_seq_length}: lower the sequence length")
+        best = max(fitting, key=lambda c: c["tokens_per_s"])
+    set_checkpointing(model, best["checkpointing"])
+    chosen = {"batch_size": best["batch_size"], "grad_accum": effective // best["batch_size"],
+              "gradient_checkpointing": best["checkpointing"]}
+    record.update(chosen=chosen)
+    print(f"micro-batch: {chosen['batch_size']} x grad_accum {chosen['grad_accum']}, gradient checkpointing "
+          f"{'on' if chosen['gradient_checkpointing'] else 'off'} ({record['mode']})", flush=True)
+    return cfg.model_copy(update={"train": train_cfg.model_copy(update=chosen)}), record
+
+
+def set_checkpointing(model: Any, on: bool) -> None:
+    """Switch activation checkpointing of every layer that supports it (Unsloth's and transformers'
+    decoder layers read the module flag at each forward)."""
+    for module in model.modules():
+        if hasattr(module, "gradient_checkpointing") and isinstance(module.gradient_checkpointing, bool):
+            module.gradient_checkpointing = on
+
+
+def _time_micro_batch(model: Any, batch: int, seq: int) -> dict[str, Any]:
+    import torch
+
+    vocab = model.get_input_embeddings().weight.shape[0]
+    ids = torch.randint(0, vocab, (batch, seq), device="cuda")
+    model.train()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    try:
+        for _ in range(3):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            model(input_ids=ids, labels=ids).loss.backward()
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+    except torch.OutOfMemoryError:
+        return {"oom": True}
+    finally:
+        model.zero_grad(set_to_none=True)
+        del ids
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    torch.cuda.empty_cache()
+    return {"tokens_per_s": round(batch * seq / (sum(times[1:]) / 2), 1), "peak_gib": round(peak, 3)}
 
 
 def build_dataset(rows: list[dict[str, Any]], tokenizer: Any):

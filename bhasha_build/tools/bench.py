@@ -4,6 +4,12 @@ vs a raw Unsloth loop, at the exact Qwen2.5 architecture, in ONE run on ONE card
 Parts (each in its own process: importing unsloth patches transformers, and memory peaks must not
 leak between parts):
   project_dense   bhasha_build.stages.train.train() on dense 2048-token rows (packing off, bs 8)
+  project_dense_nockpt  the same with activation checkpointing off (a lever: speed vs memory)
+  project_dense_auto    the same effective batch with train.batch_size = "auto" and
+                  gradient_checkpointing = "auto": micro-batch and checkpointing probed on the card
+                  within the VRAM budget of a --card-gib card (0.875 x 16 GB = 14 GiB by default)
+  baseline_trl    what HF users run: TRL SFTTrainer + PEFT + bitsandbytes nf4 (double quant, bf16
+                  compute), gradient checkpointing (non-reentrant), paged_adamw_8bit; same rows/LoRA
   baseline_hf     plain transformers + peft + bitsandbytes 4-bit loop, same LoRA/seq/optimizer/batch,
                   PEFT's documented QLoRA recipe (prepare_model_for_kbit_training: fp32 norms/head)
   baseline_hf_lean  the same without the fp32 upcast (bf16 head, gradient checkpointing): a stronger
@@ -15,8 +21,9 @@ leak between parts):
   project_ocr_unpacked  the same rows without packing (what packing buys)
 
 tokens/s is measured after warm-up steps; useful tokens are non-padding tokens; peak memory is
-torch.cuda.max_memory_allocated. Knobs: --size (1.5B|0.5B), --steps, --warmup, --batch, --seq,
---mode (all|project|baseline|raw|ocr|<part>), --out.
+torch.cuda.max_memory_allocated. Ratios: every project part against the STRONGEST baseline of the same
+run (the headline), plus secondary rows. Knobs: --size (1.5B|0.5B), --steps, --warmup, --batch, --seq,
+--card-gib, --mode (all|project|baseline|raw|levers|headline|ocr|<part>[,<part>...]), --profile, --out.
 """
 
 from __future__ import annotations
@@ -37,11 +44,13 @@ from bhasha_build.core.fsutil import atomic_write_text
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.manifest import Manifest
 
-PARTS = ["project_dense", "baseline_hf", "baseline_hf_lean", "raw_unsloth", "project_ocr", "project_ocr_padding_free",
-         "project_ocr_unpacked"]
-MODES = {"all": PARTS, "project": ["project_dense"], "baseline": ["baseline_hf", "baseline_hf_lean"],
-         "raw": ["raw_unsloth"],
+PARTS = ["project_dense", "baseline_trl", "baseline_hf", "baseline_hf_lean", "raw_unsloth", "project_dense_nockpt",
+         "project_dense_auto", "project_ocr", "project_ocr_padding_free", "project_ocr_unpacked"]
+MODES = {"all": PARTS, "project": ["project_dense"], "baseline": ["baseline_trl", "baseline_hf", "baseline_hf_lean"],
+         "raw": ["raw_unsloth"], "levers": ["project_dense", "project_dense_nockpt", "project_dense_auto"],
+         "headline": ["project_dense", "project_dense_auto", "baseline_trl", "baseline_hf_lean", "raw_unsloth"],
          "ocr": ["project_ocr", "project_ocr_padding_free", "project_ocr_unpacked"]}
+BASELINES = ("baseline_trl", "baseline_hf", "baseline_hf_lean")  # the headline ratio uses the strongest measured
 
 
 def _env() -> dict[str, str]:
@@ -72,7 +81,7 @@ def write_train_split(layout: RunLayout, rows: list[dict[str, str]]) -> None:
 
 
 def _bench_config(model_dir: Path, run_dir: Path, args: argparse.Namespace, packing: bool, steps: int,
-                  strategy: str = "auto"):
+                  strategy: str = "auto", **train: Any):
     from bhasha_build.core.config import BuildConfig
 
     return BuildConfig.model_validate({
@@ -82,20 +91,13 @@ def _bench_config(model_dir: Path, run_dir: Path, args: argparse.Namespace, pack
         "train": {"backend": "unsloth", "batch_size": args.batch, "grad_accum": 1, "max_steps": steps,
                   "packing": packing, "packing_strategy": strategy, "optim": "paged_adamw_8bit",
                   "save_steps": 100000, "logging_steps": 1,
-                  "warmup_steps": 0, "learning_rate": 1e-4},
+                  "warmup_steps": 0, "learning_rate": 1e-4, "gpu_memory_gib": args.card_gib, **train},
     })
 
 
-def _project_part(model_dir: Path, args: argparse.Namespace, rows_kind: str, packing: bool,
-                  strategy: str = "auto") -> dict[str, Any]:
-    import torch
-    from transformers import AutoTokenizer
-
-    from bhasha_build.stages.train import read_log, train
-
+def bench_rows(tok: Any, args: argparse.Namespace, rows_kind: str, steps: int) -> list[dict[str, str]]:
+    """The rows every part trains on: "dense" (one exactly-`seq`-token row per sequence) or "ocr"."""
     rng = random.Random(0)
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    steps = args.warmup + args.steps
     rows = []
     if rows_kind == "dense":
         # One row per sequence, longer than seq so TRL truncates it to exactly `seq` tokens.
@@ -110,10 +112,23 @@ def _project_part(model_dir: Path, args: argparse.Namespace, rows_kind: str, pac
             words = max(2, target // 6)
             text = _random_words(rng, words)
             rows.append({"id": f"o{i}", "lang": "hi", "noisy": text[: len(text) // 2], "clean": text})
+    return rows
+
+
+def _project_part(model_dir: Path, args: argparse.Namespace, rows_kind: str, packing: bool,
+                  strategy: str = "auto", **overrides: Any) -> dict[str, Any]:
+    import torch
+    from transformers import AutoTokenizer
+
+    from bhasha_build.stages.train import read_log, train
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    steps = args.warmup + args.steps
+    rows = bench_rows(tok, args, rows_kind, steps)
     with tempfile.TemporaryDirectory() as tmp:
         layout = RunLayout(Path(tmp) / "bench")
         write_train_split(layout, rows)
-        cfg = _bench_config(model_dir, layout.root, args, packing, steps, strategy)
+        cfg = _bench_config(model_dir, layout.root, args, packing, steps, strategy, **overrides)
         torch.cuda.reset_peak_memory_stats()
         profile: dict[str, Any] = {}
         summary = train(cfg, layout, extra_callbacks=[_profiler_callback(args, profile)] if args.profile else None)
@@ -125,6 +140,7 @@ def _project_part(model_dir: Path, args: argparse.Namespace, rows_kind: str, pac
             "peak_memory_gib": summary.get("peak_memory_gib"), "steps_timed": len(timed),
             "optim_used": summary.get("optim_used"), "packing": packing, "rows": rows_kind,
             "packing_strategy": summary.get("packing_strategy"), "varlen_kernel": summary.get("varlen_kernel"),
+            "micro_batch": summary.get("micro_batch"),
             **profile,
             "tokens_per_step": (timed[-1]["num_tokens"] - timed[0]["num_tokens"]) / max(len(timed) - 1, 1)
             if len(timed) > 1 else None}
@@ -203,6 +219,56 @@ def _baseline_part(model_dir: Path, args: argparse.Namespace, lean: bool = False
     return _timed_loop(model, optimizer, args, model.config.vocab_size)
 
 
+def _baseline_trl_part(model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """What HF users run: TRL SFTTrainer + PEFT LoRA + bitsandbytes nf4 (double quant, bf16 compute),
+    gradient checkpointing (non-reentrant), paged_adamw_8bit; the same rows, batch, LoRA and length."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from bhasha_build.core.chat import row_to_training_example
+    from bhasha_build.core.config import LORA_TARGETS
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    steps = args.warmup + args.steps
+    dataset = Dataset.from_list([row_to_training_example(r) for r in bench_rows(tok, args, "dense", steps)])
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=torch.bfloat16, device_map={"": 0},
+        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16))
+    times: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            torch.cuda.synchronize()
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):
+            torch.cuda.synchronize()
+            if state.global_step > args.warmup:
+                times.append(time.perf_counter() - self.t0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = SFTTrainer(
+            model=model, train_dataset=dataset, processing_class=tok, callbacks=[StepTimer()],
+            peft_config=LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules=LORA_TARGETS,
+                                   task_type="CAUSAL_LM"),
+            args=SFTConfig(output_dir=tmp, per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
+                           max_steps=steps, max_length=args.seq, packing=False, completion_only_loss=True,
+                           gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False},
+                           optim="paged_adamw_8bit", learning_rate=1e-4, bf16=True, logging_steps=1,
+                           save_strategy="no", report_to=[], disable_tqdm=True, dataloader_num_workers=0))
+        torch.cuda.reset_peak_memory_stats()
+        trainer.train()
+    times.sort()
+    step_s = times[len(times) // 2]
+    return {"tokens_per_s": round(args.batch * args.seq / step_s, 1), "step_s_median": round(step_s, 4),
+            "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3), "steps_timed": len(times),
+            "recipe": "TRL SFTTrainer + PEFT + bnb nf4 double-quant bf16, grad ckpt non-reentrant, paged_adamw_8bit"}
+
+
 def _raw_unsloth_part(model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     from unsloth import FastLanguageModel  # noqa: I001  (must come before transformers)
     import bitsandbytes as bnb
@@ -229,6 +295,13 @@ def run_part(part: str, model_dir: Path, args: argparse.Namespace) -> dict[str, 
         return _project_part(model_dir, args, "ocr", packing=True, strategy="padding_free")
     if part == "project_ocr_unpacked":
         return _project_part(model_dir, args, "ocr", packing=False)
+    if part == "project_dense_nockpt":
+        return _project_part(model_dir, args, "dense", packing=False, gradient_checkpointing=False)
+    if part == "project_dense_auto":  # the same effective batch, micro-batch and checkpointing probed on the card
+        return _project_part(model_dir, args, "dense", packing=False, batch_size="auto", effective_batch=args.batch,
+                             gradient_checkpointing="auto")
+    if part == "baseline_trl":
+        return _baseline_trl_part(model_dir, args)
     if part == "baseline_hf":
         return _baseline_part(model_dir, args)
     if part == "baseline_hf_lean":
@@ -239,13 +312,24 @@ def run_part(part: str, model_dir: Path, args: argparse.Namespace) -> dict[str, 
 
 
 def _ratios(results: dict[str, Any]) -> dict[str, Any]:
-    def tps(name: str, key: str = "tokens_per_s") -> float | None:
-        return (results.get(name) or {}).get(key)
+    """Each project part against the STRONGEST baseline measured in this run (the headline), and the
+    secondary rows (each baseline, bare Unsloth, what packing buys)."""
+    def tps(name: str) -> float | None:
+        return (results.get(name) or {}).get("tokens_per_s")
 
     out: dict[str, Any] = {}
-    pairs = {"project_vs_baseline": ("project_dense", "baseline_hf"),
+    measured = {b: tps(b) for b in BASELINES if tps(b)}
+    if measured:
+        strongest = max(measured, key=lambda b: measured[b])
+        out["strongest_baseline"] = strongest
+        for part in ("project_dense", "project_dense_auto", "project_dense_nockpt"):
+            if tps(part):
+                out[f"{part}_vs_strongest_baseline"] = round(tps(part) / measured[strongest], 3)
+    pairs = {"project_vs_baseline_trl": ("project_dense", "baseline_trl"),
+             "project_vs_baseline_peft_recipe": ("project_dense", "baseline_hf"),
              "project_vs_baseline_lean": ("project_dense", "baseline_hf_lean"),
              "project_vs_raw_unsloth": ("project_dense", "raw_unsloth"),
+             "project_auto_vs_raw_unsloth": ("project_dense_auto", "raw_unsloth"),
              "ocr_packed_vs_dense": ("project_ocr", "project_dense"),
              "ocr_packed_vs_unpacked": ("project_ocr", "project_ocr_unpacked")}
     for key, (a, b) in pairs.items():
@@ -266,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=2048)
     parser.add_argument("--profile", action="store_true", help="torch.profiler table for project parts")
+    parser.add_argument("--card-gib", type=float, default=16.0,
+                        help="card size the VRAM budget is computed for (auto parts: 0.875 x this)")
     args = parser.parse_args(argv)
 
     if args.part:  # child process: one part, JSON on the last stdout line
@@ -291,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         cmd = [sys.executable, "-m", "bhasha_build.tools.bench", "--part", part, "--model-dir", str(model_dir),
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
-               "--seq", str(args.seq), *(["--profile"] if args.profile else [])]
+               "--seq", str(args.seq), "--card-gib", str(args.card_gib), *(["--profile"] if args.profile else [])]
         print("+", " ".join(cmd), flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
         line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("BENCH_RESULT ")), None)
@@ -302,12 +388,10 @@ def main(argv: list[str] | None = None) -> int:
             results[part] = json.loads(line.removeprefix("BENCH_RESULT "))
         results[part]["wall_s"] = round(time.monotonic() - t0, 1)
         print(part, json.dumps(results[part]), flush=True)
-    report = {"date": dt.date.today().isoformat(), "gpu": _gpu(), "size": args.size, "seq": args.seq,
-              "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "results": results,
-              "ratios": _ratios(results)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+        report = {"date": dt.date.today().isoformat(), "gpu": _gpu(), "size": args.size, "seq": args.seq,
+                  "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "card_gib": args.card_gib,
+                  "results": results, "ratios": _ratios(results)}
+        atomic_write_text(Path(args.out), json.dumps(report, indent=2) + "\n")  # after each part: a cut run keeps them
     print(json.dumps(report["ratios"], indent=2))
     return 0
 
