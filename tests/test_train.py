@@ -106,7 +106,18 @@ def test_missing_model_offline_says_what_to_mount(tmp_path: Path) -> None:
         resolve_base_model(cfg, cfg.layout)
 
 
+def _tiny_qwen(layers: int = 4):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                                         num_attention_heads=4, num_key_value_heads=2))
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
 def test_auto_micro_batch_needs_an_effective_batch_and_defaults_without_cuda(tmp_path: Path) -> None:
+    import torch
+
     from bhasha_build.core.config import ConfigError
     from bhasha_build.stages.train import choose_micro_batch
 
@@ -114,30 +125,33 @@ def test_auto_micro_batch_needs_an_effective_batch_and_defaults_without_cuda(tmp
         load_config(env={}, overrides=['train.batch_size="auto"'])
     cfg = load_config(env={}, overrides=['train.batch_size="auto"', "train.effective_batch=16",
                                          'train.gradient_checkpointing="auto"'])
-    import torch
-
     if torch.cuda.is_available():
-        pytest.skip("on CUDA the micro-batch is measured (tests/test_bench.py on the GPU box)")
-    chosen, record = choose_micro_batch(cfg, torch.nn.Linear(2, 2))
+        pytest.skip("on CUDA the micro-batch is measured (bench project_dense_auto on the GPU box)")
+    chosen, record = choose_micro_batch(cfg, _tiny_qwen())
     assert (chosen.train.batch_size, chosen.train.grad_accum, chosen.train.gradient_checkpointing) == (8, 2, True)
-    assert record["chosen"] == {"batch_size": 8, "grad_accum": 2, "gradient_checkpointing": True}
+    assert record["chosen"] == {"batch_size": 8, "grad_accum": 2, "gradient_checkpointing": True,
+                                "checkpointed_layers": 4}
     assert "no CUDA" in record["mode"]
-    fixed, record = choose_micro_batch(load_config(env={}), torch.nn.Linear(2, 2))
+    fixed, record = choose_micro_batch(load_config(env={}), _tiny_qwen())
     assert record["mode"] == "fixed" and fixed.train.batch_size == 2
 
 
-def test_set_checkpointing_switches_every_layer() -> None:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+def test_set_checkpointing_switches_layers_and_keeps_the_loaded_state() -> None:
+    import torch
 
-    from bhasha_build.stages.train import set_checkpointing
+    from bhasha_build.stages.train import decoder_layers, set_checkpointing
 
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2))
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    flags = lambda: {m.gradient_checkpointing for m in model.modules()  # noqa: E731
-                     if isinstance(getattr(m, "gradient_checkpointing", None), bool)}
-    assert flags() == {True}
+    model = _tiny_qwen(4)
+    layers = decoder_layers(model)
+    assert len(layers) == 4 and all(m.gradient_checkpointing for m in layers) and model.model.gradient_checkpointing
     set_checkpointing(model, False)
-    assert flags() == {False}
+    assert not any(m.gradient_checkpointing for m in layers) and not model.model.gradient_checkpointing
+    set_checkpointing(model, 2)  # the first two layers only; the model-level flag must not wrap the rest
+    assert [m.gradient_checkpointing for m in layers] == [True, True, False, False]
+    assert not model.model.gradient_checkpointing
+    model.train()
+    ids = torch.randint(0, 64, (2, 8))
+    model(input_ids=ids, labels=ids).loss.backward()  # a partial layout trains
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     set_checkpointing(model, True)
-    assert flags() == {True}
+    assert all(m.gradient_checkpointing for m in layers) and model.model.gradient_checkpointing

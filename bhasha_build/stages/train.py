@@ -104,7 +104,8 @@ def train(cfg: BuildConfig, layout: RunLayout, resume: bool = False, force: bool
     cfg, micro_batch = choose_micro_batch(cfg, model)
     dataset = build_dataset(rows, tokenizer)
     ckpt = start_or_resume(layout, resume, force, inputs_sha256)
-    trainer, packing = build_trainer(cfg, layout, model, tokenizer, dataset, stop_after_steps, extra_callbacks)
+    trainer, packing = build_trainer(cfg, layout, model, tokenizer, dataset, stop_after_steps, extra_callbacks,
+                                     checkpointing_set=micro_batch["mode"] != "fixed")
     result, seconds = fit(trainer, ckpt)
     summary = summarize(cfg, layout, trainer, result, seconds, ckpt, packing, preflight)
     summary["micro_batch"] = micro_batch
@@ -143,12 +144,17 @@ def choose_micro_batch(cfg: BuildConfig, model: Any) -> tuple[BuildConfig, dict[
     """Settle train.batch_size = "auto" and train.gradient_checkpointing = "auto" by measuring on the card.
 
     Candidates: every divisor b of train.effective_batch (grad_accum = effective / b keeps the effective
-    batch, so the loss curve is the same), with checkpointing off and on when it is "auto". Each runs
-    one warm-up and two timed forward + backward passes of b rows x model.max_seq_length random tokens
-    on the loaded model (no optimizer step: the weights do not change); a candidate whose peak memory
-    exceeds train.vram_budget_gib (default 0.875 x the card: 14 GiB on a 16 GB card), or that runs out
-    of memory, stops the climb for its mode. The fastest fitting one wins. Without CUDA nothing is
-    measured: b = min(8, effective) with checkpointing on. Returns the concrete config and the record."""
+    batch, so the loss curve is the same). Each trial runs one warm-up and two timed forward + backward
+    passes of b rows x model.max_seq_length random tokens on the loaded model (no optimizer step: the
+    weights do not change) and reads the peak memory; a trial over train.vram_budget_gib (default
+    0.875 x the card: 14 GiB on a 16 GB card) or out of memory stops that climb.
+      1. b climbs with every layer checkpointed (or as configured) while it fits;
+      2. with checkpointing "auto", for the largest fitting b and the one below it, fewer decoder layers
+         are checkpointed (all, 3/4, 1/2, 1/4, none) while it fits: activations are kept only where
+         memory allows, recomputed elsewhere.
+    The fastest fitting trial wins. Without CUDA nothing is measured: b = the largest divisor <= 8, all
+    layers checkpointed. Returns the concrete config (batch_size, grad_accum, gradient_checkpointing,
+    checkpointed_layers) and the record the manifest keeps."""
     import torch
 
     train_cfg = cfg.train
@@ -158,43 +164,75 @@ def choose_micro_batch(cfg: BuildConfig, model: Any) -> tuple[BuildConfig, dict[
     sizes = [b for b in range(1, effective + 1) if effective % b == 0]
     if train_cfg.batch_size != "auto":
         sizes = [train_cfg.batch_size]
-    modes = [False, True] if train_cfg.gradient_checkpointing == "auto" else [bool(train_cfg.gradient_checkpointing)]
-    record: dict[str, Any] = {"mode": "probed", "effective_batch": effective, "candidates": []}
+    n_layers = len(decoder_layers(model))
+    full = n_layers if train_cfg.gradient_checkpointing else 0
+    record: dict[str, Any] = {"mode": "probed", "effective_batch": effective, "decoder_layers": n_layers,
+                              "candidates": []}
     if not torch.cuda.is_available():
-        b = sizes[0] if len(sizes) == 1 else max(s for s in sizes if s <= 8)
-        best = {"batch_size": b, "checkpointing": True}
+        best = {"batch_size": max(s for s in sizes if s <= 8) if len(sizes) > 1 else sizes[0], "checkpointed": full}
         record.update(mode="default (no CUDA: nothing to measure)")
     else:
         card = train_cfg.gpu_memory_gib or torch.cuda.get_device_properties(0).total_memory / 2**30
         budget = train_cfg.vram_budget_gib or 0.875 * card
         record["budget_gib"] = round(budget, 2)
-        for ckpt in modes:
-            set_checkpointing(model, ckpt)
-            for b in sizes:
-                trial = _time_micro_batch(model, b, cfg.model.max_seq_length)
-                record["candidates"].append({"batch_size": b, "checkpointing": ckpt, **trial})
-                if trial.get("oom") or trial["peak_gib"] > budget:
-                    break
+
+        def trial(b: int, checkpointed: int) -> bool:
+            set_checkpointing(model, checkpointed)
+            result = {"batch_size": b, "checkpointed": checkpointed,
+                      **_time_micro_batch(model, b, cfg.model.max_seq_length)}
+            record["candidates"].append(result)
+            return not result.get("oom") and result["peak_gib"] <= budget
+
+        fitting_sizes = []
+        for b in sizes:
+            if not trial(b, full):
+                break
+            fitting_sizes.append(b)
+        if train_cfg.gradient_checkpointing == "auto":
+            for b in fitting_sizes[-2:]:
+                for checkpointed in sorted({n_layers * q // 4 for q in (3, 2, 1, 0)}, reverse=True):
+                    if not trial(b, checkpointed):
+                        break
         fitting = [c for c in record["candidates"] if not c.get("oom") and c["peak_gib"] <= budget]
         if not fitting:
             raise TrainError(f"no micro-batch of {sizes} fits train.vram_budget_gib {budget:.1f} GiB at "
                              f"model.max_seq_length {cfg.model.max_seq_length}: lower the sequence length")
         best = max(fitting, key=lambda c: c["tokens_per_s"])
-    set_checkpointing(model, best["checkpointing"])
+    set_checkpointing(model, best["checkpointed"])
+    checkpointing = best["checkpointed"] > 0 if n_layers else bool(train_cfg.gradient_checkpointing)
     chosen = {"batch_size": best["batch_size"], "grad_accum": effective // best["batch_size"],
-              "gradient_checkpointing": best["checkpointing"]}
-    record.update(chosen=chosen)
-    print(f"micro-batch: {chosen['batch_size']} x grad_accum {chosen['grad_accum']}, gradient checkpointing "
-          f"{'on' if chosen['gradient_checkpointing'] else 'off'} ({record['mode']})", flush=True)
+              "gradient_checkpointing": checkpointing}
+    record.update(chosen={**chosen, "checkpointed_layers": best["checkpointed"]})
+    print(f"micro-batch: {chosen['batch_size']} x grad_accum {chosen['grad_accum']}, activation checkpointing on "
+          f"{best['checkpointed']} of {n_layers} layers ({record['mode']})", flush=True)
     return cfg.model_copy(update={"train": train_cfg.model_copy(update=chosen)}), record
 
 
-def set_checkpointing(model: Any, on: bool) -> None:
-    """Switch activation checkpointing of every layer that supports it (Unsloth's and transformers'
-    decoder layers read the module flag at each forward)."""
-    for module in model.modules():
-        if hasattr(module, "gradient_checkpointing") and isinstance(module.gradient_checkpointing, bool):
-            module.gradient_checkpointing = on
+def decoder_layers(model: Any) -> list[Any]:
+    """The transformer blocks (modules carrying a gradient_checkpointing flag, the top model excluded)."""
+    return [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")
+            and isinstance(getattr(m, "gradient_checkpointing", None), bool)]
+
+
+def set_checkpointing(model: Any, checkpointed: int | bool) -> None:
+    """Checkpoint the first `checkpointed` decoder layers (True: every layer as loaded, False/0: none).
+
+    transformers' decoder layers (GradientCheckpointingLayer, which Unsloth's forward defers to) read
+    their own flag at each call, so this switches per layer at run time. Layers can only be switched
+    on when the model was loaded with checkpointing (its checkpoint function installed): the flags it
+    was loaded with are kept as the "on" state."""
+    flagged = [m for m in model.modules() if isinstance(getattr(m, "gradient_checkpointing", None), bool)]
+    loaded = model.__dict__.setdefault("_bhasha_loaded_checkpointing", {id(m): m.gradient_checkpointing
+                                                                         for m in flagged})
+    layers = decoder_layers(model)
+    count = len(layers) if checkpointed is True else int(checkpointed)
+    keep = {id(m) for m in layers[:count]}
+    partial = 0 < count < len(layers)
+    for m in flagged:
+        if m in layers:
+            m.gradient_checkpointing = loaded[id(m)] and id(m) in keep
+        else:  # the model-level flag would wrap every layer: off when only some layers checkpoint
+            m.gradient_checkpointing = loaded[id(m)] and count > 0 and not partial
 
 
 def _time_micro_batch(model: Any, batch: int, seq: int) -> dict[str, Any]:
@@ -279,8 +317,11 @@ def trim_log(log_path: Path, last_step: int) -> None:
 
 
 def build_trainer(cfg: BuildConfig, layout: RunLayout, model: Any, tokenizer: Any, dataset: Any,
-                  stop_after_steps: int | None, extra_callbacks: list[Any] | None) -> tuple[Any, dict[str, Any]]:
-    """TRL SFTTrainer with our progress callback and the packing strategy; (trainer, packing facts)."""
+                  stop_after_steps: int | None, extra_callbacks: list[Any] | None,
+                  checkpointing_set: bool = False) -> tuple[Any, dict[str, Any]]:
+    """TRL SFTTrainer with our progress callback and the packing strategy; (trainer, packing facts).
+    checkpointing_set: the layers' checkpointing was chosen per layer (choose_micro_batch): the
+    Trainer must not switch it on for every layer at train start."""
     from transformers import TrainerCallback
     from trl import SFTTrainer
 
@@ -294,7 +335,8 @@ def build_trainer(cfg: BuildConfig, layout: RunLayout, model: Any, tokenizer: An
 
         callbacks.append(StopAfter())
     callbacks += extra_callbacks or []
-    trainer = _trainer_class(SFTTrainer)(model=model, args=make_sft_config(cfg, layout), train_dataset=dataset,
+    args = make_sft_config(cfg, layout, checkpointing_set=checkpointing_set)
+    trainer = _trainer_class(SFTTrainer)(model=model, args=args, train_dataset=dataset,
                                          processing_class=tokenizer, callbacks=callbacks)
     varlen_kernel = varlen_attention_available()  # probed once: it imports optional kernels
     strategy = packing_strategy(cfg, varlen_kernel)
@@ -576,7 +618,8 @@ def latest_checkpoint(layout: RunLayout) -> Path | None:
     return max(candidates, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
-def make_sft_config(cfg: BuildConfig, layout: RunLayout, max_steps: int | None = None):
+def make_sft_config(cfg: BuildConfig, layout: RunLayout, max_steps: int | None = None,
+                    checkpointing_set: bool = False):
     import torch
     from trl import SFTConfig
 
@@ -609,7 +652,7 @@ def make_sft_config(cfg: BuildConfig, layout: RunLayout, max_steps: int | None =
         data_seed=cfg.seed,
         bf16=on_gpu and dtype == torch.bfloat16,
         fp16=on_gpu and dtype == torch.float16,
-        gradient_checkpointing=cfg.train.gradient_checkpointing and cfg.train.backend == "hf",
+        gradient_checkpointing=cfg.train.gradient_checkpointing and cfg.train.backend == "hf" and not checkpointing_set,
         report_to=[],
         disable_tqdm=True,
         dataset_num_proc=1,
