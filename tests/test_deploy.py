@@ -319,7 +319,7 @@ def test_invoke_deploy_demo_run(
     src = Path(tiny_pipeline["run_dir"])
     run = tmp_path / "runs" / src.name
     (run / "data").mkdir(parents=True)
-    for rel in ("Modelfile", GGUF_NAME, "data/eval.jsonl"):
+    for rel in ("Modelfile", GGUF_NAME, "data/eval.jsonl", "manifest.json"):  # + the records deploy verifies
         shutil.copyfile(src / rel, run / rel)
     repo = Path(__file__).resolve().parent.parent
     cmd = [sys.executable, "-m", "invoke", "deploy", "--profile", "tiny-cpu", "--run", src.name,

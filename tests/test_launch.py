@@ -143,6 +143,7 @@ def _clone_run(tiny_pipeline: dict[str, Any], dest: Path) -> None:
     dest.mkdir(parents=True)
     shutil.copytree(src / "data", dest / "data")
     shutil.copytree(src / "base-model", dest / "base-model")
+    shutil.copy2(src / "manifest.json", dest / "manifest.json")  # the records the train stage verifies
 
 
 STEPS = ["train.max_steps=4", "train.logging_steps=2", "train.save_steps=2", "train.warmup_steps=1"]

@@ -146,8 +146,9 @@ def _outputs_current(manifest: Manifest, layout: RunLayout, made: dict[str, Path
     return True
 
 
-def run_stage(name: str, cfg: BuildConfig, force: bool = False, **options: Any) -> dict[str, Any]:
-    """Run one stage under the contract (module docstring); returns the stage's result."""
+def run_stage(name: str, cfg: BuildConfig, /, force: bool = False, **options: Any) -> dict[str, Any]:
+    """Run one stage under the contract (module docstring); returns the stage's result. `options` go
+    to the stage's work (deploy's `name` is the Ollama model's: the stage name is positional-only)."""
     stage = STAGES[name]
     layout = cfg.layout
     manifest = Manifest(layout.root)
