@@ -121,7 +121,7 @@ def test_auto_micro_batch_needs_an_effective_batch_and_defaults_without_cuda(tmp
     from bhasha_build.core.config import ConfigError
     from bhasha_build.stages.train import choose_micro_batch
 
-    with pytest.raises(ConfigError, match="needs train.effective_batch"):
+    with pytest.raises(ConfigError, match=r"needs train\.effective_batch"):
         load_config(env={}, overrides=['train.batch_size="auto"'])
     cfg = load_config(env={}, overrides=['train.batch_size="auto"', "train.effective_batch=16",
                                          'train.gradient_checkpointing="auto"'])
