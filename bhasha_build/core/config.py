@@ -94,7 +94,7 @@ class DataConfig(Section):
     mix_ratio: float = Field(0.0, ge=0.0, lt=1.0)  # share of chat rows in train
     eval_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     max_foreign_fraction: float = Field(0.3, ge=0.0, le=1.0)
-    zwj_policy: Literal["keep", "strip"] = "keep"
+    zwj_policy: Literal["auto", "keep", "strip"] = "auto"  # core/text.py: word-final joiners after a virama
     too_long: Literal["reject", "truncate"] = "reject"
 
 
