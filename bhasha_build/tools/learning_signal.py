@@ -75,6 +75,9 @@ def clean_lines(lang: str, count: int, rng: random.Random) -> list[str]:
     from bhasha_build.tools.noise import read_clean
 
     words, weights = load_wordlist(lang)
+    # wordfreq lists a bare ZWNJ among the Tamil words: invisible, so never a word on a page
+    kept = [(w, f) for w, f in zip(words, weights, strict=True) if any(ch.isalpha() for ch in w)]
+    words, weights = [w for w, _ in kept], [f for _, f in kept]
     seen: set[str] = set()
     out: list[str] = []
     for path in sorted(CLEAN_LINES.glob(f"{lang}.txt")):

@@ -18,14 +18,16 @@ Per language the model keeps: how often each grapheme (with counts; rarer ones b
 class: space, punct, digit, letter, marked letter, conjunct) starts an event and which event; what it
 became (sub/split/merge tables per grapheme, with a code-point confusion table as back-off for
 graphemes never seen wrong); insertions per gap context (line start/end, next to a space, inside a
-word); the joiner rates; and the per-line INTENSITY distribution (observed events / events expected
-from the per-grapheme rates). Real OCR damage is very uneven: most lines have no error, a few have
-many. Sampling draws a line's intensity from that empirical distribution, so the fitted noise has
+word); the joiner rates; and the distribution of per-line damage (events per clean grapheme of each
+line; quantiles past 500 lines). Real OCR damage is very uneven: most lines have no error, a few
+have many. Sampling draws a line's damage from that empirical distribution, so the fitted noise has
 the real share of error-free lines and the real spread of line CERs, not one rate everywhere.
 
-Sampling (`sample(model, text, lang, rng)`; `invoke noise --model MODEL.json`): intensity k, then
-each grapheme starts an event with probability min(1, k * rate), the event and its output drawn
-from the tables; insertions likewise per gap; then the joiner rule. Output is NFC.
+Sampling (`sample(model, text, lang, rng)`; `invoke noise --model MODEL.json`): a real line's events
+per grapheme, times this line's length (stochastically rounded; at least one when that line had
+any) gives the number of events; their sites are drawn without replacement, weighted by each
+grapheme's fitted rate and each gap's insertion rate; each event and its output come from the
+tables; then the joiner rule. Output is NFC.
 
 Closeness (`compare(model, rows)`, `invoke noise-fit --report`): sample noise for held-out pairs'
 clean lines and compare with their real OCR text: event-type shares, events per 100 graphemes,
@@ -61,6 +63,7 @@ from bhasha_build.core.text import JOINERS, LANG_SCRIPTS, VIRAMAS
 FORMAT = "bhasha-noise-model"
 VERSION = 1
 EVENTS = ("sub", "del", "ins", "split", "merge", "joiner")
+QUANTILES = 500  # line_event_rates keeps at most this many quantiles of the per-line distribution
 CER_BINS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.4)  # histogram edges: [0], (0, .02], (.02, .05], ... (.4, inf)
 _JOINER_AFTER_VIRAMA = regex.compile(f"(?<=[{VIRAMAS}])([{JOINERS}]+)(?P<next>.|$)", regex.S)
 _LETTER = regex.compile(r"[\p{L}\p{M}]")
@@ -252,13 +255,11 @@ def _fit_lang(lang: str, rows: Sequence[Mapping[str, Any]], smoothing: float, ma
                       "strings": _top(ins[ctx], max_table)} for ctx in sorted(ins_exposure)},
         "joiners": {key: [joiner_exposure[key.split(":")[0]], n] for key, n in sorted(joined.items())},
     }
-    # per-line intensity: observed events / expected events under the per-grapheme rates
-    intensity = []
-    for src, observed in per_line:
-        expected = sum(grapheme_rate(model, g, smoothing) for g in src) + sum(
-            _ins_rate(model, _gap_context(src, j)) for j in range(len(src) + 1))
-        intensity.append(round(observed / expected, 3) if expected > 0 else 0.0)
-    model["intensity"] = sorted(intensity)
+    # per-line damage: events per clean grapheme, as an empirical distribution (quantiles past 500 lines)
+    rates = sorted(round(events_n / len(src), 4) if src else 0.0 for src, events_n in per_line)
+    if len(rates) > QUANTILES:
+        rates = [rates[round(q * (len(rates) - 1) / (QUANTILES - 1))] for q in range(QUANTILES)]
+    model["line_event_rates"] = rates
     return model
 
 
@@ -303,32 +304,44 @@ def sample(model: Mapping[str, Any], text: str, lang: str, rng: random.Random) -
                               f"(has: {', '.join(sorted(model['langs']))})") from None
     smoothing = model.get("smoothing", 20.0)
     src = graphemes(unicodedata.normalize("NFC", text))
-    k = rng.choice(m["intensity"]) if m["intensity"] else 0.0
+    # how many events: a real line's events per grapheme (error-free lines included), stochastically
+    # rounded over this line's length, at least one when that line had any
+    per_grapheme = rng.choice(m["line_event_rates"]) if m["line_event_rates"] else 0.0
+    expected = per_grapheme * len(src)
+    count = int(expected) + (rng.random() < expected - int(expected))
+    count = max(count, 1) if per_grapheme > 0 and src else count
+    # where: graphemes (index i) and gaps before them (index -1 - j) weighted by their fitted rates
+    sites = [(i, grapheme_rate(m, g, smoothing)) for i, g in enumerate(src)]
+    sites += [(-1 - j, _ins_rate(m, _gap_context(src, j))) for j in range(len(src) + 1)]
+    chosen: set[int] = set()
+    for _ in range(count):
+        left = [(site, w) for site, w in sites if site not in chosen and w > 0]
+        if not left:
+            break
+        chosen.add(rng.choices([site for site, _ in left], [w for _, w in left])[0])
     out: list[str] = []
     i = 0
     while i <= len(src):
-        if k and rng.random() < min(1.0, k * _ins_rate(m, _gap_context(src, i))):
+        if -1 - i in chosen:
             out.append(_pick(m["ins"][_gap_context(src, i)]["strings"], rng))
         if i == len(src):
             break
         g = src[i]
-        if not k or rng.random() >= min(1.0, k * grapheme_rate(m, g, smoothing)):
+        if i not in chosen:
             out.append(g)
             i += 1
             continue
-        ops = m["classes"].get(gclass(g), {}).get("ops") or {"sub": 1}
-        kind = _pick(ops, rng)
-        if kind == "merge" and i + 1 < len(src) and (g + src[i + 1]) in m["merge"]:
-            out.append(_pick(m["merge"][g + src[i + 1]], rng))
+        kind = _pick(m["classes"].get(gclass(g), {}).get("ops") or {"sub": 1}, rng)
+        if kind == "merge" and i + 1 < len(src):  # two graphemes read as one (back-off: a substitute of the first)
+            pair = g + src[i + 1]
+            out.append(_pick(m["merge"][pair], rng) if pair in m["merge"] else _substitute(m, g, rng))
             i += 2
             continue
-        if kind == "del":
-            pass
-        elif kind == "split" and g in m["split"]:
+        if kind == "split" and g in m["split"]:
             out.append(_pick(m["split"][g], rng))
         elif kind == "split":  # back-off: a substitution followed by an in-word insertion
             out.append(_substitute(m, g, rng) + _pick(m["ins"].get("mid", {}).get("strings") or {"": 1}, rng))
-        else:
+        elif kind != "del":
             out.append(_substitute(m, g, rng))
         i += 1
     return add_joiners(m, unicodedata.normalize("NFC", "".join(out)), rng)
@@ -426,6 +439,21 @@ def compare(model: Mapping[str, Any], heldout: Sequence[Mapping[str, Any]], seed
             entry[name] = {**prof, "distance_to_real": distance(real, prof)}
         report[lang] = entry
     return report
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The comparison as a table: one line per language and system."""
+    lines = [f"held out: {report['heldout']}",
+             f"{'lang':4} {'system':10} {'lines':>5} {'CER':>6} {'error-free':>10} {'ev/100g':>7}  "
+             + " ".join(f"{k:>6}" for k in EVENTS) + "  TV(events) TV(line CER)"]
+    for lang, entry in report["langs"].items():
+        for system, prof in entry.items():
+            dist = prof.get("distance_to_real")
+            tail = f"  {dist['event_share_tv']:10.3f} {dist['line_cer_hist_tv']:12.3f}" if dist else ""
+            lines.append(f"{lang:4} {system:10} {prof['lines']:5d} {prof['cer']:6.3f} {prof['error_free_lines']:10.2f} "
+                         f"{prof['events_per_100_graphemes']:7.2f}  "
+                         + " ".join(f"{prof['event_share'][k]:6.3f}" for k in EVENTS) + tail)
+    return "\n".join(lines)
 
 
 def holdout_split(rows: Sequence[Mapping[str, Any]], fraction: float, seed: int = 0
