@@ -416,10 +416,11 @@ def distance(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, float]:
 
 
 def compare(model: Mapping[str, Any], heldout: Sequence[Mapping[str, Any]], seed: int = 0,
-            references: Mapping[str, Callable[[str, str, float, random.Random], str]] | None = None
-            ) -> dict[str, Any]:
+            references: Mapping[str, Callable[[str, str, float, random.Random], str]] | None = None,
+            draws: int = 5) -> dict[str, Any]:
     """Per language: the real held-out profile, the fitted model's profile on the same clean lines
-    (and each reference noise function's, at the held-out CER), and their distances to the real one."""
+    (and each reference noise function's, at the held-out CER), and their distances to the real one.
+    Each clean line is noised `draws` times, so the synthetic side is close to its expectation."""
     by_lang: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for row in heldout:
         by_lang[row["lang"]].append(row)
@@ -434,8 +435,8 @@ def compare(model: Mapping[str, Any], heldout: Sequence[Mapping[str, Any]], seed
         for name, fn in (references or {}).items():
             systems[name] = lambda text, lang_, rng, fn=fn, rate=rate: fn(text, lang_, rate, rng)
         for name, fn in systems.items():
-            noisy = [fn(r["clean"], lang, random.Random(f"{seed}\0{name}\0{r['clean']}")) for r in rows]
-            prof = profile(list(zip(noisy, [r["clean"] for r in rows], strict=True)))
+            prof = profile([(fn(r["clean"], lang, random.Random(f"{seed}\0{name}\0{d}\0{r['clean']}")), r["clean"])
+                            for d in range(draws) for r in rows])
             entry[name] = {**prof, "distance_to_real": distance(real, prof)}
         report[lang] = entry
     return report

@@ -376,9 +376,11 @@ def ocr_pairs(input: str | Path, out: str | Path, lang: str, fonts: str = "train
     cached = _load_cache(cache_path)
     todo = sorted({c for c in cleans if _hash(c) not in cached})
     start = time.monotonic()
+    workers = max(1, workers or len(os.sched_getaffinity(0)))
+    chunk = max(1, min(chunk, math.ceil(len(todo) / workers)))  # a small input still spreads over the workers
     jobs = [{"texts": todo[i:i + chunk], "lang": lang, "seed": seed, "fonts": font_list, "preset": degrade,
              "tesseract": _tesseract(), "tess_lang": tess_lang, "psm": psm} for i in range(0, len(todo), chunk)]
-    workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(jobs) or 1))
+    workers = min(workers, len(jobs) or 1)
     done = 0
     fresh: dict[str, dict[str, Any]] = {}
     with ProcessPoolExecutor(workers) if workers > 1 else _Inline() as pool:
