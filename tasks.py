@@ -147,7 +147,12 @@ def eval_(c, profile=None, run=None, config=None, set=None, only=None, gate=Fals
     for system in ("baseline", "model", "gguf"):
         if system in report:
             o = report[system]["overall"]
-            print(f"{system:9s} CER {o['cer']:.4f}  char-CER {o['cer_char']:.4f}  WER {o['wer']:.4f}")
+            line = (f"{system:9s} CER {o['cer']:.4f}  char-CER {o['cer_char']:.4f}  WER {o['wer']:.4f}  "
+                    f"over-correction {o['over_correction_rate']:.1%}")
+            if g := report[system].get("guarded"):
+                line += (f"  | guarded: CER {g['overall']['cer']:.4f}  over-correction "
+                         f"{g['overall']['over_correction_rate']:.1%}  ({g['overall']['guarded_rows']} rows kept)")
+            print(line)
     for check in report["gate"]["checks"]:
         print(f"{'ok  ' if check['ok'] else 'FAIL'} {check['check']}: {check['detail']}")
     if gate and not report["gate"]["passed"]:

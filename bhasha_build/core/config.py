@@ -18,7 +18,7 @@ Knobs (section.key):
   lora.r, lora.alpha, lora.dropout, lora.target_modules
   train.backend, train.max_steps, train.epochs, train.learning_rate, train.batch_size,
   train.grad_accum, train.optim, train.packing, train.save_steps, train.logging_steps, ...
-  eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance
+  eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance, eval.max_over_correction
   guard.enabled, guard.max_edit_fraction, guard.max_length_ratio, guard.max_foreign_fraction
   export.quant, export.keep_f16
   deploy.name, deploy.host, deploy.timeout_s, deploy.sanity_max_cer
@@ -132,6 +132,7 @@ class EvalConfig(Section):
     max_new_tokens: int = Field(256, ge=1)
     gate_margin: float = Field(0.0, ge=0.0)  # model CER must be below baseline by this much
     gguf_tolerance: float = Field(0.02, ge=0.0)  # q4_k_m CER may exceed HF CER by at most this
+    max_over_correction: float = Field(0.02, ge=0.0, le=1.0)  # share of already-correct inputs changed
 
 
 class GuardConfig(Section):
