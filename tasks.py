@@ -263,14 +263,24 @@ def bench_ddp(c, out="bench/ddp.json", gpus=2, backend="hf", steps=16, batch=8, 
 
 
 @task(help={"phase": "prepare | gpu | finish | all (see bhasha_build/tools/learning_signal.py)",
-            "profile": "config profile (default signal-gpu)", "parts_dir": "gpu: pack the run here; "
-            "finish: unpack from here", "lines": "synthetic clean lines per language (default 15000, as measured)",
+            "profile": "config profile (default signal-gpu; signal-real with --errors real)",
+            "parts_dir": "gpu: pack the run here; finish: unpack from here",
+            "lines": "synthetic (real: fitted-noise) clean lines per language (default 15000, as measured)",
+            "errors": "synthetic (rule-based noise) or real (Tesseract pairs + fitted noise; held-out real OCR)",
+            "real_lines": "real: lines per language read by Tesseract for training (default 2500)",
+            "heldout_lines": "real: lines per held-out set and language (default 200)",
             "out": "also write the result JSON here", "set": COMMON_HELP["set"]}, iterable=["set"])
-def signal(c, phase="all", profile="signal-gpu", parts_dir=None, lines=None, out=None, set=None):
-    """Learning-signal check: from-scratch model on synthetic noise must beat the identity CER via q4_k_m."""
-    cmd = [sys.executable, "-m", "bhasha_build.tools.learning_signal", phase, "--profile", profile]
+def signal(c, phase="all", profile=None, parts_dir=None, lines=None, out=None, set=None, errors="synthetic",
+           real_lines=None, heldout_lines=None):
+    """Learning-signal check: a from-scratch model must beat doing nothing via q4_k_m (synthetic or real OCR)."""
+    profile = profile or ("signal-real" if errors == "real" else "signal-gpu")
+    cmd = [sys.executable, "-m", "bhasha_build.tools.learning_signal", phase, "--profile", profile, "--errors", errors]
     if lines:
         cmd += ["--lines", str(lines)]
+    if real_lines:
+        cmd += ["--real-lines", str(real_lines)]
+    if heldout_lines:
+        cmd += ["--heldout-lines", str(heldout_lines)]
     for item in set or []:
         cmd += ["--set", item]
     if parts_dir:
