@@ -16,8 +16,9 @@ mix of REAL Tesseract errors and noise FITTED to them, and judged on held-out re
   ocr-<lang>.jsonl     --real-lines composed lines + data/clean's, rendered with the `train` fonts
                        and `train` degradations and read by Tesseract (tools/ocr_pairs.py)
   noise-model.json     a noise model fitted to those real pairs (tools/noise_fit.py)
-  fitted-<lang>.jsonl  --lines other composed lines noised by that model (--identity-fraction of
-                       them left as they are, on top of the model's own error-free lines)
+  fitted-<lang>.jsonl  --lines other lines noised by that model (--identity-fraction of them left as
+                       they are, on top of the model's own error-free lines): 80% composed, 20%
+                       unfamiliar-word lines (pseudo-words of their own), so copying unknown words is learnt
   heldout/indomain-<lang>.jsonl    --heldout-lines new composed lines (in-domain text), and
   heldout/unfamiliar-<lang>.jsonl  --heldout-lines lines where about half the words are pseudo-words
                        no training line has (names, rare words), both rendered with the `heldout`
@@ -133,13 +134,13 @@ def clean_lines(lang: str, count: int, rng: random.Random) -> list[str]:
     return out + compose(lang, count, rng, seen)
 
 
-def pseudo_words(lang: str, count: int, rng: random.Random) -> list[str]:
-    """Words that are not in the word list but look like the script's words (names, rare words): random
-    walks over the grapheme bigrams of the word list, 2-6 graphemes long."""
+def pseudo_words(lang: str, count: int, rng: random.Random, avoid: set[str] | None = None) -> list[str]:
+    """Words that are not in the word list (nor in `avoid`) but look like the script's words (names, rare
+    words): random walks over the grapheme bigrams of the word list, 2-6 graphemes long."""
     from bhasha_build.core.metrics import graphemes
 
     words = page_words(lang)[0]
-    known = set(words)
+    known = set(words) | (avoid or set())
     nxt: dict[str, list[str]] = {}
     for word in words:
         units = ["<s>", *graphemes(word), "</s>"]
@@ -162,10 +163,11 @@ def pseudo_words(lang: str, count: int, rng: random.Random) -> list[str]:
     return out
 
 
-def unfamiliar_lines(lang: str, count: int, rng: random.Random, seen: set[str]) -> list[str]:
-    """Lines like `compose`'s where about half the words are pseudo-words no training line has."""
+def unfamiliar_lines(lang: str, count: int, rng: random.Random, seen: set[str], avoid: set[str] | None = None
+                     ) -> list[str]:
+    """Lines like `compose`'s where about half the words are pseudo-words (none of them in `avoid`)."""
     words, weights = page_words(lang)
-    strange = pseudo_words(lang, max(50, count * 4), rng)
+    strange = pseudo_words(lang, max(50, count * 4), rng, avoid)
     out: list[str] = []
     for _ in range(count * 10):
         if len(out) >= count:
@@ -205,7 +207,8 @@ HELDOUT_KINDS = ("indomain", "unfamiliar")
 
 
 def make_real_pairs(input_dir: Path, lines_per_lang: int, real_lines: int, heldout_lines: int,
-                    identity_fraction: float, seed: int, workers: int | None = None) -> dict[str, Any]:
+                    identity_fraction: float, seed: int, workers: int | None = None,
+                    unfamiliar_share: float = 0.2) -> dict[str, Any]:
     """Write the real-errors input folder (see the module docstring); returns its index."""
     import tempfile
 
@@ -224,6 +227,14 @@ def make_real_pairs(input_dir: Path, lines_per_lang: int, real_lines: int, heldo
         plan[lang] = {"ocr": train[:split], "fitted": train[split:],
                       "indomain": compose(lang, heldout_lines, rng, seen),
                       "unfamiliar": unfamiliar_lines(lang, heldout_lines, rng, seen)}
+        # real text has names and rare words: a share of the fitted-noise lines are unfamiliar-word
+        # lines too (pseudo-words of their own, none of the held-out set's), so the model learns to copy
+        # what it does not know
+        known = set(page_words(lang)[0])
+        held_words = {w.rstrip("।.") for line in plan[lang]["unfamiliar"] for w in line.split()} - known
+        n_unfamiliar = round(unfamiliar_share * lines_per_lang)
+        plan[lang]["fitted"] = plan[lang]["fitted"][:lines_per_lang - n_unfamiliar] + unfamiliar_lines(
+            lang, n_unfamiliar, random.Random(f"{seed}\0unfamiliar-train\0{lang}"), seen, held_words)
     summaries: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bhasha-signal-") as tmp:
         for lang, parts in plan.items():
@@ -249,8 +260,8 @@ def make_real_pairs(input_dir: Path, lines_per_lang: int, real_lines: int, heldo
                           "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     held = [row for path in sorted(held_dir.glob("indomain-*.jsonl")) for row in noise_fit.read_pairs(path)]
     files = sorted(p.relative_to(input_dir).as_posix() for p in input_dir.rglob("*.json*") if p.name != INDEX)
-    counts = {lang: {"real": summaries[f"ocr-{lang}.jsonl"]["pairs"], "fitted": len(plan[lang]["fitted"])}
-              for lang in LANGS}
+    counts = {lang: {"real": summaries[f"ocr-{lang}.jsonl"]["pairs"], "fitted": len(plan[lang]["fitted"]),
+                     "fitted_unfamiliar": round(unfamiliar_share * lines_per_lang)} for lang in LANGS}
     index = {
         "seed": seed, "lines": lines_per_lang, "real_lines": real_lines, "heldout_lines": heldout_lines,
         "identity_fraction": identity_fraction,
