@@ -226,7 +226,8 @@ def test_real_errors_phases_run_apart_on_cpu(tmp_path: Path) -> None:
 
     def phase(name: str, runs: str, *extra: str) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "bhasha_build.tools.learning_signal", name, "--errors", "real",
-                "--profile", "signal-real", "--lines", "30", "--real-lines", "6", "--heldout-lines", "3",
+                "--profile", "signal-real", "--lines", "30", "--real-lines", "20", "--heldout-lines", "3",
+                "--no-hand-written",
                 "--parts-dir", str(tmp_path / "parts"), "--out", str(tmp_path / f"{name}.json"), *extra]
         for item in [*shrink, f'runs_dir="{tmp_path / runs}"']:
             argv += ["--set", item]
