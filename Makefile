@@ -10,10 +10,10 @@ GPUS ?= 1
 PROFILE ?= gpu16gb
 COMPOSE := docker compose -f docker/compose.yaml
 
-.PHONY: help install toolchain demo test test-fast lint image image-smoke train export deploy doctor bench bench-ddp signal clean
+.PHONY: help install toolchain demo test test-fast lint image image-smoke train export deploy doctor bench bench-ddp signal signal-real clean
 
 help:
-	@echo "make demo | test | lint | image | image-smoke | train | export | deploy NAME=... | doctor | bench | bench-ddp GPUS=2 | signal"
+	@echo "make demo | test | lint | image | image-smoke | train | export | deploy NAME=... | doctor | bench | bench-ddp GPUS=2 | signal | signal-real"
 
 # CPU torch first (a plain torch requirement would pull a multi-GB CUDA build), then the one lock.
 $(BIN)/.installed: requirements/lock.txt requirements/torch.txt pyproject.toml scripts/llama-wheel.sh
@@ -78,6 +78,10 @@ bench-ddp:
 # The learning-signal check in the image (GPU + pinned llama.cpp): from-scratch model, q4_k_m must beat doing nothing.
 signal:
 	$(RUNENV) $(COMPOSE) run --rm --no-deps trainer invoke signal --phase all
+
+# The same on real OCR errors (Tesseract in the image): held-out real OCR, guarded CER <= identity, <= 2% over-correction.
+signal-real:
+	$(RUNENV) $(COMPOSE) run --rm --no-deps trainer invoke signal --errors real --phase all --out runs/signal-real.json
 
 clean:
 	rm -rf runs/demo .pytest_cache

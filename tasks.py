@@ -89,13 +89,15 @@ def data(c, profile=None, run=None, config=None, set=None, input=None, force=Fal
 
 @task(help={"input": "clean lines: .txt (one per line) or .jsonl with clean/lang",
             "out": "output .jsonl of noisy/clean pairs", "lang": "language code (hi, bn, ta, ...)",
-            "rate": "target grapheme error rate", "seed": "random seed"})
-def noise(c, input, out, lang="hi", rate=0.08, seed=3407):
-    """Make synthetic OCR-noise pairs from clean text (seeded, per-script error models)."""
+            "rate": "target grapheme error rate (rule-based mode)", "seed": "random seed",
+            "model": "sample from this fitted noise model (invoke noise-fit) instead of the rule-based one"})
+def noise(c, input, out, lang="hi", rate=0.08, seed=3407, model=None):
+    """Make synthetic OCR-noise pairs from clean text (seeded; rule-based per script, or a fitted model)."""
     from bhasha_build.tools.noise import noise_file
 
-    result = _call(f"noise {input} -> {out} (lang={lang}, rate={rate}, seed={seed})",
-                   lambda: noise_file(input, out, lang=lang, rate=rate, seed=seed))
+    how = f"model={model}" if model else f"rate={rate}"
+    result = _call(f"noise {input} -> {out} (lang={lang}, {how}, seed={seed})",
+                   lambda: noise_file(input, out, lang=lang, rate=rate, seed=seed, model=model))
     if result is not None:
         print(json.dumps(result, ensure_ascii=False, indent=2) if isinstance(result, dict) else result)
 
@@ -145,7 +147,12 @@ def eval_(c, profile=None, run=None, config=None, set=None, only=None, gate=Fals
     for system in ("baseline", "model", "gguf"):
         if system in report:
             o = report[system]["overall"]
-            print(f"{system:9s} CER {o['cer']:.4f}  char-CER {o['cer_char']:.4f}  WER {o['wer']:.4f}")
+            line = (f"{system:9s} CER {o['cer']:.4f}  char-CER {o['cer_char']:.4f}  WER {o['wer']:.4f}  "
+                    f"over-correction {o['over_correction_rate']:.1%}")
+            if g := report[system].get("guarded"):
+                line += (f"  | guarded: CER {g['overall']['cer']:.4f}  over-correction "
+                         f"{g['overall']['over_correction_rate']:.1%}  ({g['overall']['guarded_rows']} rows kept)")
+            print(line)
     for check in report["gate"]["checks"]:
         print(f"{'ok  ' if check['ok'] else 'FAIL'} {check['check']}: {check['detail']}")
     if gate and not report["gate"]["passed"]:
@@ -266,14 +273,24 @@ def bench_ddp(c, out="bench/ddp.json", gpus=2, backend="hf", steps=16, batch=8, 
 
 
 @task(help={"phase": "prepare | gpu | finish | all (see bhasha_build/tools/learning_signal.py)",
-            "profile": "config profile (default signal-gpu)", "parts_dir": "gpu: pack the run here; "
-            "finish: unpack from here", "lines": "synthetic clean lines per language (default 15000, as measured)",
+            "profile": "config profile (default signal-gpu; signal-real with --errors real)",
+            "parts_dir": "gpu: pack the run here; finish: unpack from here",
+            "lines": "synthetic (real: fitted-noise) clean lines per language (default 15000, as measured)",
+            "errors": "synthetic (rule-based noise) or real (Tesseract pairs + fitted noise; held-out real OCR)",
+            "real_lines": "real: lines per language read by Tesseract for training (default 2500)",
+            "heldout_lines": "real: lines per held-out set and language (default 200)",
             "out": "also write the result JSON here", "set": COMMON_HELP["set"]}, iterable=["set"])
-def signal(c, phase="all", profile="signal-gpu", parts_dir=None, lines=None, out=None, set=None):
-    """Learning-signal check: from-scratch model on synthetic noise must beat the identity CER via q4_k_m."""
-    cmd = [sys.executable, "-m", "bhasha_build.tools.learning_signal", phase, "--profile", profile]
+def signal(c, phase="all", profile=None, parts_dir=None, lines=None, out=None, set=None, errors="synthetic",
+           real_lines=None, heldout_lines=None):
+    """Learning-signal check: a from-scratch model must beat doing nothing via q4_k_m (synthetic or real OCR)."""
+    profile = profile or ("signal-real" if errors == "real" else "signal-gpu")
+    cmd = [sys.executable, "-m", "bhasha_build.tools.learning_signal", phase, "--profile", profile, "--errors", errors]
     if lines:
         cmd += ["--lines", str(lines)]
+    if real_lines:
+        cmd += ["--real-lines", str(real_lines)]
+    if heldout_lines:
+        cmd += ["--heldout-lines", str(heldout_lines)]
     for item in set or []:
         cmd += ["--set", item]
     if parts_dir:
@@ -282,6 +299,40 @@ def signal(c, phase="all", profile="signal-gpu", parts_dir=None, lines=None, out
         cmd += ["--out", out]
     if _run(c, cmd) != 0:
         raise Exit("error: the learning-signal check did not pass (see the verdict above)", code=1)
+
+
+@task(name="ocr-pairs", help={
+    "input": "clean lines: .txt (one per line) or .jsonl with clean[/id]", "out": "output .jsonl of real-OCR pairs "
+    "(a <stem>.summary.json is written beside it)", "lang": "hi, bn or ta (Tesseract hin/ben/tam)",
+    "fonts": "font set (train, heldout, all) or comma-separated font names/paths", "degrade": "degradation preset: "
+    "clean, train or heldout (see bhasha_build/tools/ocr_pairs.py)", "seed": "random seed (per line: font, size, "
+    "degradations)", "workers": "processes (default: the CPUs this process may use)"})
+def ocr_pairs(c, input, out, lang, fonts="train", degrade="train", seed=3407, workers=None):
+    """Real OCR pairs: render clean lines (real fonts, RAQM shaping), degrade them, read back with Tesseract 5."""
+    from bhasha_build.tools.ocr_pairs import ocr_pairs as make
+
+    result = _call(f"ocr-pairs {input} -> {out} (lang={lang}, fonts={fonts}, degrade={degrade}, seed={seed})",
+                   lambda: make(input, out, lang, fonts=fonts, degrade=degrade, seed=int(seed),
+                                workers=int(workers) if workers else None))
+    print(json.dumps({k: v for k, v in result.items() if k != "empty_rows"}, ensure_ascii=False, indent=2))
+
+
+@task(name="noise-fit", help={
+    "pairs": "real OCR pairs (.jsonl with lang, noisy, clean), e.g. from invoke ocr-pairs or your own engine",
+    "out": "the fitted model (JSON)", "report": "also show how close sampled noise comes to held-out real errors",
+    "heldout": "held-out real pairs for --report (default: 20% of --pairs, held out by hash)",
+    "seed": "random seed of the report's samples"})
+def noise_fit(c, pairs, out, report=False, heldout=None, seed=3407):
+    """Fit a noise model to real OCR errors (grapheme alignment: sub/ins/del/split/merge, virama+joiner rule)."""
+    from bhasha_build.tools.noise import add_noise
+    from bhasha_build.tools.noise_fit import fit_file, format_report
+
+    result = _call(f"noise-fit {pairs} -> {out}",
+                   lambda: fit_file(pairs, out, heldout=heldout, report=report, seed=int(seed),
+                                    references={"rule_based": add_noise}))
+    print(json.dumps(result["langs"], ensure_ascii=False))
+    if "report" in result:
+        print(format_report(result["report"]))
 
 
 # ------------------------------------------------------------------ dev
@@ -310,6 +361,6 @@ dev = Collection("dev")
 dev.add_task(test)
 dev.add_task(lint)
 
-ns = Collection(data, noise, train, export_, eval_, modelfile, sanity, deploy, pipeline, demo, toolchain,
-                doctor, bench, bench_ddp, signal)
+ns = Collection(data, noise, ocr_pairs, noise_fit, train, export_, eval_, modelfile, sanity, deploy, pipeline, demo,
+                toolchain, doctor, bench, bench_ddp, signal)
 ns.add_collection(dev)

@@ -15,7 +15,7 @@ import pytest
 
 from bhasha_build.core import chat, metrics
 from bhasha_build.core.config import BuildConfig
-from bhasha_build.stages.data import DataError, check_trainable, load_rows, prepare, summary_line
+from bhasha_build.stages.data import DataError, check_trainable, load_rows, manifest_sections, prepare, summary_line
 
 ROOT = Path(__file__).resolve().parent.parent
 MESSY = ROOT / "data" / "messy"
@@ -360,6 +360,25 @@ def test_zwj_policy_keep_and_strip(tmp_path: Path) -> None:
     run(tmp_path / "s", [*good_rows(), zrow], cfg(zwj_policy="strip"))
     rows = both_splits(tmp_path / "s")
     assert not any("\u200d" in r["noisy"] or "\u200d" in r["clean"] for r in rows)
+
+
+def test_zwj_policy_auto_drops_only_word_final_joiners_after_a_virama(tmp_path: Path) -> None:
+    """Tesseract's Tamil model adds a ZWNJ after word-final pullis (and its Hindi model after final halants):
+    invisible on the page, so "auto" drops them on both sides; joiners inside words are text."""
+    from bhasha_build.core.text import normalize_text
+
+    assert normalize_text("தமிழ்\u200c நாடு.\u200c தமிழ்\u200c.", "auto") == "தமிழ் நாடு.\u200c தமிழ்."
+    assert normalize_text("अर्थात्\u200c", "auto") == "अर्थात्"
+    for kept in ("क्\u200dष", "র\u200d্য", "க்\u200cஷ", "ত্\u200d", "क्\u200cष"):  # half form, ya-phala, க்‌ஷ,
+        assert normalize_text(kept, "auto") == kept                                # khanda-ta, explicit halant
+    rows = [*good_rows(), jrow("ta", "தமிழ்\u200c நாடு", "தமிழ் நாடு"), jrow("hi", "क्\u200dष और", "क्\u200dष और")]
+    stats = run(tmp_path, rows)  # the default policy
+    out = both_splits(tmp_path)
+    tamil = next(r for r in out if r["clean"] == "தமிழ் நாடு")
+    assert tamil["noisy"] == tamil["clean"]  # the only error was the joiner
+    assert any("\u200d" in r["clean"] for r in out if r["lang"] == "hi")
+    assert stats["normalization"]["zwj_policy"] == "auto"
+    assert manifest_sections({**stats, "source": "in.jsonl"})["data"]["normalization"]["zwj_policy"] == "auto"
 
 
 def test_danda_digits_never_fixed(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ machine exporting on another (relative base-model record)."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import tarfile
@@ -182,3 +183,89 @@ def test_gpu_and_finish_phases_run_apart_on_cpu(tmp_path: Path) -> None:
         assert system["beats_baseline"] is (system["cer"] < system["baseline_cer"]) is False
     run = tmp_path / "workstation" / "signal"
     assert (run / "model-q4_k_m.gguf").exists() and (run / "eval.json").exists()
+
+
+def test_pseudo_words_are_new_words_of_the_script() -> None:
+    for lang in ls.LANGS:
+        known = set(ls.page_words(lang)[0])
+        strange = ls.pseudo_words(lang, 40, random.Random(2))
+        assert len(strange) == len(set(strange)) == 40 and not known & set(strange)
+        lines = ls.unfamiliar_lines(lang, 20, random.Random(3), set())
+        share = sum(w.rstrip("।.") not in known for ln in lines for w in ln.split()) / sum(
+            len(ln.split()) for ln in lines)
+        assert 0.3 < share < 0.7  # about half the words of an "unfamiliar" line are new
+
+
+def test_real_verdict_applies_the_issue_gate() -> None:
+    good = {"identity_cer": 0.10, "raw_cer": 0.06, "guarded_cer": 0.06, "identity_rows": 90,
+            "raw_over_correction": 0.03, "guarded_over_correction": 0.01}
+    sets = {"indomain-hi": good, "unfamiliar-hi": {**good, "raw_cer": 0.12, "guarded_cer": 0.10}}
+    result = ls.verdict_real(sets)
+    assert result["passed"] and len(result["checks"]) == 5  # raw gain only on in-domain text
+    worse = ls.verdict_real({**sets, "unfamiliar-hi": {**good, "guarded_cer": 0.11}})
+    assert not worse["passed"] and [c["check"] for c in worse["checks"] if not c["ok"]] == ["guarded_not_worse"]
+    small_gain = ls.verdict_real({"indomain-hi": {**good, "raw_cer": 0.08}})
+    assert [c["check"] for c in small_gain["checks"] if not c["ok"]] == ["raw_gain"]
+    rewrites = ls.verdict_real({"indomain-hi": {**good, "guarded_over_correction": 0.05}})
+    assert [c["check"] for c in rewrites["checks"] if not c["ok"]] == ["over_correction"]
+    assert not ls.verdict_real({})["passed"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract missing: bash scripts/test-deps.sh")
+def test_real_errors_phases_run_apart_on_cpu(tmp_path: Path) -> None:
+    """--errors real, shrunk to CPU size: `prepare` here (Tesseract), `gpu` (--allow-cpu) and `finish` in two
+    runs folders as on two machines; the verdict covers every held-out real-OCR set with its numbers."""
+    import subprocess
+    import sys
+
+    shrink = ["model.tiny.hidden_size=256", "model.tiny.intermediate_size=512", "model.tiny.num_hidden_layers=2",
+              "model.tiny.num_attention_heads=4", "model.tiny.pretrain_steps=10", "model.tiny.pretrain_batch_size=8",
+              "train.max_steps=6", "train.batch_size=8", 'train.optim="adamw_torch"', "eval.max_rows=6",
+              "eval.max_new_tokens=24", f'data.input="{tmp_path / "input"}"']
+
+    def phase(name: str, runs: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "bhasha_build.tools.learning_signal", name, "--errors", "real",
+                "--profile", "signal-real", "--lines", "30", "--real-lines", "20", "--heldout-lines", "3",
+                "--no-hand-written",
+                "--parts-dir", str(tmp_path / "parts"), "--out", str(tmp_path / f"{name}.json"), *extra]
+        for item in [*shrink, f'runs_dir="{tmp_path / runs}"']:
+            argv += ["--set", item]
+        env = {**os.environ, "BHASHA_OCR_CACHE": str(tmp_path / "ocr-cache")}
+        return subprocess.run(argv, cwd=ls.REPO_ROOT, capture_output=True, text=True, timeout=1200, env=env)
+
+    gpu_early = phase("gpu", "gpu-box", "--allow-cpu")  # nothing prepared: refused in one line
+    assert gpu_early.returncode == 1 and "signal.json: missing" in gpu_early.stderr
+    prepare = phase("prepare", "here")
+    assert prepare.returncode == 0, prepare.stderr[-2000:]
+    index = json.loads((tmp_path / "prepare.json").read_text())["prepare"]
+    assert set(index["mix"]) == set(ls.LANGS) and all(m["fitted"] == 30 for m in index["mix"].values())
+    held = sorted((tmp_path / "input" / "heldout").glob("*.jsonl"))
+    assert [p.stem for p in held] == sorted(f"{k}-{lang}" for k in ls.HELDOUT_KINDS for lang in ls.LANGS)
+    fonts_seen = {json.loads(line)["ocr"]["font"] for p in held for line in p.read_text().splitlines()}
+    train_fonts = {json.loads(line)["ocr"]["font"] for lang in ls.LANGS
+                   for line in (tmp_path / "input" / f"ocr-{lang}.jsonl").read_text().splitlines()}
+    assert fonts_seen and not fonts_seen & train_fonts  # held out: fonts training never saw
+    assert set(index["fitted_vs_heldout_real"]) == set(ls.LANGS)
+
+    gpu = phase("gpu", "gpu-box", "--allow-cpu")
+    assert gpu.returncode == 0, gpu.stdout[-2000:] + gpu.stderr[-2000:]
+    data = json.loads((tmp_path / "gpu.json").read_text())["gpu"]["data"]
+    assert data["rows_read"] == sum(m["real"] + m["fitted"] for m in index["mix"].values())
+
+    finish = phase("finish", "workstation")
+    assert finish.returncode in (0, 2), finish.stdout[-2000:] + finish.stderr[-2000:]
+    result = json.loads((tmp_path / "finish.json").read_text())
+    sets, verdict = result["finish"]["heldout"], result["verdict"]
+    assert set(sets) == {p.stem for p in held}
+    for s in sets.values():
+        assert s["rows"] == sum(s["better_same_worse"]["guarded"].values())
+        assert 0 <= s["guarded_over_correction"] <= 1 and s["identity_cer"] <= s["identity_cer_before_normalization"]
+    assert len(verdict["checks"]) == 2 * len(sets) + len(ls.LANGS)
+    assert finish.returncode == (0 if verdict["passed"] else 2)
+    predictions = (tmp_path / "finish.predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == sum(s["rows"] for s in sets.values())
+    # a held-out file changed after prepare is refused before anything runs
+    held[0].write_text(held[0].read_text() + "\n")
+    with pytest.raises(ls.SignalError, match="sha256"):
+        ls.check_real_input(tmp_path / "input")

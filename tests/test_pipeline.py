@@ -72,6 +72,8 @@ def test_sanity_prompt_stops_on_im_end(tiny_pipeline: dict[str, Any]) -> None:
     result = pipeline.run_sanity(tiny_pipeline["cfg"])
     assert result["finish_reason"] == "stop" and result["response"].strip()
     assert result["completion_tokens"] < tiny_pipeline["cfg"].eval.max_new_tokens
+    guarded = result["guarded"]  # the do-no-harm guard's verdict on the answer, next to the raw answer
+    assert guarded["text"] == (result["prompt"] if guarded["kept_input"] else result["response"].strip())
     manifest = json.loads((tiny_pipeline["run_dir"] / "manifest.json").read_text())
     assert manifest["stages"]["sanity"]["finish_reason"] == "stop"
 
@@ -86,7 +88,12 @@ def test_eval_scores_model_and_gguf_against_the_baseline(tiny_pipeline: dict[str
     assert report["rows"] == len((run_dir / "eval_predictions.jsonl").read_text().splitlines())
     assert (run_dir / "cer_by_lang.png").stat().st_size > 1000
     assert [c["check"] for c in report["gate"]["checks"]] == [
-        "model_beats_baseline", "gguf_beats_baseline", "gguf_close_to_hf"]
+        "model_beats_baseline", "gguf_beats_baseline", "gguf_close_to_hf", "model_over_correction",
+        "gguf_over_correction"]
+    for system in ("model", "gguf"):
+        guarded = report[system]["guarded"]
+        assert guarded["overall"]["rows"] == report["rows"] and "guarded_rows" in guarded["overall"]
+        assert set(guarded["by_lang"]) == set(report[system]["by_lang"])
 
 
 def test_unchanged_stage_is_skipped_and_changed_one_reruns(tiny_pipeline: dict[str, Any], capsys) -> None:

@@ -20,7 +20,7 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 def test_every_stage_is_listed() -> None:
     out = invoke("--list").stdout
     for name in ("data", "noise", "train", "export", "eval", "modelfile", "sanity", "deploy", "pipeline", "demo",
-                 "bench", "doctor", "toolchain", "dev.test", "dev.lint"):
+                 "bench", "doctor", "toolchain", "ocr-pairs", "noise-fit", "dev.test", "dev.lint"):
         assert f"  {name}" in out, name
 
 
@@ -40,6 +40,22 @@ def test_user_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], expecte
     proc = invoke(*args, "--set", f'runs_dir="{tmp_path}"')
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], proc.stderr
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("ocr-pairs", "--input", "/no/such.txt", "--out", "o.jsonl", "--lang", "hi"), "/no/such.txt: input not found"),
+    (("ocr-pairs", "--input", "data/clean/hi.txt", "--out", "o.jsonl", "--lang", "hi", "--degrade", "x"),
+     "--degrade 'x': not a preset"),
+    (("noise-fit", "--pairs", "/no/pairs.jsonl", "--out", "m.json"), "/no/pairs.jsonl: pairs file not found"),
+    (("noise", "--input", "data/clean/hi.txt", "--out", "o.jsonl", "--model", "/no/model.json"),
+     "/no/model.json: cannot read"),
+])
+def test_real_ocr_tasks_fail_in_one_line(tmp_path: Path, args: tuple[str, ...], expected: str) -> None:
+    proc = invoke(*[str(tmp_path / a) if a.endswith((".jsonl", ".json")) and not a.startswith("/") else a
+                    for a in args])
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], proc.stderr
 

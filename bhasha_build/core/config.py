@@ -18,7 +18,7 @@ Knobs (section.key):
   lora.r, lora.alpha, lora.dropout, lora.target_modules
   train.backend, train.max_steps, train.epochs, train.learning_rate, train.batch_size,
   train.grad_accum, train.optim, train.packing, train.save_steps, train.logging_steps, ...
-  eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance
+  eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance, eval.max_over_correction
   guard.enabled, guard.max_edit_fraction, guard.max_length_ratio, guard.max_foreign_fraction
   export.quant, export.keep_f16
   deploy.name, deploy.host, deploy.timeout_s, deploy.sanity_max_cer
@@ -94,7 +94,7 @@ class DataConfig(Section):
     mix_ratio: float = Field(0.0, ge=0.0, lt=1.0)  # share of chat rows in train
     eval_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     max_foreign_fraction: float = Field(0.3, ge=0.0, le=1.0)
-    zwj_policy: Literal["keep", "strip"] = "keep"
+    zwj_policy: Literal["auto", "keep", "strip"] = "auto"  # core/text.py: word-final joiners after a virama
     too_long: Literal["reject", "truncate"] = "reject"
 
 
@@ -137,6 +137,7 @@ class EvalConfig(Section):
     max_new_tokens: int = Field(256, ge=1)
     gate_margin: float = Field(0.0, ge=0.0)  # model CER must be below baseline by this much
     gguf_tolerance: float = Field(0.02, ge=0.0)  # q4_k_m CER may exceed HF CER by at most this
+    max_over_correction: float = Field(0.02, ge=0.0, le=1.0)  # share of already-correct inputs changed
 
 
 class GuardConfig(Section):

@@ -8,8 +8,14 @@ as tokens it never saw).
 
   * Unicode NFC. NFC is the one canonical form: the composition-excluded nukta letters क़ ख़ ग़ ज़ ड़ ढ़
     फ़ य़ (U+0958–U+095F) and Bengali ড় ঢ় য় (U+09DC/DD/DF) always become base + nukta.
-  * ZWJ/ZWNJ (U+200D/U+200C): policy "keep" (they select half forms and are text) or "strip"
-    (removed; e.g. what Tesseract's Tamil model emits after word-final viramas is noise there).
+  * ZWJ/ZWNJ (U+200D/U+200C), one policy (`data.zwj_policy`) for training data and every client:
+      auto   (default) drop a ZWNJ that follows a virama at the end of a word (before a space,
+             punctuation or the end): a virama there shows anyway, so the ZWNJ changes nothing on the
+             page, and it is exactly what Tesseract emits (its Tamil model after nearly every
+             word-final pulli, its Hindi model after word-final halants). Kept: every ZWJ (after a
+             final virama it makes Bengali khanda-ta ত্‍ and Malayalam chillus) and joiners inside
+             words (half forms, Bengali ya-phala র‍্য, Tamil க்‌ஷ), which are text.
+      keep   leave every joiner; strip   remove every joiner.
   * Surrounding whitespace stripped; inner spacing kept (spacing errors are data).
 
 Script rules: `LANG_SCRIPTS` maps language codes to scripts; `foreign_fraction` measures how much of a
@@ -35,7 +41,16 @@ LANG_SCRIPTS: dict[str, str] = {
     "si": "Sinhala",
 }
 ZWJ, ZWNJ = "\u200d", "\u200c"
-ZWJ_POLICIES = ("keep", "strip")
+JOINERS = ZWJ + ZWNJ
+# The virama (halant / hasant / pulli) of every Indic script of LANG_SCRIPTS.
+VIRAMAS = "\u094d\u09cd\u0a4d\u0acd\u0b4d\u0bcd\u0c4d\u0ccd\u0d4d\u0dca"
+ZWJ_RULES = {  # what each policy does, in words (the data stage records it in stats and the manifest)
+    "auto": "ZWNJ after a word-final virama dropped; every other ZWJ/ZWNJ kept",
+    "keep": "every ZWJ/ZWNJ kept",
+    "strip": "every ZWJ/ZWNJ removed",
+}
+ZWJ_POLICIES = tuple(ZWJ_RULES)
+_WORD_FINAL_ZWNJ = regex.compile(f"(?<=[{VIRAMAS}]){ZWNJ}+(?![\\p{{L}}\\p{{M}}])")
 
 _NEUTRAL = regex.compile(r"[\p{sc=Common}\p{sc=Inherited}]")
 _SCRIPT_RE = {name: regex.compile(rf"\p{{sc={name}}}") for name in set(LANG_SCRIPTS.values())}
@@ -46,8 +61,10 @@ def normalize_text(text: str, zwj_policy: str = "keep") -> str:
     text = unicodedata.normalize("NFC", text)
     if zwj_policy == "strip":
         text = unicodedata.normalize("NFC", text.replace(ZWJ, "").replace(ZWNJ, ""))
+    elif zwj_policy == "auto":
+        text = unicodedata.normalize("NFC", _WORD_FINAL_ZWNJ.sub("", text))
     elif zwj_policy not in ZWJ_POLICIES:
-        raise ValueError(f"zwj_policy must be 'keep' or 'strip', not {zwj_policy!r}")
+        raise ValueError(f"zwj_policy must be one of {', '.join(ZWJ_POLICIES)}, not {zwj_policy!r}")
     return text.strip()
 
 

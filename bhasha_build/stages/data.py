@@ -43,8 +43,11 @@ Normalization (both sides, the same way; ``core.text.normalize_text``, which eve
     nukta, while ऩ ऱ ऴ stay precomposed — whichever form the input used, the two sides agree. We do
     not re-compose: any later NFC pass (tokenizer, client) would undo it, and graphemes (the CER
     unit) are the same either way.
-  * ZWJ/ZWNJ (U+200D/U+200C): ``data.zwj_policy`` "keep" (default; they select half forms and
-    ra-phala shapes and are part of the text) or "strip" (removed from both sides).
+  * ZWJ/ZWNJ (U+200D/U+200C): ``data.zwj_policy`` "auto" (default: a ZWNJ after a word-final
+    virama is dropped — invisible on the page, and what Tesseract emits, e.g. after nearly every
+    word-final Tamil pulli; every ZWJ and the joiners inside words select half forms, ra-phala,
+    khanda-ta shapes and are kept), "keep" or "strip" (every joiner removed). Recorded in stats and
+    the manifest.
   * Surrounding whitespace is stripped; inner spacing is left alone (spacing errors are data).
   * Never touched: danda ``।`` vs ``|``, ``॥`` vs ``।।``, Indic vs ASCII digits, avagraha, punctuation —
     the model is meant to learn those corrections.
@@ -85,7 +88,7 @@ from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_dir, sha256_path
 from bhasha_build.core.layout import RunLayout
-from bhasha_build.core.text import LANG_SCRIPTS, foreign_fraction, normalize_text
+from bhasha_build.core.text import LANG_SCRIPTS, ZWJ_RULES, foreign_fraction, normalize_text
 
 SUFFIXES = (".jsonl", ".csv", ".tsv")
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -650,6 +653,7 @@ def prepare(
         "normalization": {
             "unicode": "NFC (nukta letters U+0958-095F, U+09DC/DD/DF end as base + nukta)",
             "zwj_policy": dcfg.zwj_policy,
+            "zwj_rule": ZWJ_RULES[dcfg.zwj_policy],
             "whitespace": "outer stripped, inner kept",
             "untouched": "danda/|, digits, avagraha, punctuation",
         },
@@ -755,6 +759,7 @@ def record_fields(stats: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def manifest_sections(stats: Mapping[str, Any]) -> dict[str, Any]:
-    return {"data": {"input": stats["source"], "train_rows": stats.get("train_rows"),
+    return {"data": {"input": stats["source"], "normalization": stats.get("normalization"),
+                     "train_rows": stats.get("train_rows"),
                      "eval_rows": stats.get("eval_rows"), "rejected_rows": stats.get("rejected"),
                      "duplicates_dropped": stats.get("duplicates_dropped")}}

@@ -3,18 +3,31 @@
 Two generators, scored by the same `metrics.score`:
   hf    base model + trained adapter in transformers (greedy, batched, stops at <|im_end|>)
   gguf  the quantized GGUF through llama.cpp (temperature 0, stop tokens from chat.py)
-The identity baseline (hypothesis = the noisy input) is what a model must beat.
+The identity baseline (hypothesis = the noisy input) is what a model must beat. Inputs go through
+`text.normalize_text` with data.zwj_policy, as every client sends them.
+
+Do no harm: each system's outputs are also passed through the guard (`core/guard.py`, config
+section `guard`): an implausible correction (script change, too many edits, length ratio, empty)
+keeps the input. eval.json holds, per system, the raw score (`overall`, `by_lang`) and the guarded
+one side by side (`guarded.overall`, `guarded.by_lang`, each with `guarded_rows`, and
+`guarded.reasons`); eval_predictions.jsonl holds both outputs and the guard's reason per row.
 
 Gate (`invoke eval --gate`, used by the nightly): the model's grapheme CER must be below the baseline
-by eval.gate_margin, and the GGUF's CER may exceed the HF model's by at most eval.gguf_tolerance.
+by eval.gate_margin; the GGUF's CER may exceed the HF model's by at most eval.gguf_tolerance; and
+each system's over-correction (share of already-correct inputs it changes, on the guarded output
+that is served when guard.enabled, else the raw one) must be at most eval.max_over_correction.
 
-Knobs: eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance, seed.
+Knobs: eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance,
+eval.max_over_correction, guard.*, data.zwj_policy, seed.
 Outputs: runs/<run>/eval.json, eval_predictions.jsonl, cer_by_lang.png.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +37,10 @@ from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_json, atomic_write_text, save_figure
 from bhasha_build.core.gguf import LlamaChat
+from bhasha_build.core.guard import guard
 from bhasha_build.core.layout import RunLayout
-from bhasha_build.core.metrics import identity_baseline, score
+from bhasha_build.core.metrics import identity_baseline, normalize_hyp, score
+from bhasha_build.core.text import normalize_text
 
 
 class EvalError(BhashaError):
@@ -77,12 +92,13 @@ def plot_cer(report: dict[str, Any], out_png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    systems = [s for s in ("baseline", "model", "gguf") if s in report]
+    systems = [(s, report[s]) for s in ("baseline", "model", "gguf") if s in report]
+    systems += [(f"{s} guarded", report[s]["guarded"]) for s in ("model", "gguf") if "guarded" in report.get(s, {})]
     langs = sorted(report["baseline"]["by_lang"])
     fig, ax = plt.subplots(figsize=(7, 3.8))
     width = 0.8 / len(systems)
-    for i, system in enumerate(systems):
-        values = [report[system]["by_lang"].get(lang, {}).get("cer", 0.0) for lang in langs]
+    for i, (system, block) in enumerate(systems):
+        values = [block["by_lang"].get(lang, {}).get("cer", 0.0) for lang in langs]
         ax.bar([x + i * width for x in range(len(langs))], values, width, label=system)
     ax.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(len(langs))], langs)
     ax.set_ylabel("grapheme CER (lower is better)")
@@ -92,9 +108,37 @@ def plot_cer(report: dict[str, Any], out_png: Path) -> None:
     save_figure(fig, out_png)
 
 
+def score_guarded(rows: Sequence[Mapping[str, Any]], hyps: Sequence[str], cfg: BuildConfig
+                  ) -> tuple[dict[str, Any], list[str | None], list[str]]:
+    """(raw score with the guarded one under "guarded", each row's guard reason, the guarded outputs)."""
+    kept = [guard(r["noisy"], normalize_hyp(h), r.get("lang"), cfg.guard) for r, h in zip(rows, hyps, strict=True)]
+    raw, guarded = score(rows, hyps), score(rows, [k.text for k in kept])
+    guarded["overall"]["guarded_rows"] = sum(k.kept_input for k in kept)
+    for lang, block in guarded["by_lang"].items():
+        block["guarded_rows"] = sum(k.kept_input for r, k in zip(rows, kept, strict=True)
+                                    if str(r.get("lang", "?")) == lang)
+    guarded["enabled"] = cfg.guard.enabled
+    guarded["reasons"] = dict(Counter(_reason_kind(k.reason) for k in kept if k.reason))
+    raw["guarded"] = guarded
+    return raw, [k.reason for k in kept], [k.text for k in kept]
+
+
+def _reason_kind(reason: str) -> str:
+    """"edit distance 40% of the input > 35%" → "edit distance"."""
+    words = re.match(r"[a-z ]+", reason)
+    return words.group().strip() if words else reason
+
+
+def served(block: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The score of what a user gets: the guarded output when the guard is on, else the raw one."""
+    guarded = block.get("guarded")
+    return guarded if guarded and guarded.get("enabled") else block
+
+
 def gate(report: dict[str, Any], cfg: BuildConfig) -> dict[str, Any]:
     base = report["baseline"]["overall"]["cer"]
-    result: dict[str, Any] = {"gate_margin": cfg.eval.gate_margin, "gguf_tolerance": cfg.eval.gguf_tolerance}
+    result: dict[str, Any] = {"gate_margin": cfg.eval.gate_margin, "gguf_tolerance": cfg.eval.gguf_tolerance,
+                              "max_over_correction": cfg.eval.max_over_correction}
     checks = []
     for system in ("model", "gguf"):
         if system in report:
@@ -105,6 +149,14 @@ def gate(report: dict[str, Any], cfg: BuildConfig) -> dict[str, Any]:
         diff = report["gguf"]["overall"]["cer"] - report["model"]["overall"]["cer"]
         checks.append({"check": "gguf_close_to_hf", "ok": diff <= cfg.eval.gguf_tolerance,
                        "detail": f"gguf - hf CER = {diff:+.4f} (tolerance {cfg.eval.gguf_tolerance})"})
+    for system in ("model", "gguf"):
+        if system in report:
+            block = served(report[system])["overall"]
+            which = "guarded" if block is not report[system]["overall"] else "raw"
+            rate, limit = block["over_correction_rate"], cfg.eval.max_over_correction
+            checks.append({"check": f"{system}_over_correction", "ok": rate <= limit,
+                           "detail": f"{system} ({which}) changed {rate:.1%} of the {block['identity_rows']} "
+                                     f"already-correct inputs (max {limit:.1%})"})
     result["checks"] = checks
     result["passed"] = all(c["ok"] for c in checks)
     return result
@@ -116,20 +168,20 @@ def run(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = ("model"
 
 def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = ("model", "gguf")) -> dict[str, Any]:
     rows = eval_rows(layout, cfg.eval.max_rows)
-    texts = [r["noisy"] for r in rows]
-    report: dict[str, Any] = {"rows": len(rows), "baseline": identity_baseline(rows)}
-    predictions: dict[str, list[str]] = {}
-    if "model" in systems:
-        predictions["model"] = generate_hf(cfg, layout, texts)
-        report["model"] = score(rows, predictions["model"])
+    texts = [normalize_text(r["noisy"], cfg.data.zwj_policy) for r in rows]  # what every client sends
+    report: dict[str, Any] = {"rows": len(rows), "baseline": identity_baseline(rows),
+                              "zwj_policy": cfg.data.zwj_policy}
+    predictions: dict[str, list[Any]] = {}
     gguf = layout.gguf(cfg.export.quant)
-    if "gguf" in systems:
-        if gguf.exists():
-            predictions["gguf"] = generate_gguf(cfg, gguf, texts)
-            report["gguf"] = score(rows, predictions["gguf"])
-            report["gguf_file"] = gguf.name
-        else:
+    for system in systems:
+        if system == "gguf" and not gguf.exists():
             report["gguf_skipped"] = f"{gguf.name} not exported yet"
+            continue
+        hyps = generate_hf(cfg, layout, texts) if system == "model" else generate_gguf(cfg, gguf, texts)
+        report[system], reasons, guarded = score_guarded(rows, hyps, cfg)
+        predictions.update({system: hyps, f"{system}_guarded": guarded, f"{system}_guard": reasons})
+        if system == "gguf":
+            report["gguf_file"] = gguf.name
     report["gate"] = gate(report, cfg)
     lines = [json.dumps({"id": r.get("id"), "lang": r["lang"], "noisy": r["noisy"], "clean": r["clean"],
                          **{k: v[i] for k, v in predictions.items()}}, ensure_ascii=False)

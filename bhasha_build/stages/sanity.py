@@ -1,10 +1,13 @@
 """Sanity stage: one deterministic chat completion through llama.cpp on the exported GGUF.
 
 It must end on a stop token (`finish_reason == "stop"`: the model emitted <|im_end|>, so the
-template and EOS survived training and export) with a non-empty answer. The same check against a
-live Ollama server is deploy's (stages/deploy.py, `deploy_sanity`).
+template and EOS survived training and export) with a non-empty answer. The prompt goes through
+`text.normalize_text` (data.zwj_policy), like every client's; the answer is also passed through the
+do-no-harm guard (`core/guard.py`) and the report shows both (`response`, `guarded`). The same check
+against a live Ollama server is deploy's (stages/deploy.py, `deploy_sanity`).
 
-Knobs: eval.max_new_tokens, model.max_seq_length (context), seed. Output: sanity.json.
+Knobs: eval.max_new_tokens, model.max_seq_length (context), data.zwj_policy, guard.*, seed.
+Output: sanity.json.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_json
 from bhasha_build.core.gguf import LlamaChat
+from bhasha_build.core.guard import guard
 from bhasha_build.core.layout import RunLayout
+from bhasha_build.core.metrics import normalize_hyp
+from bhasha_build.core.text import normalize_text
 
 SANITY_TEXT = "भारत एक विशाल देश है। यहा अनेक भाषाए बोली जाती है।"
 
@@ -28,11 +34,15 @@ class SanityError(BhashaError):
         self.report = report
 
 
-def run(cfg: BuildConfig, layout: RunLayout, text: str = SANITY_TEXT, **_: Any) -> dict[str, Any]:
+def run(cfg: BuildConfig, layout: RunLayout, text: str = SANITY_TEXT, lang: str = "hi", **_: Any) -> dict[str, Any]:
+    text = normalize_text(text, cfg.data.zwj_policy)
     with LlamaChat(layout.gguf(cfg.export.quant), n_ctx=min(cfg.model.max_seq_length, 4096), seed=cfg.seed) as llm:
         reply = llm.complete(text, cfg.eval.max_new_tokens)
+    kept = guard(text, normalize_hyp(reply.text), lang, cfg.guard)
     result = {"prompt": text, "response": reply.text, "finish_reason": reply.finish_reason,
               "completion_tokens": reply.completion_tokens,
+              "guarded": {"enabled": cfg.guard.enabled, "text": kept.text, "kept_input": kept.kept_input,
+                          "reason": kept.reason},
               # "stop" alone would pass a model that emits <|im_end|> at once: an answer must exist too
               "ok": reply.finish_reason == "stop" and bool(reply.text.strip())}
     atomic_write_json(layout.sanity_report, result)

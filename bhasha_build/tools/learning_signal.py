@@ -11,21 +11,46 @@ sampled by frequency^0.5, 4–14 words, sentence punctuation) plus the hand-writ
 data/clean, each used once (no clean line is in both splits), noised by `noise.add_noise` at
 `rate` grapheme CER with `identity_fraction` rows left unchanged (over-correction shows).
 
+Real errors (`--errors real`, profile `signal-real`): the same model and stages, but trained on a
+mix of REAL Tesseract errors and noise FITTED to them, and judged on held-out real OCR. Per language:
+  ocr-<lang>.jsonl     --real-lines composed lines + data/clean's, rendered with the `train` fonts
+                       and `train` degradations and read by Tesseract (tools/ocr_pairs.py)
+  noise-model.json     a noise model fitted to those real pairs (tools/noise_fit.py)
+  fitted-<lang>.jsonl  --lines other lines noised by that model (--identity-fraction of them left as
+                       they are, on top of the model's own error-free lines): 80% composed, 20%
+                       unfamiliar-word lines (pseudo-words of their own), so copying unknown words is learnt
+  heldout/indomain-<lang>.jsonl    --heldout-lines new composed lines (in-domain text), and
+  heldout/unfamiliar-<lang>.jsonl  --heldout-lines lines where about half the words are pseudo-words
+                       no training line has (names, rare words), both rendered with the `heldout`
+                       fonts and degradations (disjoint from training's) and read by Tesseract
+  signal.json          the index: the mix, each file's rows and sha256, and how close the fitted
+                       noise comes to the held-out real errors
+The data stage normalizes both sides (data.zwj_policy "auto" drops Tesseract's word-final ZWNJs),
+and so does the held-out eval. `finish` runs every held-out set through the q4_k_m with the
+do-no-harm guard and gives the verdict (`verdict_real`): on EVERY held-out set the guarded CER is at
+most the identity CER and the guarded over-correction at most --max-over-correction (2%); on the
+in-domain sets the raw CER is at least --min-gain (30%) below identity. Tesseract is needed by
+`prepare` only: the input folder (a few MB) travels to the GPU box with the repo.
+
 Phases (a GPU box often has no llama.cpp and the workstation no GPU, so they can run apart):
-  prepare  write the pairs file (runs/<input>/pairs.jsonl)
+  prepare  write the pairs (runs/<input>/pairs.jsonl; real errors: the files above)
   gpu      data + train stages under the profile (default `signal-gpu`), then pack the run folder
            (base model, adapter, eval split, manifest, log) into parts of at most `part_mib` MiB
-  finish   unpack parts (if given), export (merge → GGUF → q4_k_m), eval; print the verdict JSON
+  finish   unpack parts (if given), export (merge → GGUF → q4_k_m), eval (+ the held-out real-OCR
+           sets); print the verdict JSON
   all      all three on one machine
 
-Knobs: --lines (per language), --rate, --identity-fraction, --seed, --profile, --set (config
-overrides), --parts-dir, --part-mib, --allow-cpu (train without a GPU, for tests).
+Knobs: --errors (synthetic | real), --lines (per language), --rate, --identity-fraction, --seed,
+--real-lines, --heldout-lines, --workers (Tesseract processes), --no-hand-written, --max-over-correction,
+--min-gain,
+--profile, --set (config overrides), --parts-dir, --part-mib, --allow-cpu (train without a GPU, for tests).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import random
 import sys
@@ -70,11 +95,36 @@ def load_wordlist(lang: str, folder: Path = WORDLISTS) -> tuple[list[str], list[
     return words, weights
 
 
+def page_words(lang: str) -> tuple[list[str], list[float]]:
+    """The word list without entries that have no letter: wordfreq lists a bare ZWNJ among the Tamil
+    words, which is invisible, so never a word on a page."""
+    kept = [(w, f) for w, f in zip(*load_wordlist(lang), strict=True) if any(ch.isalpha() for ch in w)]
+    return [w for w, _ in kept], [f for _, f in kept]
+
+
+def compose(lang: str, count: int, rng: random.Random, seen: set[str], words: Sequence[str] | None = None,
+            weights: Sequence[float] | None = None) -> list[str]:
+    """`count` distinct lines of 4-14 words (frequency^0.5 sampling, 70% with sentence punctuation) that
+    are not in `seen` (which gains them)."""
+    if words is None:
+        words, weights = page_words(lang)
+    out: list[str] = []
+    for _ in range(count * 10):  # bounded: a tiny word list cannot loop forever on duplicates
+        if len(out) >= count:
+            break
+        line = " ".join(rng.choices(words, weights, k=rng.randint(4, 14)))
+        if rng.random() < 0.7:
+            line += END_MARK[lang]
+        if line not in seen:
+            seen.add(line)
+            out.append(line)
+    return out
+
+
 def clean_lines(lang: str, count: int, rng: random.Random) -> list[str]:
     """The hand-written lines of data/clean, then `count` distinct synthetic clean lines of `lang`."""
     from bhasha_build.tools.noise import read_clean
 
-    words, weights = load_wordlist(lang)
     seen: set[str] = set()
     out: list[str] = []
     for path in sorted(CLEAN_LINES.glob(f"{lang}.txt")):
@@ -82,13 +132,50 @@ def clean_lines(lang: str, count: int, rng: random.Random) -> list[str]:
             if line not in seen:
                 seen.add(line)
                 out.append(line)
-    target = len(out) + count
-    for _ in range(count * 10):  # bounded: a tiny word list cannot loop forever on duplicates
-        if len(out) >= target:
+    return out + compose(lang, count, rng, seen)
+
+
+def pseudo_words(lang: str, count: int, rng: random.Random, avoid: set[str] | None = None) -> list[str]:
+    """Words that are not in the word list (nor in `avoid`) but look like the script's words (names, rare
+    words): random walks over the grapheme bigrams of the word list, 2-6 graphemes long."""
+    from bhasha_build.core.metrics import graphemes
+
+    words = page_words(lang)[0]
+    known = set(words) | (avoid or set())
+    nxt: dict[str, list[str]] = {}
+    for word in words:
+        units = ["<s>", *graphemes(word), "</s>"]
+        for a, b in itertools.pairwise(units):
+            nxt.setdefault(a, []).append(b)
+    out: list[str] = []
+    for _ in range(count * 50):
+        if len(out) >= count:
             break
-        line = " ".join(rng.choices(words, weights, k=rng.randint(4, 14)))
-        if rng.random() < 0.7:
-            line += END_MARK[lang]
+        unit, units = "<s>", []
+        while len(units) < 7:
+            unit = rng.choice(nxt[unit])
+            if unit == "</s>":
+                break
+            units.append(unit)
+        word = "".join(units)
+        if 2 <= len(units) <= 6 and word not in known:
+            known.add(word)
+            out.append(word)
+    return out
+
+
+def unfamiliar_lines(lang: str, count: int, rng: random.Random, seen: set[str], avoid: set[str] | None = None
+                     ) -> list[str]:
+    """Lines like `compose`'s where about half the words are pseudo-words (none of them in `avoid`)."""
+    words, weights = page_words(lang)
+    strange = pseudo_words(lang, max(50, count * 4), rng, avoid)
+    out: list[str] = []
+    for _ in range(count * 10):
+        if len(out) >= count:
+            break
+        tokens = [rng.choice(strange) if rng.random() < 0.5 else rng.choices(words, weights)[0]
+                  for _ in range(rng.randint(4, 12))]
+        line = " ".join(tokens) + (END_MARK[lang] if rng.random() < 0.7 else "")
         if line not in seen:
             seen.add(line)
             out.append(line)
@@ -111,6 +198,165 @@ def make_pairs(out_file: Path, lines_per_lang: int, rate: float, identity_fracti
     atomic_write_text(out_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return {"pairs": len(rows), "file": str(out_file),
             "identity_cer": round(corpus_cer([r["noisy"] for r in rows], [r["clean"] for r in rows]), 4)}
+
+
+# ---------------------------------------------------------------- real errors
+INDEX = "signal.json"
+NOISE_MODEL = "noise-model.json"
+HELDOUT_DIR = "heldout"  # a subfolder: the data stage reads the input folder's files only, not below it
+HELDOUT_KINDS = ("indomain", "unfamiliar")
+
+
+def make_real_pairs(input_dir: Path, lines_per_lang: int, real_lines: int, heldout_lines: int,
+                    identity_fraction: float, seed: int, workers: int | None = None,
+                    unfamiliar_share: float = 0.2, hand_written: bool = True) -> dict[str, Any]:
+    """Write the real-errors input folder (see the module docstring); returns its index. Without
+    `hand_written`, data/clean's lines are left out (quick CPU checks: 315 fewer lines to OCR)."""
+    import tempfile
+
+    from bhasha_build.core.fsutil import atomic_write_text
+    from bhasha_build.tools import noise_fit
+    from bhasha_build.tools.ocr_pairs import ocr_pairs
+
+    rng = random.Random(seed)
+    held_dir = input_dir / HELDOUT_DIR
+    held_dir.mkdir(parents=True, exist_ok=True)
+    plan: dict[str, dict[str, list[str]]] = {}
+    for lang in LANGS:
+        train = clean_lines(lang, real_lines + lines_per_lang, rng) if hand_written else compose(
+            lang, real_lines + lines_per_lang, rng, set())
+        split = len(train) - lines_per_lang  # data/clean's lines and the first real_lines composed ones
+        seen = set(train)
+        plan[lang] = {"ocr": train[:split], "fitted": train[split:],
+                      "indomain": compose(lang, heldout_lines, rng, seen),
+                      "unfamiliar": unfamiliar_lines(lang, heldout_lines, rng, seen)}
+        # real text has names and rare words: a share of the fitted-noise lines are unfamiliar-word
+        # lines too (pseudo-words of their own, none of the held-out set's), so the model learns to copy
+        # what it does not know
+        known = set(page_words(lang)[0])
+        held_words = {w.rstrip("।.") for line in plan[lang]["unfamiliar"] for w in line.split()} - known
+        n_unfamiliar = round(unfamiliar_share * lines_per_lang)
+        plan[lang]["fitted"] = plan[lang]["fitted"][:lines_per_lang - n_unfamiliar] + unfamiliar_lines(
+            lang, n_unfamiliar, random.Random(f"{seed}\0unfamiliar-train\0{lang}"), seen, held_words)
+    summaries: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bhasha-signal-") as tmp:
+        for lang, parts in plan.items():
+            jobs = [("ocr", input_dir / f"ocr-{lang}.jsonl", "train"),
+                    *[(kind, held_dir / f"{kind}-{lang}.jsonl", "heldout") for kind in HELDOUT_KINDS]]
+            for kind, out, fonts in jobs:
+                src = Path(tmp) / f"{kind}-{lang}.txt"
+                src.write_text("\n".join(parts[kind]) + "\n", encoding="utf-8")
+                info = ocr_pairs(src, out, lang, fonts=fonts, degrade=fonts, seed=seed, workers=workers)
+                summaries[out.relative_to(input_dir).as_posix()] = {
+                    k: info[k] for k in ("lines", "pairs", "empty_ocr", "identity_rows", "cer", "seconds")}
+    real_rows = [row for lang in LANGS for row in noise_fit.read_pairs(input_dir / f"ocr-{lang}.jsonl")]
+    model = noise_fit.fit(real_rows)
+    model["source"] = {"pairs": [f"ocr-{lang}.jsonl" for lang in LANGS], "rows": len(real_rows)}
+    atomic_write_json(input_dir / NOISE_MODEL, model)
+    for lang in LANGS:
+        rows = []
+        for i, clean in enumerate(plan[lang]["fitted"]):
+            line_rng = random.Random(f"{seed}\0fitted\0{clean}")
+            noisy = clean if line_rng.random() < identity_fraction else noise_fit.sample(model, clean, lang, line_rng)
+            rows.append({"id": f"fit-{lang}-{i:06d}", "lang": lang, "noisy": noisy, "clean": clean})
+        atomic_write_text(input_dir / f"fitted-{lang}.jsonl",
+                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    held = [row for path in sorted(held_dir.glob("indomain-*.jsonl")) for row in noise_fit.read_pairs(path)]
+    files = sorted(p.relative_to(input_dir).as_posix() for p in input_dir.rglob("*.json*") if p.name != INDEX)
+    counts = {lang: {"real": summaries[f"ocr-{lang}.jsonl"]["pairs"], "fitted": len(plan[lang]["fitted"]),
+                     "fitted_unfamiliar": round(unfamiliar_share * lines_per_lang)} for lang in LANGS}
+    index = {
+        "seed": seed, "lines": lines_per_lang, "real_lines": real_lines, "heldout_lines": heldout_lines,
+        "identity_fraction": identity_fraction,
+        "mix": {lang: {**c, "real_share": round(c["real"] / (c["real"] + c["fitted"]), 3)}
+                for lang, c in counts.items()},
+        "ocr": summaries,
+        "fitted_vs_heldout_real": noise_fit.compare(model, held, seed),
+        "files": {name: sha256_file(input_dir / name) for name in files},
+    }
+    atomic_write_json(input_dir / INDEX, index)
+    return index
+
+
+def check_real_input(input_dir: Path) -> dict[str, Any]:
+    """The index, after checking every file it lists is there with its recorded sha256."""
+    index_file = input_dir / INDEX
+    if not index_file.exists():
+        raise SignalError(f"{index_file}: missing; run `--errors real prepare` where Tesseract is installed and "
+                          f"carry {input_dir} along (the GPU box has no Tesseract)")
+    index = json.loads(index_file.read_text(encoding="utf-8"))
+    for name, digest in index["files"].items():
+        path = input_dir / name
+        if not path.is_file():
+            raise SignalError(f"{path}: missing (listed in {index_file})")
+        if (actual := sha256_file(path)) != digest:
+            raise SignalError(f"{path}: sha256 {actual} is not {digest} (listed in {index_file}); rerun prepare")
+    return index
+
+
+def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None) -> dict[str, Any]:
+    """Every held-out real-OCR set through the q4_k_m (normalized like training, guarded like serving)."""
+    from bhasha_build.core.metrics import cer, identity_baseline
+    from bhasha_build.core.text import normalize_text
+    from bhasha_build.stages.evaluate import generate_gguf, score_guarded, served
+    from bhasha_build.tools.noise_fit import read_pairs
+
+    check_real_input(input_dir)
+    gguf = cfg.layout.gguf(cfg.export.quant)
+    sets: dict[str, Any] = {}
+    predictions = []
+    for path in sorted((input_dir / HELDOUT_DIR).glob("*.jsonl")):
+        raw_rows = read_pairs(path)
+        rows = [{**r, "noisy": normalize_text(r["noisy"], cfg.data.zwj_policy),
+                 "clean": normalize_text(r["clean"], cfg.data.zwj_policy)} for r in raw_rows]
+        hyps = generate_gguf(cfg, gguf, [r["noisy"] for r in rows])
+        report, reasons, guarded = score_guarded(rows, hyps, cfg)
+        base = identity_baseline(rows)["overall"]
+        tally = {"raw": [0, 0, 0], "guarded": [0, 0, 0]}  # better, same, worse than the input
+        for row, hyp, kept in zip(rows, hyps, guarded, strict=True):
+            before = cer(row["noisy"], row["clean"])
+            for name, text in (("raw", hyp), ("guarded", kept)):
+                after = cer(text.strip(), row["clean"])
+                tally[name][0 if after < before else 1 if after == before else 2] += 1
+        sets[path.stem] = {
+            "rows": len(rows), "identity_cer": base["cer"], "identity_rows": base["identity_rows"],
+            "identity_cer_before_normalization": identity_baseline(raw_rows)["overall"]["cer"],
+            "raw_cer": report["overall"]["cer"], "guarded_cer": served(report)["overall"]["cer"],
+            "raw_over_correction": report["overall"]["over_correction_rate"],
+            "guarded_over_correction": served(report)["overall"]["over_correction_rate"],
+            "guarded_rows": report["guarded"]["overall"]["guarded_rows"],
+            "guard_reasons": report["guarded"]["reasons"],
+            "better_same_worse": {k: dict(zip(("better", "same", "worse"), v, strict=True)) for k, v in tally.items()},
+        }
+        predictions += [{"set": path.stem, "id": r.get("id"), "noisy": r["noisy"], "clean": r["clean"], "gguf": h,
+                         "gguf_guarded": g, "guard": why}
+                        for r, h, g, why in zip(rows, hyps, guarded, reasons, strict=True)]
+    if out_predictions is not None:
+        from bhasha_build.core.fsutil import atomic_write_text
+
+        atomic_write_text(out_predictions, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions))
+    return sets
+
+
+def verdict_real(sets: dict[str, Any], max_over_correction: float = 0.02, min_gain: float = 0.30) -> dict[str, Any]:
+    """The issue's gate on held-out real OCR: guarded CER <= identity everywhere, guarded over-correction
+    <= max_over_correction everywhere, raw CER >= min_gain below identity on the in-domain sets."""
+    checks = []
+    for name, s in sorted(sets.items()):
+        checks.append({"set": name, "check": "guarded_not_worse", "ok": s["guarded_cer"] <= s["identity_cer"],
+                       "detail": f"guarded CER {s['guarded_cer']:.4f} vs identity {s['identity_cer']:.4f}"})
+        ok = s["guarded_over_correction"] <= max_over_correction
+        checks.append({"set": name, "check": "over_correction", "ok": ok,
+                       "detail": f"guarded output changed {s['guarded_over_correction']:.1%} of "
+                                 f"{s['identity_rows']} correct lines (raw {s['raw_over_correction']:.1%}; "
+                                 f"max {max_over_correction:.0%})"})
+        if name.startswith("indomain-"):
+            bound = (1 - min_gain) * s["identity_cer"]
+            checks.append({"set": name, "check": "raw_gain", "ok": s["raw_cer"] <= bound,
+                           "detail": f"raw CER {s['raw_cer']:.4f} vs {bound:.4f} ({min_gain:.0%} below identity "
+                                     f"{s['identity_cer']:.4f})"})
+    return {"passed": bool(checks) and all(c["ok"] for c in checks), "max_over_correction": max_over_correction,
+            "min_gain": min_gain, "checks": checks}
 
 
 def pack_run(layout: RunLayout, parts_dir: Path, part_mib: int) -> list[Path]:
@@ -185,16 +431,22 @@ def phase_gpu(profile: str, sets: Sequence[str], parts_dir: Path | None, part_mi
     return result
 
 
-def phase_finish(profile: str, sets: Sequence[str], parts_dir: Path | None) -> dict[str, Any]:
+def phase_finish(profile: str, sets: Sequence[str], parts_dir: Path | None, real: bool = False,
+                 out_predictions: Path | None = None) -> dict[str, Any]:
     cfg = _config(profile, sets)
+    if real:  # before the long part: the held-out sets must be the ones prepare wrote
+        check_real_input(cfg.resolve_path(cfg.data.input))
     if parts_dir is not None:
         unpack_run(parts_dir, cfg.layout)
     from bhasha_build.stages import pipeline
 
     export = pipeline.run_export(cfg, force=True)
     report = pipeline.run_eval(cfg)
-    return {"run_dir": str(cfg.run_dir), "export": {k: str(v) for k, v in export.items() if k in ("gguf", "quant")},
-            "eval": report}
+    result = {"run_dir": str(cfg.run_dir), "export": {k: str(v) for k, v in export.items() if k in ("gguf", "quant")},
+              "eval": report}
+    if real:
+        result["heldout"] = heldout_eval(cfg, cfg.resolve_path(cfg.data.input), out_predictions)
+    return result
 
 
 def verdict(report: dict[str, Any]) -> dict[str, Any]:
@@ -220,6 +472,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="also write the result JSON here")
     parser.add_argument("--allow-cpu", action="store_true",
                         help="train without a GPU (hours at the profile's size: shrink it with --set)")
+    parser.add_argument("--errors", choices=["synthetic", "real"], default="synthetic",
+                        help="synthetic: rule-based noise; real: Tesseract pairs + fitted noise, held-out real OCR")
+    parser.add_argument("--real-lines", type=int, default=2500, help="real: composed lines per language read by "
+                        "Tesseract for training (plus data/clean's)")
+    parser.add_argument("--heldout-lines", type=int, default=200, help="real: lines per held-out set and language")
+    parser.add_argument("--workers", type=int, default=None, help="real: Tesseract processes (default: all CPUs)")
+    parser.add_argument("--no-hand-written", action="store_true", help="real: leave data/clean's lines out of "
+                        "the Tesseract training pairs (quick CPU checks)")
+    parser.add_argument("--max-over-correction", type=float, default=0.02, help="real: verdict bound")
+    parser.add_argument("--min-gain", type=float, default=0.30, help="real: in-domain raw CER must be this far "
+                        "below identity")
     args = parser.parse_args(argv)
     if args.phase in ("gpu", "all") and not args.allow_cpu:
         import torch
@@ -239,22 +502,36 @@ def _main(args: argparse.Namespace) -> int:
     parts_dir = Path(args.parts_dir) if args.parts_dir else None
     result: dict[str, Any] = {"phase": args.phase}
     cfg = _config(args.profile, args.set)
-    pairs = cfg.resolve_path(cfg.data.input) / "pairs.jsonl"
+    real = args.errors == "real"
+    input_dir = cfg.resolve_path(cfg.data.input)
+    pairs = input_dir / "pairs.jsonl"
+    if real and args.phase in ("prepare", "all"):
+        result["prepare"] = make_real_pairs(input_dir, args.lines, args.real_lines, args.heldout_lines,
+                                            args.identity_fraction, args.seed, args.workers,
+                                            hand_written=not args.no_hand_written)
+        print(json.dumps(result["prepare"]["mix"]), flush=True)
+    elif real and args.phase == "gpu":
+        result["input"] = {"files": len(check_real_input(input_dir)["files"])}
     # gpu alone on a fresh box makes the pairs too (deterministic: the same seed gives the same file)
-    if args.phase in ("prepare", "all") or (args.phase == "gpu" and not pairs.exists()):
+    elif args.phase in ("prepare", "all") or (args.phase == "gpu" and not pairs.exists()):
         result["prepare"] = make_pairs(pairs, args.lines, args.rate, args.identity_fraction, args.seed)
         print(json.dumps(result["prepare"]), flush=True)
     if args.phase in ("gpu", "all"):
         result["gpu"] = phase_gpu(args.profile, args.set, parts_dir if args.phase == "gpu" else None, args.part_mib)
     if args.phase in ("finish", "all"):
-        result["finish"] = phase_finish(args.profile, args.set, parts_dir if args.phase == "finish" else None)
-        result["verdict"] = verdict(result["finish"]["eval"])
+        predictions = Path(args.out).with_suffix(".predictions.jsonl") if args.out and real else None
+        result["finish"] = phase_finish(args.profile, args.set, parts_dir if args.phase == "finish" else None,
+                                        real=real, out_predictions=predictions)
+        result["verdict"] = (verdict_real(result["finish"]["heldout"], args.max_over_correction, args.min_gain)
+                             if real else verdict(result["finish"]["eval"]))
     text = json.dumps(result, indent=2, ensure_ascii=False, default=str)
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n", encoding="utf-8")
     if "verdict" in result:
+        if real:
+            return 0 if result["verdict"]["passed"] else 2
         return 0 if result["verdict"] and all(v["beats_baseline"] for v in result["verdict"].values()) else 2
     return 0
 

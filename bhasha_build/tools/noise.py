@@ -16,9 +16,13 @@ Determinism: everything draws from the ``random.Random`` passed in; ``noise_file
 line from (seed, line number, text), so a line's noise does not depend on the lines before it.
 Output is NFC, like the data stage, so no error is silently undone by normalization later.
 
+Fitted mode: ``noise_file(..., model=MODEL.json)`` samples from a noise model fitted to real OCR
+errors (``tools/noise_fit.py``, ``invoke noise-fit``) instead of the rules; ``rate`` is then unused
+(the model carries its own distribution of line CERs, error-free lines included).
+
 Knobs: ``rate`` (target grapheme CER, 0..1), ``seed``, ``identity_fraction`` (share of rows left
 unchanged, so over-correction can be measured), ``lang`` (hi, mr, ne, sa, mai, kok → Devanagari;
-bn, as → Bengali; ta → Tamil).
+bn, as → Bengali; ta → Tamil), ``model`` (a fitted noise model file).
 """
 
 from __future__ import annotations
@@ -33,13 +37,14 @@ from typing import Any
 
 import regex
 
+from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_text
 from bhasha_build.core.metrics import corpus_cer, edit_distance, graphemes
 
 Repl = Callable[[regex.Match, random.Random], str]
 
 
-class NoiseError(ValueError):
+class NoiseError(BhashaError, ValueError):
     """A bad input to the noise generator, phrased as one line naming the path."""
 
 
@@ -273,22 +278,34 @@ def noise_file(
     rate: float = 0.08,
     seed: int = 0,
     identity_fraction: float = 0.0,
+    model: str | Path | None = None,
 ) -> dict[str, Any]:
     """Read clean lines (.txt one per line, or .jsonl with clean[/lang/id]) → jsonl pairs.
 
     Each output row is {"id", "lang", "noisy", "clean"}. Returns counts and the measured
     grapheme CER of the whole file, so callers can print what they got next to what they asked.
+    With ``model`` (a fitted noise model file) the noise is sampled from it and ``rate`` is unused.
     """
     src, dst = Path(input), Path(out)
     if not src.is_file():
         raise NoiseError(f"{src}: input not found")
     if not 0.0 <= identity_fraction <= 1.0:
         raise NoiseError(f"identity_fraction must be in [0, 1], got {identity_fraction}")
+    fitted = None
+    if model is not None:
+        from bhasha_build.tools.noise_fit import load_model, sample
+
+        fitted = load_model(model)
     rows: list[dict[str, str]] = []
     for no, row_lang, clean, row_id in read_clean(src, lang):
         rng = random.Random(f"{seed}\0{no}\0{clean}")  # str seeds hash with sha512: stable across runs
         clean = unicodedata.normalize("NFC", clean)
-        noisy = clean if rng.random() < identity_fraction else add_noise(clean, row_lang, rate, rng)
+        if rng.random() < identity_fraction:
+            noisy = clean
+        elif fitted is not None:
+            noisy = sample(fitted, clean, row_lang, rng)
+        else:
+            noisy = add_noise(clean, row_lang, rate, rng)
         rows.append(
             {"id": row_id or f"{row_lang}-{no:05d}", "lang": row_lang, "noisy": noisy, "clean": clean}
         )
@@ -296,7 +313,8 @@ def noise_file(
     return {
         "rows": len(rows),
         "identity_rows": sum(1 for r in rows if r["noisy"] == r["clean"]),
-        "requested_rate": rate,
+        "requested_rate": None if fitted else rate,
+        "model": str(model) if model else None,
         "measured_cer": corpus_cer([r["noisy"] for r in rows], [r["clean"] for r in rows]),
         "out": str(dst),
     }
