@@ -47,3 +47,42 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def tiny_gguf(tiny_pipeline: dict[str, Any]) -> dict[str, Any]:
     """{"hf_dir": merged HF folder, "gguf": q4_k_m GGUF} of the session's tiny run."""
     return {"hf_dir": tiny_pipeline["merged"], "gguf": tiny_pipeline["gguf"]}
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path):
+    """A factory of small real filesystems (tmpfs of `size` bytes, mounted under tmp_path; needs root
+    or passwordless sudo, as CI runners have); each is unmounted at the end. Skipped where neither is
+    available, failed under CI=true (the fault suite must run there)."""
+    import shutil
+    import subprocess
+
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    if sudo and (not shutil.which("sudo") or subprocess.run([*sudo, "true"], capture_output=True).returncode):
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("the full-disk tests need root or passwordless sudo to mount a tmpfs")
+        pytest.skip("mounting a small tmpfs needs root or passwordless sudo")
+    mounted: list[Path] = []
+
+    def mount(size: int, name: str = "fs") -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        opts = f"size={size},mode=0755,uid={os.getuid()},gid={os.getgid()}"
+        proc = subprocess.run([*sudo, "mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if proc.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run([*sudo, "umount", "-l", str(point)], capture_output=True)
+
+
+def fill(folder: Path, leave: int) -> None:
+    """Fill the filesystem of `folder` up to `leave` free bytes (tmpfs counts whole pages)."""
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    if free > leave:
+        with open(folder / ".filler", "wb") as fh:
+            fh.write(b"\0" * (free - leave))

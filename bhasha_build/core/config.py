@@ -14,7 +14,7 @@ Knobs (section.key):
   model.name (hub id, local folder, or "tiny" for a locally built model), model.max_seq_length,
   model.load_in_4bit, model.dtype, model.tiny.*
   data.input, data.eval_fraction, data.max_foreign_fraction, data.mix_ratio, data.chat_input,
-  data.zwj_policy, data.too_long
+  data.zwj_policy, data.too_long, data.max_line_bytes
   lora.r, lora.alpha, lora.dropout, lora.target_modules
   train.backend, train.max_steps, train.epochs, train.learning_rate, train.batch_size,
   train.grad_accum, train.optim, train.packing, train.save_steps, train.logging_steps, ...
@@ -96,6 +96,7 @@ class DataConfig(Section):
     max_foreign_fraction: float = Field(0.3, ge=0.0, le=1.0)
     zwj_policy: Literal["keep", "strip"] = "keep"
     too_long: Literal["reject", "truncate"] = "reject"
+    max_line_bytes: int = Field(1 << 20, ge=1024)  # longer input lines are rejected unparsed (too_large)
 
 
 class LoraConfig(Section):
@@ -154,6 +155,19 @@ class DeployConfig(Section):
     timeout_s: float = Field(120.0, gt=0)
     sanity_max_cer: float | None = None  # None: only structural checks (tiny models)
     num_predict: int = Field(128, ge=1)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        """Parsed the way the client will (core/ollama.py); credentials in it are refused here, before
+        the config is recorded anywhere (the manifest stores the resolved config)."""
+        from bhasha_build.core.ollama import OllamaError, resolve_host
+
+        try:
+            resolve_host(value, env={})
+        except OllamaError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 class BuildConfig(Section):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from bhasha_build.core.chat import (
     SYSTEM_PROMPT,
 )
 from bhasha_build.core.config import TinyModelConfig
-from bhasha_build.core.fsutil import swap_in
+from bhasha_build.core.fsutil import atomic_dir
 
 # Qwen2's pre-tokenizer split pattern (tokenizer.json of Qwen2/Qwen2.5).
 QWEN2_SPLIT_REGEX = (
@@ -128,19 +127,13 @@ def build_tiny_model(
         pad_token_id=tokenizer.convert_tokens_to_ids(ENDOFTEXT),
         do_sample=False,
     )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / MARKER_FILE).write_text(json.dumps({
             "builder": "bhasha_build.core.tiny", "pre_tokenizer": "qwen2", "seed": seed,
             "tokenizer_size": len(tokenizer), "shape": shape.model_dump(),
         }, indent=2))
-        swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -219,8 +212,7 @@ def pretrain_echo(model_dir: str | Path, texts: list[str], steps: int = 200, lr:
             print(f"tiny pretrain step {len(losses)}/{steps} loss {losses[-1]:.4f} {time.monotonic() - t0:.0f}s",
                   flush=True)
     model.eval()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
-    try:
+    with atomic_dir(model_dir) as tmp:
         for item in model_dir.iterdir():
             if item.is_file() and not item.name.endswith(".safetensors"):
                 shutil.copy2(item, tmp / item.name)
@@ -231,8 +223,4 @@ def pretrain_echo(model_dir: str | Path, texts: list[str], steps: int = 200, lr:
         marker["pretrain"] = {"steps": steps, "lr": lr, "batch_size": batch_size, "texts": len(texts), "device": device,
                               "first_loss": round(losses[0], 4), "final_loss": round(losses[-1], 4)}
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2))
-        swap_in(tmp, model_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return marker["pretrain"]

@@ -146,8 +146,9 @@ def _outputs_current(manifest: Manifest, layout: RunLayout, made: dict[str, Path
     return True
 
 
-def run_stage(name: str, cfg: BuildConfig, force: bool = False, **options: Any) -> dict[str, Any]:
-    """Run one stage under the contract (module docstring); returns the stage's result."""
+def run_stage(name: str, cfg: BuildConfig, /, force: bool = False, **options: Any) -> dict[str, Any]:
+    """Run one stage under the contract (module docstring); returns the stage's result. `name` and `cfg`
+    are positional-only, so a stage's own option may be called `name` (deploy's model name is)."""
     stage = STAGES[name]
     layout = cfg.layout
     manifest = Manifest(layout.root)
@@ -171,8 +172,8 @@ def run_stage(name: str, cfg: BuildConfig, force: bool = False, **options: Any) 
         try:
             result = stage.work(cfg, layout, inputs_sha256=key, force=force, **options)
         except Exception as exc:
-            if getattr(exc, "report", None):  # a failure that still produced a report (deploy, sanity)
-                manifest.update(**stage.sections(exc.report))
+            if report := getattr(exc, "report", None):  # a failure that still produced a report (deploy, sanity)
+                manifest.try_update(lambda: manifest.update(**stage.sections(report)))
             raise
         made_from = {k: manifest.load()["artifacts"][k]["sha256"] for k, _ in inputs}
         for artifact, path in made.items():

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bhasha_build.core.fsutil import atomic_write_text
+from bhasha_build.core.fsutil import atomic_write_json, atomic_write_text
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.manifest import Manifest
 
@@ -305,9 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"date": dt.date.today().isoformat(), "gpu": _gpu(), "size": args.size, "seq": args.seq,
               "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "results": results,
               "ratios": _ratios(results)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(args.out, report)
     print(json.dumps(report["ratios"], indent=2))
     return 0
 
