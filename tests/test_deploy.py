@@ -187,52 +187,6 @@ def tiny_run(tmp_path: Path, tiny_gguf: dict[str, Any]) -> Path:
     return _run_dir(tmp_path, tiny_gguf["gguf"])
 
 
-@pytest.fixture(scope="module")
-def memorized_gguf(tiny_gguf: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model fine-tuned (in the training chat format) until it answers the built-in
-    sanity sample exactly, then converted to q4_k_m like export does: a model whose CER is known."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from bhasha_build.core import toolchain
-    from bhasha_build.core.tiny import MARKER_FILE
-
-    src, out = Path(tiny_gguf["hf_dir"]), tmp_path_factory.mktemp("memorized")
-    tok = AutoTokenizer.from_pretrained(src)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    messages = chat.pair_messages(BUILTIN_SAMPLE["noisy"], BUILTIN_SAMPLE["clean"])
-    prompt = tok.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-    full = chat.render_chatml(messages)
-    assert full.startswith(prompt)
-    ids = tok(full, add_special_tokens=False, return_tensors="pt").input_ids
-    labels = ids.clone()
-    labels[:, : len(tok(prompt, add_special_tokens=False).input_ids)] = -100  # loss on the answer only
-    torch.manual_seed(0)
-    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a model this small runs 5x faster on one thread than on two busy ones
-    try:
-        for _ in range(80):
-            loss = model(input_ids=ids, labels=labels).loss
-            loss.backward()
-            optim.step()
-            optim.zero_grad()
-            if loss.item() < 0.02:
-                break
-    finally:
-        torch.set_num_threads(threads)
-    hf_dir = out / "hf"
-    model.save_pretrained(hf_dir)
-    tok.save_pretrained(hf_dir)
-    marker = src / MARKER_FILE
-    pre = json.loads(marker.read_text())["pre_tokenizer"] if marker.exists() else None
-    if marker.exists():
-        shutil.copy(marker, hf_dir / MARKER_FILE)
-    toolchain.convert_to_gguf(hf_dir, out / "f16.gguf", outtype="f16", register_pre_tokenizer=pre)
-    toolchain.quantize(out / "f16.gguf", out / GGUF_NAME, "Q4_K_M")
-    return out / GGUF_NAME
-
-
 @pytest.mark.slow
 def test_deploy_end_to_end(tiny_run: Path, live_server: OllamaContractServer) -> None:
     start = time.perf_counter()
@@ -369,7 +323,7 @@ def test_invoke_deploy_demo_run(
     src = Path(tiny_pipeline["run_dir"])
     run = tmp_path / "runs" / src.name
     (run / "data").mkdir(parents=True)
-    for rel in ("Modelfile", GGUF_NAME, "data/eval.jsonl"):
+    for rel in ("Modelfile", GGUF_NAME, "data/eval.jsonl", "manifest.json"):  # + the records deploy verifies
         shutil.copyfile(src / rel, run / rel)
     repo = Path(__file__).resolve().parent.parent
     cmd = [sys.executable, "-m", "invoke", "deploy", "--profile", "tiny-cpu", "--run", src.name,

@@ -406,3 +406,33 @@ def test_gguf_older_than_a_retrained_adapter_is_refused(tiny_pipeline: dict[str,
             run(retrained)
         assert str(err.value) == (f"{gguf}: made from a adapter that has changed since ({old_adapter} -> "
                                   f"{new_adapter}); re-run `invoke export`")
+
+
+@pytest.mark.slow
+def test_export_refuses_a_short_gguf_before_it_gets_its_name(tiny_pipeline: dict[str, Any], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quantizer writes a file 100 bytes short (a full disk, a crash inside llama.cpp): export's check
+    sees it under its temporary name and refuses it; the previous q4_k_m stays, nothing partial remains."""
+    from bhasha_build.core import gguf
+    from bhasha_build.stages import export, pipeline
+
+    cfg = _copy_run(tiny_pipeline, tmp_path)
+    final = cfg.layout.gguf("Q4_K_M")
+    before = sha256_file(final)
+    real_check = gguf.check_gguf
+
+    def short_then_check(path: Path, quant: str) -> dict[str, Any]:
+        if quant == "Q4_K_M":
+            assert path.name == f".{final.name}.partial"  # checked before the rename
+            with path.open("r+b") as fh:
+                fh.truncate(path.stat().st_size - 100)
+        return real_check(path, quant)
+
+    monkeypatch.setattr(export, "check_gguf", short_then_check)
+    with pytest.raises(export.ExportError) as err:
+        pipeline.run_export(cfg, force=True)
+    assert str(err.value).startswith(f"{final}: refused before it got its name: .{final.name}.partial: truncated: "
+                                     "tensor ")
+    assert sha256_file(final) == before
+    assert not [p.name for p in cfg.layout.root.iterdir() if p.name.endswith(".partial")]
+    assert Manifest(cfg.run_dir).load()["stages"]["export"]["status"] == "failed"

@@ -22,6 +22,7 @@ Knobs (section.key):
   guard.enabled, guard.max_edit_fraction, guard.max_length_ratio, guard.max_foreign_fraction
   export.quant, export.keep_f16
   deploy.name, deploy.host, deploy.timeout_s, deploy.sanity_max_cer
+  promote.margin, promote.max_over_correction, promote.keep, promote.regression_set, promote.eval_rows
 """
 
 from __future__ import annotations
@@ -170,6 +171,16 @@ class DeployConfig(Section):
         return value
 
 
+class PromoteConfig(Section):
+    """The regression gate against the served model and the history kept (stages/promote.py)."""
+
+    margin: float = Field(0.005, ge=0.0)  # per language, candidate CER may exceed the served model's by this
+    max_over_correction: float = Field(0.1, ge=0.0, le=1.0)  # share of already-correct lines it may change
+    keep: int = Field(3, ge=1)  # previous models kept as <name>:prev-<stamp>
+    regression_set: str = "data/regression"  # pinned gate rows (file or folder), with the run's eval split
+    eval_rows: int = Field(64, ge=0)  # rows of the run's eval split in the gate (0: regression set only)
+
+
 class BuildConfig(Section):
     run: str = "default"
     runs_dir: str = "runs"
@@ -182,6 +193,7 @@ class BuildConfig(Section):
     guard: GuardConfig = GuardConfig()
     export: ExportConfig = ExportConfig()
     deploy: DeployConfig = DeployConfig()
+    promote: PromoteConfig = PromoteConfig()
 
     @field_validator("run")
     @classmethod

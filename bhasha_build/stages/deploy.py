@@ -191,8 +191,8 @@ def check_served_model(client: OllamaClient, name: str, cfg: BuildConfig, sample
     return result
 
 
-def _write_report(layout: RunLayout, report: dict[str, Any]) -> None:
-    atomic_write_text(layout.deploy_report, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+def _write_report(path: Path, report: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
 
 
 def candidate_name(name: str) -> str:
@@ -215,17 +215,21 @@ def deploy(
     force: bool = False,
     use_cli: bool = False,
     promote: bool = True,
+    report_file: Path | str | None = "run",
 ) -> dict[str, Any]:
     """Create ``name`` (default deploy.name) on ``host`` through its candidate, and verify it.
 
     Host: ``host`` argument, else OLLAMA_HOST, else deploy.host (normalized like Ollama does).
     ``promote=False`` verifies the candidate and leaves it (and the live name) as they are.
+    ``report_file``: where the report goes ("run": the run's deploy.json; None: only returned, as
+    the promote stage does, which records it in promote.json).
 
     Raises DeployError / OllamaError / ModelfileError with one-line messages; each carries the
     report (also written to deploy.json) on ``.report``.
     """
     started = time.perf_counter()
     layout = RunLayout(Path(run_dir))
+    target = layout.deploy_report if report_file == "run" else report_file
     name = name or cfg.deploy.name
     report: dict[str, Any] = {"name": full_name(name), "candidate": full_name(candidate_name(name)),
                               "status": "failed", "created": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -235,14 +239,16 @@ def deploy(
         report.setdefault("error", str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__)
         report["seconds"] = round(time.perf_counter() - started, 3)
         try:
-            _write_report(layout, report)
+            if target is not None:
+                _write_report(Path(target), report)
         except BhashaError as write_exc:  # keep the first error; say why the report is missing
             print(f"warning: {write_exc}", file=sys.stderr, flush=True)
         if isinstance(exc, BhashaError):
             exc.report = report  # type: ignore[attr-defined]  # the runner records it in the manifest
         raise
     report["seconds"] = round(time.perf_counter() - started, 3)
-    _write_report(layout, report)
+    if target is not None:
+        _write_report(Path(target), report)
     return report
 
 
