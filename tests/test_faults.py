@@ -150,9 +150,9 @@ def test_full_disk_manifest_failure_record_does_not_hide_the_first_error(
 def test_full_disk_through_invoke_is_one_line(tmp_path: Path, small_fs, tokenizer_model: Path) -> None:
     fs = small_fs(2 << 20)
     src = rows_file(tmp_path / "hi.jsonl", [{"lang": "hi", "noisy": f"{n} {i}", "clean": f"{c} {i}"}
-                                            for i in range(3000) for n, c in HI[:1]])
+                                            for i in range(800) for n, c in HI[:1]])
     sets = ["--set", f'runs_dir="{fs}"', "--set", f'model.name="{tokenizer_model}"']
-    fill(fs, 64 * PAGE)  # the manifest fits, the data folder does not
+    fill(fs, 8 * PAGE)  # the manifest fits, the data folder (~80 kB) does not
     proc = invoke("data", "--run", "full", "--input", str(src), *sets)
     assert proc.returncode == 1
     line = one_error_line(proc)
