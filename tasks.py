@@ -188,15 +188,72 @@ def deploy(c, profile=None, run=None, config=None, set=None, name=None, host=Non
     from bhasha_build.stages import pipeline
 
     cfg = _config(profile, run, config, set)
+    shown = _server(host, cfg)
+    result = _call(f"deploy {cfg.run_dir} -> {shown} as {name or cfg.deploy.name}",
+                   lambda: pipeline.run_deploy(cfg, name=name, host=host, force=force, use_cli=cli))
+    print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+
+
+@task(help=_help(name="served model name (default deploy.name)",
+                 host="the serving Ollama (default deploy.host / OLLAMA_HOST)",
+                 note="free text recorded as what triggered this promotion"), iterable=["set"])
+def promote(c, profile=None, run=None, config=None, set=None, name=None, host=None, note=None):
+    """Gate the run's model against the served one (eval split + data/regression, per language); promote it
+    over <name> only if not worse, keeping the previous as <name>:prev-<stamp>; promote.json + manifest."""
+    from bhasha_build.stages import pipeline
+    from bhasha_build.stages.promote import summary_lines
+
+    cfg = _config(profile, run, config, set)
+    shown = _server(host, cfg)
+    try:
+        report = _call(f"promote {cfg.run_dir} -> {shown} as {name or cfg.deploy.name}",
+                       lambda: pipeline.run_promote(cfg, name=name, host=host, note=note))
+    finally:  # the comparison table goes to the log whatever the verdict
+        _print_promotion(cfg.layout.promote_report)
+    print("\n".join(summary_lines(report)))
+
+
+def _server(host, cfg) -> str:
     from bhasha_build.core.ollama import server_url
 
     try:
-        shown = server_url(host, cfg.deploy.host)
+        return server_url(host, cfg.deploy.host)
     except BhashaError as exc:
         raise Exit(f"error: {exc}", code=1) from None
-    report = _call(f"deploy {cfg.run_dir} -> {shown} as {name or cfg.deploy.name}",
-                   lambda: pipeline.run_deploy(cfg, name=name, host=host, force=force, use_cli=cli))
-    print(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+
+
+def _print_promotion(path) -> None:
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if report.get("comparison"):
+        print(report["comparison"], flush=True)
+
+
+@task(help=_help(name="served model name (default deploy.name)",
+                 host="the serving Ollama (default deploy.host / OLLAMA_HOST)",
+                 note="free text recorded as what triggered the rollback"), iterable=["set"])
+def rollback(c, profile=None, run=None, config=None, set=None, name=None, host=None, note=None):
+    """Restore the newest kept <name>:prev-* (proven by the sanity prompt first); rollback.json in the run."""
+    from bhasha_build.stages.promote import rollback as do_rollback
+    from bhasha_build.stages.promote import summary_lines
+
+    cfg = _config(profile, run, config, set)
+    shown = _server(host, cfg)
+    report = _call(f"rollback {name or cfg.deploy.name} on {shown}",
+                   lambda: do_rollback(cfg, cfg.layout, name=name, host=host, note=note))
+    print("\n".join(summary_lines(report)))
+
+
+@task(help=_help(), iterable=["set"])
+def report(c, profile=None, run=None, config=None, set=None):
+    """Render runs/<run>/report.md: data, training curve, CER by language vs baseline and the served model."""
+    from bhasha_build.stages import pipeline
+
+    cfg = _config(profile, run, config, set)
+    path = _call(f"report -> {cfg.layout.run_report}", lambda: pipeline.run_report(cfg))
+    print(path)
 
 
 @task(help=_help(input="input file or folder", force="redo every stage", deploy="also deploy to Ollama",
@@ -362,5 +419,5 @@ dev.add_task(test)
 dev.add_task(lint)
 
 ns = Collection(data, noise, ocr_pairs, noise_fit, train, export_, eval_, modelfile, sanity, deploy, pipeline, demo,
-                toolchain, doctor, bench, bench_ddp, signal)
+                toolchain, doctor, bench, bench_ddp, signal, promote, rollback, report)
 ns.add_collection(dev)

@@ -47,3 +47,94 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def tiny_gguf(tiny_pipeline: dict[str, Any]) -> dict[str, Any]:
     """{"hf_dir": merged HF folder, "gguf": q4_k_m GGUF} of the session's tiny run."""
     return {"hf_dir": tiny_pipeline["merged"], "gguf": tiny_pipeline["gguf"]}
+
+
+@pytest.fixture(scope="session")
+def memorized_gguf(tiny_gguf: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model fine-tuned (in the training chat format) until it answers the built-in
+    sanity sample exactly, then converted to q4_k_m like export does: a model whose CER is known."""
+    import json
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bhasha_build.core import chat, toolchain
+    from bhasha_build.core.tiny import MARKER_FILE
+    from bhasha_build.stages.deploy import BUILTIN_SAMPLE
+
+    gguf_name = "memorized-q4_k_m.gguf"
+
+    src, out = Path(tiny_gguf["hf_dir"]), tmp_path_factory.mktemp("memorized")
+    tok = AutoTokenizer.from_pretrained(src)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    messages = chat.pair_messages(BUILTIN_SAMPLE["noisy"], BUILTIN_SAMPLE["clean"])
+    prompt = tok.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    full = chat.render_chatml(messages)
+    assert full.startswith(prompt)
+    ids = tok(full, add_special_tokens=False, return_tensors="pt").input_ids
+    labels = ids.clone()
+    labels[:, : len(tok(prompt, add_special_tokens=False).input_ids)] = -100  # loss on the answer only
+    torch.manual_seed(0)
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small runs 5x faster on one thread than on two busy ones
+    try:
+        for _ in range(80):
+            loss = model(input_ids=ids, labels=labels).loss
+            loss.backward()
+            optim.step()
+            optim.zero_grad()
+            if loss.item() < 0.02:
+                break
+    finally:
+        torch.set_num_threads(threads)
+    hf_dir = out / "hf"
+    model.save_pretrained(hf_dir)
+    tok.save_pretrained(hf_dir)
+    marker = src / MARKER_FILE
+    pre = json.loads(marker.read_text())["pre_tokenizer"] if marker.exists() else None
+    if marker.exists():
+        shutil.copy(marker, hf_dir / MARKER_FILE)
+    toolchain.convert_to_gguf(hf_dir, out / "f16.gguf", outtype="f16", register_pre_tokenizer=pre)
+    toolchain.quantize(out / "f16.gguf", out / gguf_name, "Q4_K_M")
+    return out / gguf_name
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path):
+    """A factory of small real filesystems (tmpfs of `size` bytes, mounted under tmp_path; needs root
+    or passwordless sudo, as CI runners have); each is unmounted at the end. Skipped where neither is
+    available, failed under CI=true (the fault suite must run there)."""
+    import shutil
+    import subprocess
+
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    if sudo and (not shutil.which("sudo") or subprocess.run([*sudo, "true"], capture_output=True).returncode):
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("the full-disk tests need root or passwordless sudo to mount a tmpfs")
+        pytest.skip("mounting a small tmpfs needs root or passwordless sudo")
+    mounted: list[Path] = []
+
+    def mount(size: int, name: str = "fs") -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        opts = f"size={size},mode=0755,uid={os.getuid()},gid={os.getgid()}"
+        proc = subprocess.run([*sudo, "mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if proc.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run([*sudo, "umount", "-l", str(point)], capture_output=True)
+
+
+def fill(folder: Path, leave: int) -> None:
+    """Fill the filesystem of `folder` up to `leave` free bytes (tmpfs counts whole pages)."""
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    if free > leave:
+        with open(folder / ".filler", "wb") as fh:
+            fh.write(b"\0" * (free - leave))

@@ -4,7 +4,9 @@ Endpoints: GET/HEAD /, GET /api/version, HEAD/POST /api/blobs/sha256:<hex> (dige
 400 {"error"} on mismatch, 201 on upload), POST /api/create (structured form: ``files`` keys are
 relative names that must reference uploaded blobs; NDJSON status stream ending in
 {"status":"success"}, or {"error"} mid-stream), POST /api/show, GET /api/tags, DELETE
-/api/delete, POST /api/generate and /api/chat (streamed NDJSON or one JSON object).
+/api/delete, POST /api/copy (as Ollama's CopyHandler: 200 with an empty body, 404 for a missing
+source, the destination replaced by a copy of the source's manifest: same digest), POST
+/api/generate and /api/chat (streamed NDJSON or one JSON object).
 
 Generations are REAL llama.cpp inference (``llama_cpp.Llama`` on the uploaded GGUF blob). The
 prompt is rendered from the model's stored Go TEMPLATE by Go's own text/template, running the
@@ -18,6 +20,17 @@ Knobs (constructor): ``version`` reported by /api/version; ``renderer`` ("auto" 
 "gguf-jinja"); ``ignore_create_fields`` drops
 structured create fields the way an Ollama older than 0.5.5 silently ignores them; ``n_threads``.
 The last rendered prompt is kept on ``last_prompt`` for assertions.
+
+Faults (for the client's error handling and the fault suite), set at any time:
+``server.faults[path] = kind`` makes every request to ``path`` misbehave after its body is read:
+  "html"      status 200 with an HTML page (a proxy's error page)
+  "list"      status 200 with a JSON list where Ollama answers an object
+  "truncate"  a chunked NDJSON stream cut off mid-chunk after one line (ChunkedEncodingError)
+  "stall"     headers and one NDJSON line, then nothing (until ``stall_seconds`` or stop())
+  "trickle"   one NDJSON line every ``trickle_interval`` seconds, ``trickle_lines`` of them
+  "drop"      the connection closed without an answer
+``server.after[path] = fn`` calls ``fn(body)`` after a request to ``path`` was answered (a test
+kills its client there: a crash between two calls).
 """
 
 from __future__ import annotations
@@ -167,6 +180,13 @@ class OllamaContractServer:
         self._state_lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.authorizations: list[str | None] = []  # the Authorization header of each request
+        self.faults: dict[str, str] = {}
+        self.after: dict[str, Any] = {}
+        self.stall_seconds = 30.0
+        self.trickle_interval = 1.0
+        self.trickle_lines = 10
+        self._released = threading.Event()  # set by stop(): stalled handlers let go
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> OllamaContractServer:
@@ -182,6 +202,7 @@ class OllamaContractServer:
         return self
 
     def stop(self) -> None:
+        self._released.set()
         if self._httpd:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -303,6 +324,13 @@ class OllamaContractServer:
         with self._state_lock:
             self.models[name] = record
         yield {"status": "success"}
+
+    def copy(self, source: str, destination: str) -> None:
+        """/api/copy: the destination gets the source's manifest (same layers, same digest)."""
+        record = self.lookup(source, 'model "{name}" not found')
+        dst = self.full_name(destination)
+        with self._state_lock:
+            self.models[dst] = {**json.loads(json.dumps(record)), "name": dst, "modified_at": _now()}
 
     def show(self, record: dict[str, Any]) -> dict[str, Any]:
         params = []
@@ -518,6 +546,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         path = self.path.split("?")[0]
         self.app.requests.append((self.command, path))
+        self.app.authorizations.append(self.headers.get("Authorization"))
+        if path in self.app.faults:
+            self._fault(self.app.faults[path])
+            return
         try:
             route = self._route(self.command, path)
             if route is None:
@@ -528,6 +560,47 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(exc.status, {"error": str(exc)})
         except Exception as exc:
             self._send(500, {"error": f"{type(exc).__name__}: {exc}"})
+        if path in self.app.after:
+            self.app.after[path](getattr(self, "_last_body", None))
+
+    def _fault(self, kind: str) -> None:
+        """Misbehave as ``kind`` (module docstring) after reading the request body."""
+        b"".join(self._body_chunks())
+        if kind == "html":
+            page = "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+            self._send(200, text=page)
+            return
+        if kind == "list":
+            self._send(200, [{"model": "x", "done": True}])
+            return
+        if kind == "drop":
+            self.close_connection = True
+            return
+        line = json.dumps({"model": "x", "created_at": _now(), "message": {"role": "assistant", "content": "क"},
+                           "response": "क", "done": False}).encode() + b"\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+        self.wfile.flush()
+        self.close_connection = True
+        if kind == "truncate":  # a chunk that promises more bytes than come before the close
+            self.wfile.write(b"400\r\n" + line[:10])
+            self.wfile.flush()
+        elif kind == "stall":
+            self.app._released.wait(self.app.stall_seconds)
+        elif kind == "trickle":
+            for _ in range(self.app.trickle_lines - 1):
+                if self.app._released.wait(self.app.trickle_interval):
+                    return
+                try:
+                    self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+                    self.wfile.flush()
+                except OSError:  # the client gave up (its deadline): fine
+                    return
+        else:
+            raise ValueError(f"unknown fault {kind!r}")
 
     do_GET = do_POST = do_HEAD = do_DELETE = _dispatch
 
@@ -542,6 +615,7 @@ class _Handler(BaseHTTPRequestHandler):
             "/api/show": ("POST", self._show),
             "/api/tags": ("GET", self._tags),
             "/api/delete": ("DELETE", self._delete),
+            "/api/copy": ("POST", self._copy),
             "/api/generate": ("POST", self._generate),
             "/api/chat": ("POST", self._chat),
         }
@@ -616,9 +690,20 @@ class _Handler(BaseHTTPRequestHandler):
     def _delete(self) -> None:
         body = self._json_body()
         name = body.get("model") or body.get("name")
+        self._last_body = body
         self.app.lookup(name, "model '{name}' not found")
         with self.app._state_lock:
             self.app.models.pop(self.app.full_name(name), None)
+        self._send(200)
+
+    def _copy(self) -> None:
+        body = self._json_body()
+        self._last_body = body
+        source, destination = body.get("source"), body.get("destination")
+        for field, value in (("source", source), ("destination", destination)):
+            if not isinstance(value, str) or not _NAME.match(value):
+                raise ApiError(400, f"{field} {value!r} is invalid")
+        self.app.copy(source, destination)
         self._send(200)
 
     def _infer(self, kind: str) -> None:

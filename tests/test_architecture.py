@@ -104,7 +104,8 @@ def test_dist_imports_nothing_of_the_package() -> None:
 RUN_FOLDER_NAMES = ["manifest.json", "train.jsonl", "eval.jsonl", "rejects.jsonl", "stats.json", "base-model",
                     "checkpoints", "adapter", "base_model.json", "train_log.jsonl", "loss.png", "merged",
                     "model-f16.gguf", "model-q4_k_m.gguf", "eval.json", "eval_predictions.jsonl",
-                    "cer_by_lang.png", "Modelfile", "sanity.json", "deploy.json"]
+                    "cer_by_lang.png", "Modelfile", "sanity.json", "deploy.json", "promote.json", "rollback.json",
+                    "report.md"]
 
 
 def _spelled_paths(path: Path) -> list[str]:

@@ -69,3 +69,12 @@ def test_unknown_key_in_file_and_missing_file(tmp_path: Path) -> None:
 def test_run_dir_is_under_runs(tmp_path: Path) -> None:
     cfg = load_config(env={}, overrides=[f'runs_dir="{tmp_path}"', 'run="r1"'])
     assert cfg.run_dir == tmp_path / "r1"
+
+
+def test_deploy_host_with_credentials_is_refused_before_anything_records_it() -> None:
+    for source in ({"overrides": ['deploy.host="http://me:hunter2@gpu-box:11434"']},
+                   {"env": {"BHASHA__DEPLOY__HOST": "https://me:hunter2@gpu-box"}}):
+        with pytest.raises(ConfigError, match=r"deploy\.host: Ollama host .*has credentials in it") as err:
+            load_config(**{"env": {}, **source})
+        assert "hunter2" not in str(err.value)
+    assert load_config(env={}, overrides=['deploy.host="https://gpu-box"']).deploy.host == "https://gpu-box"

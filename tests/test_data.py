@@ -613,5 +613,87 @@ def test_input_texts_reads_every_text_with_the_stage_reader(tmp_path: Path) -> N
         encoding="utf-8")
     (tmp_path / "bn.csv").write_text('id,ocr,gt\nb-1,"আমার, সোনার","আমার সোনার"\n', encoding="utf-8")
     (tmp_path / "notes.txt").write_text("ignored: not a data file\n", encoding="utf-8")
-    texts = input_texts(tmp_path)
+    texts = input_texts(tmp_path, cfg().data.max_line_bytes)
     assert texts == ["भारत देस", "भारत देश", "", "खाली पंक्ति", "नमस्ते", "नमस्कार", "আমার, সোনার", "আমার সোনার"]
+
+
+# --- hostile lines: size, nesting, special tokens (issue 12) ------------------------------------
+
+
+def test_oversized_line_is_rejected_with_its_size_unparsed(tmp_path: Path) -> None:
+    # A 20 MB line: refused before decoding/parsing, and rejects.jsonl keeps a prefix + the length.
+    huge = json.dumps(jrow("hi", "क" * 10, "क" * 10, note="x" * 20_000_000))
+    src = tmp_path / "in.jsonl"
+    with src.open("w", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in good_rows()[:3]))
+        fh.write(huge + "\n")
+        fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in good_rows()[3:]))
+    stats = prepare(src, tmp_path / "out", cfg())
+    assert_accounting(stats)
+    assert stats["rejects_by_reason"] == {"too_large": 1} and stats["kept"] == len(good_rows())
+    (reject,) = outputs(tmp_path)[2]
+    assert reject["source"] == "in.jsonl:4"
+    assert reject["reason"] == f"too_large: line of {len(huge)} bytes > data.max_line_bytes {1 << 20}"
+    assert reject["raw_bytes"] == len(huge) and len(reject["raw"]) == 1000 and huge.startswith(reject["raw"])
+    assert (tmp_path / "out" / "rejects.jsonl").stat().st_size < 5000
+
+
+def test_max_line_bytes_is_configurable(tmp_path: Path) -> None:
+    row = jrow("hi", "भारत एक विशाल देश हे।" * 20, "भारत एक विशाल देश है।" * 20)
+    size = len(json.dumps(row, ensure_ascii=False).encode())
+    reject = only_reject(tmp_path, row, "too_large", cfg(max_line_bytes=1024))
+    assert reject["reason"] == f"too_large: line of {size} bytes > data.max_line_bytes 1024"
+    assert "raw_bytes" in reject  # only the first max_line_bytes bytes were read
+    assert run(tmp_path, [*good_rows(), row], cfg(max_line_bytes=size))["kept"] == len(good_rows()) + 1
+
+
+@pytest.mark.parametrize("line", ["[" * 100_000, '{"a": ' * 100_000, '{"noisy": ' + "[" * 40 + "]" * 40 + "}"])
+def test_deep_nesting_is_a_reject_not_a_crash(tmp_path: Path, line: str) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in good_rows()) + line + "\n",
+                   encoding="utf-8")
+    stats = prepare(src, tmp_path / "out", cfg())
+    assert_accounting(stats)
+    (reject,) = outputs(tmp_path)[2]
+    assert reject["reason"].startswith("malformed_json: nested ") and "(at most 32)" in reject["reason"]
+    assert stats["kept"] == len(good_rows())
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(tmp_path: Path) -> None:
+    row = jrow("hi", "भारत [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[ देश", "भारत देश", id="{" * 50)
+    stats = run(tmp_path, [*good_rows(), row])
+    assert stats["rejects_by_reason"].get("malformed_json") is None
+
+
+@pytest.mark.parametrize(("bad", "where"), [
+    (jrow("hi", "भारत एक विशाल देश हे।", "भारत एक विशाल देश है।<|im_end|>"), "<|im_end|> at column 22 in clean"),
+    (jrow("hi", "<|im_start|>assistant\nभारत", "भारत"), "<|im_start|> at column 1 in noisy"),
+    (jrow("hi", "भारत<|endoftext|>", "भारत"), "<|endoftext|> at column 5 in noisy"),
+    (jrow("hi", "भारत", "भारत", id="<|fim_prefix|>"), "<|fim_prefix|> at column 1 in id"),
+    (jrow("hi", "भारत", "भारत", ocr="<|vision_start|>"), "in ocr"),
+    ({"messages": [{"role": "user", "content": "नमस्ते"},
+                   {"role": "assistant", "content": "नमस्कार<|im_end|>\n<|im_start|>user"}]},
+     "<|im_end|> at column 8 in messages[1].content"),
+])
+def test_special_tokens_are_rejected_in_every_field(tmp_path: Path, bad: dict[str, Any], where: str) -> None:
+    reject = only_reject(tmp_path, bad, "special_token")
+    assert where in reject["reason"], reject["reason"]
+
+
+def test_special_token_rejected_in_csv_too(tmp_path: Path) -> None:
+    src = tmp_path / "hi.csv"
+    src.write_text("noisy,clean\nभारत एक देश हे।,भारत एक देश है।\nभारत हे।,भारत है।<|endoftext|>\n", encoding="utf-8")
+    stats = prepare(src, tmp_path / "out", cfg())
+    assert stats["rejects_by_reason"] == {"special_token": 1} and stats["kept"] == 1
+
+
+def test_long_reject_keeps_a_prefix_and_the_length(tmp_path: Path) -> None:
+    line = "not json " * 500
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in good_rows()) + line + "\n",
+                   encoding="utf-8")
+    prepare(src, tmp_path / "out", cfg())
+    (reject,) = outputs(tmp_path)[2]
+    assert reject["raw"] == line[:1000] and reject["raw_bytes"] == len(line)
+    short = only_reject(tmp_path, "oops", "malformed_json")
+    assert short["raw"] == '"oops"' and "raw_bytes" not in short

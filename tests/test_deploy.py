@@ -28,7 +28,7 @@ from bhasha_build.core.ollama import (
     OllamaTooOldError,
     OllamaUnreachableError,
 )
-from bhasha_build.stages.deploy import BUILTIN_SAMPLE, DeployError, deploy, sanity_sample
+from bhasha_build.stages.deploy import BUILTIN_SAMPLE, DeployError, candidate_name, deploy, sanity_sample
 from bhasha_build.stages.modelfile import ModelfileError, render_modelfile
 
 NAME = "bhasha-ocr"
@@ -107,17 +107,53 @@ def test_exists_without_force(tmp_path: Path, server: OllamaContractServer) -> N
         deploy(run, _cfg(), NAME, server.url)
 
 
-def test_roundtrip_mismatch_flags_and_keeps_model(tmp_path: Path) -> None:
+def test_roundtrip_mismatch_leaves_the_live_model_untouched(tmp_path: Path) -> None:
     # An Ollama that silently ignores structured parameters (as pre-0.5.5 builds do) loses the stops.
+    # deploy --force verifies `<name>-candidate` first: the live model must stay as it was.
     run = _run_dir(tmp_path)
     with OllamaContractServer(ignore_create_fields=("parameters",)) as srv:
-        with pytest.raises(DeployError, match=r"parameters \(missing .*stop.*left in place but flagged") as err:
-            deploy(run, _cfg(), NAME, srv.url)
-        assert OllamaClient(srv.url).exists(NAME)
-        assert not any(path == "/api/chat" for _, path in srv.requests)  # no sanity on a broken model
+        client = OllamaClient(srv.url)
+        old = tmp_path / "old.gguf"
+        old.write_bytes(b"GGUF\x03\x00\x00\x00" + os.urandom(512))
+        client.create(NAME, {old.name: client.push_blob(old)})
+        live = client.model_digest(NAME)
+        with pytest.raises(DeployError, match=r"parameters \(missing .*stop.*'bhasha-ocr:latest' on .* is left as "
+                                              r"it was; the candidate 'bhasha-ocr-candidate:latest' is kept") as err:
+            deploy(run, _cfg(), NAME, srv.url, force=True)
+        assert client.model_digest(NAME) == live  # untouched
+        assert client.exists(candidate_name(NAME))  # kept for inspection
+        assert not any(path in ("/api/chat", "/api/copy") for _, path in srv.requests)  # no sanity, no copy
     report = json.loads((run / "deploy.json").read_text())
     assert report == err.value.report
     assert report["status"] == "flagged" and report["roundtrip"]["ok"] is False
+    assert report["live_digest_before"] == live and report["candidate"] == "bhasha-ocr-candidate:latest"
+
+
+def test_candidate_names() -> None:
+    assert candidate_name("bhasha-ocr") == "bhasha-ocr-candidate"
+    assert candidate_name("bhasha-ocr:v2") == "bhasha-ocr-candidate:v2"
+    assert candidate_name("me/bhasha:latest") == "me/bhasha-candidate:latest"
+    assert candidate_name("host:5000/me/bhasha") == "host:5000/me/bhasha-candidate"
+
+
+@pytest.mark.parametrize("fault", ["unreachable", "html", "drop", "missing-modelfile"])
+def test_deploy_json_is_written_on_every_outcome(tmp_path: Path, server: OllamaContractServer, fault: str) -> None:
+    run = _run_dir(tmp_path)
+    host = server.url
+    if fault == "unreachable":
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            host = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    elif fault == "missing-modelfile":
+        (run / "Modelfile").unlink()
+    else:
+        server.faults["/api/version"] = fault
+    with pytest.raises((OllamaError, DeployError)) as err:
+        deploy(run, _cfg(), NAME, host, force=True)
+    report = json.loads((run / "deploy.json").read_text())
+    assert report["status"] == "failed" and report["error"] == str(err.value) and report["host"] == host
+    assert err.value.report == report  # what the stage runner records in the manifest
+    assert "\n" not in report["error"]
 
 
 def test_cli_fallback_missing_binary(
@@ -151,52 +187,6 @@ def tiny_run(tmp_path: Path, tiny_gguf: dict[str, Any]) -> Path:
     return _run_dir(tmp_path, tiny_gguf["gguf"])
 
 
-@pytest.fixture(scope="module")
-def memorized_gguf(tiny_gguf: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model fine-tuned (in the training chat format) until it answers the built-in
-    sanity sample exactly, then converted to q4_k_m like export does: a model whose CER is known."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from bhasha_build.core import toolchain
-    from bhasha_build.core.tiny import MARKER_FILE
-
-    src, out = Path(tiny_gguf["hf_dir"]), tmp_path_factory.mktemp("memorized")
-    tok = AutoTokenizer.from_pretrained(src)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    messages = chat.pair_messages(BUILTIN_SAMPLE["noisy"], BUILTIN_SAMPLE["clean"])
-    prompt = tok.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-    full = chat.render_chatml(messages)
-    assert full.startswith(prompt)
-    ids = tok(full, add_special_tokens=False, return_tensors="pt").input_ids
-    labels = ids.clone()
-    labels[:, : len(tok(prompt, add_special_tokens=False).input_ids)] = -100  # loss on the answer only
-    torch.manual_seed(0)
-    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a model this small runs 5x faster on one thread than on two busy ones
-    try:
-        for _ in range(80):
-            loss = model(input_ids=ids, labels=labels).loss
-            loss.backward()
-            optim.step()
-            optim.zero_grad()
-            if loss.item() < 0.02:
-                break
-    finally:
-        torch.set_num_threads(threads)
-    hf_dir = out / "hf"
-    model.save_pretrained(hf_dir)
-    tok.save_pretrained(hf_dir)
-    marker = src / MARKER_FILE
-    pre = json.loads(marker.read_text())["pre_tokenizer"] if marker.exists() else None
-    if marker.exists():
-        shutil.copy(marker, hf_dir / MARKER_FILE)
-    toolchain.convert_to_gguf(hf_dir, out / "f16.gguf", outtype="f16", register_pre_tokenizer=pre)
-    toolchain.quantize(out / "f16.gguf", out / GGUF_NAME, "Q4_K_M")
-    return out / GGUF_NAME
-
-
 @pytest.mark.slow
 def test_deploy_end_to_end(tiny_run: Path, live_server: OllamaContractServer) -> None:
     start = time.perf_counter()
@@ -206,6 +196,10 @@ def test_deploy_end_to_end(tiny_run: Path, live_server: OllamaContractServer) ->
     print(f"deploy end to end: {seconds:.1f}s, renderer={live_server.renderer}, answer={answer!r}")
     assert json.loads((tiny_run / "deploy.json").read_text()) == report
     assert report["status"] == "ok" and report["roundtrip"] == {"ok": True, "mismatches": []}
+    # verified as the candidate, copied over the name, candidate removed
+    assert report["digest"] == report["candidate_digest"] and not OllamaClient(live_server.url).exists(
+        candidate_name(NAME))
+    assert ("POST", "/api/copy") in live_server.requests
     assert report["name"] == f"{NAME}:latest" and report["host"] == live_server.url
     assert report["ollama_version"] == live_server.version and len(report["digest"]) == 64
     sanity = report["sanity"]
@@ -266,14 +260,24 @@ def test_cer_gate_passes_for_a_model_that_answers(
 
 
 @pytest.mark.slow
-def test_sanity_failure_leaves_model_flagged(tiny_run: Path, live_server: OllamaContractServer) -> None:
-    # CER can never be below 0: the model deploys, answers, and is flagged, not removed.
-    with pytest.raises(DeployError, match=r"sanity check failed .*CER .*left in place but flagged") as err:
+def test_sanity_failure_leaves_the_live_model_untouched(tiny_run: Path, live_server: OllamaContractServer,
+                                                         memorized_gguf: Path, tmp_path: Path) -> None:
+    # A good model is live; a candidate that fails the sanity check (CER can never be below 0) must
+    # not replace it: the live name keeps its digest and still answers, the candidate stays flagged.
+    good = deploy(_run_dir(tmp_path / "good", memorized_gguf), _cfg(), "bhasha-ocr-strict", live_server.url,
+                  force=True)
+    with pytest.raises(DeployError, match=r"sanity check failed .*CER .*is left as it was") as err:
         deploy(tiny_run, _cfg(sanity_max_cer=0.0), "bhasha-ocr-strict", live_server.url, force=True)
-    assert OllamaClient(live_server.url).exists("bhasha-ocr-strict")
+    client = OllamaClient(live_server.url)
+    assert client.model_digest("bhasha-ocr-strict") == good["digest"]
+    assert client.exists("bhasha-ocr-strict-candidate")
     report = json.loads((tiny_run / "deploy.json").read_text())
     assert report == err.value.report and report["status"] == "flagged"
     assert report["sanity"]["ok"] is False and report["sanity"]["max_cer"] == 0.0
+    assert report["live_digest_before"] == good["digest"] != report["candidate_digest"]
+    answer = client.chat("bhasha-ocr-strict", [{"role": "user", "content": BUILTIN_SAMPLE["noisy"]}],
+                         options=good["sanity"]["options"])
+    assert answer["message"]["content"].strip() == good["sanity"]["response"]
 
 
 @pytest.mark.slow

@@ -113,7 +113,7 @@ def test_ollama_unreachable_fails_fast():
 
 def test_ollama_that_is_not_ollama(ollama_stub):
     check = doc.check_ollama(ollama_stub(b"<html>hello</html>", "text/html"))
-    assert check.status == "fail" and "not with JSON" in check.detail
+    assert check.status == "fail" and "answered HTML" in check.detail and "not JSON" in check.detail
 
 
 @pytest.mark.parametrize(

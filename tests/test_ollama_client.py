@@ -6,6 +6,7 @@ import os
 import socket
 import stat
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from bhasha_build.core.ollama import (
     OllamaDigestMismatchError,
     OllamaError,
     OllamaNotFoundError,
+    OllamaProtocolError,
+    OllamaTimeoutError,
     OllamaTooOldError,
     OllamaUnreachableError,
     blob_digest,
@@ -245,3 +248,97 @@ def test_cli_failure_is_one_line(tmp_path: Path) -> None:
         OllamaCreateError, match=r"failed: Error: could not connect to http://127\.0\.0\.1:1$"
     ):
         cli_create("x", tmp_path / "Modelfile", "http://127.0.0.1:1", ollama_bin=str(fake))
+
+
+# -- faults: every failure is an OllamaError naming the host and the call (issue 12) ---------------
+
+CHAT = [{"role": "user", "content": "नमस्ते"}]
+
+
+@pytest.mark.parametrize(("path", "kind", "call", "words"), [
+    ("/api/version", "html", "GET /api/version", "answered HTML ("),
+    ("/api/version", "list", "GET /api/version", "answered a JSON list, not an object"),
+    ("/api/tags", "list", "GET /api/tags", "answered a JSON list, not an object"),
+    ("/api/show", "html", "POST /api/show", "not JSON: is"),
+    ("/api/chat", "list", "POST /api/chat", "answered a JSON list"),
+    ("/api/chat", "truncate", "POST /api/chat", "the answer was cut off midway (ChunkedEncodingError"),
+    ("/api/create", "truncate", "POST /api/create", "the answer was cut off midway"),
+    ("/api/version", "drop", "GET /api/version", "the connection closed without an answer"),
+])
+def test_lying_server_is_one_clear_error(
+    client: OllamaClient, server: OllamaContractServer, path: str, kind: str, call: str, words: str
+) -> None:
+    server.faults[path] = kind
+    calls = {"/api/version": client.version, "/api/tags": client.tags, "/api/show": lambda: client.show("x"),
+             "/api/chat": lambda: client.chat("x", CHAT, stream=kind == "truncate"),
+             "/api/create": lambda: client.create("x", {"m.gguf": "sha256:" + "1" * 64})}
+    with pytest.raises(OllamaError) as err:
+        calls[path]()
+    message = str(err.value)
+    assert message.startswith(f"Ollama at {server.url}: {call}: "), message
+    assert words in message and "\n" not in message
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_truncated_stream_and_body(client: OllamaClient, server: OllamaContractServer, stream: bool) -> None:
+    server.faults["/api/generate"] = "truncate"
+    with pytest.raises(OllamaProtocolError, match=r"POST /api/generate: the answer was cut off midway"):
+        client.generate("x", "hi", stream=stream)
+
+
+@pytest.mark.parametrize(("kind", "timeout"), [("stall", 1.0), ("trickle", 2.0)])
+def test_the_deadline_is_wall_clock(server: OllamaContractServer, kind: str, timeout: float) -> None:
+    # A server that trickles one line a second kept a read-timeout client busy for 6 s at timeout=2.
+    server.faults["/api/chat"] = kind
+    server.trickle_interval = 0.5
+    server.trickle_lines = 100
+    client = OllamaClient(server.url, timeout=timeout)
+    start = time.monotonic()
+    with pytest.raises(OllamaTimeoutError, match=rf"POST /api/chat: no complete answer within {timeout:g}s"):
+        client.chat("x", CHAT, stream=True)
+    assert time.monotonic() - start < timeout + 1.0
+
+
+def test_copy_and_delete_as_ollama_defines_them(client: OllamaClient, server: OllamaContractServer,
+                                                fake_gguf: Path) -> None:
+    _create(client, fake_gguf, "a")
+    client.copy("a", "b:prev-1")
+    assert client.model_digest("b:prev-1") == client.model_digest("a") is not None
+    resp = requests.post(f"{server.url}/api/copy", json={"source": "a", "destination": "c"}, timeout=5)
+    assert (resp.status_code, resp.content) == (200, b"")
+    with pytest.raises(OllamaNotFoundError, match="model 'ghost' not found"):
+        client.copy("ghost", "d")
+    client.delete("a")
+    assert not client.exists("a") and client.exists("b:prev-1")
+
+
+# -- the host: no credentials in it, a token from the environment, a warning for plain http ----------
+
+
+def test_credentials_in_the_host_are_refused_without_echoing_them() -> None:
+    for raw in ("http://user:s3cr3t-token@example.com:11434", "s3cr3t-token@example.com"):
+        with pytest.raises(OllamaError, match=r"has credentials in it: .*BHASHA_OLLAMA_TOKEN") as err:
+            resolve_host(raw, env={})
+        assert "s3cr3t" not in str(err.value) and "example.com" in str(err.value)
+
+
+def test_token_goes_in_a_bearer_header(server: OllamaContractServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BHASHA_OLLAMA_TOKEN", "tok-123")
+    OllamaClient(server.url).version()
+    assert server.authorizations[-1] == "Bearer tok-123"
+    monkeypatch.delenv("BHASHA_OLLAMA_TOKEN")
+    OllamaClient(server.url).version()
+    assert server.authorizations[-1] is None
+
+
+def test_plain_http_to_another_machine_warns_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from bhasha_build.core import ollama
+
+    ollama._warned_plain_http.discard("http://10.9.8.7:11434")
+    for _ in range(3):
+        OllamaClient("http://10.9.8.7:11434")
+    OllamaClient("http://127.0.0.1:11434")
+    OllamaClient("https://10.9.8.7")
+    OllamaClient("localhost")
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "http://10.9.8.7:11434" in warnings[0] and "plain http" in warnings[0]

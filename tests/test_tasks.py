@@ -64,3 +64,19 @@ def test_stage_without_its_inputs_says_what_to_run(tmp_path: Path) -> None:
     proc = invoke("train", "--profile", "tiny-cpu", "--set", f'runs_dir="{tmp_path}"', "--run", "empty")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "run `invoke data` first" in proc.stderr
+
+
+def test_arguments_reach_commands_unparsed_by_a_shell(tmp_path: Path) -> None:
+    # `!r` is not shell quoting: `-k "it's $(id -un)"` used to run `id`. Tasks pass argument lists.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "id-was-run"
+    fake = bin_dir / "id"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\necho someone\n")
+    fake.chmod(0o755)
+    expr = "it's $(id -un)"
+    proc = invoke("dev.test", "-k", expr, env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert not marker.exists(), "a shell expanded the -k expression"
+    echoed = proc.stdout.splitlines()[0]
+    assert echoed.endswith(" -k 'it'\"'\"'s $(id -un)'"), echoed  # shown quoted, passed as one argument
+    assert "Wrong expression passed to '-k'" in proc.stdout + proc.stderr and proc.returncode == 4

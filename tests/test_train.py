@@ -155,3 +155,45 @@ def test_set_checkpointing_switches_layers_and_keeps_the_loaded_state() -> None:
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     set_checkpointing(model, True)
     assert all(m.gradient_checkpointing for m in layers) and model.model.gradient_checkpointing
+
+
+def _checkpointed_run(tmp_path: Path, started_on: str | None) -> Any:
+    """A run folder as a killed training leaves it: checkpoints up to step 20, the key they were
+    started on, and a log whose last line was cut mid-write."""
+    from bhasha_build.core.layout import RunLayout
+    from bhasha_build.stages.train import INPUTS_RECORD
+
+    layout = RunLayout(tmp_path / "run")
+    for step in (10, 20):
+        ckpt = layout.checkpoints / f"checkpoint-{step}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    if started_on:
+        (layout.checkpoints / INPUTS_RECORD).write_text(json.dumps({"inputs_sha256": started_on}))
+    layout.train_log.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (10, 20, 30))
+                                + '{"step": 40, "lo', encoding="utf-8")
+    return layout
+
+
+def test_resume_refuses_changed_inputs_unless_forced(tmp_path: Path) -> None:
+    from bhasha_build.stages.train import TrainError, start_or_resume
+
+    layout = _checkpointed_run(tmp_path, started_on="a" * 64)
+    with pytest.raises(TrainError, match=f"made on other inputs .*{'a' * 64} != {'b' * 64}.*--force") as err:
+        start_or_resume(layout, resume=True, force=False, inputs_sha256="b" * 64)
+    assert "\n" not in str(err.value)
+    assert (layout.checkpoints / "checkpoint-20").exists()  # nothing was thrown away
+    assert start_or_resume(layout, resume=True, force=True, inputs_sha256="b" * 64).name == "checkpoint-20"
+    unrecorded = _checkpointed_run(tmp_path / "old", started_on=None)  # checkpoints from before the record
+    with pytest.raises(TrainError, match="made on other inputs"):
+        start_or_resume(unrecorded, resume=True, force=False, inputs_sha256="b" * 64)
+
+
+def test_resume_drops_a_torn_log_line_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bhasha_build.stages.train import start_or_resume
+
+    layout = _checkpointed_run(tmp_path, started_on="a" * 64)
+    assert start_or_resume(layout, resume=True, force=False, inputs_sha256="a" * 64).name == "checkpoint-20"
+    assert [json.loads(ln)["step"] for ln in layout.train_log.read_text().splitlines()] == [10, 20]
+    err = capsys.readouterr().err
+    assert f"warning: {layout.train_log}:4: torn line dropped" in err

@@ -93,11 +93,14 @@ def test_nightly_contract():
     positions = [runs.index(cmd) for cmd in order]
     assert positions == sorted(positions), "stages out of order"
     assert "docker compose up --detach --wait ollama" in runs
-    upload = next(s for s in job["steps"] if "upload-artifact" in s.get("uses", ""))
-    assert upload["if"] == "always()"
-    for part in ("manifest.json", "eval.json", "Modelfile", "*.gguf"):
-        assert part in upload["with"]["path"]
-    assert job["env"]["COMPOSE_FILE"] == "docker/compose.yaml"
+    uploads = [s for s in job["steps"] if "upload-artifact" in s.get("uses", "")]
+    records, ggufs = uploads
+    assert records["if"] == "always()"
+    for part in ("manifest.json", "eval.json", "Modelfile", "*.png", "report.md", "promote.json"):
+        assert part in records["with"]["path"]
+    assert "gguf" not in records["with"]["path"]  # ~1 GB a night: only when promoted
+    assert ggufs["if"] == "steps.promote.outcome == 'success'" and "*.gguf" in ggufs["with"]["path"]
+    assert job["env"]["COMPOSE_FILE"] == "docker/compose.yaml:docker/serving.yaml"
     # compose forwards only the variables it lists: every stage gets the job's run name explicitly,
     # so the artifacts step finds runs/<run>/ (and the learning-signal check keeps its own folder).
     stage_steps = [s["run"] for s in job["steps"] if "trainer invoke" in s.get("run", "")]
@@ -105,3 +108,29 @@ def test_nightly_contract():
     assert signal and all('-e "BHASHA__RUN=signal-' in r for r in signal)
     assert all('-e "BHASHA__RUN=$BHASHA__RUN"' in r for r in stage_steps if r not in signal)
     assert runs.index("invoke signal") < runs.index("invoke data")
+
+
+def test_nightly_promotes_to_the_serving_host_and_reports():
+    wf = load("nightly.yml")
+    (job,) = wf["jobs"].values()
+    steps = {s.get("id") or s.get("name") or s.get("uses"): s for s in job["steps"]}
+    runs = "\n".join(s.get("run", "") for s in job["steps"])
+    # the throwaway deploy stays as the pre-promotion check; promotion goes to the configured host
+    assert runs.index("invoke deploy") < runs.index("invoke promote") < runs.index("invoke report")
+    assert "vars.BHASHA_SERVING_HOST" in job["env"]["SERVING_HOST"]
+    assert '--host "$SERVING_HOST"' in steps["promote"]["run"]
+    assert steps["promote"]["env"]["BHASHA_OLLAMA_TOKEN"] == "${{ secrets.BHASHA_OLLAMA_TOKEN }}"
+    assert "-e BHASHA_OLLAMA_TOKEN" in steps["promote"]["run"] and "-e GITHUB_ACTOR" in steps["promote"]["run"]
+    report = next(s for s in job["steps"] if "invoke report" in s.get("run", ""))
+    assert report["if"] == "always()" and "$GITHUB_STEP_SUMMARY" in report["run"]
+    # the single-box serving Ollama: its own compose project on an external volume, which the
+    # throwaway project's `down --volumes` cannot remove
+    serving = yaml.safe_load((ROOT / "docker" / "serving.yaml").read_text())
+    volume = serving["volumes"]["serving-models"]
+    assert volume["external"] is True and volume["name"] == "bhasha-serving-models"
+    start = next(s for s in job["steps"] if "up --detach --wait serving" in s.get("run", ""))
+    assert "--project-name bhasha-serving" in start["run"] and start["if"] == "env.SINGLE_BOX_SERVING == 'true'"
+    teardown = job["steps"][-1]
+    assert teardown["if"] == "always()" and "docker compose down --volumes" in teardown["run"]
+    assert "bhasha-serving" not in teardown["run"]
+    assert job["env"]["OLLAMA_PORT"] != "11434"  # the throwaway Ollama stays off the serving port

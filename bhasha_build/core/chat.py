@@ -8,6 +8,7 @@ Knobs: none at run time; changing SYSTEM_PROMPT changes training, eval and the M
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 IM_START = "<|im_start|>"
@@ -16,6 +17,16 @@ ENDOFTEXT = "<|endoftext|>"
 SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
 # Stop strings for any server that decodes this model (Ollama PARAMETER stop, llama.cpp).
 STOP_TOKENS = [IM_END, ENDOFTEXT, IM_START]
+
+# Any special token of the Qwen family's form <|name|> (<|im_start|>, <|im_end|>, <|endoftext|>,
+# <|fim_prefix|>, <|vision_start|>, ...): text holding one would tokenize to the special id.
+SPECIAL_TOKEN_RE = re.compile(r"<\|[A-Za-z0-9_.\-]{1,64}\|>")
+
+
+def find_special_token(text: str) -> re.Match[str] | None:
+    """The first chat-template special token in ``text`` (data rows must hold none)."""
+    return SPECIAL_TOKEN_RE.search(text)
+
 
 # Qwen2.5 injects this system turn when a conversation has none; kept so parity holds either way.
 QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."

@@ -14,7 +14,7 @@ Knobs (section.key):
   model.name (hub id, local folder, or "tiny" for a locally built model), model.max_seq_length,
   model.load_in_4bit, model.dtype, model.tiny.*
   data.input, data.eval_fraction, data.max_foreign_fraction, data.mix_ratio, data.chat_input,
-  data.zwj_policy, data.too_long
+  data.zwj_policy, data.too_long, data.max_line_bytes
   lora.r, lora.alpha, lora.dropout, lora.target_modules
   train.backend, train.max_steps, train.epochs, train.learning_rate, train.batch_size,
   train.grad_accum, train.optim, train.packing, train.save_steps, train.logging_steps, ...
@@ -22,6 +22,7 @@ Knobs (section.key):
   guard.enabled, guard.max_edit_fraction, guard.max_length_ratio, guard.max_foreign_fraction
   export.quant, export.keep_f16
   deploy.name, deploy.host, deploy.timeout_s, deploy.sanity_max_cer
+  promote.margin, promote.max_over_correction, promote.keep, promote.regression_set, promote.eval_rows
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class DataConfig(Section):
     max_foreign_fraction: float = Field(0.3, ge=0.0, le=1.0)
     zwj_policy: Literal["auto", "keep", "strip"] = "auto"  # core/text.py: word-final joiners after a virama
     too_long: Literal["reject", "truncate"] = "reject"
+    max_line_bytes: int = Field(1 << 20, ge=1024)  # longer input lines are rejected unparsed (too_large)
 
 
 class LoraConfig(Section):
@@ -161,6 +163,29 @@ class DeployConfig(Section):
     sanity_max_cer: float | None = None  # None: only structural checks (tiny models)
     num_predict: int = Field(128, ge=1)
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        """Parsed the way the client will (core/ollama.py); credentials in it are refused here, before
+        the config is recorded anywhere (the manifest stores the resolved config)."""
+        from bhasha_build.core.ollama import OllamaError, resolve_host
+
+        try:
+            resolve_host(value, env={})
+        except OllamaError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class PromoteConfig(Section):
+    """The regression gate against the served model and the history kept (stages/promote.py)."""
+
+    margin: float = Field(0.005, ge=0.0)  # per language, candidate CER may exceed the served model's by this
+    max_over_correction: float = Field(0.1, ge=0.0, le=1.0)  # share of already-correct lines it may change
+    keep: int = Field(3, ge=1)  # previous models kept as <name>:prev-<stamp>
+    regression_set: str = "data/regression"  # pinned gate rows (file or folder), with the run's eval split
+    eval_rows: int = Field(64, ge=0)  # rows of the run's eval split in the gate (0: regression set only)
+
 
 class BuildConfig(Section):
     run: str = "default"
@@ -174,6 +199,7 @@ class BuildConfig(Section):
     guard: GuardConfig = GuardConfig()
     export: ExportConfig = ExportConfig()
     deploy: DeployConfig = DeployConfig()
+    promote: PromoteConfig = PromoteConfig()
 
     @field_validator("run")
     @classmethod

@@ -16,3 +16,7 @@ class BhashaError(Exception):
 
 class StaleArtifactError(BhashaError):
     """An input artifact is missing, or is not the file its producer recorded in the manifest."""
+
+
+class WriteError(BhashaError):
+    """A write into the run folder failed (disk full, read-only, no permission); names the path."""

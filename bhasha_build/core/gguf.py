@@ -1,4 +1,11 @@
-"""GGUF files through the pinned llama.cpp: read metadata, check an export, chat with a model.
+"""GGUF files: read and check their structure, read metadata, chat with a model (pinned llama.cpp).
+
+`read_gguf` is a small reader of the GGUF container (v2/v3: header, key/values, tensor infos) in
+pure Python that trusts nothing it reads: every length and count is checked against the file's size
+before it is used, so a truncated or lying file ends in one `GgufError` line, never a crash or a
+multi-GB allocation. `check_gguf` (export's check, run on the temporary file BEFORE it gets its final
+name) uses it for the metadata (architecture, file type, ChatML template) and for the data: every
+tensor's bytes must lie inside the file, aligned, without overlap.
 
 `LlamaChat` is the one llama.cpp chat completion of the project (export's sanity stage, eval's GGUF
 system, `correct` without a server): the prompt is rendered by `chat.render_chatml` from the
@@ -8,8 +15,10 @@ system prompt + the user's line, decoding is greedy (temperature 0, the config's
 
 from __future__ import annotations
 
+import mmap
 import os
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +29,187 @@ from bhasha_build.core.errors import BhashaError
 
 class GgufError(BhashaError):
     """A GGUF that is not what the project exports (one line, naming the file)."""
+
+
+GGUF_MAGIC = b"GGUF"
+DEFAULT_ALIGNMENT = 32
+# ggml tensor types: (elements per block, bytes per block), as gguf-py's GGML_QUANT_SIZES
+GGML_TYPES: dict[int, tuple[int, int]] = {
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 36),
+    10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
+    16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110), 22: (256, 82),
+    23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2),
+    34: (256, 54), 35: (256, 66), 39: (32, 17),
+}
+# GGUF value types: struct format of the scalars; 8 = string, 9 = array
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_MAX_DIMS = 8
+_U64 = struct.Struct("<Q")
+
+
+@dataclass(frozen=True)
+class GgufTensor:
+    name: str
+    shape: tuple[int, ...]
+    ggml_type: int
+    offset: int  # from the start of the data section
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class GgufFile:
+    path: Path
+    version: int
+    metadata: dict[str, Any]
+    tensors: list[GgufTensor] = field(default_factory=list)
+    data_offset: int = 0
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class GgufArray:
+    """A metadata array, kept as its item type and length (token lists are not needed to check a file)."""
+
+    item_type: int
+    count: int
+
+
+class _Reader:
+    """Bounded reads over the mapped file: a length or count past its end is refused before use."""
+
+    def __init__(self, buf: Any, size: int, name: str) -> None:
+        self.buf, self.size, self.name, self.pos = buf, size, name, 0
+
+    def need(self, n: int, what: str) -> None:
+        if n < 0 or self.pos + n > self.size:
+            raise GgufError(f"{self.name}: truncated or corrupt: {what} needs {n} bytes at offset "
+                            f"{self.pos}, the file has {self.size}")
+
+    def scalar(self, fmt: str, what: str) -> Any:
+        n = struct.calcsize(fmt)
+        self.need(n, what)
+        value = struct.unpack_from(fmt, self.buf, self.pos)[0]
+        self.pos += n
+        return value
+
+    def string(self, what: str) -> str:
+        n = self.scalar("<Q", what)
+        self.need(n, what)
+        raw = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise GgufError(f"{self.name}: {what} is not UTF-8 (offset {self.pos - n})") from None
+
+    def skip_strings(self, count: int, what: str) -> None:
+        buf, pos, size, length = self.buf, self.pos, self.size, _U64.unpack_from  # hot loop: vocabularies
+        for _ in range(count):
+            if pos + 8 > size:
+                break
+            pos += 8 + length(buf, pos)[0]
+            if pos > size:
+                break
+        else:
+            self.pos = pos
+            return
+        raise GgufError(f"{self.name}: truncated or corrupt: {what} ({count} strings) runs past the end "
+                        f"of the file ({size} bytes)")
+
+    def value(self, vtype: int, what: str) -> Any:
+        if vtype in _SCALARS:
+            return self.scalar(_SCALARS[vtype], what)
+        if vtype == 8:
+            return self.string(what)
+        if vtype == 9:
+            item_type, count = self.scalar("<I", what), self.scalar("<Q", what)
+            if item_type in _SCALARS:
+                self.need(count * struct.calcsize(_SCALARS[item_type]), f"{what} ({count} items)")
+                self.pos += count * struct.calcsize(_SCALARS[item_type])
+            elif item_type == 8:
+                self.need(count * 8, f"{what} ({count} strings)")
+                self.skip_strings(count, what)
+            else:
+                raise GgufError(f"{self.name}: {what}: array of value type {item_type} is not supported")
+            return GgufArray(item_type, count)
+        raise GgufError(f"{self.name}: {what} has unknown value type {vtype}")
+
+
+def read_gguf(path: str | Path) -> GgufFile:
+    """Parse a GGUF file's header, metadata and tensor infos; check every tensor lies inside the file.
+
+    Raises GgufError (one line naming the file and what is wrong): not GGUF, an unknown version or
+    type, a length or count past the end, a tensor whose data is not inside the file, misaligned or
+    overlapping another. Metadata arrays are returned as `GgufArray` (type and length)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < 4 or fh.read(4) != GGUF_MAGIC:
+                raise GgufError(f"{path.name}: not a GGUF file (bad magic)")
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                return _parse(path, buf, size)
+    except OSError as exc:
+        raise GgufError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _parse(path: Path, buf: Any, size: int) -> GgufFile:
+    r = _Reader(buf, size, path.name)
+    r.pos = 4
+    version = r.scalar("<I", "version")
+    if version not in (2, 3):
+        raise GgufError(f"{path.name}: GGUF version {version} is not supported (2 or 3)")
+    n_tensors, n_kv = r.scalar("<Q", "tensor count"), r.scalar("<Q", "metadata count")
+    r.need(n_kv * 13, f"{n_kv} metadata entries")  # key length (8) + type (4) + a 1-byte value at least
+    metadata: dict[str, Any] = {}
+    for i in range(n_kv):
+        key = r.string(f"metadata key {i}")
+        metadata[key] = r.value(r.scalar("<I", key), key)
+    r.need(n_tensors * 24, f"{n_tensors} tensor infos")  # name length, n_dims, type, offset at least
+    infos = []
+    for i in range(n_tensors):
+        name = r.string(f"tensor {i} name")
+        n_dims = r.scalar("<I", name)
+        if not 1 <= n_dims <= _MAX_DIMS:
+            raise GgufError(f"{path.name}: tensor {name!r} has {n_dims} dimensions")
+        shape = tuple(r.scalar("<Q", name) for _ in range(n_dims))
+        infos.append((name, shape, r.scalar("<I", name), r.scalar("<Q", name)))
+    alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+    if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+        raise GgufError(f"{path.name}: general.alignment {alignment!r} is not a power of two")
+    data_offset = -(-r.pos // alignment) * alignment
+    tensors = [GgufTensor(name, shape, gtype, offset, _tensor_bytes(path.name, name, shape, gtype))
+               for name, shape, gtype, offset in infos]
+    _check_tensor_data(path.name, tensors, data_offset, alignment, size)
+    return GgufFile(path, version, metadata, tensors, data_offset, size)
+
+
+def _tensor_bytes(file: str, name: str, shape: tuple[int, ...], ggml_type: int) -> int:
+    if ggml_type not in GGML_TYPES:
+        raise GgufError(f"{file}: tensor {name!r} has unknown ggml type {ggml_type}")
+    block, type_size = GGML_TYPES[ggml_type]
+    elements = 1
+    for dim in shape:
+        elements *= dim
+    if shape[0] % block:
+        raise GgufError(f"{file}: tensor {name!r} row of {shape[0]} is not a multiple of its block {block}")
+    return elements // block * type_size
+
+
+def _check_tensor_data(file: str, tensors: list[GgufTensor], data_offset: int, alignment: int, size: int) -> None:
+    if not tensors:
+        raise GgufError(f"{file}: no tensors")
+    end_of_previous, previous = 0, None
+    for t in sorted(tensors, key=lambda t: t.offset):
+        start, end = data_offset + t.offset, data_offset + t.offset + t.nbytes
+        if t.offset % alignment:
+            raise GgufError(f"{file}: tensor {t.name!r} at data offset {t.offset} is not aligned to {alignment}")
+        if end > size:
+            raise GgufError(f"{file}: truncated: tensor {t.name!r} needs bytes {start}..{end}, "
+                            f"the file ends at {size}")
+        if t.offset < end_of_previous:
+            raise GgufError(f"{file}: tensor {t.name!r} overlaps {previous!r}")
+        end_of_previous, previous = t.offset + t.nbytes, t.name
 
 
 def gguf_metadata(path: Path) -> dict[str, str]:
@@ -34,22 +224,25 @@ def gguf_metadata(path: Path) -> dict[str, str]:
 
 
 def check_gguf(path: Path, quant: str) -> dict[str, Any]:
-    """Architecture qwen2, the file type of `quant`, a ChatML chat template; the facts checked."""
-    meta = gguf_metadata(path)
+    """The structure (`read_gguf`: every tensor inside the file), architecture qwen2, the file type
+    of `quant` and a ChatML chat template; returns the facts checked. Needs no llama.cpp."""
+    info = read_gguf(path)
+    meta = info.metadata
     problems = []
     if meta.get("general.architecture") != "qwen2":
         problems.append(f"general.architecture is {meta.get('general.architecture')!r}, not 'qwen2'")
     want = toolchain.QUANT_TYPES[quant]  # llama_ftype, as written to general.file_type
-    if str(meta.get("general.file_type")) != str(want):
+    if meta.get("general.file_type") != want:
         problems.append(f"general.file_type is {meta.get('general.file_type')}, not {want} ({quant})")
     template = meta.get("tokenizer.chat_template", "")
-    if "<|im_start|>" not in template:
+    if not isinstance(template, str) or "<|im_start|>" not in template:
         problems.append("tokenizer.chat_template missing or not ChatML")
     if problems:
         raise GgufError(f"{path.name}: " + "; ".join(problems))
-    return {"architecture": meta["general.architecture"], "file_type": int(meta["general.file_type"]),
+    return {"architecture": meta["general.architecture"], "file_type": meta["general.file_type"],
             "chat_template": True, "eos_token_id": int(meta.get("tokenizer.ggml.eos_token_id", -1)),
-            "pre_tokenizer": meta.get("tokenizer.ggml.pre")}
+            "pre_tokenizer": meta.get("tokenizer.ggml.pre"), "tensors": len(info.tensors),
+            "data_bytes": info.size - info.data_offset}
 
 
 @dataclass(frozen=True)

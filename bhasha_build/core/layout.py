@@ -17,6 +17,8 @@ artifact paths relative to `root`, so a run folder can be moved or archived whol
       Modelfile                                                                    (modelfile stage)
       sanity.json                                                                  (sanity stage)
       deploy.json                                                                  (deploy stage)
+      promote.json rollback.json  the gate against the served model; a rollback    (promote stage; invoke rollback)
+      report.md                  the run report (the nightly's job summary)        (report stage)
 
 Run names are simple slugs (letters, digits, `.`, `_`, `-`; not starting with `.` or `-`), so a
 run name can never point outside `runs_dir` (`run="/"` or `run=".."` is refused).
@@ -138,6 +140,18 @@ class RunLayout:
     @property
     def deploy_report(self) -> Path:
         return self.root / "deploy.json"
+
+    @property
+    def promote_report(self) -> Path:
+        return self.root / "promote.json"
+
+    @property
+    def rollback_report(self) -> Path:
+        return self.root / "rollback.json"
+
+    @property
+    def run_report(self) -> Path:
+        return self.root / "report.md"
 
     def rel(self, path: Path) -> str:
         """`path` relative to the run folder, as the manifest records it."""

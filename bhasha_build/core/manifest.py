@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from importlib import metadata
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bhasha_build.core.config import REPO_ROOT, BuildConfig, config_to_dict
+from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_json, sha256_file, sha256_path, size_of
 from bhasha_build.core.layout import RunLayout
 
@@ -153,13 +155,26 @@ class Manifest:
         try:
             yield extra
         except BaseException as exc:
-            self.set_stage(name, status="failed", seconds=round(time.monotonic() - start, 2),
-                           error=str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__, **extra)
+            # Record the failure if the disk still lets us; never let that attempt replace the
+            # first error (on a full disk this write fails too).
+            error = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+            seconds = round(time.monotonic() - start, 2)
+            self.try_update(lambda: self.set_stage(name, status="failed", seconds=seconds, error=error, **extra))
             raise
         fields = {"status": extra.pop("status", "done"), "seconds": round(time.monotonic() - start, 2), **extra}
         if inputs_sha256:
             fields["inputs_sha256"] = inputs_sha256
         self.set_stage(name, **fields)
+
+    def try_update(self, write: Any) -> bool:
+        """Run a manifest write on a failure path: an OSError (or WriteError) there is reported as
+        a warning on stderr and swallowed, so the error being handled is the one the user sees."""
+        try:
+            write()
+            return True
+        except (OSError, BhashaError) as exc:
+            print(f"warning: {self.path}: could not record the failure ({exc})", file=sys.stderr, flush=True)
+            return False
 
     def stage_is_current(self, name: str, inputs_sha256: str) -> bool:
         """True when the stage last finished on the same inputs (the runner checks its outputs)."""

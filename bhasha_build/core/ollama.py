@@ -1,25 +1,41 @@
 """Ollama REST client on ``requests`` (plus an optional ``ollama create -f`` CLI fallback).
 
-Every failure is an ``OllamaError`` subclass whose message is one line a user can act on:
-unreachable (with the compose command that starts the bundled Ollama), too old for the structured
-``/api/create`` (needs >= 0.5.5), blob digest mismatch, create failed, model exists without
-``--force``, model not found, generation failed.
+Every failure is an ``OllamaError`` subclass whose message is one line a user can act on, naming
+the host and the call (``POST /api/chat``): unreachable (with the compose command that starts the
+bundled Ollama), too old for the structured ``/api/create`` (needs >= 0.5.5), blob digest mismatch,
+create failed, model exists without ``--force``, model not found, a non-2xx answer, an answer that
+is not what the API defines (HTML with status 200, a JSON list where an object belongs, a stream
+cut off midway: ``OllamaProtocolError``), and a call that ran past its deadline
+(``OllamaTimeoutError``). No ``requests``/JSON/socket exception leaves this module.
 
-Knobs:
-  host: argument > ``OLLAMA_HOST`` > ``http://127.0.0.1:11434``; accepts ``host``, ``host:port``,
-        ``:port`` and full URLs (``https://h``, ``http://h:1/prefix``) with Ollama's defaults.
-  timeout: seconds per request (generation calls may pass their own).
-  MIN_VERSION: oldest Ollama accepted (structured create with ``files``/``template``/``parameters``).
+Deadline: each call has a wall-clock deadline (``timeout`` seconds from its start, headers and the
+whole body or stream included): a watchdog shuts the connection at the deadline, so a server that
+trickles one line a second cannot stretch a 2 s call (read timeouts alone apply per chunk). Blob
+uploads are the exception: the body is bounded per socket operation, the answer by the deadline.
+
+Host: argument > ``OLLAMA_HOST`` > the config's deploy.host; accepts ``host``, ``host:port``,
+``:port`` and full URLs (``https://h``, ``http://h:1/prefix``) with Ollama's defaults. A host with
+credentials in it (``http://user:token@h``) is refused: the token goes in BHASHA_OLLAMA_TOKEN (or
+OLLAMA_API_KEY), sent as ``Authorization: Bearer`` and never written to logs, deploy.json or the
+manifest. A plain-http host that is not loopback gets one warning per process.
+
+Knobs: host, timeout (seconds per call; generation calls may pass their own), the token env vars,
+MIN_VERSION (oldest Ollama accepted: structured create with ``files``/``template``/``parameters``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,8 +49,10 @@ DEFAULT_HOST = "http://127.0.0.1:11434"
 DEFAULT_PORT = 11434
 MIN_VERSION = (0, 5, 5)
 COMPOSE_HINT = "docker compose -f docker/compose.yaml up -d ollama"
-_CHUNK = 1 << 20
+TOKEN_ENV = ("BHASHA_OLLAMA_TOKEN", "OLLAMA_API_KEY")  # a bearer token for a server behind auth
+_CHUNK = 1 << 16
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_warned_plain_http: set[str] = set()
 
 
 class OllamaError(BhashaError):
@@ -73,6 +91,14 @@ class OllamaRequestError(OllamaError):
         self.status = status
 
 
+class OllamaTimeoutError(OllamaError):
+    """The call did not finish within its wall-clock deadline."""
+
+
+class OllamaProtocolError(OllamaError):
+    """The server answered, but not as Ollama's API defines: not JSON, the wrong shape, cut off."""
+
+
 def resolve_host(host: str | None = None, env: dict[str, str] | None = None) -> str:
     """Base URL the way Ollama's envconfig.Host reads OLLAMA_HOST (scheme default http, port 11434)."""
     env = os.environ if env is None else env
@@ -88,8 +114,13 @@ def resolve_host(host: str | None = None, env: dict[str, str] | None = None) -> 
     elif scheme == "https":
         port = "443"
     else:
-        raise OllamaError(f"Ollama host {raw!r}: scheme must be http or https")
+        raise OllamaError(f"Ollama host {scheme + '://…'!r}: scheme must be http or https")
     hostport, _, path = rest.partition("/")
+    if "@" in hostport:  # never echo what is before the @: it is a secret
+        shown = f"{scheme}://***@{hostport.rpartition('@')[2]}"
+        raise OllamaError(f"Ollama host {shown!r} has credentials in it: remove them and put the token in "
+                          f"{TOKEN_ENV[0]} (or {TOKEN_ENV[1]}); it is sent as a bearer header and never written "
+                          "to logs, deploy.json or the manifest")
     name = hostport
     if hostport.startswith("["):  # [v6]:port
         end = hostport.find("]")
@@ -109,6 +140,33 @@ def resolve_host(host: str | None = None, env: dict[str, str] | None = None) -> 
         pass
     url = f"{scheme}://{name}:{port}"
     return f"{url}/{path.strip('/')}" if path.strip("/") else url
+
+
+def is_loopback(url: str) -> bool:
+    """Whether a resolved host URL names this machine (loopback, localhost, the unspecified address)."""
+    name = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def warn_if_plain_http(url: str) -> None:
+    """One warning per process and host: plain http to another machine carries prompts, the model
+    and any token in clear."""
+    if url.startswith("http://") and not is_loopback(url) and url not in _warned_plain_http:
+        _warned_plain_http.add(url)
+        print(f"warning: Ollama host {url} is not this machine and uses plain http: prompts, the model and the "
+              "token travel unencrypted (use https, or a loopback/SSH-tunnelled address)", file=sys.stderr, flush=True)
+
+
+def token_from_env(env: dict[str, str] | None = None) -> str | None:
+    """The bearer token for the Ollama server, from BHASHA_OLLAMA_TOKEN or OLLAMA_API_KEY."""
+    env = os.environ if env is None else env
+    return next((env[k].strip() for k in TOKEN_ENV if env.get(k, "").strip()), None)
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
@@ -135,16 +193,16 @@ def full_name(name: str) -> str:
     return name if ":" in last else f"{name}:latest"
 
 
-def _error_text(resp: requests.Response) -> str:
+def _error_text(body: bytes, reason: str = "") -> str:
     """Ollama's {"error": ...} body, else the first line of whatever came back."""
     try:
-        body = resp.json()
-        if isinstance(body, dict) and body.get("error"):
-            return str(body["error"])
+        parsed = json.loads(body)
+        if isinstance(parsed, dict) and parsed.get("error"):
+            return str(parsed["error"]).splitlines()[0][:300]
     except ValueError:
         pass
-    lines = (resp.text or resp.reason or "").strip().splitlines()
-    return lines[0] if lines else ""
+    lines = (body.decode("utf-8", "replace") or reason or "").strip().splitlines()
+    return lines[0][:300] if lines else ""
 
 
 def _connection_reason(exc: Exception) -> str:
@@ -155,15 +213,134 @@ def _connection_reason(exc: Exception) -> str:
     return match.group(0).strip() if match else type(inner).__name__
 
 
+def _describe(body: bytes) -> str:
+    """A few words on an answer that is not the JSON expected (for the one-line error)."""
+    text = body.decode("utf-8", "replace").strip()
+    if not text:
+        return "an empty body"
+    if text[:1] == "<":
+        return f"HTML ({text[:60]!r}…)"
+    return f"{text[:60]!r}{'…' if len(text) > 60 else ''}"
+
+
+class _Watchdog:
+    """Shuts a connection's socket at the call's deadline: a blocked read then ends at once."""
+
+    def __init__(self, sock: socket.socket | None, seconds: float) -> None:
+        self.fired = False
+        self.sock = sock
+        self.timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self.timer.daemon = True
+        if sock is not None:
+            self.timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+
+    def cancel(self) -> None:
+        self.timer.cancel()
+
+
+def _socket_of(resp: requests.Response) -> socket.socket | None:
+    conn = getattr(resp.raw, "_connection", None)
+    sock = getattr(conn, "sock", None)
+    if sock is None:  # older urllib3: through http.client's file object
+        fp = getattr(getattr(resp.raw, "_fp", None), "fp", None)
+        sock = getattr(getattr(fp, "raw", None), "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+class _Answer:
+    """One call's response: its body or NDJSON stream read within the call's deadline, every
+    failure turned into an OllamaError naming the host and the call."""
+
+    def __init__(self, host: str, call: str, resp: requests.Response, deadline: float, seconds: float) -> None:
+        self.host, self.call, self.resp, self.deadline, self.seconds = host, call, resp, deadline, seconds
+        self.watchdog = _Watchdog(_socket_of(resp), deadline - time.monotonic())
+
+    @property
+    def status(self) -> int:
+        return self.resp.status_code
+
+    def fail(self, cls: type[OllamaError], what: str) -> OllamaError:
+        return cls(f"Ollama at {self.host}: {self.call}: {what}")
+
+    def timed_out(self) -> OllamaTimeoutError:
+        return self.fail(OllamaTimeoutError, f"no complete answer within {self.seconds:g}s")  # type: ignore[return-value]
+
+    def chunks(self) -> Iterator[bytes]:
+        try:
+            for chunk in self.resp.iter_content(chunk_size=_CHUNK):
+                if time.monotonic() > self.deadline:
+                    raise self.timed_out()
+                yield chunk
+        except OllamaError:
+            raise
+        except (requests.RequestException, OSError, ValueError) as exc:  # urllib3 errors come wrapped
+            if self.watchdog.fired or time.monotonic() >= self.deadline:
+                raise self.timed_out() from None
+            raise self.fail(OllamaProtocolError, f"the answer was cut off midway ({type(exc).__name__}: "
+                                                 f"{str(exc).splitlines()[0][:120] if str(exc) else 'no detail'})"
+                            ) from None
+        finally:
+            self.close()
+
+    def body(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def json_object(self) -> dict[str, Any]:
+        body = self.body()
+        try:
+            parsed = json.loads(body)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            raise self.fail(OllamaProtocolError, f"answered {_describe(body)}, not JSON: is {self.host} "
+                                                 "an Ollama server?") from None
+        if not isinstance(parsed, dict):
+            raise self.fail(OllamaProtocolError, f"answered a JSON {type(parsed).__name__}, not an object")
+        return parsed
+
+    def ndjson(self) -> Iterator[dict[str, Any]]:
+        """The stream's objects, one per line; a line that is not a JSON object is an error."""
+        pending = b""
+        for chunk in self.chunks():
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    yield self._event(line)
+        if pending.strip():
+            yield self._event(pending)
+
+    def _event(self, line: bytes) -> dict[str, Any]:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            raise self.fail(OllamaProtocolError, f"bad NDJSON line {_describe(line)}") from None
+        if not isinstance(event, dict):
+            raise self.fail(OllamaProtocolError, f"stream line is a JSON {type(event).__name__}, not an object")
+        return event
+
+    def close(self) -> None:
+        self.watchdog.cancel()
+        self.resp.close()
+
+
 class OllamaClient:
     """Thin typed wrapper over Ollama's REST API."""
 
     def __init__(
-        self, host: str | None = None, timeout: float = 120.0, session: requests.Session | None = None
+        self, host: str | None = None, timeout: float = 120.0, session: requests.Session | None = None,
+        token: str | None = None,
     ) -> None:
         self.host = resolve_host(host)
         self.timeout = timeout
         self.session = session or requests.Session()
+        token = token or token_from_env()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        warn_if_plain_http(self.host)
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _request(
@@ -172,51 +349,49 @@ class OllamaClient:
         path: str,
         *,
         timeout: float | None = None,
-        stream: bool = False,
         ok: tuple[int, ...] = (200,),
         **kwargs: Any,
-    ) -> requests.Response:
+    ) -> _Answer:
+        """Send one call; the answer's body must then be read through the returned _Answer (within
+        the call's deadline). Non-2xx answers raise here."""
         url = f"{self.host}{path}"
+        call = f"{method} {path}"
+        seconds = timeout or self.timeout
+        deadline = time.monotonic() + seconds
         try:
-            resp = self.session.request(method, url, timeout=timeout or self.timeout, stream=stream, **kwargs)
+            resp = self.session.request(method, url, timeout=(min(seconds, 30.0), seconds), stream=True, **kwargs)
         except requests.ConnectionError as exc:
-            reason = _connection_reason(exc)
-            raise OllamaUnreachableError(
-                f"Ollama is unreachable at {self.host} ({reason}); start it with "
-                f"`{COMPOSE_HINT}` or point --host/OLLAMA_HOST at a running server"
-            ) from None
+            if isinstance(exc, requests.ConnectTimeout) or not _is_protocol(exc):
+                reason = _connection_reason(exc)
+                raise OllamaUnreachableError(
+                    f"Ollama is unreachable at {self.host} ({reason}); start it with "
+                    f"`{COMPOSE_HINT}` or point --host/OLLAMA_HOST at a running server"
+                ) from None
+            raise OllamaProtocolError(f"Ollama at {self.host}: {call}: the connection closed without an answer "
+                                      f"({_connection_reason(exc)})") from None
         except requests.Timeout:
-            raise OllamaError(
-                f"Ollama at {self.host} did not answer {method} {path} within {timeout or self.timeout:g}s"
-            ) from None
+            raise OllamaTimeoutError(f"Ollama at {self.host} did not answer {call} within {seconds:g}s") from None
+        except (requests.RequestException, OSError, ValueError) as exc:
+            raise OllamaError(f"Ollama at {self.host}: {call} failed ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'})") from None
+        answer = _Answer(self.host, call, resp, deadline, seconds)
         if resp.status_code not in ok:
-            message = _error_text(resp)
+            message = _error_text(answer.body(), resp.reason or "")
             if resp.status_code == 404:
-                raise OllamaNotFoundError(f"{method} {path}: {message or 'not found'} (404)")
-            raise OllamaRequestError(
-                f"{method} {path} failed ({resp.status_code}): {message}", resp.status_code
-            )
-        return resp
+                raise OllamaNotFoundError(f"{call}: {message or 'not found'} (404)")
+            raise OllamaRequestError(f"{call} failed ({resp.status_code}): {message}", resp.status_code)
+        return answer
 
-    @staticmethod
-    def _ndjson(resp: requests.Response) -> Iterator[dict[str, Any]]:
-        for raw in resp.iter_lines():
-            if raw.strip():
-                try:
-                    yield json.loads(raw)
-                except json.JSONDecodeError:
-                    raise OllamaError(f"bad NDJSON line from Ollama: {raw[:80]!r}") from None
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return self._request(method, path, **kwargs).json_object()
 
     # -- server -----------------------------------------------------------------------------------
     def version(self) -> str:
-        resp = self._request("GET", "/api/version")
-        try:
-            body = resp.json()
-        except ValueError:
-            raise OllamaError(f"{self.host} answered /api/version, but not with JSON: not an Ollama server?") from None
-        if not isinstance(body, dict) or not body.get("version"):
-            raise OllamaError(f"{self.host} answered /api/version without a version: is it Ollama?")
-        return str(body["version"])
+        body = self._json("GET", "/api/version")
+        if not isinstance(body.get("version"), str) or not body["version"]:
+            raise OllamaProtocolError(f"Ollama at {self.host}: GET /api/version answered without a version: "
+                                      "is it Ollama?")
+        return body["version"]
 
     def check_version(self, minimum: tuple[int, int, int] = MIN_VERSION) -> str:
         """The server's version; OllamaTooOldError below ``minimum`` (0.0.0 = source build, accepted)."""
@@ -235,7 +410,7 @@ class OllamaClient:
         if not _DIGEST.fullmatch(digest):
             raise OllamaError(f"invalid blob digest {digest!r}: expected sha256:<64 hex digits>")
         try:
-            self._request("HEAD", f"/api/blobs/{digest}")
+            self._request("HEAD", f"/api/blobs/{digest}").close()
         except OllamaNotFoundError:
             return False
         return True
@@ -254,7 +429,7 @@ class OllamaClient:
                     data=fh,
                     ok=(200, 201),
                     headers={"Content-Length": str(path.stat().st_size)},
-                )
+                ).body()
             except OllamaRequestError as exc:
                 if exc.status == 400 and "digest" in str(exc).lower():
                     raise OllamaDigestMismatchError(
@@ -289,18 +464,18 @@ class OllamaClient:
             if value is not None:
                 body[key] = value
         try:
-            resp = self._request("POST", "/api/create", json=body, stream=True)
+            answer = self._request("POST", "/api/create", json=body)
         except (OllamaRequestError, OllamaNotFoundError) as exc:
             raise OllamaCreateError(f"creating '{name}' failed: {exc}") from None
         statuses: list[str] = []
-        with resp:
-            for event in self._ndjson(resp):
-                if "error" in event:
-                    raise OllamaCreateError(f"creating '{name}' failed: {event['error']}")
-                status = str(event.get("status", ""))
-                statuses.append(status)
-                if on_status:
-                    on_status(status)
+        for event in answer.ndjson():
+            if "error" in event:
+                answer.close()
+                raise OllamaCreateError(f"creating '{name}' failed: {event['error']}")
+            status = str(event.get("status", ""))
+            statuses.append(status)
+            if on_status:
+                on_status(status)
         if not statuses or statuses[-1] != "success":
             raise OllamaCreateError(
                 f"creating '{name}' failed: stream ended without success (last: {statuses[-1:] or 'none'})"
@@ -309,29 +484,48 @@ class OllamaClient:
 
     def show(self, name: str) -> dict[str, Any]:
         try:
-            return self._request("POST", "/api/show", json={"model": name}).json()
+            shown = self._json("POST", "/api/show", json={"model": name})
         except OllamaNotFoundError:
             raise OllamaNotFoundError(f"model '{name}' not found on {self.host}") from None
+        for key in ("template", "system", "parameters", "modelfile", "license"):
+            if shown.get(key) is not None and not isinstance(shown[key], str):
+                raise OllamaProtocolError(f"Ollama at {self.host}: POST /api/show: '{key}' is a "
+                                          f"{type(shown[key]).__name__}, not a string")
+        return shown
 
     def exists(self, name: str) -> bool:
-        return any(m.get("name") == full_name(name) for m in self.tags())
+        return self.model_digest(name) is not None
 
     def tags(self) -> list[dict[str, Any]]:
-        return list(self._request("GET", "/api/tags").json().get("models") or [])
+        models = self._json("GET", "/api/tags").get("models") or []
+        if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("name"), str)
+                                                   for m in models):
+            raise OllamaProtocolError(f"Ollama at {self.host}: GET /api/tags: 'models' is not a list of "
+                                      "{name, digest, ...} objects")
+        return models
 
     list_models = tags
 
     def model_digest(self, name: str) -> str | None:
+        """The model's manifest digest, None when the server has no model of that name."""
         for model in self.tags():
-            if model.get("name") == full_name(name):
-                return model.get("digest")
+            if model["name"] == full_name(name):
+                return str(model.get("digest") or "") or None
         return None
 
     def delete(self, name: str) -> None:
         try:
-            self._request("DELETE", "/api/delete", json={"model": name})
+            self._request("DELETE", "/api/delete", json={"model": name}).close()
         except OllamaNotFoundError:
             raise OllamaNotFoundError(f"model '{name}' not found on {self.host}") from None
+
+    def copy(self, source: str, destination: str) -> None:
+        """/api/copy: ``destination`` becomes the same model as ``source`` (a new manifest over the
+        same layers; an existing destination is replaced in one write)."""
+        try:
+            self._request("POST", "/api/copy", json={"source": source, "destination": destination}).close()
+        except OllamaNotFoundError:
+            raise OllamaNotFoundError(f"model '{source}' not found on {self.host}") from None
 
     # -- inference --------------------------------------------------------------------------------
     def _infer(
@@ -344,35 +538,44 @@ class OllamaClient:
     ) -> dict[str, Any]:
         body = {**body, "stream": stream}
         try:
-            resp = self._request("POST", path, json=body, stream=stream, timeout=timeout)
+            answer = self._request("POST", path, json=body, timeout=timeout)
         except OllamaNotFoundError:
             raise OllamaNotFoundError(f"model '{body['model']}' not found on {self.host}") from None
+        key = "response" if path == "/api/generate" else "message"
         if not stream:
-            return resp.json()
+            return self._checked(answer, answer.json_object(), key)
         # Fold the NDJSON chunks into the shape of a non-streamed answer.
         text: list[str] = []
         final: dict[str, Any] = {}
-        with resp:
-            for event in self._ndjson(resp):
-                if "error" in event:
-                    raise OllamaRequestError(f"POST {path} failed mid-stream: {event['error']}")
-                if on_chunk:
-                    on_chunk(event)
-                piece = (
-                    event.get("response")
-                    if path == "/api/generate"
-                    else (event.get("message") or {}).get("content")
-                )
-                text.append(piece or "")
-                if event.get("done"):
-                    final = event
+        for event in answer.ndjson():
+            if "error" in event:
+                answer.close()
+                raise answer.fail(OllamaRequestError, f"failed mid-stream: {event['error']}")
+            self._checked(answer, event, key)
+            if on_chunk:
+                on_chunk(event)
+            text.append(event[key] if key == "response" else event[key]["content"])
+            if event.get("done"):
+                final = event
         if not final:
-            raise OllamaRequestError(f"POST {path}: stream ended before done")
-        if path == "/api/generate":
-            final["response"] = "".join(text)
-        else:
-            final["message"] = {"role": "assistant", "content": "".join(text)}
+            raise answer.fail(OllamaProtocolError, "the stream ended before its done line")
+        final[key] = "".join(text) if key == "response" else {"role": "assistant", "content": "".join(text)}
         return final
+
+    @staticmethod
+    def _checked(answer: _Answer, event: dict[str, Any], key: str) -> dict[str, Any]:
+        """An inference answer (or stream line) must carry its text where the API puts it."""
+        value = event.get(key)
+        ok = isinstance(value, str) if key == "response" else (
+            isinstance(value, dict) and isinstance(value.get("content", ""), str))
+        if "error" in event:
+            raise answer.fail(OllamaRequestError, f"failed: {event['error']}")
+        if not ok:
+            shown = _describe(json.dumps(event).encode())
+            raise answer.fail(OllamaProtocolError, f"answer without a text '{key}' ({shown})")
+        if key == "message":
+            value.setdefault("content", "")
+        return event
 
     def generate(
         self,
@@ -403,6 +606,14 @@ class OllamaClient:
     ) -> dict[str, Any]:
         body = {"model": name, "messages": messages, "options": options or {}}
         return self._infer("/api/chat", body, stream, timeout, on_chunk)
+
+
+def _is_protocol(exc: requests.ConnectionError) -> bool:
+    """A ConnectionError that is the server dropping the connection (not a refused or failed connect)."""
+    from urllib3.exceptions import ProtocolError
+
+    inner = exc.args[0] if exc.args else None
+    return isinstance(inner, ProtocolError)
 
 
 def parse_show_parameters(text: str) -> dict[str, list[str]]:

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bhasha_build.core.fsutil import sha256_file
+from bhasha_build.core.errors import BhashaError
+from bhasha_build.core.fsutil import atomic_output, atomic_write_json, safe_extract, sha256_file, swap_in
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 SDIST_NAME = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
@@ -36,7 +37,7 @@ _VENDOR_PREFIX = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}/vendor/llama.cpp/
 _KEEP = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
 
 
-class ToolchainError(RuntimeError):
+class ToolchainError(BhashaError):
     """One-line, user-facing toolchain problem."""
 
 
@@ -103,18 +104,14 @@ def prepare(sdist: str | Path | None = None, force: bool = False) -> Path:
                 if rel.startswith(_KEEP) and (member.isfile() or member.isdir()):
                     member.name = rel
                     members.append(member)
-            # filter="data" (no links out, no devices) exists from Python 3.11.4; bookworm ships 3.11.2
-            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tar.extractall(staging, members=members, **safe)
+            safe_extract(tar, staging, members)  # plain files and folders only (fsutil)
         if not (staging / "convert_hf_to_gguf.py").exists():
             raise ToolchainError(f"{path}: no vendored convert_hf_to_gguf.py inside")
-        (staging / "toolchain.json").write_text(json.dumps({
+        atomic_write_json(staging / "toolchain.json", {
             "ready": True, "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION, "sdist_sha256": SDIST_SHA256,
             "llama_cpp_commit": LLAMA_CPP_COMMIT, "path": str(target),
-        }, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)  # atomic: a half-unpacked toolchain never has toolchain.json
+        })
+        swap_in(staging, target)  # one exchange: the toolchain name always holds a complete toolchain
     return target
 
 
@@ -137,53 +134,58 @@ def check_binding() -> str:
     return llama_cpp.__version__
 
 
+Check = Callable[[Path], Any]
+
+
 def convert_to_gguf(hf_dir: str | Path, out_file: str | Path, outtype: str = "f16",
-                    register_pre_tokenizer: str | None = None) -> dict[str, Any]:
-    """HF folder → GGUF with the vendored converter (in a subprocess: it owns its sys.path)."""
+                    register_pre_tokenizer: str | None = None, check: Check | None = None) -> dict[str, Any]:
+    """HF folder → GGUF with the vendored converter (in a subprocess: it owns its sys.path).
+
+    The converter writes a temp file (fsutil.atomic_output) that `check` sees before it gets the
+    final name; a failure, a refused check or Ctrl-C removes it (subprocess.run kills the converter)."""
     tool = require()
     out_file = Path(out_file)
-    tmp_out = out_file.with_name(f".{out_file.name}.partial")
     report = out_file.with_name(f".{out_file.name}.convert.json")
-    cmd = [sys.executable, "-m", "bhasha_build.core.convert_wrapper", "--toolchain", str(tool),
-           "--report", str(report)]
-    if register_pre_tokenizer:
-        cmd += ["--register-pre-tokenizer", register_pre_tokenizer]
-    cmd += ["--", str(hf_dir), "--outfile", str(tmp_out), "--outtype", outtype]
-    print("+", " ".join(cmd), flush=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
                                                                     os.environ.get("PYTHONPATH")])))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0 or not tmp_out.exists():
-        tmp_out.unlink(missing_ok=True)
-        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-        reason = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else "")
-        raise ToolchainError(f"GGUF conversion of {hf_dir} failed: {reason.strip()}")
-    os.replace(tmp_out, out_file)
-    details = json.loads(report.read_text()) if report.exists() else {}
-    report.unlink(missing_ok=True)
-    return details
+    try:
+        with atomic_output(out_file, check) as tmp_out:
+            cmd = [sys.executable, "-m", "bhasha_build.core.convert_wrapper", "--toolchain", str(tool),
+                   "--report", str(report)]
+            if register_pre_tokenizer:
+                cmd += ["--register-pre-tokenizer", register_pre_tokenizer]
+            cmd += ["--", str(hf_dir), "--outfile", str(tmp_out), "--outtype", outtype]
+            print("+", " ".join(cmd), flush=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if proc.returncode != 0 or not tmp_out.exists():
+                lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+                reason = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln),
+                              lines[-1] if lines else "")
+                raise ToolchainError(f"GGUF conversion of {hf_dir} failed: {reason.strip()}")
+        return json.loads(report.read_text()) if report.exists() else {}
+    finally:
+        report.unlink(missing_ok=True)
 
 
 QUANT_TYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q8_0": 7, "F16": 1}  # llama_ftype values
 
 
-def quantize(in_file: str | Path, out_file: str | Path, quant: str = "Q4_K_M", threads: int = 0) -> None:
-    """Quantize with the binding's llama_model_quantize (the pinned llama.cpp)."""
+def quantize(in_file: str | Path, out_file: str | Path, quant: str = "Q4_K_M", threads: int = 0,
+             check: Check | None = None) -> None:
+    """Quantize with the binding's llama_model_quantize (the pinned llama.cpp), into a temp file
+    that `check` sees before it gets the final name (fsutil.atomic_output, as convert_to_gguf)."""
     import ctypes
 
     import llama_cpp
 
     check_binding()
-    out_file = Path(out_file)
-    tmp_out = out_file.with_name(f".{out_file.name}.partial")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANT_TYPES[quant]
     params.nthread = threads or (os.cpu_count() or 1)
-    rc = llama_cpp.llama_model_quantize(str(in_file).encode(), str(tmp_out).encode(), ctypes.byref(params))
-    if rc != 0 or not tmp_out.exists():
-        tmp_out.unlink(missing_ok=True)
-        raise ToolchainError(f"quantizing {in_file} to {quant} failed (llama_model_quantize returned {rc})")
-    os.replace(tmp_out, out_file)
+    with atomic_output(out_file, check) as tmp_out:
+        rc = llama_cpp.llama_model_quantize(str(in_file).encode(), str(tmp_out).encode(), ctypes.byref(params))
+        if rc != 0 or not tmp_out.exists():
+            raise ToolchainError(f"quantizing {in_file} to {quant} failed (llama_model_quantize returned {rc})")
 
 
 def main(argv: list[str] | None = None) -> int:

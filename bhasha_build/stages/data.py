@@ -17,13 +17,20 @@ UTF-8 BOM (file start or line start) and CRLF endings are accepted; blank lines 
 CSV/TSV: first non-blank line is the header; one record per physical line (an OCR line has no
 newline); CSV follows RFC 4180 quoting, TSV is split on tabs with no quoting (so ``"`` is text).
 
-Reject codes (``{"source": "<file>:<line>", "reason": "<code>: <words>", "raw": <line>}``):
+Reject codes (``{"source": "<file>:<line>", "reason": "<code>: <words>", "raw": <line>}``; a line
+longer than REJECT_RAW_CHARS characters is kept in ``raw`` only up to that, with its length in bytes
+in ``raw_bytes``):
+  too_large        the line is over ``data.max_line_bytes`` bytes: refused before it is decoded or
+                   parsed, and never held in memory whole (the reader skips to its end)
   invalid_utf8     the line's bytes are not UTF-8 (or JSON escapes a lone surrogate)
-  malformed_json   not JSON, or not a JSON object
+  malformed_json   not JSON, not a JSON object, or nested deeper than MAX_JSON_DEPTH
   malformed_csv / malformed_tsv   bad quoting, or a field count unlike the header's
   malformed_chat   messages not a list of {role, content} ending with a non-empty assistant turn
   missing_field    no noisy / clean / lang (after aliases and the file-name fallback)
   wrong_type       a field that is not a string
+  special_token    a chat-template special token (``<|im_start|>``, ``<|im_end|>``, ``<|endoftext|>``, any
+                   Qwen ``<|...|>``; core/chat.py ``find_special_token``) in any string of the row: it
+                   would tokenize to the special id and inject turn boundaries into training
   control_chars    C0/C1 controls (tab and newline inside a field included), U+2028/U+2029, or
                    format characters other than ZWJ/ZWNJ (soft hyphen, ZWSP, bidi marks, BOM in text);
                    chat contents may hold newlines and tabs
@@ -65,7 +72,7 @@ clean))`` (the exact training format); without one, an estimate from the rendere
 ``stats["token_lengths"]["method"]`` says which.
 
 Knobs: data.input, data.chat_input, data.mix_ratio, data.eval_fraction, data.max_foreign_fraction,
-data.zwj_policy, data.too_long, model.max_seq_length, seed.
+data.zwj_policy, data.too_long, data.max_line_bytes, model.max_seq_length, seed.
 """
 
 from __future__ import annotations
@@ -99,6 +106,9 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }
 PERCENTILES = (50, 90, 95, 99)
 CHAT_ROLES = ("system", "user", "assistant")
+REJECT_RAW_CHARS = 1000  # characters of a rejected line kept in rejects.jsonl
+MAX_JSON_DEPTH = 32  # a row is an object of strings, or of a list of message objects: depth 3
+_BOM = b"\xef\xbb\xbf"
 
 # Cc (controls), Cf format characters except ZWJ/ZWNJ, Zl/Zp (U+2028/2029 line breaks);
 # Cs (lone surrogates) is checked apart.
@@ -139,6 +149,22 @@ class Row:
         }
 
 
+@dataclass(frozen=True)
+class RawLine:
+    """A line as read: its text (invalid UTF-8 backslash-escaped), its length in bytes, and whether
+    the text is all of it (an oversized line is read only up to data.max_line_bytes)."""
+
+    text: str
+    nbytes: int
+    whole: bool = True
+
+    def record(self) -> dict[str, Any]:
+        """The ``raw`` of a reject: the text, cut at REJECT_RAW_CHARS (then with the byte length)."""
+        if self.whole and len(self.text) <= REJECT_RAW_CHARS:
+            return {"raw": self.text}
+        return {"raw": self.text[:REJECT_RAW_CHARS], "raw_bytes": self.nbytes}
+
+
 class Reject(Exception):
     """Raised inside row validation; caught and turned into a reject record."""
 
@@ -155,8 +181,8 @@ class Tally:
     reasons: Counter[str] = field(default_factory=Counter)
     rejected_by_lang: Counter[str] = field(default_factory=Counter)
 
-    def reject(self, source: str, err: Reject, raw: str, lang: str | None = None) -> None:
-        self.rejects.append({"source": source, "reason": str(err), "raw": raw})
+    def reject(self, source: str, err: Reject, raw: RawLine, lang: str | None = None) -> None:
+        self.rejects.append({"source": source, "reason": str(err), **raw.record()})
         self.reasons[err.code] += 1
         if lang:
             self.rejected_by_lang[lang] += 1
@@ -240,16 +266,33 @@ def check_trainable(tokenizer: Any, row: Mapping[str, Any], max_seq_length: int 
 # --- reading --------------------------------------------------------------------------------
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+def _lines(path: Path, max_bytes: int) -> Iterator[tuple[int, bytes, int]]:
+    """(line number, bytes, length in bytes) per line, streamed. A line over ``max_bytes`` is
+    yielded as its first ``max_bytes`` bytes with its full length; its rest is skipped, never held
+    in memory. A UTF-8 BOM at a line start and CRLF endings are removed."""
     try:
-        data = path.read_bytes()
+        fh = path.open("rb")
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # the final newline ends the last line; it does not start a blank one
-    for no, line in enumerate(lines, 1):
-        yield no, line.removesuffix(b"\r").removeprefix(b"\xef\xbb\xbf")
+    no = 0
+    with fh:
+        while True:
+            try:
+                chunk = fh.readline(max_bytes + 1)
+                if not chunk:  # only at the end: the final newline does not start a blank line
+                    return
+                no += 1
+                ended = chunk.endswith(b"\n")
+                line, size = (chunk[:-1], len(chunk) - 1) if ended else (chunk, len(chunk))
+                if not ended and size > max_bytes:  # oversized: count the rest of it, keep none of it
+                    line = chunk[:max_bytes]
+                    while rest := fh.readline(1 << 20):
+                        size += len(rest) - rest.endswith(b"\n")
+                        if rest.endswith(b"\n"):
+                            break
+            except OSError as exc:
+                raise DataError(f"{path}:{no}: cannot read ({exc.strerror or exc})") from None
+            yield no, line.removesuffix(b"\r").removeprefix(_BOM), size
 
 
 def _decode(line: bytes) -> str:
@@ -271,33 +314,33 @@ def _lang_from_name(path: Path) -> str | None:
     return head if head in LANG_SCRIPTS else None
 
 
-def _raw_records(path: Path, label: str, tally: Tally) -> Iterator[tuple[str, str, dict[str, Any]]]:
+def _raw_records(path: Path, label: str, tally: Tally, max_line_bytes: int
+                 ) -> Iterator[tuple[str, RawLine, dict[str, Any]]]:
     """(source, raw line, fields with lower-cased keys) per row; rejects parse-level failures."""
     suffix = path.suffix.lower()
     header: list[str] | None = None
-    for no, line in _lines(path):
+    for no, line, size in _lines(path, max_line_bytes):
         source = f"{label}:{no}"
-        if not line.strip():
+        if size <= max_line_bytes and not line.strip():
             tally.blank_lines += 1
             continue
         if header is None and suffix != ".jsonl":
             try:
+                if size > max_line_bytes:
+                    raise Reject("too_large", f"{size} bytes > data.max_line_bytes {max_line_bytes}")
                 header = [h.strip().lower() for h in _split_delimited(_decode(line), suffix)]
             except Reject as exc:
                 raise DataError(f"{path}:{no}: unreadable header ({exc})") from None
             continue
         tally.rows_read += 1
-        raw = line.decode("utf-8", errors="backslashreplace")
+        raw = RawLine(line[: REJECT_RAW_CHARS * 4].decode("utf-8", errors="backslashreplace"), size,
+                      whole=size <= max_line_bytes and len(line) <= REJECT_RAW_CHARS * 4)
         try:
+            if size > max_line_bytes:  # before decoding or parsing: a 50 MB line costs a skip, no more
+                raise Reject("too_large", f"line of {size} bytes > data.max_line_bytes {max_line_bytes}")
             text = _decode(line)
             if suffix == ".jsonl":
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise Reject("malformed_json", f"{exc.msg} at column {exc.colno}") from None
-                if not isinstance(obj, dict):
-                    raise Reject("malformed_json", f"expected an object, got {type(obj).__name__}")
-                fields = {str(k).lower(): v for k, v in obj.items()}
+                fields = _json_object(text)
             else:
                 values = _split_delimited(text, suffix)
                 assert header is not None
@@ -309,6 +352,50 @@ def _raw_records(path: Path, label: str, tally: Tally) -> Iterator[tuple[str, st
             tally.reject(source, exc, raw)
             continue
         yield source, raw, fields
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """The line's JSON object with lower-cased keys; nesting is bounded before the (recursive) parser runs."""
+    if (depth := json_depth(text)) > MAX_JSON_DEPTH:
+        raise Reject("malformed_json", f"nested {depth} levels deep (at most {MAX_JSON_DEPTH})")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Reject("malformed_json", f"{exc.msg} at column {exc.colno}") from None
+    except RecursionError:  # not reachable under MAX_JSON_DEPTH; kept as the parser's own limit
+        raise Reject("malformed_json", "nested too deep") from None
+    if not isinstance(obj, dict):
+        raise Reject("malformed_json", f"expected an object, got {type(obj).__name__}")
+    return {str(k).lower(): v for k, v in obj.items()}
+
+
+_JSON_STRING = regex.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = regex.compile(r"[\[\]{}]")
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` in a JSON text (strings skipped), without recursion."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # cannot be deeper than the limit: skip the scan (every ordinary row)
+    depth = deepest = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        depth += 1 if match.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _special_tokens(value: Any, name: str) -> None:
+    """Reject a row with a chat-template special token in any of its strings (keys included)."""
+    if isinstance(value, str):
+        if match := chat.find_special_token(value):
+            raise Reject("special_token", f"{match.group()} at column {match.start() + 1} in {name}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _special_tokens(str(key), f"a key of {name}")
+            _special_tokens(item, f"{name}.{key}" if name != "row" else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _special_tokens(item, f"{name}[{i}]")
 
 
 def _split_delimited(text: str, suffix: str) -> list[str]:
@@ -433,9 +520,10 @@ def read_rows(
             label = str(path.relative_to(root))
         except ValueError:
             label = path.name
-        for source, raw, fields in _raw_records(path, label, tally):
+        for source, raw, fields in _raw_records(path, label, tally, cfg.data.max_line_bytes):
             lang_hint = _pick(fields, "lang") if isinstance(_pick(fields, "lang"), str) else None
             try:
+                _special_tokens(fields, "row")
                 if "messages" in fields:
                     row = _validate_chat(fields, source, cfg)
                 else:
@@ -460,14 +548,15 @@ def read_rows(
     return rows, truncated
 
 
-def input_texts(path: Path) -> list[str]:
+def input_texts(path: Path, max_line_bytes: int) -> list[str]:
     """Every text of the input, read by the same record reader as the data stage but not validated:
-    for training the tiny model's tokenizer, which should see all the text (rows rejected later too).
-    Text = string fields other than id/lang, and the contents of chat messages."""
+    for training the tiny model's tokenizer, which should see all the text (rows rejected later too,
+    but not lines over ``max_line_bytes``). Text = string fields other than id/lang, and the contents
+    of chat messages."""
     texts: list[str] = []
     tally = Tally()  # parse-level rejects are the data stage's to report, not this reader's
     for file in input_files(path):
-        for _source, _raw, fields in _raw_records(file, file.name, tally):
+        for _source, _raw, fields in _raw_records(file, file.name, tally, max_line_bytes):
             for key, value in fields.items():
                 if isinstance(value, str) and key not in ("id", "lang", "language"):
                     texts.append(value)
@@ -736,7 +825,7 @@ def run(cfg: BuildConfig, layout: RunLayout, input_path: str | None = None, **_:
     src = source_path(cfg, input_path)
     if cfg.model.is_tiny:  # rebuilt with the data: its tokenizer and warm-start come from it
         shutil.rmtree(layout.base_model, ignore_errors=True)
-        models.ensure_tiny_base_model(cfg, layout, input_texts(src))
+        models.ensure_tiny_base_model(cfg, layout, input_texts(src, cfg.data.max_line_bytes))
     tokenizer = models.load_tokenizer(models.resolve_base_model(cfg, layout))
     stats = prepare(src, layout.data_dir, cfg, tokenizer=tokenizer)
     if cfg.model.is_tiny and cfg.model.tiny.pretrain_steps:

@@ -1,19 +1,29 @@
 """Deploy a run's Modelfile + q4_k_m GGUF to Ollama, then prove the deployed model answers right.
 
+The live name is only ever replaced by a model that has passed every check: the run is created as
+``<name>-candidate`` (``candidate_name``), verified there, then copied over ``<name>`` with
+``/api/copy`` (one manifest write: the name always holds the old model or the new one) and the
+candidate deleted.
+
 Steps: read the run's ``Modelfile`` (validated by Ollama's parsing rules, FROM must stay inside the
 run folder) -> version check (structured create needs Ollama >= 0.5.5) -> refuse an existing name
-unless ``force`` -> upload the GGUF blob (HEAD, then POST) and structured ``/api/create`` (or
-``ollama create -f`` with ``use_cli``) -> ``/api/show`` round-trip: template, system and typed
-parameters (stops included) must equal the Modelfile -> sanity prompt through ``/api/chat``
-(temperature 0, seed, num_predict, timeout): a non-empty answer, ``done_reason == "stop"`` (it
-ended on a stop token, not the length cap), mostly in the target script, and grapheme CER against
-the reference under ``deploy.sanity_max_cer`` when that is set (real models; tiny ones skip it).
+unless ``force`` -> upload the GGUF blob (HEAD, then POST) and structured ``/api/create`` of the
+candidate (or ``ollama create -f`` with ``use_cli``) -> ``/api/show`` round-trip: template, system
+and typed parameters (stops included) must equal the Modelfile -> sanity prompt through
+``/api/chat`` (temperature 0, seed, num_predict, timeout): a non-empty answer, ``done_reason ==
+"stop"`` (it ended on a stop token, not the length cap), mostly in the target script, and grapheme
+CER against the reference under ``deploy.sanity_max_cer`` when that is set (real models; tiny ones
+skip it) -> copy the candidate over the name (its digest must then be the candidate's) -> delete
+the candidate. ``promote=False`` stops after the checks and keeps the candidate (the nightly's
+promotion, tools/promote.py, gates it against the served model first).
 
-Output: the run's ``deploy.json`` (written atomically, also on failure) and the same dict returned,
-for the manifest's ``deploy`` key: name, host, ollama_version, digest (model manifest digest),
-gguf_digest, method, roundtrip, sanity{...}, status ("ok" | "flagged"), created, seconds.
-A failed round-trip or sanity check leaves the model in place, flagged in deploy.json, and raises
-``DeployError`` (its ``.report`` carries the dict).
+Output: the run's ``deploy.json``, written atomically on EVERY outcome (also when Ollama is
+unreachable, lies or times out), and the same dict returned, for the manifest's ``deploy`` key: name,
+candidate, host, ollama_version, live_digest_before, digest (the name's digest after), candidate_digest,
+gguf_digest, method, roundtrip, sanity{...}, status ("ok" | "candidate" | "flagged" | "failed"),
+error, created, seconds. A failed round-trip or sanity check leaves the live model as it was and the
+candidate in place for inspection, and raises ``DeployError``; every failure's exception carries
+the dict on ``.report``. The host is recorded as resolved (never with credentials: they are refused).
 
 Knobs: deploy.name, deploy.host (after --host and OLLAMA_HOST), deploy.timeout_s,
 deploy.sanity_max_cer, deploy.num_predict, seed; the script check reuses the data stage's rule
@@ -23,6 +33,7 @@ deploy.sanity_max_cer, deploy.num_predict, seed; the script check reuses the dat
 from __future__ import annotations
 
 import json
+import sys
 import time
 import unicodedata
 from datetime import UTC, datetime
@@ -180,8 +191,14 @@ def check_served_model(client: OllamaClient, name: str, cfg: BuildConfig, sample
     return result
 
 
-def _write_report(layout: RunLayout, report: dict[str, Any]) -> None:
-    atomic_write_text(layout.deploy_report, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+def _write_report(path: Path, report: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+
+
+def candidate_name(name: str) -> str:
+    """Where a model is verified before it may replace ``name``: ``x[:tag]`` -> ``x-candidate[:tag]``."""
+    head, sep, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "")
+    return f"{head}-candidate{sep}{tag}"
 
 
 def run(cfg: BuildConfig, layout: RunLayout, name: str | None = None, host: str | None = None,
@@ -197,17 +214,49 @@ def deploy(
     host: str | None = None,
     force: bool = False,
     use_cli: bool = False,
+    promote: bool = True,
+    report_file: Path | str | None = "run",
 ) -> dict[str, Any]:
-    """Create ``name`` (default deploy.name) on ``host`` and verify it.
+    """Create ``name`` (default deploy.name) on ``host`` through its candidate, and verify it.
 
     Host: ``host`` argument, else OLLAMA_HOST, else deploy.host (normalized like Ollama does).
+    ``promote=False`` verifies the candidate and leaves it (and the live name) as they are.
+    ``report_file``: where the report goes ("run": the run's deploy.json; None: only returned, as
+    the promote stage does, which records it in promote.json).
 
-    Raises DeployError / OllamaError / ModelfileError with one-line messages.
+    Raises DeployError / OllamaError / ModelfileError with one-line messages; each carries the
+    report (also written to deploy.json) on ``.report``.
     """
     started = time.perf_counter()
     layout = RunLayout(Path(run_dir))
+    target = layout.deploy_report if report_file == "run" else report_file
     name = name or cfg.deploy.name
+    report: dict[str, Any] = {"name": full_name(name), "candidate": full_name(candidate_name(name)),
+                              "status": "failed", "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    try:
+        _deploy(layout, cfg, name, host, force, use_cli, promote, report)
+    except BaseException as exc:
+        report.setdefault("error", str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__)
+        report["seconds"] = round(time.perf_counter() - started, 3)
+        try:
+            if target is not None:
+                _write_report(Path(target), report)
+        except BhashaError as write_exc:  # keep the first error; say why the report is missing
+            print(f"warning: {write_exc}", file=sys.stderr, flush=True)
+        if isinstance(exc, BhashaError):
+            exc.report = report  # type: ignore[attr-defined]  # the runner records it in the manifest
+        raise
+    report["seconds"] = round(time.perf_counter() - started, 3)
+    if target is not None:
+        _write_report(Path(target), report)
+    return report
+
+
+def _deploy(layout: RunLayout, cfg: BuildConfig, name: str, host: str | None, force: bool, use_cli: bool,
+            promote: bool, report: dict[str, Any]) -> None:
+    """The steps of `deploy` (module docstring), filling ``report`` as they go."""
     host_url = server_url(host, cfg.deploy.host)
+    report["host"] = host_url
     modelfile_path = layout.modelfile
     if not modelfile_path.is_file():
         raise DeployError(f"{modelfile_path} not found; run `invoke modelfile` first")
@@ -220,21 +269,25 @@ def deploy(
     if mf.adapters:
         raise DeployError("ADAPTER lines are not supported: export merges the LoRA into the GGUF")
     parameters = mf.parameters
+    candidate = candidate_name(name)
 
     client = OllamaClient(host_url, timeout=cfg.deploy.timeout_s)
-    version = client.check_version()
-    if not force and client.exists(name):
+    report["ollama_version"] = client.check_version()
+    report["live_digest_before"] = client.model_digest(name)
+    if promote and not force and report["live_digest_before"]:
         raise OllamaModelExistsError(
             f"model '{full_name(name)}' already exists on {host_url}; pass --force to replace it"
         )
-    gguf_digest = blob_digest(gguf)
+    report["gguf_digest"] = gguf_digest = blob_digest(gguf)
+    report["method"] = "cli" if use_cli else "api"
+    report["modelfile_sha256"] = sha256_file(modelfile_path)
     if use_cli:
-        cli_create(name, modelfile_path, host_url, timeout=max(cfg.deploy.timeout_s, 600.0))
+        cli_create(candidate, modelfile_path, host_url, timeout=max(cfg.deploy.timeout_s, 600.0))
     else:
         client.push_blob(gguf, gguf_digest)
         rel = gguf.relative_to(modelfile_path.parent.resolve()).as_posix()
         client.create(
-            name,
+            candidate,
             {rel: gguf_digest},
             template=mf.template,
             system=mf.system,
@@ -242,40 +295,33 @@ def deploy(
             messages=mf.messages or None,
             license=mf.license or None,
         )
-
-    report: dict[str, Any] = {
-        "name": full_name(name),
-        "host": host_url,
-        "ollama_version": version,
-        "digest": client.model_digest(name),
-        "gguf_digest": gguf_digest,
-        "method": "cli" if use_cli else "api",
-        "modelfile_sha256": sha256_file(modelfile_path),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    report["roundtrip"] = roundtrip(client.show(name), mf.template, mf.system, parameters)
+    report["candidate_digest"] = client.model_digest(candidate)
+    report["roundtrip"] = roundtrip(client.show(candidate), mf.template, mf.system, parameters)
     if report["roundtrip"]["ok"]:
         try:
-            report["sanity"] = check_served_model(client, name, cfg, sanity_sample(layout))
+            report["sanity"] = check_served_model(client, candidate, cfg, sanity_sample(layout))
         except OllamaError as exc:
             report["sanity"] = {"ok": False, "failures": [str(exc)]}
     else:
         report["sanity"] = {"ok": False, "failures": ["skipped: /api/show round-trip failed"]}
-    ok = report["roundtrip"]["ok"] and report["sanity"]["ok"]
-    report["status"] = "ok" if ok else "flagged"
-    report["seconds"] = round(time.perf_counter() - started, 3)
-    _write_report(layout, report)
+    kept = (f"'{report['name']}' on {host_url} is left as it was; the candidate '{report['candidate']}' "
+            "is kept for inspection, flagged in deploy.json")
     if not report["roundtrip"]["ok"]:
-        raise DeployError(
-            f"'{report['name']}' on {host_url} does not match the Modelfile after create "
-            f"({'; '.join(report['roundtrip']['mismatches'])}); the model is left in place but flagged "
-            "in deploy.json",
-            report,
-        )
+        report["status"] = "flagged"
+        raise DeployError(f"'{report['candidate']}' does not match the Modelfile after create "
+                          f"({'; '.join(report['roundtrip']['mismatches'])}); {kept}")
     if not report["sanity"]["ok"]:
-        raise DeployError(
-            f"sanity check failed for '{report['name']}': {'; '.join(report['sanity']['failures'])}; "
-            "the model is left in place but flagged in deploy.json",
-            report,
-        )
-    return report
+        report["status"] = "flagged"
+        raise DeployError(f"sanity check failed for '{report['candidate']}': "
+                          f"{'; '.join(report['sanity']['failures'])}; {kept}")
+    if not promote:
+        report["status"] = "candidate"
+        report["digest"] = report["live_digest_before"]
+        return
+    client.copy(candidate, name)
+    report["digest"] = client.model_digest(name)
+    if report["digest"] != report["candidate_digest"]:
+        raise DeployError(f"after copying '{report['candidate']}' over '{report['name']}' on {host_url}, the name "
+                          f"has digest {report['digest']}, not the candidate's {report['candidate_digest']}")
+    client.delete(candidate)
+    report["status"] = "ok"

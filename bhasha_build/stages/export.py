@@ -3,8 +3,10 @@
 The adapter is always merged into a 16-bit reload of the base model in the base's own dtype
 (core/models.py; never into 4-bit weights: Unsloth's CPU backend cannot, and a merge into dequantized
 4-bit weights loses precision anyway). Each artifact is written under a temporary name and renamed
-when complete. The quantized GGUF's metadata is checked (architecture, file type, chat template, EOS)
-before the stage reports done (core/gguf.py).
+when complete: each GGUF is checked while it still has its temporary name (core/gguf.py check_gguf:
+every tensor's data inside the file, architecture, file type, chat template) and only then renamed
+(fsutil.atomic_output); a failed check, an error or Ctrl-C removes the temporary file and leaves the
+final name as it was.
 
 Knobs: export.quant (Q4_K_M default), export.keep_f16.
 Outputs (core/layout.py): merged/, model-f16.gguf, model-<quant>.gguf.
@@ -14,14 +16,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bhasha_build.core import models, toolchain
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_dir
-from bhasha_build.core.gguf import check_gguf
+from bhasha_build.core.fsutil import atomic_copy, atomic_dir
+from bhasha_build.core.gguf import GgufError, check_gguf
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.tiny import MARKER_FILE
 
@@ -51,20 +54,34 @@ def merge_adapter(layout: RunLayout) -> Path:
     return layout.merged
 
 
+def _checker(final: Path, quant: str, facts: dict[str, Any]) -> Callable[[Path], None]:
+    """check_gguf on the temporary file, reported under the final name; collects the facts checked."""
+    def check(tmp: Path) -> None:
+        try:
+            facts.update(check_gguf(tmp, quant))
+        except GgufError as exc:
+            raise ExportError(f"{final}: refused before it got its name: {exc}") from None
+    return check
+
+
 def run(cfg: BuildConfig, layout: RunLayout, **_: Any) -> dict[str, Any]:
     toolchain.require()
     merged = merge_adapter(layout)
     marker = merged / MARKER_FILE
     pre = json.loads(marker.read_text())["pre_tokenizer"] if marker.exists() else None
     f16 = layout.gguf_f16
-    convert = toolchain.convert_to_gguf(merged, f16, outtype="f16", register_pre_tokenizer=pre)
+    convert = toolchain.convert_to_gguf(merged, f16, outtype="f16", register_pre_tokenizer=pre,
+                                        check=_checker(f16, "F16", {}))
     quant = cfg.export.quant
     out = layout.gguf(quant)
+    checked: dict[str, Any] = {}
+    check = _checker(out, quant, checked)
+
     if quant == "F16":
-        shutil.copy2(f16, out)
+        atomic_copy(f16, out, check=check)
     else:
-        toolchain.quantize(f16, out, quant)
-    checks = check_gguf(out, quant)
+        toolchain.quantize(f16, out, quant, check=check)
+    checks = checked
     if not cfg.export.keep_f16 and quant != "F16":
         f16.unlink()
     return {"merged": merged, "f16": f16 if f16.exists() else None, "gguf": out, "quant": quant,

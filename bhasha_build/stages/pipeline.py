@@ -19,8 +19,9 @@ way for every stage:
      (path relative to the run folder, sha256 — of a folder: of its files — and size) and the
      manifest sections it owns; a failure is recorded as "failed" with its first line.
 
-Order: data → train → export → eval → modelfile → sanity → deploy (`run_pipeline`). Eval runs after
-export so it can score the q4_k_m GGUF next to the HF model; eval, sanity and deploy always run.
+Order: data → train → export → eval → modelfile → sanity → deploy (`run_pipeline`), then, in the
+nightly, promote (the gate against the served model) and report. Eval runs after export so it can
+score the q4_k_m GGUF next to the HF model; eval, sanity, deploy, promote and report always run.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from bhasha_build.core.errors import StaleArtifactError
 from bhasha_build.core.fsutil import sha256_path
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.manifest import Manifest
-from bhasha_build.stages import data, deploy, evaluate, export, modelfile, sanity, train
+from bhasha_build.stages import data, deploy, evaluate, export, modelfile, promote, report, sanity, train
 
 Work = Callable[..., dict[str, Any]]
 
@@ -98,12 +99,17 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
              record=lambda result: {"model": result.get("name"), "digest": result.get("digest"),
                                     "deploy_status": result.get("status")},
              sections=lambda result: {"deploy": result}),
+    Stage(name="promote", work=promote.run, needs=("modelfile", "gguf", "eval_split"), skippable=False,
+             record=lambda result: {"promote_status": result.get("status"), "model": result.get("name")},
+             sections=lambda result: {"promote": promote.manifest_section(result)}),
+    Stage(name="report", work=report.run, skippable=False,
+             makes=lambda cfg, layout: {"report": layout.run_report}),
 )}
 
 # Which stage records each artifact (for "run `invoke <stage>` first").
 PRODUCERS = {"train_split": "data", "eval_split": "data", "rejects": "data", "data_stats": "data",
              "base_model": "data", "adapter": "train", "merged": "export", "gguf_f16": "export", "gguf": "export",
-             "eval": "eval", "modelfile": "modelfile", "sanity": "sanity"}
+             "eval": "eval", "modelfile": "modelfile", "sanity": "sanity", "report": "report"}
 
 
 def _digest(*parts: Any) -> str:
@@ -147,8 +153,8 @@ def _outputs_current(manifest: Manifest, layout: RunLayout, made: dict[str, Path
 
 
 def run_stage(name: str, cfg: BuildConfig, /, force: bool = False, **options: Any) -> dict[str, Any]:
-    """Run one stage under the contract (module docstring); returns the stage's result. `options` go
-    to the stage's work (deploy's `name` is the Ollama model's: the stage name is positional-only)."""
+    """Run one stage under the contract (module docstring); returns the stage's result. `name` and `cfg`
+    are positional-only, so a stage's own option may be called `name` (deploy's model name is)."""
     stage = STAGES[name]
     layout = cfg.layout
     manifest = Manifest(layout.root)
@@ -172,8 +178,8 @@ def run_stage(name: str, cfg: BuildConfig, /, force: bool = False, **options: An
         try:
             result = stage.work(cfg, layout, inputs_sha256=key, force=force, **options)
         except Exception as exc:
-            if getattr(exc, "report", None):  # a failure that still produced a report (deploy, sanity)
-                manifest.update(**stage.sections(exc.report))
+            if report := getattr(exc, "report", None):  # a failure that still produced a report (deploy, sanity)
+                manifest.try_update(lambda: manifest.update(**stage.sections(report)))
             raise
         made_from = {k: manifest.load()["artifacts"][k]["sha256"] for k, _ in inputs}
         for artifact, path in made.items():
@@ -214,6 +220,15 @@ def run_sanity(cfg: BuildConfig) -> dict[str, Any]:
 def run_deploy(cfg: BuildConfig, name: str | None = None, host: str | None = None, force: bool = False,
                use_cli: bool = False) -> dict[str, Any]:
     return run_stage("deploy", cfg, name=name, host=host, replace=force, use_cli=use_cli)
+
+
+def run_promote(cfg: BuildConfig, name: str | None = None, host: str | None = None,
+                note: str | None = None) -> dict[str, Any]:
+    return run_stage("promote", cfg, name=name, host=host, note=note)
+
+
+def run_report(cfg: BuildConfig) -> Path:
+    return run_stage("report", cfg)["path"]
 
 
 def run_pipeline(cfg: BuildConfig, input_path: str | None = None, force: bool = False,

@@ -57,7 +57,7 @@ from typing import Any
 from bhasha_build.core import dist, models
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_dir, atomic_write_json, save_figure
+from bhasha_build.core.fsutil import atomic_dir, atomic_write_json, atomic_write_text, save_figure
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.vram import vram_preflight
 
@@ -313,7 +313,7 @@ def trim_log(log_path: Path, last_step: int) -> None:
             continue
         if record["step"] <= last_step:
             keep.append(line)
-    log_path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
+    atomic_write_text(log_path, "".join(ln + "\n" for ln in keep))
 
 
 def build_trainer(cfg: BuildConfig, layout: RunLayout, model: Any, tokenizer: Any, dataset: Any,

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bhasha_build.core.fsutil import atomic_write_text
+from bhasha_build.core.fsutil import atomic_write_json, atomic_write_text
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.manifest import Manifest
 
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {"date": dt.date.today().isoformat(), "gpu": _gpu(), "size": args.size, "seq": args.seq,
                   "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "card_gib": args.card_gib,
                   "results": results, "ratios": _ratios(results)}
-        atomic_write_text(Path(args.out), json.dumps(report, indent=2) + "\n")  # after each part: a cut run keeps them
+        atomic_write_json(args.out, report)  # after each part: a cut run keeps the parts done
     print(json.dumps(report["ratios"], indent=2))
     return 0
 

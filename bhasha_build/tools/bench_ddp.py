@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bhasha_build.core.fsutil import atomic_write_json
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.stages.launch import torchrun_command
 from bhasha_build.stages.train import read_log
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         runs[name] = {"rc": rc, "wall_s": wall, "processes": nproc, "grad_accum": accum,
                       "distributed": stage.get("distributed"), "peak_memory_gib_rank0": stage.get("peak_memory_gib"),
                       "train_loss": stage.get("train_loss"), "log": read_log(layout.train_log)}
-        (work / f"{run_name}.json").write_text(json.dumps(runs[name]))
+        atomic_write_json(work / f"{run_name}.json", runs[name])
     report = {"date": dt.date.today().isoformat(), "gpu": _gpu(), "gpus": args.gpus, "backend": args.backend,
               "size": args.size, "seq": args.seq, "batch_per_gpu": args.batch,
               "effective_batch": args.batch * args.gpus, "steps": args.steps, "warmup": args.warmup,
@@ -181,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report["comparison"] = {"ok": False, "reason": "a run failed (see its log above)"}
     report["curves"] = {k: [(r["step"], r["loss"], r.get("tokens_per_s")) for r in v["log"]] for k, v in runs.items()}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(args.out, report)
     print(json.dumps(report["comparison"], indent=2), flush=True)
     return 0 if report["comparison"].get("ok") else 2
 

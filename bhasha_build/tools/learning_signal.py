@@ -61,7 +61,14 @@ from typing import Any
 
 from bhasha_build.core.config import REPO_ROOT
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_dir, atomic_write_bytes, atomic_write_json, safe_extract, sha256_file
+from bhasha_build.core.fsutil import (
+    atomic_dir,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    safe_extract,
+    sha256_file,
+)
 from bhasha_build.core.layout import RunLayout
 
 WORDLISTS = REPO_ROOT / "data" / "wordlists"
@@ -184,7 +191,6 @@ def unfamiliar_lines(lang: str, count: int, rng: random.Random, seen: set[str], 
 
 def make_pairs(out_file: Path, lines_per_lang: int, rate: float, identity_fraction: float, seed: int) -> dict[str, Any]:
     """Write the shuffled pairs file; returns counts and the baseline CER of what was written."""
-    from bhasha_build.core.fsutil import atomic_write_text
     from bhasha_build.core.metrics import corpus_cer
     from bhasha_build.tools.noise import add_noise
 
@@ -527,8 +533,7 @@ def _main(args: argparse.Namespace) -> int:
     text = json.dumps(result, indent=2, ensure_ascii=False, default=str)
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        atomic_write_text(args.out, text + "\n")
     if "verdict" in result:
         if real:
             return 0 if result["verdict"]["passed"] else 2

@@ -1,0 +1,125 @@
+"""core/gguf.py's reader and export check on GGUF files written by the pinned toolchain's own gguf-py
+writer (the converter's): a well-formed file passes; truncated, lying or wrongly-typed ones are one
+GgufError line each, read without trusting any length or count in them."""
+
+from __future__ import annotations
+
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bhasha_build.core import toolchain
+from bhasha_build.core.gguf import GgufArray, GgufError, check_gguf, read_gguf
+
+TEMPLATE = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+
+
+@pytest.fixture(scope="module")
+def gguf_writer():
+    sys.path.insert(0, str(toolchain.prepare() / "gguf-py"))
+    try:
+        import gguf
+
+        yield gguf
+    finally:
+        sys.path.pop(0)
+
+
+def write(gguf, path: Path, arch: str = "qwen2", file_type: int = 15, template: str | None = TEMPLATE) -> Path:
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_file_type(file_type)
+    if template is not None:
+        w.add_chat_template(template)
+    w.add_token_list(["a", "b", "<|im_end|>"] * 1000)
+    w.add_uint32("tokenizer.ggml.eos_token_id", 2)
+    w.add_tensor("token_embd.weight", np.ones((8, 64), dtype=np.float32))
+    w.add_tensor("output_norm.weight", np.ones(64, dtype=np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_a_well_formed_file_passes(gguf_writer, tmp_path: Path) -> None:
+    path = write(gguf_writer, tmp_path / "m.gguf")
+    info = read_gguf(path)
+    assert info.version == 3 and [t.name for t in info.tensors] == ["token_embd.weight", "output_norm.weight"]
+    assert info.tensors[0].nbytes == 8 * 64 * 4 and info.tensors[1].nbytes == 64 * 2
+    assert info.metadata["tokenizer.ggml.tokens"] == GgufArray(item_type=8, count=3000)
+    checks = check_gguf(path, "Q4_K_M")
+    assert checks["architecture"] == "qwen2" and checks["file_type"] == 15 and checks["eos_token_id"] == 2
+    assert checks["tensors"] == 2
+
+
+def test_truncation_anywhere_is_refused(gguf_writer, tmp_path: Path) -> None:
+    data = write(gguf_writer, tmp_path / "m.gguf").read_bytes()
+    for cut in (3, 10, 30, 200, len(data) // 2, len(data) - 100, len(data) - 1):
+        cut_file = tmp_path / f"cut{cut}.gguf"
+        cut_file.write_bytes(data[:cut])
+        with pytest.raises(GgufError, match=r"(truncated|bad magic)") as err:
+            read_gguf(cut_file)
+        assert str(err.value).startswith(cut_file.name) and "\n" not in str(err.value)
+
+
+def test_tensor_data_past_the_end_names_the_tensor(gguf_writer, tmp_path: Path) -> None:
+    data = write(gguf_writer, tmp_path / "m.gguf").read_bytes()
+    (tmp_path / "short.gguf").write_bytes(data[:-64])  # the last tensor loses its tail
+    with pytest.raises(GgufError, match=r"short\.gguf: truncated: tensor 'output_norm\.weight' needs bytes \d+\.\.\d+, "
+                                        r"the file ends at \d+"):
+        check_gguf(tmp_path / "short.gguf", "Q4_K_M")
+
+
+def _patch_tensor_info(data: bytes, name: bytes, field: str, value: int) -> bytes:
+    """Rewrite the ggml type or data offset of tensor `name` in its info record."""
+    at = data.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
+    n_dims = struct.unpack_from("<I", data, at)[0]
+    at += 4 + 8 * n_dims
+    if field == "offset":
+        at += 4
+    fmt = "<I" if field == "type" else "<Q"
+    return data[:at] + struct.pack(fmt, value) + data[at + struct.calcsize(fmt):]
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("offset", 1 << 40, "truncated: tensor 'output_norm.weight'"),
+    ("offset", 0, "overlaps"),
+    ("offset", 8 * 64 * 4 + 3, "not aligned to 32"),
+    ("type", 77, "unknown ggml type 77"),
+])
+def test_lying_tensor_infos(gguf_writer, tmp_path: Path, field: str, value: int, words: str) -> None:
+    data = write(gguf_writer, tmp_path / "m.gguf").read_bytes()
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(_patch_tensor_info(data, b"output_norm.weight", field, value))
+    with pytest.raises(GgufError, match=words.replace(".", r"\.").replace("(", r"\(")):
+        read_gguf(bad)
+
+
+def test_lying_counts_are_refused_before_allocating(gguf_writer, tmp_path: Path) -> None:
+    data = bytearray(write(gguf_writer, tmp_path / "m.gguf").read_bytes())
+    struct.pack_into("<Q", data, 16, 1 << 60)  # metadata count
+    (tmp_path / "kv.gguf").write_bytes(bytes(data))
+    with pytest.raises(GgufError, match="truncated or corrupt: 1152921504606846976 metadata entries"):
+        read_gguf(tmp_path / "kv.gguf")
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ({"arch": "llama"}, "general.architecture is 'llama', not 'qwen2'"),
+    ({"file_type": 1}, "general.file_type is 1, not 15 (Q4_K_M)"),
+    ({"template": None}, "tokenizer.chat_template missing or not ChatML"),
+])
+def test_metadata_checks(gguf_writer, tmp_path: Path, kwargs: dict, words: str) -> None:
+    path = write(gguf_writer, tmp_path / "m.gguf", **kwargs)
+    with pytest.raises(GgufError, match=f"m.gguf: .*{words.replace('(', '[(]').replace(')', '[)]')}"):
+        check_gguf(path, "Q4_K_M")
+
+
+def test_not_a_gguf(tmp_path: Path) -> None:
+    (tmp_path / "x.gguf").write_bytes(b"PK\x03\x04 a zip")
+    with pytest.raises(GgufError, match=r"x\.gguf: not a GGUF file \(bad magic\)"):
+        read_gguf(tmp_path / "x.gguf")
+    with pytest.raises(GgufError, match="cannot read"):
+        read_gguf(tmp_path / "missing.gguf")

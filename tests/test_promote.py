@@ -1,0 +1,304 @@
+"""Promotion with a regression gate against the served model, rollback, history, and the run report.
+
+Unit tests pin the gate's arithmetic and the names; the slow tests run the real thing against the
+Ollama-contract server (real llama.cpp behind it) with two models of known quality on the gate row:
+the tiny run's model, and the same model fine-tuned until it answers the built-in sample exactly
+(`memorized_gguf`, conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import TINY_TEST_OVERRIDES, tiny_config
+from ollama_server import OllamaContractServer
+
+from bhasha_build.core.config import BuildConfig
+from bhasha_build.core.manifest import Manifest
+from bhasha_build.core.ollama import OllamaClient
+from bhasha_build.stages.data import prepare
+from bhasha_build.stages.promote import comparison_markdown, gate, kept_names, prev_name
+
+REPO = Path(__file__).resolve().parent.parent
+NAME = "bhasha-ocr"
+
+
+def _block(cer: float, oc: float = 0.0, rows: int = 5) -> dict[str, Any]:
+    return {"rows": rows, "cer": cer, "over_correction_rate": oc}
+
+
+def _scores(candidate: dict[str, tuple[float, float]], served: dict[str, tuple[float, float]] | None,
+            baseline: float = 0.08) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "baseline": {"by_lang": {lang: _block(baseline) for lang in candidate}},
+        "candidate": {"by_lang": {lang: _block(*v) for lang, v in candidate.items()}},
+    }
+    if served is not None:
+        out["served"] = {"by_lang": {lang: _block(*v) for lang, v in served.items()}}
+    return out
+
+
+def cfg(**promote: Any) -> BuildConfig:
+    return BuildConfig.model_validate({"promote": promote})
+
+
+def test_gate_refuses_a_language_that_got_worse_beyond_the_margin() -> None:
+    result = gate(_scores({"hi": (0.05, 0.0), "bn": (0.071, 0.0)}, {"hi": (0.06, 0.0), "bn": (0.06, 0.0)}),
+                  cfg(margin=0.01))
+    assert not result["passed"] and result["against"] == "served"
+    failed = [(c["lang"], c["check"]) for c in result["checks"] if not c["ok"]]
+    assert failed == [("bn", "cer_not_worse_than_served")]
+    assert [r["ok"] for r in result["table"]] == [True, False]
+
+
+def test_gate_passes_within_the_margin_and_refuses_over_correction() -> None:
+    assert gate(_scores({"hi": (0.069, 0.0)}, {"hi": (0.06, 0.0)}), cfg(margin=0.01))["passed"]
+    result = gate(_scores({"hi": (0.01, 0.2)}, {"hi": (0.06, 0.0)}), cfg(max_over_correction=0.1))
+    assert not result["passed"]
+    assert [c["check"] for c in result["checks"] if not c["ok"]] == ["over_correction_within_bound"]
+
+
+def test_first_promotion_is_gated_against_the_baseline() -> None:
+    result = gate(_scores({"hi": (0.09, 0.0)}, None, baseline=0.08), cfg(margin=0.0))
+    assert not result["passed"] and result["against"] == "baseline"
+    assert result["table"][0]["served_cer"] is None
+    assert gate(_scores({"hi": (0.03, 0.0)}, None, baseline=0.08), cfg())["passed"]
+
+
+def test_comparison_table_names_every_language_and_the_verdict() -> None:
+    text = comparison_markdown(gate(_scores({"hi": (0.05, 0.0), "ta": (0.2, 0.0)}, {"hi": (0.06, 0.0),
+                                                                                   "ta": (0.1, 0.0)}), cfg()))
+    assert "| hi | 5 | 0.0800 | 0.0600 | 0.0500 | 0.0000 | 0.0000 | ok |" in text
+    assert "| ta | 5 | 0.0800 | 0.1000 | 0.2000 | 0.0000 | 0.0000 | WORSE |" in text
+    assert "Gate refused against the served model" in text
+
+
+def test_prev_names() -> None:
+    assert prev_name("bhasha-ocr", "20261130-021700") == "bhasha-ocr:prev-20261130-021700"
+    assert prev_name("bhasha-ocr:latest", "1") == "bhasha-ocr:prev-1"
+    assert prev_name("bhasha-ocr:stable", "1") == "bhasha-ocr:stable-prev-1"
+
+
+def test_regression_set_is_valid_and_held_out(tmp_path: Path) -> None:
+    config = BuildConfig()
+    stats = prepare(config.resolve_path(config.promote.regression_set), tmp_path / "out", config)
+    assert stats["rejected"] == 0 and stats["duplicates_dropped"] == 0
+    assert set(stats["by_lang"]) == {"hi", "bn", "ta"}
+    assert any(r["noisy"] == r["clean"] for r in _rows(config)), "identity rows measure over-correction"
+    seen = {json.loads(ln)["clean"] for f in (REPO / "data" / "samples").glob("*.jsonl") for ln in f.open()}
+    seen |= {ln.strip() for f in (REPO / "data" / "clean").glob("*.txt") for ln in f.open(encoding="utf-8")}
+    assert not {r["clean"] for r in _rows(config)} & seen, "a regression row is in the training data"
+
+
+def test_report_renders_whatever_the_run_holds(tmp_path: Path) -> None:
+    from bhasha_build.core.layout import RunLayout
+    from bhasha_build.stages.report import render
+
+    layout = RunLayout(tmp_path / "run")
+    layout.root.mkdir()
+    empty = render(layout)
+    assert "_no data stage output_" in empty and "_not promoted in this run_" in empty
+    layout.data_dir.mkdir()
+    layout.data_stats.write_text(json.dumps({"rows_read": 10, "kept": 8, "train_rows": 7, "eval_rows": 1,
+                                             "rejected": 2, "duplicates_dropped": 0,
+                                             "rejects_by_reason": {"special_token": 2},
+                                             "by_lang": {"hi": {"train": 7, "eval": 1, "rejected": 2}}}))
+    block = {"rows": 1, "cer": 0.1, "over_correction_rate": 0.0}
+    layout.eval_report.write_text(json.dumps({"baseline": {"overall": block, "by_lang": {"hi": block}},
+                                              "gguf": {"overall": block, "by_lang": {"hi": block}},
+                                              "gate": {"checks": [{"ok": False, "check": "gguf_beats_baseline",
+                                                                   "detail": "0.1 vs 0.1"}]}}))
+    result = gate(_scores({"hi": (0.05, 0.0)}, {"hi": (0.06, 0.0)}), cfg())
+    layout.promote_report.write_text(json.dumps({"status": "promoted", "name": "bhasha-ocr:latest", "host": "h",
+                                                 "comparison": comparison_markdown(result),
+                                                 "digests": {"served_before": "a", "candidate": "b",
+                                                             "served_after": "b"},
+                                                 "kept_as": "bhasha-ocr:prev-1", "trigger": {"actor": "me"}}))
+    text = render(layout)
+    assert "| special_token | 2 |" in text and "| hi | 7 | 1 | 2 |" in text
+    assert "| hi | 1 | 0.1000 | 0.1000 | 0.0000 |" in text and "- FAIL gguf_beats_baseline" in text
+    assert "**promoted**" in text and "| hi | 5 | 0.0800 | 0.0600 | 0.0500 |" in text
+    assert "kept as `bhasha-ocr:prev-1`" in text and "actor=me" in text
+
+
+def _rows(config: BuildConfig) -> list[dict[str, Any]]:
+    folder = config.resolve_path(config.promote.regression_set)
+    return [json.loads(ln) for f in sorted(folder.glob("*.jsonl")) for ln in f.open(encoding="utf-8")]
+
+
+# -- against the contract server (slow: real llama.cpp) -------------------------------------------------
+
+
+def _builtin_row() -> dict[str, Any]:
+    from bhasha_build.stages.deploy import BUILTIN_SAMPLE
+
+    return {"id": "hi-builtin", **BUILTIN_SAMPLE}
+
+
+def _gate_file(tmp_path: Path) -> Path:
+    """A regression set of one row: the built-in sample, which the memorized model answers exactly."""
+    folder = tmp_path / "regression"
+    folder.mkdir(exist_ok=True)
+    (folder / "one.jsonl").write_text(json.dumps(_builtin_row(), ensure_ascii=False) + "\n", encoding="utf-8")
+    return folder
+
+
+def _run_with(tiny_pipeline: dict[str, Any], gguf: Path, dest: Path, run: str, gate_dir: Path) -> BuildConfig:
+    """A copy of the session's tiny run whose exported GGUF is `gguf` and whose eval split is the
+    built-in sample (the gate row, and deploy's sanity line), both recorded as their stages record them
+    (sha256; the GGUF made from the current adapter), with the Modelfile rendered by its stage."""
+    from bhasha_build.stages import pipeline
+
+    src = Path(tiny_pipeline["run_dir"])
+    shutil.copytree(src, dest / run, symlinks=True)
+    config = tiny_config(dest, run=run, extra=[f'promote.regression_set="{gate_dir}"'])
+    layout = config.layout
+    shutil.copyfile(gguf, layout.gguf("Q4_K_M"))
+    layout.eval_split.write_text(json.dumps({**_builtin_row(), "source": "one.jsonl:1"}, ensure_ascii=False) + "\n",
+                                 encoding="utf-8")
+    manifest = Manifest(layout.root)
+    adapter = manifest.load()["artifacts"]["adapter"]["sha256"]
+    manifest.artifact("gguf", layout.gguf("Q4_K_M"), made_from={"adapter": adapter}, quant="Q4_K_M")
+    manifest.artifact("eval_split", layout.eval_split, made_from={})
+    pipeline.run_modelfile(config)
+    return config
+
+
+ENV = {"GITHUB_ACTOR": "nightly-bot", "GITHUB_EVENT_NAME": "schedule", "GITHUB_RUN_ID": "4242"}
+
+
+def _argv(config: BuildConfig, *args: str) -> list[str]:
+    """`invoke <args>` on `config`'s run, with the settings the test gave it."""
+    argv = [sys.executable, "-m", "invoke", *args, "--profile", "tiny-cpu", "--run", config.run,
+            "--set", f'runs_dir="{config.runs_dir}"',
+            "--set", f'promote.regression_set="{config.promote.regression_set}"']
+    for item in TINY_TEST_OVERRIDES:
+        argv += ["--set", item]
+    return argv
+
+
+def _invoke(config: BuildConfig, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_argv(config, *args), cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **ENV})
+
+
+@pytest.fixture
+def runs(tiny_pipeline: dict[str, Any], memorized_gguf: Path, tmp_path: Path) -> dict[str, BuildConfig]:
+    gate_dir = _gate_file(tmp_path)
+    return {"good": _run_with(tiny_pipeline, memorized_gguf, tmp_path, "good", gate_dir),
+            "bad": _run_with(tiny_pipeline, Path(tiny_pipeline["gguf"]), tmp_path, "bad", gate_dir)}
+
+
+@pytest.mark.slow
+def test_a_nightly_followed_through_its_steps(runs: dict[str, BuildConfig]) -> None:
+    """The nightly's deploy → promote → report steps, by the same tasks, against two contract servers:
+    a throwaway one (the pre-promotion check) and the serving one. A user had deployed the weak model
+    by hand; night 1 promotes the better model, night 2 refuses the worse one, and a rollback on
+    command brings the kept one back, proven by the sanity prompt."""
+    good, bad = runs["good"], runs["bad"]
+    with OllamaContractServer() as throwaway, OllamaContractServer() as serving:
+        client = OllamaClient(serving.url)
+        by_hand = _invoke(bad, "deploy", "--name", NAME, "--host", serving.url)
+        assert by_hand.returncode == 0, by_hand.stderr[-2000:]
+        weak = client.model_digest(NAME)
+
+        # night 1: the better model
+        for step in (("deploy", "--name", NAME, "--host", throwaway.url, "--force"),
+                     ("promote", "--name", NAME, "--host", serving.url), ("report",)):
+            proc = _invoke(good, *step)
+            assert proc.returncode == 0, (step, proc.stdout[-2000:], proc.stderr[-2000:])
+        promoted = json.loads(good.layout.promote_report.read_text())
+        assert promoted["status"] == "promoted" and promoted["gate"]["against"] == "served"
+        assert promoted["digests"]["served_before"] == weak != promoted["digests"]["served_after"]
+        assert client.model_digest(NAME) == promoted["digests"]["candidate"] == promoted["digests"]["served_after"]
+        assert promoted["kept_as"] in kept_names(client, NAME) and client.model_digest(promoted["kept_as"]) == weak
+        assert not client.exists(f"{NAME}-candidate")
+        assert {k: promoted["trigger"][k] for k in ("actor", "event_name", "run_id")} == {
+            "actor": "nightly-bot", "event_name": "schedule", "run_id": "4242"}
+        table = promoted["gate"]["table"]
+        assert [r["lang"] for r in table] == ["hi"] and table[0]["candidate_cer"] == 0.0 < table[0]["served_cer"]
+        assert promoted["rows"] == {"total": 2, "by_set": {"eval": 1, "regression:one.jsonl": 1}}
+        manifest = json.loads(good.layout.manifest.read_text())
+        assert manifest["promote"]["gate"]["table"] == table and manifest["stages"]["promote"]["status"] == "done"
+        report = good.layout.run_report.read_text()
+        assert "**promoted**" in report and "| hi | 2 |" in report and "## Eval" in report
+
+        # night 2: a worse model is refused; the served model is untouched
+        proc = _invoke(bad, "promote", "--name", NAME, "--host", serving.url)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert "| hi | 2 |" in proc.stdout and "WORSE" in proc.stdout  # the table is in the log
+        assert "error: gate refused" in proc.stderr
+        refused = json.loads(bad.layout.promote_report.read_text())
+        assert refused["status"] == "refused" and client.model_digest(NAME) == promoted["digests"]["served_after"]
+        assert json.loads(bad.layout.manifest.read_text())["promote"]["status"] == "refused"
+
+        # rollback on command: the kept (weak) model comes back, proven first
+        proc = _invoke(good, "rollback", "--name", NAME, "--host", serving.url)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        back = json.loads(good.layout.rollback_report.read_text())
+        assert back["status"] == "rolled back" and back["restored_from"] == promoted["kept_as"]
+        assert back["sanity"]["ok"] and client.model_digest(NAME) == weak
+
+
+@pytest.mark.slow
+def test_a_crash_between_copy_and_delete_never_leaves_the_name_missing(runs: dict[str, BuildConfig]) -> None:
+    """`invoke promote` is killed (SIGKILL) the moment the server has copied the candidate over the name,
+    before it could delete the candidate: the name holds the new model; the next run tidies up."""
+    good, bad = runs["good"], runs["bad"]
+    with OllamaContractServer() as serving:
+        client = OllamaClient(serving.url)
+        assert _invoke(bad, "deploy", "--name", NAME, "--host", serving.url).returncode == 0
+        proc = subprocess.Popen(_argv(good, "promote", "--name", NAME, "--host", serving.url), cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV})
+
+        def crash(body: dict[str, Any] | None) -> None:
+            if body and body.get("destination") in (NAME, f"{NAME}:latest"):
+                os.kill(proc.pid, signal.SIGKILL)
+
+        serving.after["/api/copy"] = crash
+        proc.communicate(timeout=900)
+        del serving.after["/api/copy"]
+        assert proc.returncode == -signal.SIGKILL
+        served = client.model_digest(NAME)
+        assert served is not None and served == client.model_digest(f"{NAME}-candidate")  # the new model
+        assert len(kept_names(client, NAME)) == 1  # the old one was kept before the swap
+        again = _invoke(good, "promote", "--name", NAME, "--host", serving.url)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert client.model_digest(NAME) == served and not client.exists(f"{NAME}-candidate")
+
+
+@pytest.mark.slow
+def test_history_keeps_the_last_n(runs: dict[str, BuildConfig]) -> None:
+    from bhasha_build.stages import pipeline
+
+    good = runs["good"]
+    good = good.model_copy(update={"promote": good.promote.model_copy(update={"keep": 2})})
+    with OllamaContractServer() as serving:
+        client = OllamaClient(serving.url)
+        for _ in range(4):  # the first has nothing to keep; each later one keeps the one it replaces
+            report = pipeline.run_promote(good, name=NAME, host=serving.url)
+            assert report["status"] == "promoted"
+        kept = kept_names(client, NAME)
+        assert len(kept) == 2 and report["pruned"] and not any(client.exists(p) for p in report["pruned"])
+        assert report["kept_as"] == kept[0]
+
+
+def test_a_missing_regression_set_is_an_error_not_a_smaller_gate(tmp_path: Path) -> None:
+    from bhasha_build.core.layout import RunLayout
+    from bhasha_build.stages.promote import PromoteError, gate_rows
+
+    layout = RunLayout(tmp_path / "run")
+    layout.data_dir.mkdir(parents=True)
+    layout.eval_split.write_text(json.dumps(_builtin_row(), ensure_ascii=False) + "\n", encoding="utf-8")
+    with pytest.raises(PromoteError, match=r"promote\.regression_set: .*nowhere: input not found"):
+        gate_rows(cfg(regression_set=str(tmp_path / "nowhere")), layout)
+    rows = gate_rows(cfg(regression_set=str(_gate_file(tmp_path)), eval_rows=0), layout)
+    assert [r["set"] for r in rows] == ["regression:one.jsonl"]
