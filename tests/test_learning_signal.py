@@ -122,6 +122,7 @@ def test_verdict_compares_each_system_with_the_baseline() -> None:
         "gguf": {"cer": 0.09, "baseline_cer": 0.085, "beats_baseline": False}}
 
 
+@pytest.mark.slow
 def test_moved_run_folder_exports_from_its_own_base_model(tiny_pipeline: dict[str, Any], tmp_path: Path) -> None:
     """The adapter records a tiny base relative to the run folder, so a copied run merges elsewhere."""
     from bhasha_build.core.models import ModelError, adapter_base_path
