@@ -12,7 +12,7 @@ Unknown keys anywhere are an error naming the key (``extra="forbid"``).
 Knobs (section.key):
   run, runs_dir, seed
   model.name (hub id, local folder, or "tiny" for a locally built model), model.max_seq_length,
-  model.load_in_4bit, model.dtype, model.tiny.*
+  model.load_in_4bit, model.dtype, model.tiny.* (model.tiny.tokenizer: trained | qwen2.5)
   data.input, data.eval_fraction, data.max_foreign_fraction, data.mix_ratio, data.chat_input,
   data.zwj_policy, data.too_long
   lora.r, lora.alpha, lora.dropout, lora.target_modules
@@ -60,6 +60,9 @@ class TinyModelConfig(Section):
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
     vocab_size: int = 2048  # padded; K-quants need row sizes that are multiples of 256
+    # "trained": a byte-level BPE trained on the run's text (small, fast); "qwen2.5": Qwen2.5's real
+    # 151,665-token tokenizer (core/qwen_tokenizer.py; needs vocab_size >= 151665, e.g. 152064)
+    tokenizer: Literal["trained", "qwen2.5"] = "trained"
     pretrain_steps: int = Field(200, ge=0)  # full-parameter echo warm-start (see tiny.pretrain_echo)
     pretrain_batch_size: int = Field(16, ge=1)
     pretrain_learning_rate: float = Field(3e-3, gt=0)
@@ -69,6 +72,8 @@ class TinyModelConfig(Section):
         for name in ("hidden_size", "intermediate_size", "vocab_size"):
             if getattr(self, name) % 256:
                 raise ValueError(f"model.tiny.{name} must be a multiple of 256 (Q4_K block size)")
+        if self.tokenizer == "qwen2.5" and self.vocab_size < 151665:
+            raise ValueError("model.tiny.tokenizer 'qwen2.5' needs model.tiny.vocab_size >= 151665 (e.g. 152064)")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError("model.tiny.hidden_size must be divisible by num_attention_heads")
         if self.num_attention_heads % self.num_key_value_heads:
