@@ -22,6 +22,8 @@ Knobs (section.key):
   guard.enabled, guard.max_edit_fraction, guard.max_length_ratio, guard.max_foreign_fraction
   export.quant, export.keep_f16
   deploy.name, deploy.host, deploy.timeout_s, deploy.sanity_max_cer
+  correct.jobs, correct.timeout_s, correct.retries, correct.backoff_s, correct.max_line_tokens,
+  correct.progress_every_s
 """
 
 from __future__ import annotations
@@ -161,6 +163,17 @@ class DeployConfig(Section):
     num_predict: int = Field(128, ge=1)
 
 
+class CorrectConfig(Section):
+    """`invoke correct` (stages/correct.py): how users' documents are sent to the model."""
+
+    jobs: int = Field(2, ge=1, le=64)  # requests in flight (Ollama serves OLLAMA_NUM_PARALLEL at once)
+    timeout_s: float = Field(120.0, gt=0)  # deadline of one request (a stalled server is retried)
+    retries: int = Field(3, ge=0)  # retries of a transient failure (unreachable, timeout, 5xx)
+    backoff_s: float = Field(0.5, ge=0)  # first retry delay; doubles each retry
+    max_line_tokens: int = Field(128, ge=8)  # longer lines are split at sentence/word boundaries
+    progress_every_s: float = Field(10.0, gt=0)  # plain progress lines when stderr is not a TTY
+
+
 class BuildConfig(Section):
     run: str = "default"
     runs_dir: str = "runs"
@@ -173,6 +186,7 @@ class BuildConfig(Section):
     guard: GuardConfig = GuardConfig()
     export: ExportConfig = ExportConfig()
     deploy: DeployConfig = DeployConfig()
+    correct: CorrectConfig = CorrectConfig()
 
     @field_validator("run")
     @classmethod

@@ -13,12 +13,13 @@ files are read, found through the installed distribution's metadata.
 added tokens, eos ``<|im_end|>``, pad ``<|endoftext|>``, no bos, and ``chat.CHAT_TEMPLATE`` (the
 project's one conversation format) as the chat template; the package's LICENSE goes along.
 `qwen25_tokenizer_dir()` builds it once into a cache folder keyed by the package version;
-`load_qwen25_tokenizer()` returns it loaded. `uses_qwen25_tokenizer(name)` says whether a model name
+`load_qwen25_tokenizer()` returns it loaded (`qwen25_fast_tokenizer()`: the bare ``tokenizers``
+object). `uses_qwen25_tokenizer(name)` says whether a model name
 (hub id or folder name) is a Qwen2.5 checkpoint, all of which (0.5B-72B, base and Instruct) share it.
 
 Used where the tokenizer matters but no weights are at hand: the data stage's token counting when
-``model.name`` is not on disk, the HF <-> GGUF tokenizer parity tests, and the tiny real-vocabulary
-model (``model.tiny.tokenizer = "qwen2.5"``).
+``model.name`` is not on disk, ``correct``'s line-length budget against an Ollama server, the HF <-> GGUF
+tokenizer parity tests, and the tiny real-vocabulary model (``model.tiny.tokenizer = "qwen2.5"``).
 
 Knobs (env): BHASHA_TOKENIZER_CACHE (cache root, default ~/.cache/bhasha-build/tokenizers).
 """
@@ -165,3 +166,11 @@ def load_qwen25_tokenizer() -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(qwen25_tokenizer_dir()), local_files_only=True)
+
+
+def qwen25_fast_tokenizer() -> Any:
+    """The same tokenizer as a bare ``tokenizers.Tokenizer`` (no transformers import: cheap to load),
+    for clients that only count tokens (stages/correct.py with an Ollama server)."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(qwen25_tokenizer_dir() / "tokenizer.json"))
