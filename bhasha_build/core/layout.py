@@ -17,6 +17,7 @@ artifact paths relative to `root`, so a run folder can be moved or archived whol
       Modelfile                                                                    (modelfile stage)
       sanity.json                                                                  (sanity stage)
       deploy.json                                                                  (deploy stage)
+      corrected/                 `invoke correct`'s default output folder (the demo's document)
 
 Run names are simple slugs (letters, digits, `.`, `_`, `-`; not starting with `.` or `-`), so a
 run name can never point outside `runs_dir` (`run="/"` or `run=".."` is refused).
@@ -138,6 +139,11 @@ class RunLayout:
     @property
     def deploy_report(self) -> Path:
         return self.root / "deploy.json"
+
+    # -- correct (users' documents; `invoke correct` writes here unless --out says otherwise)
+    @property
+    def corrected(self) -> Path:
+        return self.root / "corrected"
 
     def rel(self, path: Path) -> str:
         """`path` relative to the run folder, as the manifest records it."""

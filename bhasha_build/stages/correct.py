@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import threading
 import time
@@ -78,6 +79,7 @@ from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from bhasha_build.core.guard import guard
+from bhasha_build.core.manifest import Manifest
 from bhasha_build.core.metrics import graphemes, normalize_hyp, score
 from bhasha_build.core.ollama import (
     OllamaClient,
@@ -86,8 +88,10 @@ from bhasha_build.core.ollama import (
     OllamaRequestError,
     OllamaUnreachableError,
     parse_show_parameters,
+    server_url,
 )
 from bhasha_build.core.text import LANG_SCRIPTS, detect_script, normalize_text
+from bhasha_build.stages.pipeline import verify_artifact
 
 TEXT_SUFFIXES = (".txt",)
 JSONL_SUFFIXES = (".jsonl",)
@@ -786,6 +790,8 @@ def _finish(run: FileRun, layout: CorrectOutput, state: dict[str, Any]) -> None:
     for piece in run.doc.pieces:
         finals.setdefault(piece.index, piece.original)  # failed pieces keep their input
     data = b"".join(render_line(line, finals) for line in run.doc.lines)
+    if run.doc.kind == "text" and structure(data) != structure(run.doc.data):  # never expected: a bug if seen
+        raise CorrectError(f"{run.doc.rel}: the corrected output lost the input's layout; nothing written")
     target = layout.corrected(run.doc.rel)
     atomic_write_bytes(target, data)
     state[run.doc.rel] = {"key": run.key, "complete": not run.failed,
@@ -865,28 +871,48 @@ def _summarize(runs: list[FileRun], layout: CorrectOutput, backend: Backend, cfg
 
 def open_backend(cfg: BuildConfig, *, gguf: str | Path | None = None, name: str | None = None,
                  host: str | None = None) -> Backend:
-    """llama.cpp on ``gguf`` when given, else the deployed model ``name`` on the Ollama server
-    (--host, else OLLAMA_HOST, else deploy.host)."""
-    from bhasha_build.core.ollama import server_url
-
+    """The model to correct with:
+      ``gguf``                      llama.cpp on that file;
+      ``host`` / ``name`` / OLLAMA_HOST   the deployed model ``name`` (deploy.name) on that Ollama server;
+      none of them                  llama.cpp on this run's exported GGUF (checked against the sha256
+                                    the export stage recorded) when there is one, else Ollama at deploy.host.
+    """
     if gguf is not None:
         if host or name:
             raise CorrectError("--gguf runs the file through llama.cpp; it takes no --host/--name")
         return GgufBackend(Path(gguf), cfg)
+    layout = cfg.layout
+    if not (host or name or os.environ.get("OLLAMA_HOST")) and layout.manifest.is_file() and \
+            "gguf" in Manifest(layout.root).load().get("artifacts", {}):
+        return GgufBackend(verify_artifact(Manifest(layout.root), layout, "gguf"), cfg)
     client = OllamaClient(server_url(host, cfg.deploy.host), timeout=cfg.correct.timeout_s)
     client.check_version()
     return OllamaBackend(client, name or cfg.deploy.name, cfg)
 
 
-def run(cfg: BuildConfig, src: str | Path, out: str | Path, *, gguf: str | Path | None = None,
+def run(cfg: BuildConfig, src: str | Path, out: str | Path | None = None, *, gguf: str | Path | None = None,
         name: str | None = None, host: str | None = None, lang: str | None = None,
         reference: str | Path | None = None, jobs: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """`invoke correct`: open the backend, correct, close."""
+    """`invoke correct`: open the backend (`open_backend`), correct into ``out`` (default: the run's
+    corrected/ folder), close."""
+    if not Path(src).exists():
+        raise CorrectError(f"{src}: input not found")
     backend = open_backend(cfg, gguf=gguf, name=name, host=host)
     try:
-        return correct(src, out, backend, cfg, lang=lang, reference=reference, jobs=jobs, progress=progress)
+        return correct(src, out or cfg.layout.corrected, backend, cfg, lang=lang, reference=reference, jobs=jobs,
+                       progress=progress)
     finally:
         backend.close()
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """One line for the terminal: what was done, and the reference scores when there were references."""
+    text = (f"{summary['lines']} lines in {summary['files']} files: {summary['changed']} changed, "
+            f"{summary['guarded']} kept by the guard, {summary['failed']} failed; "
+            f"{summary['lines_per_s'] or 0:.2f} lines/s; layout kept; {summary['out']}")
+    if ref := summary.get("reference"):
+        text += "; CER " + " ".join(f"{k} {ref[k]['overall']['cer']:.4f}" for k in ("baseline", "raw", "corrected"))
+    return text
 
 
 def structure(data: bytes) -> list[tuple[str, ...]]:
