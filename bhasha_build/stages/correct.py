@@ -102,6 +102,7 @@ SCRIPT_LANG = {script: lang for lang, script in reversed(LANG_SCRIPTS.items())}
 _SENTENCE_END = regex.compile(r"(?<=[।॥|.?!])\s+")
 _SPACES = regex.compile(r"\s+")
 _LETTER = regex.compile(r"\p{L}")
+_REASON_KIND = regex.compile(r"[a-z][a-z ]*[a-z]")
 
 
 class CorrectError(BhashaError):
@@ -271,6 +272,7 @@ class Piece:
     original: str  # as in the file
     sent: str  # normalize_text(original): what the model sees
     lang: str | None
+    max_tokens: int = 0  # num_predict for its reply
 
 
 @dataclass
@@ -395,7 +397,8 @@ class Planner:
             sent = normalize_text(piece, self.zwj)
             if sent and _LETTER.search(sent):
                 detected = SCRIPT_LANG.get(detect_script(sent) or "")
-                doc.pieces.append(Piece(len(doc.pieces), no, piece, sent, lang or self.lang or detected))
+                doc.pieces.append(Piece(len(doc.pieces), no, piece, sent, lang or self.lang or detected,
+                                        self.max_tokens(sent)))
                 parts.append(len(doc.pieces) - 1)
             else:
                 parts.append(piece)
@@ -489,6 +492,8 @@ def judge(piece: Piece, reply: Reply, cfg: BuildConfig) -> Outcome:
     output = normalize_hyp(reply.text)
     if reply.done_reason != "stop":
         reason: str | None = "no stop token (reply cut at the length cap)"
+    elif not output:
+        reason = "empty reply"
     elif "\n" in output or "\f" in output or "\r" in output:
         reason = "line break in the reply"
     else:
@@ -604,7 +609,7 @@ def attach_reference(doc: Document, path: Path) -> None:
                 row, _reason = _parse_row(text) if text.strip() else (None, "")
                 line.reference = row.get("clean") if row and isinstance(row.get("clean"), str) else line.reference
             else:
-                line.reference = text.replace("\f", " ")
+                line.reference = text.removeprefix(BOM).replace("\f", " ")
 
 
 def settings_key(doc: Document, backend: Backend, cfg: BuildConfig, budget: int) -> str:
@@ -659,12 +664,12 @@ def _loads(raw: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _request(backend: Backend, piece: Piece, max_tokens: int, cfg: BuildConfig) -> Reply:
+def _request(backend: Backend, piece: Piece, cfg: BuildConfig) -> Reply:
     """One piece through the backend with retries and doubling backoff on transient failures."""
     delay = cfg.correct.backoff_s
     for attempt in range(cfg.correct.retries + 1):
         try:
-            return backend.complete(piece.sent, max_tokens)
+            return backend.complete(piece.sent, piece.max_tokens)
         except TransientError:
             if attempt == cfg.correct.retries:
                 raise
@@ -743,7 +748,7 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
                 while True:
                     while len(futures) < in_flight * 2 and (item := next(queue, None)) is not None:
                         run, piece = item
-                        fut = pool.submit(_request, backend, piece, planner.max_tokens(piece.sent), cfg)
+                        fut = pool.submit(_request, backend, piece, cfg)
                         futures[fut] = (run, piece)
                     if not futures:
                         break
@@ -821,7 +826,7 @@ def _summarize(runs: list[FileRun], layout: CorrectOutput, backend: Backend, cfg
             outcomes = {p.index: done[p.index] for p in pieces if p.index in done}
             finals = {p.index: (outcomes[p.index].final if p.index in outcomes else p.original) for p in pieces}
             line_reasons = [o.reason for o in outcomes.values() if o.reason]
-            reasons.update(r.split(" (")[0] for r in line_reasons)
+            reasons.update(_REASON_KIND.match(r).group() for r in line_reasons)  # "edit distance 40% …" → kind
             text_in = line_text(line, {p.index: p.original for p in pieces})
             text_out = line_text(line, finals)
             failed = [p.index for p in pieces if p.index in run.failed]
@@ -854,6 +859,7 @@ def _summarize(runs: list[FileRun], layout: CorrectOutput, backend: Backend, cfg
         "files": counts["files"], "lines": counts["lines"], "pieces": counts["pieces"],
         "changed": counts["changed"], "guarded": counts["guarded"], "failed": counts["failed"],
         "guard_reasons": dict(sorted(reasons.items())), "problems": counts["problems"],
+        "problem_lines": [p for run in runs for p in run.doc.problems][:50],
         "seconds": round(seconds, 3),
         "lines_per_s": (round(extra["lines_done"] / extra["loop_seconds"], 3) if extra["loop_seconds"] > 0
                         else None),  # lines corrected in this run over the time spent asking the model

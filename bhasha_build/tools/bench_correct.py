@@ -63,7 +63,7 @@ def make_input(folder: Path, repeat: int) -> Path:
 def pieces(cfg: Any, backend: cr.Backend, folder: Path) -> list[tuple[str, int]]:
     """(text sent, num_predict) of every request `correct` makes for `folder`."""
     planner = cr.Planner(cfg, backend, None)
-    return [(p.sent, planner.max_tokens(p.sent)) for path, rel in cr.input_files(folder, folder / "_none")
+    return [(p.sent, p.max_tokens) for path, rel in cr.input_files(folder, folder / "_none")
             for p in planner.plan(path, rel).pieces]
 
 
