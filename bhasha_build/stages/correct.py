@@ -753,6 +753,7 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
                     if not futures:
                         break
                     finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    stop: BaseException | None = None  # raised once every other finished piece is recorded
                     for fut in finished:
                         run, piece = futures.pop(fut)
                         sent += 1
@@ -761,6 +762,9 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
                             run.journal.add(piece.index, outcome)
                         except (TransientError, OllamaRequestError) as exc:  # this piece only: keeps its input
                             run.failed[piece.index] = str(exc)
+                        except BaseException as exc:  # re-raised below
+                            stop = stop or exc
+                            continue
                         run.pending.discard(piece.index)
                         run.line_left[piece.line] -= 1
                         if run.line_left[piece.line] == 0:
@@ -768,6 +772,8 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
                             bar.advance()
                         if not run.pending:
                             _finish(run, layout, state)
+                    if stop is not None:
+                        raise stop
             except BaseException:
                 for fut in futures:
                     fut.cancel()
