@@ -26,7 +26,8 @@ even when it was not NFC). JSONL rows are written back with ``"corrected"`` adde
 JSON or has no string ``noisy`` is written back as it was and reported (file:line: reason).
 
 Output folder (``CorrectOutput``): the corrected files mirroring the input tree, ``corrections.jsonl``
-(one record per corrected line: file, line, id, lang, input, output, changed, guarded, reasons),
+(one record per corrected line: file, line, id, lang, input, output, the model's reply, changed,
+guarded, reasons),
 ``summary.json`` (counts, lines/s, the backend, guard reasons, failures and, with references, CER/WER
 and over-correction per language next to the do-nothing baseline and the unguarded replies, scored
 by ``core.metrics.score`` like eval) and ``.correct-state/`` (per-file journals and state).
@@ -836,8 +837,9 @@ def _summarize(runs: list[FileRun], layout: CorrectOutput, backend: Backend, cfg
             text_in = line_text(line, {p.index: p.original for p in pieces})
             text_out = line_text(line, finals)
             failed = [p.index for p in pieces if p.index in run.failed]
+            replies = {p.index: outcomes[p.index].output if p.index in outcomes else "" for p in pieces}
             rec = {"file": doc.rel, "line": line.no, "id": line.row.get("id") if line.row else None,
-                   "lang": pieces[0].lang, "input": text_in, "output": text_out,
+                   "lang": pieces[0].lang, "input": text_in, "output": text_out, "reply": line_text(line, replies),
                    "changed": any(o.changed for o in outcomes.values()), "guarded": bool(line_reasons),
                    "reasons": line_reasons, "pieces": len(pieces), "failed": bool(failed)}
             counts["lines"] += 1
