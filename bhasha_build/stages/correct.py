@@ -30,7 +30,7 @@ Output folder (``CorrectOutput``): the corrected files mirroring the input tree,
 guarded, reasons),
 ``summary.json`` (counts, lines/s, the backend, guard reasons, failures and, with references, CER/WER
 and over-correction per language next to the do-nothing baseline and the unguarded replies, scored
-by ``core.metrics.score`` like eval) and ``.correct-state/`` (per-file journals and state).
+by ``core.metrics.score`` like eval) and ``.correct-state/`` (per-file journals).
 
 References: ``clean`` fields of JSONL rows, or ``reference`` = a file (single input) or a folder
 mirroring the input tree of ground-truth text files with the input's line structure.
@@ -43,8 +43,9 @@ parallel requests; one llama.cpp model answers one at a time, so the GGUF backen
 transient failure (server unreachable, a request past its deadline ``correct.timeout_s``, 5xx) is
 retried ``correct.retries`` times with doubling backoff from ``correct.backoff_s``; a piece that still
 fails keeps its input, its file is written but not marked done, and the run ends with an error line.
-Every finished piece is appended to its file's journal by the main thread at once; a file is marked
-done (input sha256 + settings key + output sha256) only after its output was written atomically.
+Every finished piece is appended to its file's journal (keyed by the input's sha256 and the settings)
+by the main thread at once; a file counts as done only when its journal records the sha256 of the
+output, written after the output file was written atomically.
 A rerun skips files that are done and pieces already in a journal, so Ctrl-C loses at most the
 requests in flight and never leaves a half-written output file.
 
@@ -130,10 +131,6 @@ class CorrectOutput:
     @property
     def state_dir(self) -> Path:
         return self.root / ".correct-state"
-
-    @property
-    def state(self) -> Path:
-        return self.state_dir / "state.json"
 
     def journal(self, rel: str) -> Path:
         return self.state_dir / "journal" / f"{rel}.jsonl"
@@ -622,11 +619,14 @@ def settings_key(doc: Document, backend: Backend, cfg: BuildConfig, budget: int)
 
 
 class Journal:
-    """A file's finished pieces, one JSON line each, appended and flushed as they finish."""
+    """A file's record of work, appended and flushed line by line: a header with the settings key, one
+    line per finished piece, and a "written" line (the output's sha256) each time the output file was
+    written; a header of other settings (another model, changed input) discards the journal."""
 
     def __init__(self, path: Path, key: str) -> None:
         self.path, self.key = path, key
         self.done: dict[int, Outcome] = {}
+        self.written: str | None = None  # sha256 of the last complete output written
         self._fh: Any = None
         if path.is_file():
             lines = path.read_text(encoding="utf-8").splitlines()
@@ -637,19 +637,29 @@ class Journal:
                     if rec and "i" in rec:
                         self.done[int(rec["i"])] = Outcome(rec["output"], rec["final"], rec["changed"],
                                                            rec["reason"])
+                    elif rec and "written" in rec:
+                        self.written = rec["written"] if rec.get("complete") else None
             else:
                 path.unlink()
 
-    def add(self, index: int, outcome: Outcome) -> None:
+    def _write(self, record: dict[str, Any]) -> None:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fresh = not self.path.exists()
             self._fh = self.path.open("a", encoding="utf-8")
             if fresh:
                 self._fh.write(json.dumps({"key": self.key}) + "\n")
-        self._fh.write(json.dumps(outcome.record(index), ensure_ascii=False) + "\n")
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._fh.flush()
+
+    def add(self, index: int, outcome: Outcome) -> None:
+        self._write(outcome.record(index))
         self.done[index] = outcome
+
+    def mark_written(self, sha256: str, complete: bool) -> None:
+        """After the output file was written (atomically): its hash, and whether every piece is in it."""
+        self._write({"written": sha256, "complete": complete})
+        self.written = sha256 if complete else None
 
     def close(self) -> None:
         if self._fh is not None:
@@ -683,7 +693,6 @@ def _request(backend: Backend, piece: Piece, cfg: BuildConfig) -> Reply:
 class FileRun:
     doc: Document
     journal: Journal
-    key: str
     pending: set[int]
     skipped: bool = False  # done by an earlier run: output and journal complete, nothing to write
     failed: dict[int, str] = field(default_factory=dict)
@@ -706,7 +715,6 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
         raise CorrectError(f"{src}: input {clash[0]} would collide with the report of the same name in {out_dir}")
     jobs = jobs or cfg.correct.jobs
     planner = Planner(cfg, backend, lang)
-    state = json.loads(layout.state.read_text()) if layout.state.is_file() else {}
     docs: list[Document] = []
     runs: list[FileRun] = []
     skipped_files = 0
@@ -717,14 +725,13 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
         docs.append(doc)
         key = settings_key(doc, backend, cfg, planner.budget)
         target = layout.corrected(rel)
-        entry = state.get(rel) or {}
         journal = Journal(layout.journal(rel), key)
-        if (entry.get("key") == key and entry.get("complete") and target.is_file()
-                and sha256_file(target) == entry.get("output_sha256") and len(journal.done) == len(doc.pieces)):
+        if (journal.written and len(journal.done) == len(doc.pieces) and target.is_file()
+                and sha256_file(target) == journal.written):
             skipped_files += 1
-            runs.append(FileRun(doc, journal, key, set(), skipped=True))
+            runs.append(FileRun(doc, journal, set(), skipped=True))
             continue
-        run = FileRun(doc, journal, key, {p.index for p in doc.pieces} - set(journal.done))
+        run = FileRun(doc, journal, {p.index for p in doc.pieces} - set(journal.done))
         for i in run.pending:
             run.line_left[doc.pieces[i].line] += 1
         runs.append(run)
@@ -741,7 +748,7 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
     try:
         for run in runs:  # files with nothing left to ask (all in the journal, or no text) finish now
             if not run.pending and not run.skipped:
-                _finish(run, layout, state)
+                _finish(run, layout)
         with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="correct") as pool:
             futures: dict[Future[Reply], tuple[FileRun, Piece]] = {}
             queue = iter(todo)
@@ -772,7 +779,7 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
                             del run.line_left[piece.line]
                             bar.advance()
                         if not run.pending:
-                            _finish(run, layout, state)
+                            _finish(run, layout)
                     if stop is not None:
                         raise stop
             except BaseException:
@@ -796,7 +803,7 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
     return summary
 
 
-def _finish(run: FileRun, layout: CorrectOutput, state: dict[str, Any]) -> None:
+def _finish(run: FileRun, layout: CorrectOutput) -> None:
     """Write the file's corrected output atomically, then record it (complete unless pieces failed)."""
     finals = {i: o.final for i, o in run.journal.done.items()}
     for piece in run.doc.pieces:
@@ -806,9 +813,7 @@ def _finish(run: FileRun, layout: CorrectOutput, state: dict[str, Any]) -> None:
         raise CorrectError(f"{run.doc.rel}: the corrected output lost the input's layout; nothing written")
     target = layout.corrected(run.doc.rel)
     atomic_write_bytes(target, data)
-    state[run.doc.rel] = {"key": run.key, "complete": not run.failed,
-                          "output_sha256": hashlib.sha256(data).hexdigest()}
-    atomic_write_json(layout.state, state)
+    run.journal.mark_written(hashlib.sha256(data).hexdigest(), complete=not run.failed)
 
 
 def _summarize(runs: list[FileRun], layout: CorrectOutput, backend: Backend, cfg: BuildConfig, src: Path,
