@@ -35,8 +35,9 @@ by ``core.metrics.score`` like eval) and ``.correct-state/`` (per-file journals)
 References: ``clean`` fields of JSONL rows, or ``reference`` = a file (single input) or a folder
 mirroring the input tree of ground-truth text files with the input's line structure.
 
-Language: the row's ``lang``, else ``lang``, else detected from the line's script
-(``core.text.detect_script``; the language recorded is the script's first code in LANG_SCRIPTS).
+Language: the row's ``lang``, else ``lang``, else detected: the file's script
+(``core.text.detect_script``), or the line's own when most of its letters are in another script;
+the language recorded is the script's first code in LANG_SCRIPTS.
 
 Concurrency, failures, resuming: ``correct.jobs`` requests are in flight at once (Ollama serves
 parallel requests; one llama.cpp model answers one at a time, so the GGUF backend serializes). A
@@ -60,6 +61,7 @@ deploy.name / deploy.host (Ollama).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -92,7 +94,7 @@ from bhasha_build.core.ollama import (
     parse_show_parameters,
     server_url,
 )
-from bhasha_build.core.text import LANG_SCRIPTS, detect_script, normalize_text
+from bhasha_build.core.text import LANG_SCRIPTS, detect_script, foreign_fraction, normalize_text
 from bhasha_build.stages.pipeline import verify_artifact
 
 TEXT_SUFFIXES = (".txt",)
@@ -305,6 +307,7 @@ class Document:
     lines: list[Line] = field(default_factory=list)
     pieces: list[Piece] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # "file:line: reason" of lines kept untouched
+    script: str | None = None  # the script most of the file's letters are in
 
 
 def _split_physical(data: bytes) -> Iterator[tuple[int, bytes, bytes]]:
@@ -373,16 +376,17 @@ class Planner:
         self.lang = lang
         self.ratio = cfg.guard.max_length_ratio
         self.backend = backend
+        self.count = functools.lru_cache(maxsize=8192)(backend.count_tokens)  # a line is counted once
         overhead = backend.count_tokens(SYSTEM_PROMPT) + 16  # ChatML turns around the system and user text
         room = int((backend.num_ctx - overhead) / (1 + self.ratio))  # prompt + a reply up to `ratio` longer
         self.budget = max(8, min(cfg.correct.max_line_tokens, room))
 
     def fits(self, text: str) -> bool:
-        return self.backend.count_tokens(normalize_text(text, self.zwj)) <= self.budget
+        return self.count(normalize_text(text, self.zwj)) <= self.budget
 
     def max_tokens(self, sent: str) -> int:
         """num_predict for a piece: a reply up to guard.max_length_ratio x its tokens (+ room to stop)."""
-        return int(self.backend.count_tokens(sent) * self.ratio) + 8
+        return int(self.count(sent) * self.ratio) + 8
 
     def _segment(self, doc: Document, no: int, text: str, lang: str | None) -> list[str | Segment]:
         """`text` as literal whitespace around a Segment of pieces (or literal when there is no letter)."""
@@ -394,8 +398,8 @@ class Planner:
         for piece, sep in split_text(core, self.fits):
             sent = normalize_text(piece, self.zwj)
             if sent and _LETTER.search(sent):
-                detected = SCRIPT_LANG.get(detect_script(sent) or "")
-                doc.pieces.append(Piece(len(doc.pieces), no, piece, sent, lang or self.lang or detected,
+                detected = lang or self.lang or self._detect(sent, doc.script)
+                doc.pieces.append(Piece(len(doc.pieces), no, piece, sent, detected,
                                         self.max_tokens(sent)))
                 parts.append(len(doc.pieces) - 1)
             else:
@@ -423,10 +427,19 @@ class Planner:
                 parts.append(part.encode("utf-8") if isinstance(part, str) else part)
         return parts
 
+    @staticmethod
+    def _detect(text: str, file_script: str | None) -> str | None:
+        """The language of a line: its file's script unless most of its letters are in another one
+        (one foreign_fraction per line; detect_script, which tries every script, only then)."""
+        if file_script and foreign_fraction(text, file_script)[0] <= 0.5:
+            return SCRIPT_LANG[file_script]
+        return SCRIPT_LANG.get(detect_script(text) or "")
+
     def plan(self, path: Path, rel: str) -> Document:
         data = path.read_bytes()
         kind = "jsonl" if path.suffix.lower() in JSONL_SUFFIXES else "text"
-        doc = Document(path, rel, kind, data)
+        sample = data[:16384].decode("utf-8", errors="replace")  # enough letters to tell the script
+        doc = Document(path, rel, kind, data, script=detect_script(sample))
         for no, content, ending in _split_physical(data):
             line = Line(no, ending)
             doc.lines.append(line)
@@ -812,7 +825,7 @@ def _finish(run: FileRun, layout: CorrectOutput) -> None:
     if run.doc.kind == "text" and structure(data) != structure(run.doc.data):  # never expected: a bug if seen
         raise CorrectError(f"{run.doc.rel}: the corrected output lost the input's layout; nothing written")
     target = layout.corrected(run.doc.rel)
-    atomic_write_bytes(target, data)
+    atomic_write_bytes(target, data, fsync=False)  # atomic; a rerun re-renders it unless its sha256 checks out
     run.journal.mark_written(hashlib.sha256(data).hexdigest(), complete=not run.failed)
 
 
