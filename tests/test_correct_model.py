@@ -184,7 +184,7 @@ def test_the_demo_document_is_corrected_through_the_runs_gguf_with_its_layout(
     for src in sorted((DOCS / "ocr").iterdir()):
         got = (out / src.name).read_bytes()
         assert cr.structure(got) == cr.structure(src.read_bytes()), src.name
-        assert got.count(b"\f") == src.read_bytes().count(b"\f") >= 2
+        assert got.count(b"\f") == src.read_bytes().count(b"\f") >= 1  # 3 pages and 2 pages
     records = [json.loads(line) for line in (out / "corrections.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(records) == summary["lines"] == 18 and summary["failed"] == 0  # the lines with letters
     ref = summary["reference"]

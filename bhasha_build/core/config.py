@@ -166,7 +166,7 @@ class DeployConfig(Section):
 class CorrectConfig(Section):
     """`invoke correct` (stages/correct.py): how users' documents are sent to the model."""
 
-    jobs: int = Field(2, ge=1, le=64)  # requests in flight (Ollama serves OLLAMA_NUM_PARALLEL at once)
+    jobs: int = Field(4, ge=1, le=64)  # requests in flight (Ollama serves OLLAMA_NUM_PARALLEL at once; 4 measured best)
     timeout_s: float = Field(120.0, gt=0)  # deadline of one request (a stalled server is retried)
     retries: int = Field(3, ge=0)  # retries of a transient failure (unreachable, timeout, 5xx)
     backoff_s: float = Field(0.5, ge=0)  # first retry delay; doubles each retry

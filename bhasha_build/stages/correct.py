@@ -939,9 +939,11 @@ def run(cfg: BuildConfig, src: str | Path, out: str | Path | None = None, *, ggu
 
 def summary_line(summary: dict[str, Any]) -> str:
     """One line for the terminal: what was done, and the reference scores when there were references."""
-    text = (f"{summary['lines']} lines in {summary['files']} files: {summary['changed']} changed, "
-            f"{summary['guarded']} kept by the guard, {summary['failed']} failed; "
-            f"{summary['lines_per_s'] or 0:.2f} lines/s; layout kept; {summary['out']}")
+    done_before = f", {summary['skipped_files']} of them done before" if summary["skipped_files"] else ""
+    speed = f"{summary['lines_done']} corrected at {summary['lines_per_s'] or 0:.2f} lines/s"
+    text = (f"{summary['lines']} lines in {summary['files']} files{done_before}: {summary['changed']} changed, "
+            f"{summary['guarded']} kept by the guard, {summary['failed']} failed; {speed}; layout kept; "
+            f"{summary['out']}")
     if ref := summary.get("reference"):
         text += "; CER " + " ".join(f"{k} {ref[k]['overall']['cer']:.4f}" for k in ("baseline", "raw", "corrected"))
     return text
