@@ -10,10 +10,10 @@ GPUS ?= 1
 PROFILE ?= gpu16gb
 COMPOSE := docker compose -f docker/compose.yaml
 
-.PHONY: help install toolchain demo test test-fast lint image image-smoke train export deploy doctor bench bench-ddp signal clean
+.PHONY: help install toolchain demo test test-fast lint image image-smoke train export deploy doctor bench bench-ddp bench-correct signal clean
 
 help:
-	@echo "make demo | test | lint | image | image-smoke | train | export | deploy NAME=... | doctor | bench | bench-ddp GPUS=2 | signal"
+	@echo "make demo | test | lint | image | image-smoke | train | export | deploy NAME=... | doctor | bench | bench-ddp GPUS=2 | bench-correct | signal"
 
 # CPU torch first (a plain torch requirement would pull a multi-GB CUDA build), then the one lock.
 $(BIN)/.installed: requirements/lock.txt requirements/torch.txt pyproject.toml
@@ -72,6 +72,9 @@ bench:
 
 bench-ddp:
 	$(INVOKE) bench-ddp --gpus $(GPUS)
+
+bench-correct: toolchain
+	$(INVOKE) bench-correct
 
 # The learning-signal check in the image (GPU + pinned llama.cpp): from-scratch model, q4_k_m must beat doing nothing.
 signal:
