@@ -319,7 +319,7 @@ def test_invoke_deploy_demo_run(
     src = Path(tiny_pipeline["run_dir"])
     run = tmp_path / "runs" / src.name
     (run / "data").mkdir(parents=True)
-    for rel in ("Modelfile", GGUF_NAME, "data/eval.jsonl"):
+    for rel in ("manifest.json", "Modelfile", GGUF_NAME, "data/eval.jsonl"):  # the runner checks the record
         shutil.copyfile(src / rel, run / rel)
     repo = Path(__file__).resolve().parent.parent
     cmd = [sys.executable, "-m", "invoke", "deploy", "--profile", "tiny-cpu", "--run", src.name,
@@ -330,3 +330,4 @@ def test_invoke_deploy_demo_run(
     assert report["status"] == "ok" and report["sanity"]["source"].startswith("data/eval.jsonl:")
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["deploy"]["digest"] == report["digest"] == OllamaClient(live_server.url).model_digest(NAME)
+    assert manifest["ollama_versions"][live_server.version]["status"] == "ok"

@@ -46,7 +46,7 @@ def test_manifest_carries_provenance(tiny_pipeline: dict[str, Any]) -> None:
 
 
 def test_gguf_metadata(tiny_pipeline: dict[str, Any]) -> None:
-    from bhasha_build.stages.export import gguf_metadata
+    from bhasha_build.core.gguf import gguf_metadata
 
     meta = gguf_metadata(tiny_pipeline["gguf"])
     assert meta["general.architecture"] == "qwen2"
