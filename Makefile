@@ -10,10 +10,10 @@ GPUS ?= 1
 PROFILE ?= gpu16gb
 COMPOSE := docker compose -f docker/compose.yaml
 
-.PHONY: help install toolchain demo test test-fast lint image image-smoke train export deploy doctor bench bench-ddp signal signal-real clean
+.PHONY: help install toolchain demo test test-fast lint image image-smoke train export deploy doctor bench bench-ddp bench-correct signal signal-real clean
 
 help:
-	@echo "make demo | test | lint | image | image-smoke | train | export | deploy NAME=... | doctor | bench | bench-ddp GPUS=2 | signal | signal-real"
+	@echo "make demo | test | lint | image | image-smoke | train | export | deploy NAME=... | doctor | bench | bench-ddp GPUS=2 | bench-correct | signal | signal-real"
 
 # CPU torch first (a plain torch requirement would pull a multi-GB CUDA build), then the one lock.
 $(BIN)/.installed: requirements/lock.txt requirements/torch.txt pyproject.toml scripts/llama-wheel.sh
@@ -74,6 +74,9 @@ bench:
 
 bench-ddp:
 	$(INVOKE) bench-ddp --gpus $(GPUS)
+
+bench-correct: toolchain
+	$(INVOKE) bench-correct
 
 # The learning-signal check in the image (GPU + pinned llama.cpp): from-scratch model, q4_k_m must beat doing nothing.
 signal:

@@ -271,10 +271,36 @@ def pipeline(c, profile=None, run=None, config=None, set=None, input=None, force
                       "gate_passed": out["eval"]["passed"]}))
 
 
+@task(help=_help(input="an OCR text file (.txt) or JSONL rows ({id, noisy[, lang, clean]}), or a folder of them",
+                 out="output folder: the corrected files mirroring the input + corrections.jsonl + summary.json "
+                     "(default runs/<run>/corrected/)",
+                 name="Ollama model name (default deploy.name)",
+                 host="Ollama host (default OLLAMA_HOST, deploy.host)",
+                 gguf="correct through llama.cpp on this GGUF instead of a server (default without --host/--name/"
+                      "OLLAMA_HOST: the run's exported GGUF, when there is one)",
+                 reference="ground truth: a file, or a folder mirroring the input (JSONL rows: their clean fields)",
+                 lang="language of lines whose rows do not say (default: detected from the script)",
+                 jobs="requests in flight (default correct.jobs)"),
+      iterable=["set"])
+def correct(c, input, out=None, profile=None, run=None, config=None, set=None, name=None, host=None, gguf=None,
+            reference=None, lang=None, jobs=None):
+    """The step after deploy: correct OCR documents with the model, layout kept byte for byte."""
+    from bhasha_build.stages import correct as cr
+
+    cfg = _config(profile, run, config, set)
+    target = out or str(cfg.layout.corrected)
+    summary = _call(f"correct {input} -> {target}",
+                    lambda: cr.run(cfg, input, target, gguf=gguf, name=name, host=host, lang=lang,
+                                   reference=reference, jobs=int(jobs) if jobs else None))
+    print(cr.summary_line(summary))
+
+
 @task(help={"force": "redo every stage", "run": "run name (default demo)"})
 def demo(c, run="demo", force=False):
-    """The whole pipeline offline on CPU: tiny local Qwen2 model + data/samples → runs/demo/."""
+    """The whole pipeline offline on CPU: tiny local Qwen2 model + data/samples → runs/demo/, then
+    `correct` on a sample multi-page document (data/documents/ocr) with its layout kept."""
     pipeline(c, profile="tiny-cpu", run=run, force=force)
+    correct(c, input="data/documents/ocr", reference="data/documents/truth", profile="tiny-cpu", run=run)
 
 
 @task(help={"force": "re-extract even if cached", "sdist": "use this llama-cpp-python sdist instead of downloading"})
@@ -392,6 +418,21 @@ def noise_fit(c, pairs, out, report=False, heldout=None, seed=3407):
         print(format_report(result["report"]))
 
 
+@task(name="bench-correct",
+      help={"out": "JSON output file", "gguf": "GGUF to measure (default: the demo run's q4_k_m)",
+            "repeat": "copies of the sample document to correct per measurement",
+            "jobs": "requests in flight to measure against the contract server (comma-separated)"})
+def bench_correct(c, out="bench/correct.json", gguf=None, repeat=4, jobs="1,2,4"):
+    """`correct` throughput on the demo GGUF (llama.cpp) and through the Ollama-contract server, and
+    the client's overhead over the raw backend; JSON out (bench/RESULTS.md)."""
+    cmd = [sys.executable, "-m", "bhasha_build.tools.bench_correct", "--out", out, "--repeat", str(repeat),
+           "--jobs", jobs]
+    if gguf:
+        cmd += ["--gguf", gguf]
+    if _run(c, cmd) != 0:
+        raise Exit(f"error: the correct benchmark failed (see above; {out})", code=1)
+
+
 # ------------------------------------------------------------------ dev
 
 
@@ -418,6 +459,6 @@ dev = Collection("dev")
 dev.add_task(test)
 dev.add_task(lint)
 
-ns = Collection(data, noise, ocr_pairs, noise_fit, train, export_, eval_, modelfile, sanity, deploy, pipeline, demo,
-                toolchain, doctor, bench, bench_ddp, signal, promote, rollback, report)
+ns = Collection(data, noise, ocr_pairs, noise_fit, train, export_, eval_, modelfile, sanity, deploy, correct, pipeline,
+                demo, toolchain, doctor, bench, bench_ddp, bench_correct, signal, promote, rollback, report)
 ns.add_collection(dev)

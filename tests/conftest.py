@@ -138,3 +138,19 @@ def fill(folder: Path, leave: int) -> None:
     if free > leave:
         with open(folder / ".filler", "wb") as fh:
             fh.write(b"\0" * (free - leave))
+
+
+@pytest.fixture(scope="session")
+def qwen_vocab_gguf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The tiny real-vocabulary model: Qwen2.5's tokenizer (core/qwen_tokenizer.py) on a 152,064-row
+    embedding (hidden 256, random init, untrained), converted to an f16 GGUF by the pinned llama.cpp.
+    {"hf_dir", "gguf", "convert": the converter's report (pre-tokenizer, whether one was registered)}."""
+    from bhasha_build.core import tiny, toolchain
+    from bhasha_build.core.config import TinyModelConfig
+
+    toolchain.prepare()
+    root = tmp_path_factory.mktemp("qwen-vocab")
+    hf = tiny.build_tiny_model(root / "hf", [], TinyModelConfig(tokenizer="qwen2.5", vocab_size=152064))
+    gguf = root / "model-f16.gguf"
+    report = toolchain.convert_to_gguf(hf, gguf, outtype="f16")
+    return {"hf_dir": hf, "gguf": gguf, "convert": report}

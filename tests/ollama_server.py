@@ -31,6 +31,10 @@ Faults (for the client's error handling and the fault suite), set at any time:
   "drop"      the connection closed without an answer
 ``server.after[path] = fn`` calls ``fn(body)`` after a request to ``path`` was answered (a test
 kills its client there: a crash between two calls).
+Attributes: ``in_flight`` /
+``max_in_flight`` count /api/chat and /api/generate requests being served (now, most at once);
+setting ``stall_count`` > 0 makes that many of the next ones hang for ``stall_s`` seconds and then
+drop the connection unanswered (a stalled server, for deadlines and retries).
 """
 
 from __future__ import annotations
@@ -175,6 +179,8 @@ class OllamaContractServer:
         self.renderer = renderer
         self.last_prompt: str | None = None
         self.requests: list[tuple[str, str]] = []
+        self.in_flight = self.max_in_flight = 0
+        self.stall_count, self.stall_s = 0, 0.0
         self._llamas: dict[tuple[str, int], Any] = {}
         self._infer_lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -751,7 +757,26 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, final)
 
     def _generate(self) -> None:
-        self._infer("generate")
+        self._counted("generate")
 
     def _chat(self) -> None:
-        self._infer("chat")
+        self._counted("chat")
+
+    def _counted(self, kind: str) -> None:
+        """_infer, counted in in_flight; a stalled request (stall_count) hangs, then drops the connection."""
+        app = self.app
+        with app._state_lock:
+            app.in_flight += 1
+            app.max_in_flight = max(app.max_in_flight, app.in_flight)
+            stall = app.stall_count > 0
+            app.stall_count -= stall
+        try:
+            if stall:
+                b"".join(self._body_chunks())
+                time.sleep(app.stall_s)
+                self.close_connection = True
+                return
+            self._infer(kind)
+        finally:
+            with app._state_lock:
+                app.in_flight -= 1

@@ -334,3 +334,4 @@ def test_invoke_deploy_demo_run(
     assert report["status"] == "ok" and report["sanity"]["source"].startswith("data/eval.jsonl:")
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["deploy"]["digest"] == report["digest"] == OllamaClient(live_server.url).model_digest(NAME)
+    assert manifest["ollama_versions"][live_server.version]["status"] == "ok"

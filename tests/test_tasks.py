@@ -19,14 +19,19 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 def test_every_stage_is_listed() -> None:
     out = invoke("--list").stdout
-    for name in ("data", "noise", "train", "export", "eval", "modelfile", "sanity", "deploy", "pipeline", "demo",
-                 "bench", "doctor", "toolchain", "ocr-pairs", "noise-fit", "dev.test", "dev.lint"):
+    for name in ("data", "noise", "train", "export", "eval", "modelfile", "sanity", "deploy", "correct", "pipeline",
+                 "demo", "bench", "bench-correct", "doctor", "toolchain", "ocr-pairs", "noise-fit", "promote",
+                 "rollback", "report", "dev.test", "dev.lint"):
         assert f"  {name}" in out, name
 
 
-def test_flags_have_help() -> None:
-    out = invoke("--help", "deploy").stdout
-    for flag in ("--name", "--host", "--force", "--profile", "--set", "--run"):
+@pytest.mark.parametrize(("task", "flags"), [
+    ("deploy", ("--name", "--host", "--force", "--profile", "--set", "--run")),
+    ("correct", ("--input", "--out", "--name", "--host", "--gguf", "--reference", "--lang", "--jobs", "--set")),
+])
+def test_flags_have_help(task: str, flags: tuple[str, ...]) -> None:
+    out = invoke("--help", task).stdout
+    for flag in flags:
         line = next(ln for ln in out.splitlines() if flag in ln)
         assert len(line.split(flag, 1)[1].strip()) > 10, f"{flag} has no help text"
 
@@ -35,6 +40,10 @@ def test_flags_have_help() -> None:
     (("data", "--input", "/no/such/place"), "/no/such/place: input not found"),
     (("data", "--set", "train.nope=1"), "unknown config key 'train.nope'"),
     (("train", "--profile", "nope"), "no profile 'nope'"),
+    (("correct", "--input", "/no/such/place"), "/no/such/place: input not found"),
+    (("correct", "--input", "data/documents/ocr", "--gguf", "/no/model.gguf"), "/no/model.gguf: GGUF not found"),
+    (("correct", "--input", "data/documents/ocr", "--host", "http://127.0.0.1:9"),
+     "Ollama is unreachable at http://127.0.0.1:9"),
 ])
 def test_user_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], expected: str) -> None:
     proc = invoke(*args, "--set", f'runs_dir="{tmp_path}"')

@@ -12,7 +12,7 @@ Unknown keys anywhere are an error naming the key (``extra="forbid"``).
 Knobs (section.key):
   run, runs_dir, seed
   model.name (hub id, local folder, or "tiny" for a locally built model), model.max_seq_length,
-  model.load_in_4bit, model.dtype, model.tiny.*
+  model.load_in_4bit, model.dtype, model.tiny.* (model.tiny.tokenizer: trained | qwen2.5)
   data.input, data.eval_fraction, data.max_foreign_fraction, data.mix_ratio, data.chat_input,
   data.zwj_policy, data.too_long, data.max_line_bytes
   lora.r, lora.alpha, lora.dropout, lora.target_modules
@@ -23,6 +23,8 @@ Knobs (section.key):
   export.quant, export.keep_f16
   deploy.name, deploy.host, deploy.timeout_s, deploy.sanity_max_cer
   promote.margin, promote.max_over_correction, promote.keep, promote.regression_set, promote.eval_rows
+  correct.jobs, correct.timeout_s, correct.retries, correct.backoff_s, correct.max_line_tokens,
+  correct.progress_every_s
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ class TinyModelConfig(Section):
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
     vocab_size: int = 2048  # padded; K-quants need row sizes that are multiples of 256
+    # "trained": a byte-level BPE trained on the run's text (small, fast); "qwen2.5": Qwen2.5's real
+    # 151,665-token tokenizer (core/qwen_tokenizer.py; needs vocab_size >= 151665, e.g. 152064)
+    tokenizer: Literal["trained", "qwen2.5"] = "trained"
     pretrain_steps: int = Field(200, ge=0)  # full-parameter echo warm-start (see tiny.pretrain_echo)
     pretrain_batch_size: int = Field(16, ge=1)
     pretrain_learning_rate: float = Field(3e-3, gt=0)
@@ -70,6 +75,8 @@ class TinyModelConfig(Section):
         for name in ("hidden_size", "intermediate_size", "vocab_size"):
             if getattr(self, name) % 256:
                 raise ValueError(f"model.tiny.{name} must be a multiple of 256 (Q4_K block size)")
+        if self.tokenizer == "qwen2.5" and self.vocab_size < 151665:
+            raise ValueError("model.tiny.tokenizer 'qwen2.5' needs model.tiny.vocab_size >= 151665 (e.g. 152064)")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError("model.tiny.hidden_size must be divisible by num_attention_heads")
         if self.num_attention_heads % self.num_key_value_heads:
@@ -187,6 +194,17 @@ class PromoteConfig(Section):
     eval_rows: int = Field(64, ge=0)  # rows of the run's eval split in the gate (0: regression set only)
 
 
+class CorrectConfig(Section):
+    """`invoke correct` (stages/correct.py): how users' documents are sent to the model."""
+
+    jobs: int = Field(4, ge=1, le=64)  # requests in flight (Ollama serves OLLAMA_NUM_PARALLEL at once; 4 measured best)
+    timeout_s: float = Field(120.0, gt=0)  # deadline of one request (a stalled server is retried)
+    retries: int = Field(3, ge=0)  # retries of a transient failure (unreachable, timeout, 5xx)
+    backoff_s: float = Field(0.5, ge=0)  # first retry delay; doubles each retry
+    max_line_tokens: int = Field(128, ge=8)  # longer lines are split at sentence/word boundaries
+    progress_every_s: float = Field(10.0, gt=0)  # plain progress lines when stderr is not a TTY
+
+
 class BuildConfig(Section):
     run: str = "default"
     runs_dir: str = "runs"
@@ -200,6 +218,7 @@ class BuildConfig(Section):
     export: ExportConfig = ExportConfig()
     deploy: DeployConfig = DeployConfig()
     promote: PromoteConfig = PromoteConfig()
+    correct: CorrectConfig = CorrectConfig()
 
     @field_validator("run")
     @classmethod

@@ -34,8 +34,10 @@ FILE_MODE = 0o644  # artifacts are readable by other users (a second user, the O
 DIR_MODE = 0o755
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to a temp file beside `path` (fsync), then rename it over `path`."""
+def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> None:
+    """Write `data` to a temp file beside `path` (fsync), then rename it over `path`. `fsync=False`
+    keeps the atomic rename but skips the flush to disk, for outputs whose writer verifies them on
+    the next run anyway (stages/correct.py checks each output's sha256 against its journal)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -44,7 +46,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.fchmod(fh.fileno(), FILE_MODE)  # mkstemp makes 0600: other users (Ollama's container) must read
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)

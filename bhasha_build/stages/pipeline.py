@@ -70,6 +70,14 @@ def _data_makes(cfg: BuildConfig, layout: RunLayout) -> dict[str, Path]:
     return made
 
 
+def _deploy_sections(result: dict[str, Any]) -> dict[str, Any]:
+    """The deploy record, and this Ollama version's outcome added to `ollama_versions` (the manifest
+    merges it with the versions deployed to before: the nightly deploys to two)."""
+    version = {str(result.get("ollama_version") or "unknown"): {
+        "status": result.get("status", "failed"), "host": result.get("host"), "checked": result.get("created")}}
+    return {"deploy": result, "ollama_versions": version}
+
+
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage(name="data", work=data.run, reads=("data", "model", "seed"), makes=_data_makes,
              extra_inputs=lambda cfg, manifest, options: data.source_digest(cfg, options.get("input_path")),
@@ -98,7 +106,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage(name="deploy", work=deploy.run, needs=("modelfile", "gguf"), skippable=False,
              record=lambda result: {"model": result.get("name"), "digest": result.get("digest"),
                                     "deploy_status": result.get("status")},
-             sections=lambda result: {"deploy": result}),
+             sections=_deploy_sections),
     Stage(name="promote", work=promote.run, needs=("modelfile", "gguf", "eval_split"), skippable=False,
              record=lambda result: {"promote_status": result.get("status"), "model": result.get("name")},
              sections=lambda result: {"promote": promote.manifest_section(result)}),
