@@ -34,22 +34,21 @@ def gguf_metadata(path: Path) -> dict[str, str]:
 
 
 def added_tokens(path: Path) -> list[tuple[int, str, bool]]:
-    """(id, text, special) of the vocabulary's control (special) and user-defined (not special)
-    tokens, as llama.cpp reads them: what an HF tokenizer must hold as added tokens to tokenize alike."""
-    import llama_cpp
+    """(id, text, special) of the vocabulary's control (special) and user-defined (not special) tokens
+    as the file records them (tokenizer.ggml.token_type, read with PyPI gguf): what an HF tokenizer
+    must hold as added tokens. (llama.cpp's loaded vocabulary differs: it also marks end-of-text-like
+    texts such as "</s>" as control, with a warning, which the model's own tokenizer never did.)"""
+    from gguf import GGUFReader, TokenType
 
-    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
-    try:
-        vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        out = []
-        for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
-            attr = llama_cpp.llama_vocab_get_attr(vocab, token)
-            if attr & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED):
-                text = llama_cpp.llama_vocab_get_text(vocab, token).decode("utf-8")
-                out.append((token, text, bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL)))
-        return out
-    finally:
-        llm.close()
+    reader = GGUFReader(str(path))
+    tokens, types = reader.fields["tokenizer.ggml.tokens"], reader.fields["tokenizer.ggml.token_type"]
+    kinds = {int(TokenType.CONTROL): True, int(TokenType.USER_DEFINED): False}
+    out = []
+    for token_id, (text_at, type_at) in enumerate(zip(tokens.data, types.data, strict=True)):
+        kind = int(types.parts[type_at][0])
+        if kind in kinds:
+            out.append((token_id, bytes(tokens.parts[text_at]).decode("utf-8"), kinds[kind]))
+    return out
 
 
 def check_gguf(path: Path, quant: str, expect: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -148,7 +148,7 @@ def _outputs_current(manifest: Manifest, layout: RunLayout, made: dict[str, Path
     return True
 
 
-def run_stage(name: str, cfg: BuildConfig, force: bool = False, **options: Any) -> dict[str, Any]:
+def run_stage(name: str, cfg: BuildConfig, /, force: bool = False, **options: Any) -> dict[str, Any]:
     """Run one stage under the contract (module docstring); returns the stage's result."""
     stage = STAGES[name]
     layout = cfg.layout
