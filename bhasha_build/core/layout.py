@@ -24,6 +24,7 @@ run name can never point outside `runs_dir` (`run="/"` or `run=".."` is refused)
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,8 +143,8 @@ class RunLayout:
     def rel(self, path: Path) -> str:
         """`path` as the manifest records it: relative to the run folder, or absolute for an input that
         lives outside it (the cached real-weights base model, core/weights.py)."""
-        path = Path(path)
-        return path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else path.as_posix()
+        path, root = Path(os.path.abspath(path)), Path(os.path.abspath(self.root))
+        return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
 
     def resolve(self, rel: str) -> Path:
         """A manifest path back to a path; refuses a relative one that leaves the run folder."""
