@@ -112,6 +112,26 @@ def test_llama_cpp_answers_the_sanity_line_and_stops(real05: dict[str, Any]) -> 
     assert reply.finish_reason == "stop" and reply.text.strip()
 
 
+def test_dequantized_weights_decode_like_the_gguf(real05: dict[str, Any]) -> None:
+    """The float16 HF folder is the GGUF's model: greedy answers in transformers equal llama.cpp's."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lines = [SANITY_TEXT, "আমাদের বাড়ির উঠানে একটি আমগাছ আছে।"]
+    tokenizer = AutoTokenizer.from_pretrained(str(real05["hf"]), local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(str(real05["hf"]), dtype=torch.float32, local_files_only=True)
+    stop_ids = [tokenizer.convert_tokens_to_ids(t) for t in chat.STOP_TOKENS]
+    with LlamaChat(real05["gguf"], n_ctx=512, seed=3407) as llm:
+        for line in lines:
+            prompt = chat.render_chatml(chat.pair_messages(line), add_generation_prompt=True)
+            ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+            with torch.no_grad():
+                out = model.generate(ids, max_new_tokens=64, do_sample=False, eos_token_id=stop_ids,
+                                     pad_token_id=tokenizer.pad_token_id)
+            dense = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+            assert dense == llm.complete(line, 64).text.strip()
+
+
 # -- the pipeline on real weights ------------------------------------------------------------------
 
 
