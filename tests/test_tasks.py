@@ -21,7 +21,7 @@ def test_every_stage_is_listed() -> None:
     out = invoke("--list").stdout
     for name in ("data", "noise", "train", "export", "eval", "modelfile", "sanity", "deploy", "correct", "pipeline",
                  "demo", "bench", "bench-correct", "doctor", "toolchain", "ocr-pairs", "noise-fit", "promote",
-                 "rollback", "report", "dev.test", "dev.lint"):
+                 "rollback", "report", "fetch-model", "dev.test", "dev.lint"):
         assert f"  {name}" in out, name
 
 

