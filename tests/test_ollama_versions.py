@@ -36,4 +36,4 @@ def test_compose_pins_the_verified_ollama_and_offers_the_newest_for_the_nightly(
     assert newest["profiles"] == ["newest"] and newest["image"].startswith("ollama/ollama:")
     nightly = (REPO / ".github" / "workflows" / "nightly.yml").read_text()
     assert "--host http://ollama-newest:11434" in nightly
-    assert nightly.index("ollama-newest:11434") < nightly.index("Deploy to the compose Ollama")
+    assert nightly.index("ollama-newest:11434") < nightly.index("Deploy to the throwaway Ollama")
