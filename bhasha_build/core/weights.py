@@ -45,7 +45,7 @@ from typing import Any
 from bhasha_build.core.config import PYPI_PREFIX as PREFIX
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import DIR_MODE, FILE_MODE, atomic_write_json, sha256_file, sha256_path, size_of
-from bhasha_build.core.gguf import GgufError, added_tokens, check_gguf, gguf_metadata
+from bhasha_build.core.gguf import GgufError, added_tokens, check_gguf, read_gguf
 
 RECIPE = 1  # bump when the dequantized folder would come out differently: cached folders are redone
 GGUF_NAME = "model.gguf"
@@ -301,7 +301,7 @@ def hf_tokenizer(gguf: Path, model_max_length: int = 32768) -> Any:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=None, eos_token=IM_END,
                                         pad_token=ENDOFTEXT, unk_token=None, clean_up_tokenization_spaces=False,
                                         split_special_tokens=False, model_max_length=model_max_length)
-    tokenizer.chat_template = gguf_metadata(gguf)["tokenizer.chat_template"]
+    tokenizer.chat_template = read_gguf(gguf).metadata["tokenizer.chat_template"]
     return tokenizer
 
 

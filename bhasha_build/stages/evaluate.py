@@ -115,7 +115,7 @@ def plot_cer(report: dict[str, Any], out_png: Path) -> None:
         ax.bar([x + i * width for x in range(len(langs))], values, width, label=system)
     ax.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(len(langs))], langs)
     ax.set_ylabel("grapheme CER (lower is better)")
-    ax.set_title("CER by language: identity baseline vs " + ", ".join(systems[1:]))
+    ax.set_title("CER by language: identity baseline vs " + ", ".join(name for name, _ in systems[1:]))
     ax.legend()
     fig.tight_layout()
     save_figure(fig, out_png)

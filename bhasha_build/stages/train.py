@@ -104,7 +104,8 @@ def train(cfg: BuildConfig, layout: RunLayout, resume: bool = False, force: bool
     cfg, micro_batch = choose_micro_batch(cfg, model)
     dataset = build_dataset(rows, tokenizer)
     ckpt = start_or_resume(layout, resume, force, inputs_sha256)
-    trainer, packing = build_trainer(cfg, layout, model, tokenizer, dataset, stop_after_steps, extra_callbacks,
+    callbacks = [*(extra_callbacks or []), *keep_checkpointing(micro_batch)]
+    trainer, packing = build_trainer(cfg, layout, model, tokenizer, dataset, stop_after_steps, callbacks,
                                      checkpointing_set=micro_batch["mode"] != "fixed")
     result, seconds = fit(trainer, ckpt)
     summary = summarize(cfg, layout, trainer, result, seconds, ckpt, packing, preflight)
@@ -149,9 +150,11 @@ def choose_micro_batch(cfg: BuildConfig, model: Any) -> tuple[BuildConfig, dict[
     weights do not change) and reads the peak memory; a trial over train.vram_budget_gib (default
     0.875 x the card: 14 GiB on a 16 GB card) or out of memory stops that climb.
       1. b climbs with every layer checkpointed (or as configured) while it fits;
-      2. with checkpointing "auto", for the largest fitting b and the one below it, fewer decoder layers
-         are checkpointed (all, 3/4, 1/2, 1/4, none) while it fits: activations are kept only where
-         memory allows, recomputed elsewhere.
+      2. with checkpointing "auto" on the hf backend, for the largest fitting b and the one below it,
+         fewer decoder layers are checkpointed (all, 3/4, 1/2, 1/4, none) while it fits: activations are
+         kept only where memory allows, recomputed elsewhere. (Unsloth's trainer keeps its offloaded
+         checkpointing on every layer whatever the flags say — measured on an H200 — so with Unsloth
+         only the micro-batch is probed.)
     The fastest fitting trial wins. Without CUDA nothing is measured: b = the largest divisor <= 8, all
     layers checkpointed. Returns the concrete config (batch_size, grad_accum, gradient_checkpointing,
     checkpointed_layers) and the record the manifest keeps."""
@@ -168,6 +171,11 @@ def choose_micro_batch(cfg: BuildConfig, model: Any) -> tuple[BuildConfig, dict[
     full = n_layers if train_cfg.gradient_checkpointing else 0
     record: dict[str, Any] = {"mode": "probed", "effective_batch": effective, "decoder_layers": n_layers,
                               "candidates": []}
+    if train_cfg.gradient_checkpointing == "auto" and cfg.train.backend != "hf":
+        # Measured on an H200 (2026-11-30): Unsloth's training path keeps its offloaded checkpointing on
+        # every layer whatever the per-layer flags say (a 21-of-28 layout trained at the all-layers peak),
+        # though a bare forward + backward honours them. So with Unsloth only the micro-batch is probed.
+        record["checkpointing"] = "every layer (Unsloth's trainer ignores per-layer flags)"
     if not torch.cuda.is_available():
         best = {"batch_size": max(s for s in sizes if s <= 8) if len(sizes) > 1 else sizes[0], "checkpointed": full}
         record.update(mode="default (no CUDA: nothing to measure)")
@@ -188,7 +196,7 @@ def choose_micro_batch(cfg: BuildConfig, model: Any) -> tuple[BuildConfig, dict[
             if not trial(b, full):
                 break
             fitting_sizes.append(b)
-        if train_cfg.gradient_checkpointing == "auto":
+        if train_cfg.gradient_checkpointing == "auto" and cfg.train.backend == "hf":
             for b in fitting_sizes[-2:]:
                 for checkpointed in sorted({n_layers * q // 4 for q in (3, 2, 1, 0)}, reverse=True):
                     if not trial(b, checkpointed):
@@ -206,6 +214,23 @@ def choose_micro_batch(cfg: BuildConfig, model: Any) -> tuple[BuildConfig, dict[
     print(f"micro-batch: {chosen['batch_size']} x grad_accum {chosen['grad_accum']}, activation checkpointing on "
           f"{best['checkpointed']} of {n_layers} layers ({record['mode']})", flush=True)
     return cfg.model_copy(update={"train": train_cfg.model_copy(update=chosen)}), record
+
+
+def keep_checkpointing(record: dict[str, Any]) -> list[Any]:
+    """A callback that re-applies a probed per-layer checkpointing layout before every step (Unsloth's
+    GPU training entry re-arms checkpointing on every layer when training starts: seen on an H200,
+    where a 21-of-28 layout trained at the all-layers peak); none when nothing was probed."""
+    chosen = record.get("chosen") or {}
+    if record.get("mode") != "probed" or "checkpointed_layers" not in chosen:
+        return []
+    from transformers import TrainerCallback
+
+    class KeepCheckpointing(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kw):
+            if model is not None:
+                set_checkpointing(model, chosen["checkpointed_layers"])
+
+    return [KeepCheckpointing()]
 
 
 def decoder_layers(model: Any) -> list[Any]:

@@ -139,6 +139,7 @@ def _main(args: argparse.Namespace) -> int:
             entry["rows"] = result.get("rows")
         report["stages"][stage] = entry
         print(stage, json.dumps(entry), flush=True)
+        atomic_write_text(Path(args.out), json.dumps(report, indent=2) + "\n")  # a cut run keeps its stages
     report["total_s"] = round(sum(s["seconds"] for s in report["stages"].values()), 1)
     try:
         import torch
