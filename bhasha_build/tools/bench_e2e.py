@@ -22,12 +22,11 @@ import datetime as dt
 import json
 import platform
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bhasha_build.core.errors import BhashaError
+from bhasha_build.core.errors import BhashaError, exit_status
 from bhasha_build.core.fsutil import atomic_write_text
 
 STAGES = ("data", "train", "export", "eval", "modelfile")
@@ -93,11 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
     parser.add_argument("--out", default="bench/e2e.json", help="JSON output file")
     args = parser.parse_args(argv)
-    try:
-        return _main(args)
-    except BhashaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return exit_status(_main, args)
 
 
 def _main(args: argparse.Namespace) -> int:

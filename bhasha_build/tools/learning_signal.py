@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from bhasha_build.core.config import REPO_ROOT
-from bhasha_build.core.errors import BhashaError
+from bhasha_build.core.errors import BhashaError, exit_status
 from bhasha_build.core.fsutil import (
     atomic_dir,
     atomic_write_bytes,
@@ -515,11 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("error: the gpu phase needs a CUDA GPU; run `--phase gpu --parts-dir P` on the GPU box and "
                   "`--phase finish --parts-dir P` here, or pass --allow-cpu with a shrunk --set", file=sys.stderr)
             return 1
-    try:
-        return _main(args)
-    except BhashaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return exit_status(_main, args)
 
 
 def _main(args: argparse.Namespace) -> int:
