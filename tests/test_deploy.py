@@ -335,3 +335,24 @@ def test_invoke_deploy_demo_run(
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["deploy"]["digest"] == report["digest"] == OllamaClient(live_server.url).model_digest(NAME)
     assert manifest["ollama_versions"][live_server.version]["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_eval_scores_the_served_model_through_ollama(tiny_pipeline: dict[str, Any],
+                                                     live_server: OllamaContractServer, tmp_path: Path) -> None:
+    # eval's `served` system: the deployed GGUF scored by name through the server (on a GPU box, the
+    # server's GPU); same GGUF, same greedy decoding and template as llama.cpp here, so the same answers.
+    from bhasha_build.core.config import load_config
+    from bhasha_build.stages import pipeline
+
+    src = Path(tiny_pipeline["run_dir"])
+    shutil.copytree(src, tmp_path / "runs" / src.name)
+    base = tiny_pipeline["cfg"]
+    cfg = load_config(profile="tiny-cpu", env={}, overrides=[
+        f'runs_dir="{tmp_path / "runs"}"', f'run="{src.name}"', f'deploy.host="{live_server.url}"',
+        'eval.served_name="bhasha-served"', f"eval.max_rows={base.eval.max_rows}"])
+    pipeline.run_deploy(cfg, name="bhasha-served", host=live_server.url)
+    report = pipeline.run_eval(cfg, ("gguf", "served"))
+    assert report["served_model"].startswith("bhasha-served on ")
+    assert report["served"]["overall"]["cer"] == report["gguf"]["overall"]["cer"]
+    assert report["served"]["overall"]["rows"] == report["gguf"]["overall"]["rows"] > 0

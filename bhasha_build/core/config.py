@@ -21,7 +21,7 @@ Knobs (section.key):
   train.backend, train.max_steps, train.epochs, train.learning_rate, train.batch_size,
   train.grad_accum, train.optim, train.packing, train.save_steps, train.logging_steps, ...
   eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance, eval.max_over_correction,
-  eval.zeroshot
+  eval.zeroshot, eval.served_name
   guard.enabled, guard.max_edit_fraction, guard.max_length_ratio, guard.max_foreign_fraction
   export.quant, export.keep_f16
   deploy.name, deploy.host, deploy.timeout_s, deploy.sanity_max_cer
@@ -157,6 +157,9 @@ class EvalConfig(Section):
     gguf_tolerance: float = Field(0.02, ge=0.0)  # q4_k_m CER may exceed HF CER by at most this
     max_over_correction: float = Field(0.02, ge=0.0, le=1.0)  # share of already-correct inputs changed
     zeroshot: bool = True  # also score the untouched base model's Q4_K_M GGUF (pypi: models have one)
+    # the `served` system: score this model as served by Ollama (deploy.host / OLLAMA_HOST), e.g. the
+    # deployed GGUF on a GPU box whose llama.cpp binding is CPU-only; None: not scored
+    served_name: str | None = None
 
 
 class GuardConfig(Section):

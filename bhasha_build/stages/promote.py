@@ -48,7 +48,7 @@ from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_json
 from bhasha_build.core.layout import RunLayout
-from bhasha_build.core.ollama import OllamaClient, full_name, server_url
+from bhasha_build.core.ollama import OllamaClient, ask_corrections, full_name, server_url
 from bhasha_build.core.text import normalize_text
 from bhasha_build.stages.data import DataError, input_files, load_rows
 from bhasha_build.stages.deploy import candidate_name, check_served_model, deploy, sanity_sample
@@ -121,13 +121,8 @@ def gate_rows(cfg: BuildConfig, layout: RunLayout) -> list[dict[str, Any]]:
 
 def answers(client: OllamaClient, name: str, rows: list[dict[str, Any]], cfg: BuildConfig) -> list[str]:
     """`name`'s corrections of the rows, asked the way every client of the project asks."""
-    options = {"temperature": 0, "seed": cfg.seed, "num_predict": cfg.eval.max_new_tokens}
-    out = []
-    for row in rows:
-        text = normalize_text(row["noisy"], cfg.data.zwj_policy)
-        reply = client.chat(name, [{"role": "user", "content": text}], options=options, timeout=cfg.deploy.timeout_s)
-        out.append(reply["message"]["content"])
-    return out
+    return ask_corrections(client, name, [normalize_text(r["noisy"], cfg.data.zwj_policy) for r in rows],
+                           seed=cfg.seed, num_predict=cfg.eval.max_new_tokens, timeout=cfg.deploy.timeout_s)
 
 
 def gate(scores: dict[str, Any], cfg: BuildConfig) -> dict[str, Any]:

@@ -300,8 +300,10 @@ def check_real_input(input_dir: Path) -> dict[str, Any]:
     return index
 
 
-def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None) -> dict[str, Any]:
-    """Every held-out real-OCR set through the q4_k_m (normalized like training, guarded like serving)."""
+def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
+                 max_rows: int | None = None) -> dict[str, Any]:
+    """Every held-out real-OCR set through the q4_k_m (normalized like training, guarded like serving);
+    `max_rows`: the first rows of each set only (a CPU scoring a real model for hours)."""
     from bhasha_build.core.metrics import cer, identity_baseline
     from bhasha_build.core.text import normalize_text
     from bhasha_build.stages.evaluate import generate_gguf, score_guarded, served, zeroshot_gguf
@@ -313,7 +315,7 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None)
     sets: dict[str, Any] = {}
     predictions = []
     for path in sorted((input_dir / HELDOUT_DIR).glob("*.jsonl")):
-        raw_rows = read_pairs(path)
+        raw_rows = read_pairs(path)[:max_rows]
         rows = [{**r, "noisy": normalize_text(r["noisy"], cfg.data.zwj_policy),
                  "clean": normalize_text(r["clean"], cfg.data.zwj_policy)} for r in raw_rows]
         hyps = generate_gguf(cfg, gguf, [r["noisy"] for r in rows])
@@ -453,7 +455,8 @@ def phase_gpu(profile: str, sets: Sequence[str], parts_dir: Path | None, part_mi
 
 
 def phase_finish(profile: str, sets: Sequence[str], parts_dir: Path | None, real: bool = False,
-                 out_predictions: Path | None = None, systems: tuple[str, ...] | None = None) -> dict[str, Any]:
+                 out_predictions: Path | None = None, systems: tuple[str, ...] | None = None,
+                 heldout_rows: int | None = None) -> dict[str, Any]:
     cfg = _config(profile, sets)
     if real:  # before the long part: the held-out sets must be the ones prepare wrote
         check_real_input(cfg.resolve_path(cfg.data.input))
@@ -466,7 +469,7 @@ def phase_finish(profile: str, sets: Sequence[str], parts_dir: Path | None, real
     result = {"run_dir": str(cfg.run_dir), "export": {k: str(v) for k, v in export.items() if k in ("gguf", "quant")},
               "eval": report}
     if real:
-        result["heldout"] = heldout_eval(cfg, cfg.resolve_path(cfg.data.input), out_predictions)
+        result["heldout"] = heldout_eval(cfg, cfg.resolve_path(cfg.data.input), out_predictions, heldout_rows)
     return result
 
 
@@ -490,6 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=3407)
     parser.add_argument("--parts-dir", default=None, help="gpu: pack the run here; finish: unpack from here")
     parser.add_argument("--part-mib", type=int, default=15, help="largest part file, MiB")
+    parser.add_argument("--heldout-rows", type=int, default=None,
+                        help="finish, real: score the first N rows of each held-out set (default: all)")
     parser.add_argument("--eval-systems", default=None,
                         help="finish: eval systems, comma list of model,gguf,zeroshot (default: all; a CPU "
                              "without the GPU skips `model`, the dense HF model, to save hours)")
@@ -542,7 +547,8 @@ def _main(args: argparse.Namespace) -> int:
         predictions = Path(args.out).with_suffix(".predictions.jsonl") if args.out and real else None
         result["finish"] = phase_finish(args.profile, args.set, parts_dir if args.phase == "finish" else None,
                                         real=real, out_predictions=predictions,
-                                        systems=tuple(args.eval_systems.split(",")) if args.eval_systems else None)
+                                        systems=tuple(args.eval_systems.split(",")) if args.eval_systems else None,
+                                        heldout_rows=args.heldout_rows)
         result["verdict"] = (verdict_real(result["finish"]["heldout"], args.max_over_correction, args.min_gain)
                              if real else verdict(result["finish"]["eval"]))
     text = json.dumps(result, indent=2, ensure_ascii=False, default=str)
