@@ -50,7 +50,8 @@ def test_rendered_values_parse_back_exactly(run_dir: Path) -> None:
     assert mf.system == chat.SYSTEM_PROMPT
     assert mf.template == expected_template()
     assert chat.QWEN_DEFAULT_SYSTEM in mf.template and "@@" not in mf.template
-    assert mf.parameters == {"stop": chat.STOP_TOKENS, "temperature": 0.0, "seed": 7, "num_ctx": 256}
+    assert mf.parameters == {"stop": chat.STOP_TOKENS, "temperature": 0.0, "repeat_penalty": 1.0,
+                             "seed": 7, "num_ctx": 256}
     assert resolve_from(run_dir / "Modelfile", mf.from_) == (run_dir / GGUF_NAME).resolve()
 
 

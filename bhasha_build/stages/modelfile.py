@@ -331,6 +331,7 @@ def expected_parameters(cfg: BuildConfig) -> dict[str, Any]:
     return {
         "stop": list(chat.STOP_TOKENS),
         "temperature": 0.0,
+        "repeat_penalty": 1.0,
         "seed": cfg.seed,
         "num_ctx": cfg.model.max_seq_length,
     }
