@@ -123,3 +123,35 @@ def test_not_a_gguf(tmp_path: Path) -> None:
         read_gguf(tmp_path / "x.gguf")
     with pytest.raises(GgufError, match="cannot read"):
         read_gguf(tmp_path / "missing.gguf")
+
+
+@pytest.mark.slow
+def test_llama_chat_retries_a_failed_decode_from_an_empty_context(tiny_gguf: dict, monkeypatch) -> None:
+    """`llama_decode returned 1` (no KV slot) once: the same greedy reply from a fresh context, counted;
+    a decode that keeps failing: one GgufError line naming the GGUF, not a RuntimeError traceback."""
+    from bhasha_build.core.gguf import LlamaChat
+
+    line = "नमस्ते दुनिया"
+    with LlamaChat(tiny_gguf["gguf"], n_ctx=512, seed=3407) as llm:
+        reference = llm.complete(line, 16)
+        llm.complete("আমি বাংলায় গান গাই", 16)  # the cache now holds another prompt
+        real_decode = llm.llm._ctx.decode
+        failures = iter([True])
+
+        def decode_failing_once(batch):
+            if next(failures, False):
+                raise RuntimeError("llama_decode returned 1")
+            return real_decode(batch)
+
+        monkeypatch.setattr(llm.llm._ctx, "decode", decode_failing_once)
+        again = llm.complete(line, 16)
+        assert (again.text, again.finish_reason) == (reference.text, reference.finish_reason)
+        assert llm.resets == 1
+
+        def decode_always_failing(batch):
+            raise RuntimeError("llama_decode returned 1")
+
+        monkeypatch.setattr(llm.llm._ctx, "decode", decode_always_failing)
+        with pytest.raises(GgufError, match=r"model-q4_k_m\.gguf: llama\.cpp could not decode"):
+            llm.complete(line, 16)
+        assert llm.resets == 2

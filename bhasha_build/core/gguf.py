@@ -279,16 +279,38 @@ class LlamaChat:
         from llama_cpp import Llama
 
         self.seed = seed
+        self.path = gguf
+        self.resets = 0  # completions that needed a fresh context (see complete)
         self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, seed=seed, verbose=False,
                          n_threads=os.cpu_count(), n_gpu_layers=n_gpu_layers)
 
     def complete(self, text: str, max_tokens: int) -> Completion:
-        """The model's reply to `text` under the system prompt (greedy, stops on chat.STOP_TOKENS)."""
+        """The model's reply to `text` under the system prompt (greedy, stops on chat.STOP_TOKENS).
+
+        llama-cpp-python reuses the KV cache of the previous prompt's common prefix. When llama.cpp then
+        finds no slot for a batch (`llama_decode returned 1`: seen once, on a 16-core GPU box, after many
+        rows) the same prompt is retried once from an empty context: greedy decoding gives the same reply
+        either way; a second failure is one GgufError line."""
         prompt = render_chatml(pair_messages(text), add_generation_prompt=True)
-        out = self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, stop=STOP_TOKENS,
-                                         seed=self.seed)
+        try:
+            out = self._create(prompt, max_tokens)
+        except RuntimeError as exc:
+            if "llama_decode" not in str(exc):
+                raise
+            self.resets += 1
+            self.llm.reset()
+            self.llm._ctx.kv_cache_clear()
+            try:
+                out = self._create(prompt, max_tokens)
+            except RuntimeError as again:
+                raise GgufError(f"{self.path}: llama.cpp could not decode a {len(text)}-character line even from "
+                                f"an empty context ({again})") from None
         choice = out["choices"][0]
         return Completion(choice["text"], choice["finish_reason"], out["usage"]["completion_tokens"])
+
+    def _create(self, prompt: str, max_tokens: int) -> Any:
+        return self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, stop=STOP_TOKENS,
+                                          seed=self.seed)
 
     def close(self) -> None:
         self.llm.close()

