@@ -436,3 +436,28 @@ def test_export_refuses_a_short_gguf_before_it_gets_its_name(tiny_pipeline: dict
     assert sha256_file(final) == before
     assert not [p.name for p in cfg.layout.root.iterdir() if p.name.endswith(".partial")]
     assert Manifest(cfg.run_dir).load()["stages"]["export"]["status"] == "failed"
+
+
+def test_a_failed_tiny_rebuild_keeps_the_previous_base_model(tmp_path: Path, monkeypatch) -> None:
+    """The data stage rebuilds the tiny base model from the new data; when that build fails, the
+    previous base model is still there, byte for byte, and no half-built folder is left beside it."""
+    from bhasha_build.core import tiny
+    from bhasha_build.core.fsutil import sha256_path
+    from bhasha_build.stages import pipeline
+
+    src = rows_file(tmp_path / "hi.jsonl", [{"lang": "hi", "noisy": f"{n} {i}", "clean": f"{c} {i}"}
+                                            for i in range(30) for n, c in HI])
+    cfg = tiny_config(tmp_path / "runs", extra=[f'data.input="{src}"', "model.tiny.pretrain_steps=0"])
+    pipeline.run_data(cfg)
+    base = RunLayout(cfg.run_dir).base_model
+    before = sha256_path(base)
+
+    def tokenizer_training_fails(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("tokenizer training failed")
+
+    monkeypatch.setattr(tiny, "train_tokenizer", tokenizer_training_fails)
+    rows_file(src, [{"lang": "hi", "noisy": n, "clean": c} for n, c in HI])  # new data: the stage runs again
+    with pytest.raises(RuntimeError, match="tokenizer training failed"):
+        pipeline.run_data(cfg)
+    assert sha256_path(base) == before
+    assert [p.name for p in base.parent.iterdir() if p.name.startswith(f".{base.name}")] == []

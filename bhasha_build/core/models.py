@@ -59,12 +59,14 @@ def resolve_base_model(cfg: BuildConfig, layout: RunLayout) -> Path:
         ) from None
 
 
-def ensure_tiny_base_model(cfg: BuildConfig, layout: RunLayout, texts: list[str]) -> Path:
-    """Build the tiny model once per run (its tokenizer is trained on the run's input text)."""
+def ensure_tiny_base_model(cfg: BuildConfig, layout: RunLayout, texts: list[str], rebuild: bool = False) -> Path:
+    """Build the tiny model once per run (its tokenizer is trained on the run's input text); `rebuild`:
+    build it again (the data changed). The new folder replaces the old one only when complete, so a
+    failed rebuild leaves the previous base model as it was."""
     from bhasha_build.core.tiny import build_tiny_model
 
     path = layout.base_model
-    if not (path / "config.json").exists():
+    if rebuild or not (path / "config.json").exists():
         build_tiny_model(path, texts, cfg.model.tiny, seed=cfg.seed,
                          max_position_embeddings=max(cfg.model.max_seq_length, 512))
     return path

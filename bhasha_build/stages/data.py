@@ -83,7 +83,6 @@ import csv
 import hashlib
 import json
 import math
-import shutil
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -828,8 +827,7 @@ def run(cfg: BuildConfig, layout: RunLayout, input_path: str | None = None, **_:
 
     src = source_path(cfg, input_path)
     if cfg.model.is_tiny:  # rebuilt with the data: its tokenizer and warm-start come from it
-        shutil.rmtree(layout.base_model, ignore_errors=True)
-        models.ensure_tiny_base_model(cfg, layout, input_texts(src, cfg.data.max_line_bytes))
+        models.ensure_tiny_base_model(cfg, layout, input_texts(src, cfg.data.max_line_bytes), rebuild=True)
     tokenizer, tokenizer_source = models.counting_tokenizer(cfg, layout)
     stats = prepare(src, layout.data_dir, cfg, tokenizer=tokenizer, tokenizer_source=tokenizer_source)
     if cfg.model.is_tiny and cfg.model.tiny.pretrain_steps:
