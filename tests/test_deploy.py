@@ -356,3 +356,7 @@ def test_eval_scores_the_served_model_through_ollama(tiny_pipeline: dict[str, An
     assert report["served_model"].startswith("bhasha-served on ")
     assert report["served"]["overall"]["cer"] == report["gguf"]["overall"]["cer"]
     assert report["served"]["overall"]["rows"] == report["gguf"]["overall"]["rows"] > 0
+    for system in ("gguf", "served"):  # rows/s of each path, what RESULTS.md compares on a GPU box
+        speed = report[system]["generation"]
+        assert speed["seconds"] > 0
+        assert speed["rows_per_s"] == pytest.approx(report["rows"] / speed["seconds"], rel=0.02)

@@ -15,7 +15,9 @@ Do no harm: each system's outputs are also passed through the guard (`core/guard
 section `guard`): an implausible correction (script change, too many edits, length ratio, empty)
 keeps the input. eval.json holds, per system, the raw score (`overall`, `by_lang`) and the guarded
 one side by side (`guarded.overall`, `guarded.by_lang`, each with `guarded_rows`, and
-`guarded.reasons`); eval_predictions.jsonl holds both outputs and the guard's reason per row.
+`guarded.reasons`) and how fast it was produced (`generation`: seconds, rows_per_s — llama.cpp on
+this CPU vs the Ollama server vs transformers); eval_predictions.jsonl holds both outputs and the
+guard's reason per row.
 
 Gate (`invoke eval --gate`, used by the nightly): the model's grapheme CER must be below the baseline
 by eval.gate_margin; the GGUF's CER may exceed the HF model's by at most eval.gguf_tolerance; each
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -201,6 +204,7 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
     predictions: dict[str, list[Any]] = {}
     gguf = layout.gguf(cfg.export.quant)
     for system in systems:
+        start = time.monotonic()
         if system == "gguf" and not gguf.exists():
             report["gguf_skipped"] = f"{gguf.name} not exported yet"
             continue
@@ -216,7 +220,11 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
             report["zeroshot_model"] = f"{cfg.model.name} (its source Q4_K_M GGUF, untouched)"
         else:
             hyps = generate_hf(cfg, layout, texts) if system == "model" else generate_gguf(cfg, gguf, texts)
+        seconds = time.monotonic() - start
         report[system], reasons, guarded = score_guarded(rows, hyps, cfg)
+        # how fast each path scores (llama.cpp on this CPU, Ollama on its server, transformers on cuda/cpu)
+        report[system]["generation"] = {"seconds": round(seconds, 3),
+                                        "rows_per_s": round(len(rows) / seconds, 3) if seconds > 0 else None}
         predictions.update({system: hyps, f"{system}_guarded": guarded, f"{system}_guard": reasons})
         if system == "gguf":
             report["gguf_file"] = gguf.name
