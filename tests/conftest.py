@@ -3,7 +3,9 @@ tiny model: data → train (Unsloth CPU backend) → export (pinned llama.cpp) �
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,17 @@ def fill(folder: Path, leave: int) -> None:
     if free > leave:
         with open(folder / ".filler", "wb") as fh:
             fh.write(b"\0" * (free - leave))
+
+
+def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w") -> bytes:
+    """An archive of `members` (a TarInfo and its data; None for links, folders, devices) as bytes."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,6 @@ and the failure is one line naming the file/host and the reason (no traceback).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fill, tiny_config
+from conftest import fill, tar_bytes, tiny_config
 from ollama_server import OllamaContractServer
 
 from bhasha_build.core.config import BuildConfig
@@ -215,13 +214,7 @@ def test_faulty_ollama_never_touches_the_live_model(tmp_path: Path, path: str, f
 
 def _parts(parts_dir: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> None:
     parts_dir.mkdir()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    (parts_dir / "run.tar.gz.part00").write_bytes(buffer.getvalue())
+    (parts_dir / "run.tar.gz.part00").write_bytes(tar_bytes(members, "w:gz"))
     part = parts_dir / "run.tar.gz.part00"
     # A forged index: it matches the parts, so only the member check stands between them and the disk.
     (parts_dir / ls.PARTS_INDEX).write_text(json.dumps({"parts": [

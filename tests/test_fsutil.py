@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import tar_bytes
 
 from bhasha_build.core import fsutil
 from bhasha_build.core.fsutil import (
@@ -133,14 +134,7 @@ def test_swap_in_never_leaves_the_target_missing(tmp_path: Path) -> None:
 
 
 def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> tarfile.TarFile:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    buffer.seek(0)
-    return tarfile.open(fileobj=buffer)
+    return tarfile.open(fileobj=io.BytesIO(tar_bytes(members)))
 
 
 def _info(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
