@@ -8,7 +8,10 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -141,25 +144,31 @@ def test_moved_run_folder_exports_from_its_own_base_model(tiny_pipeline: dict[st
         adapter_base_path(moved)
 
 
-@pytest.mark.slow
-def test_gpu_and_finish_phases_run_apart_on_cpu(tmp_path: Path) -> None:
-    """The real phases, shrunk to CPU size: `gpu` (data, tiny build + echo, LoRA train, pack) in one
-    runs folder, `finish` (unpack, export to q4_k_m, eval, verdict) in another, as on two machines.
-    A few CPU steps teach nothing, so the verdict must say so (exit 2), with every number present."""
-    import subprocess
-    import sys
-
+def _cpu_phases(tmp_path: Path, options: list[str], timeout: int,
+                env: dict[str, str] | None = None) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`phase(name, runs_folder, *extra)`: one learning-signal phase as a subprocess, the model and
+    training shrunk to CPU size, parts and result JSON under tmp_path (as on two machines)."""
     shrink = ["model.tiny.hidden_size=256", "model.tiny.intermediate_size=512", "model.tiny.num_hidden_layers=2",
               "model.tiny.num_attention_heads=4", "model.tiny.pretrain_steps=10", "model.tiny.pretrain_batch_size=8",
               "train.max_steps=6", "train.batch_size=8", 'train.optim="adamw_torch"', "eval.max_rows=6",
               "eval.max_new_tokens=24", f'data.input="{tmp_path / "input"}"']
 
     def phase(name: str, runs: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "bhasha_build.tools.learning_signal", name, "--lines", "60",
+        argv = [sys.executable, "-m", "bhasha_build.tools.learning_signal", name, *options,
                 "--parts-dir", str(tmp_path / "parts"), "--out", str(tmp_path / f"{name}.json"), *extra]
         for item in [*shrink, f'runs_dir="{tmp_path / runs}"']:
             argv += ["--set", item]
-        return subprocess.run(argv, cwd=ls.REPO_ROOT, capture_output=True, text=True, timeout=900)
+        return subprocess.run(argv, cwd=ls.REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+    return phase
+
+
+@pytest.mark.slow
+def test_gpu_and_finish_phases_run_apart_on_cpu(tmp_path: Path) -> None:
+    """The real phases, shrunk to CPU size: `gpu` (data, tiny build + echo, LoRA train, pack) in one
+    runs folder, `finish` (unpack, export to q4_k_m, eval, verdict) in another, as on two machines.
+    A few CPU steps teach nothing, so the verdict must say so (exit 2), with every number present."""
+    phase = _cpu_phases(tmp_path, ["--lines", "60"], timeout=900)
 
     import torch
 
@@ -217,23 +226,9 @@ def test_real_verdict_applies_the_issue_gate() -> None:
 def test_real_errors_phases_run_apart_on_cpu(tmp_path: Path) -> None:
     """--errors real, shrunk to CPU size: `prepare` here (Tesseract), `gpu` (--allow-cpu) and `finish` in two
     runs folders as on two machines; the verdict covers every held-out real-OCR set with its numbers."""
-    import subprocess
-    import sys
-
-    shrink = ["model.tiny.hidden_size=256", "model.tiny.intermediate_size=512", "model.tiny.num_hidden_layers=2",
-              "model.tiny.num_attention_heads=4", "model.tiny.pretrain_steps=10", "model.tiny.pretrain_batch_size=8",
-              "train.max_steps=6", "train.batch_size=8", 'train.optim="adamw_torch"', "eval.max_rows=6",
-              "eval.max_new_tokens=24", f'data.input="{tmp_path / "input"}"']
-
-    def phase(name: str, runs: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "bhasha_build.tools.learning_signal", name, "--errors", "real",
-                "--profile", "signal-real", "--lines", "30", "--real-lines", "20", "--heldout-lines", "3",
-                "--no-hand-written",
-                "--parts-dir", str(tmp_path / "parts"), "--out", str(tmp_path / f"{name}.json"), *extra]
-        for item in [*shrink, f'runs_dir="{tmp_path / runs}"']:
-            argv += ["--set", item]
-        env = {**os.environ, "BHASHA_OCR_CACHE": str(tmp_path / "ocr-cache")}
-        return subprocess.run(argv, cwd=ls.REPO_ROOT, capture_output=True, text=True, timeout=1200, env=env)
+    phase = _cpu_phases(tmp_path, ["--errors", "real", "--profile", "signal-real", "--lines", "30", "--real-lines",
+                                   "20", "--heldout-lines", "3", "--no-hand-written"], timeout=1200,
+                        env={**os.environ, "BHASHA_OCR_CACHE": str(tmp_path / "ocr-cache")})
 
     gpu_early = phase("gpu", "gpu-box", "--allow-cpu")  # nothing prepared: refused in one line
     assert gpu_early.returncode == 1 and "signal.json: missing" in gpu_early.stderr
