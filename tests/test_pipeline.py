@@ -46,9 +46,14 @@ def test_manifest_carries_provenance(tiny_pipeline: dict[str, Any]) -> None:
 
 
 def test_gguf_metadata(tiny_pipeline: dict[str, Any]) -> None:
-    from bhasha_build.core.gguf import gguf_metadata
+    """The exported GGUF's metadata as llama.cpp itself reads it (vocab only)."""
+    from llama_cpp import Llama
 
-    meta = gguf_metadata(tiny_pipeline["gguf"])
+    llm = Llama(model_path=str(tiny_pipeline["gguf"]), vocab_only=True, verbose=False)
+    try:
+        meta = dict(llm.metadata)
+    finally:
+        llm.close()
     assert meta["general.architecture"] == "qwen2"
     assert meta["general.file_type"] == "15"  # LLAMA_FTYPE_MOSTLY_Q4_K_M
     assert "<|im_start|>" in meta["tokenizer.chat_template"]

@@ -212,17 +212,6 @@ def _check_tensor_data(file: str, tensors: list[GgufTensor], data_offset: int, a
         end_of_previous, previous = t.offset + t.nbytes, t.name
 
 
-def gguf_metadata(path: Path) -> dict[str, str]:
-    """Key/value metadata of a GGUF as llama.cpp reads it (vocab only: cheap)."""
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
-    try:
-        return dict(llm.metadata)
-    finally:
-        llm.close()
-
-
 def added_tokens(path: Path) -> list[tuple[int, str, bool]]:
     """(id, text, special) of the vocabulary's control (special) and user-defined (not special) tokens
     as the file records them (tokenizer.ggml.token_type, read with PyPI gguf): what an HF tokenizer

