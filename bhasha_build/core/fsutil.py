@@ -117,6 +117,16 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def jsonl_text(rows: Iterable[Any]) -> str:
+    """Rows as JSON Lines: one compact object per line, UTF-8 kept (read back splitting on "\\n" only:
+    JSON leaves U+2028/U+0085 unescaped, which str.splitlines() would also break at)."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def atomic_write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
+    atomic_write_text(path, jsonl_text(rows))
+
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 

@@ -94,7 +94,7 @@ import regex
 from bhasha_build.core import chat, metrics
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_dir, sha256_path
+from bhasha_build.core.fsutil import atomic_dir, jsonl_text, sha256_path
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.text import LANG_SCRIPTS, ZWJ_RULES, foreign_fraction, normalize_text
 
@@ -587,10 +587,6 @@ def _percentiles(values: Sequence[int]) -> dict[str, float]:
     return out
 
 
-def _jsonl(rows: Sequence[Mapping[str, Any]]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-
-
 def _unique_ids(rows: list[Row]) -> None:
     seen: Counter[str] = Counter()
     for row in rows:
@@ -763,9 +759,9 @@ def prepare(
         written = RunLayout(tmp.parent)  # only for the file names inside data/
         names = {"train": written.train_split.name, "eval": written.eval_split.name,
                  "rejects": written.rejects.name, "stats": written.data_stats.name}
-        (tmp / names["train"]).write_text(_jsonl([r.out() for r in train]), encoding="utf-8")
-        (tmp / names["eval"]).write_text(_jsonl([r.out() for r in eval_pairs]), encoding="utf-8")
-        (tmp / names["rejects"]).write_text(_jsonl(tally.rejects), encoding="utf-8")
+        (tmp / names["train"]).write_text(jsonl_text([r.out() for r in train]), encoding="utf-8")
+        (tmp / names["eval"]).write_text(jsonl_text([r.out() for r in eval_pairs]), encoding="utf-8")
+        (tmp / names["rejects"]).write_text(jsonl_text(tally.rejects), encoding="utf-8")
         (tmp / names["stats"]).write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return stats
 

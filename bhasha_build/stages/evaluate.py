@@ -32,7 +32,6 @@ Outputs: runs/<run>/eval.json, eval_predictions.jsonl, cer_by_lang.png.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections import Counter
@@ -44,7 +43,7 @@ from bhasha_build.core import models, weights
 from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_write_json, atomic_write_text, save_figure
+from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, save_figure
 from bhasha_build.core.gguf import LlamaChat
 from bhasha_build.core.guard import guard
 from bhasha_build.core.layout import RunLayout
@@ -229,10 +228,9 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         if system == "gguf":
             report["gguf_file"] = gguf.name
     report["gate"] = gate(report, cfg)
-    lines = [json.dumps({"id": r.get("id"), "lang": r["lang"], "noisy": r["noisy"], "clean": r["clean"],
-                         **{k: v[i] for k, v in predictions.items()}}, ensure_ascii=False)
-             for i, r in enumerate(rows)]
-    atomic_write_text(layout.eval_predictions, "".join(ln + "\n" for ln in lines))
+    atomic_write_jsonl(layout.eval_predictions, ({"id": r.get("id"), "lang": r["lang"], "noisy": r["noisy"],
+                                                  "clean": r["clean"], **{k: v[i] for k, v in predictions.items()}}
+                                                 for i, r in enumerate(rows)))
     atomic_write_json(layout.eval_report, report)
     plot_cer(report, layout.cer_plot)
     return report

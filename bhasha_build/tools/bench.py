@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bhasha_build.core.fsutil import atomic_write_json, atomic_write_text
+from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.manifest import Manifest
 
@@ -76,7 +76,7 @@ def _random_words(rng: random.Random, n: int) -> str:
 def write_train_split(layout: RunLayout, rows: list[dict[str, str]]) -> None:
     """Benchmark rows as a run's train split, recorded in its manifest as the data stage would (the rows
     are synthetic, not data-stage output, so the train stage's input check has a record to verify)."""
-    atomic_write_text(layout.train_split, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_jsonl(layout.train_split, rows)
     Manifest(layout.root).artifact("train_split", layout.train_split)
 
 

@@ -65,6 +65,7 @@ from bhasha_build.core.fsutil import (
     atomic_dir,
     atomic_write_bytes,
     atomic_write_json,
+    atomic_write_jsonl,
     atomic_write_text,
     safe_extract,
     sha256_file,
@@ -201,7 +202,7 @@ def make_pairs(out_file: Path, lines_per_lang: int, rate: float, identity_fracti
             noisy = clean if rng.random() < identity_fraction else add_noise(clean, lang, rate, rng)
             rows.append({"id": f"sig-{lang}-{i:06d}", "lang": lang, "noisy": noisy, "clean": clean})
     rng.shuffle(rows)  # the eval split's first rows then mix the three scripts
-    atomic_write_text(out_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_jsonl(out_file, rows)
     return {"pairs": len(rows), "file": str(out_file),
             "identity_cer": round(corpus_cer([r["noisy"] for r in rows], [r["clean"] for r in rows]), 4)}
 
@@ -220,7 +221,6 @@ def make_real_pairs(input_dir: Path, lines_per_lang: int, real_lines: int, heldo
     `hand_written`, data/clean's lines are left out (quick CPU checks: 315 fewer lines to OCR)."""
     import tempfile
 
-    from bhasha_build.core.fsutil import atomic_write_text
     from bhasha_build.tools import noise_fit
     from bhasha_build.tools.ocr_pairs import ocr_pairs
 
@@ -265,8 +265,7 @@ def make_real_pairs(input_dir: Path, lines_per_lang: int, real_lines: int, heldo
             line_rng = random.Random(f"{seed}\0fitted\0{clean}")
             noisy = clean if line_rng.random() < identity_fraction else noise_fit.sample(model, clean, lang, line_rng)
             rows.append({"id": f"fit-{lang}-{i:06d}", "lang": lang, "noisy": noisy, "clean": clean})
-        atomic_write_text(input_dir / f"fitted-{lang}.jsonl",
-                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_jsonl(input_dir / f"fitted-{lang}.jsonl", rows)
     held = [row for path in sorted(held_dir.glob("indomain-*.jsonl")) for row in noise_fit.read_pairs(path)]
     files = sorted(p.relative_to(input_dir).as_posix() for p in input_dir.rglob("*.json*") if p.name != INDEX)
     counts = {lang: {"real": summaries[f"ocr-{lang}.jsonl"]["pairs"], "fitted": len(plan[lang]["fitted"]),
@@ -349,9 +348,7 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
                          "gguf_guarded": g, "guard": why}
                         for r, h, g, why in zip(rows, hyps, guarded, reasons, strict=True)]
     if out_predictions is not None:
-        from bhasha_build.core.fsutil import atomic_write_text
-
-        atomic_write_text(out_predictions, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions))
+        atomic_write_jsonl(out_predictions, predictions)
     return sets
 
 

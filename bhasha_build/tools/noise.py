@@ -38,7 +38,7 @@ from typing import Any
 import regex
 
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_write_text
+from bhasha_build.core.fsutil import atomic_write_jsonl
 from bhasha_build.core.metrics import corpus_cer, edit_distance, graphemes
 
 Repl = Callable[[regex.Match, random.Random], str]
@@ -309,7 +309,7 @@ def noise_file(
         rows.append(
             {"id": row_id or f"{row_lang}-{no:05d}", "lang": row_lang, "noisy": noisy, "clean": clean}
         )
-    atomic_write_text(dst, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_jsonl(dst, rows)
     return {
         "rows": len(rows),
         "identity_rows": sum(1 for r in rows if r["noisy"] == r["clean"]),

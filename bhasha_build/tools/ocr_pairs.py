@@ -58,7 +58,7 @@ from typing import Any
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_write_json, atomic_write_text, sha256_file
+from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, sha256_file
 from bhasha_build.core.metrics import corpus_cer
 from bhasha_build.core.text import LANG_SCRIPTS
 
@@ -395,8 +395,7 @@ def ocr_pairs(input: str | Path, out: str | Path, lang: str, fonts: str = "train
     seconds = time.monotonic() - start
     if fresh:
         merged = {**cached, **fresh}
-        atomic_write_text(cache_path, "".join(json.dumps({"h": h, "r": r}, ensure_ascii=False) + "\n"
-                                              for h, r in sorted(merged.items())))
+        atomic_write_jsonl(cache_path, ({"h": h, "r": r} for h, r in sorted(merged.items())))
         cached = merged
     engine_tag = {"engine": engine["tesseract"], "traineddata": f"{tess_lang} {engine['traineddata_package']}"}
     pairs, empty = [], []
@@ -408,7 +407,7 @@ def ocr_pairs(input: str | Path, out: str | Path, lang: str, fonts: str = "train
             empty.append({"id": row_id, "font": result["font"], "degrade": result["degrade"]})
             continue
         pairs.append({"id": row_id, "lang": lang, "noisy": result["noisy"], "clean": clean, "ocr": ocr})
-    atomic_write_text(dst, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pairs))
+    atomic_write_jsonl(dst, pairs)
     summary = {
         "input": str(src), "out": str(dst), "lang": lang, "lines": len(rows), "other_lang_lines": len(read) - len(rows),
         "pairs": len(pairs),
