@@ -297,3 +297,14 @@ def test_sample_documents_match_their_generator() -> None:
         for sub in ("ocr", "truth"):
             for f in (REPO / "data/documents" / sub).iterdir():
                 assert (tmp_root / sub / f.name).read_bytes() == f.read_bytes(), f
+
+
+def test_journal_keeps_a_piece_holding_a_unicode_line_separator(tmp_path: Path) -> None:
+    """A reply or piece with U+2028 (JSON writes it raw) is one journal record: the rerun finds it done."""
+    path = tmp_path / "journal" / "a.txt.jsonl"
+    journal = cr.Journal(path, "key-1")
+    journal.add(0, cr.Outcome("क\u2028ख", "क\u2028ख", True, None))
+    journal.add(1, cr.Outcome("", "ग", False, "guard"))
+    journal.close()
+    again = cr.Journal(path, "key-1")
+    assert again.done == {0: cr.Outcome("क\u2028ख", "क\u2028ख", True, None), 1: cr.Outcome("", "ग", False, "guard")}

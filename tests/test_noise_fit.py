@@ -93,3 +93,14 @@ def test_fitted_noise_is_closer_to_held_out_real_errors_than_rules(shipped: list
         assert fitted["line_cer_hist_tv"] < rules["line_cer_hist_tv"], lang
         assert fitted["event_share_tv"] < rules["event_share_tv"], lang
         assert fitted["line_cer_hist_tv"] < 0.2 and abs(fitted["cer_diff"]) < 0.03, lang
+
+
+def test_pairs_with_unicode_line_separators_read_back(tmp_path: Path) -> None:
+    """JSON leaves U+2028 / U+0085 unescaped; a pairs file is split on "\\n" only, so such a row is
+    one pair, not two broken lines (str.splitlines() breaks there)."""
+    from bhasha_build.core.fsutil import atomic_write_jsonl
+
+    rows = [{"lang": "hi", "noisy": "क\u2028ख", "clean": "कख"}, {"lang": "hi", "noisy": "ग\x85", "clean": "ग"}]
+    atomic_write_jsonl(tmp_path / "pairs.jsonl", rows)
+    assert [(r["noisy"], r["clean"]) for r in nf.read_pairs(tmp_path / "pairs.jsonl")] == [
+        ("क\u2028ख", "कख"), ("ग\x85", "ग")]

@@ -127,6 +127,11 @@ def atomic_write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
     atomic_write_text(path, jsonl_text(rows))
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of JSON Lines text: split on "\\n" only (see jsonl_text)."""
+    return text.split("\n")
+
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 

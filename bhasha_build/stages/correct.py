@@ -81,7 +81,7 @@ import requests
 from bhasha_build.core.chat import SYSTEM_PROMPT
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from bhasha_build.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, jsonl_lines, sha256_file
 from bhasha_build.core.guard import guard
 from bhasha_build.core.manifest import Manifest
 from bhasha_build.core.metrics import graphemes, normalize_hyp, score
@@ -642,7 +642,7 @@ class Journal:
         self.written: str | None = None  # sha256 of the last complete output written
         self._fh: Any = None
         if path.is_file():
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = [ln for ln in jsonl_lines(path.read_text(encoding="utf-8")) if ln]
             header = _loads(lines[0]) if lines else None
             if header and header.get("key") == key:
                 for raw in lines[1:]:

@@ -94,7 +94,7 @@ import regex
 from bhasha_build.core import chat, metrics
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_dir, jsonl_text, sha256_path
+from bhasha_build.core.fsutil import atomic_dir, jsonl_lines, jsonl_text, sha256_path
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.text import LANG_SCRIPTS, ZWJ_RULES, foreign_fraction, normalize_text
 
@@ -785,8 +785,7 @@ def load_rows(path: str | Path) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{p}: cannot read ({exc})") from None
     rows: list[dict[str, Any]] = []
-    # Split on "\n" only: str.splitlines() also breaks at U+0085/U+2028, which JSON writes raw.
-    for no, line in enumerate(text.split("\n"), 1):
+    for no, line in enumerate(jsonl_lines(text), 1):
         if not line.strip():
             continue
         try:

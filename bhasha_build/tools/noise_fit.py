@@ -56,7 +56,7 @@ import regex
 from rapidfuzz.distance import Levenshtein
 
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_write_json
+from bhasha_build.core.fsutil import atomic_write_json, jsonl_lines
 from bhasha_build.core.metrics import cer, corpus_cer, graphemes
 from bhasha_build.core.text import JOINERS, LANG_SCRIPTS, VIRAMAS
 
@@ -167,7 +167,7 @@ def read_pairs(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise NoiseModelError(f"{path}: pairs file not found")
     rows = []
-    for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for no, line in enumerate(jsonl_lines(path.read_text(encoding="utf-8")), 1):
         if not line.strip():
             continue
         try:

@@ -58,7 +58,7 @@ from typing import Any
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, sha256_file
+from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, jsonl_lines, sha256_file
 from bhasha_build.core.metrics import corpus_cer
 from bhasha_build.core.text import LANG_SCRIPTS
 
@@ -336,7 +336,7 @@ def _cache_file(lang: str, fonts: Sequence[tuple[str, str]], preset: str, seed: 
 def _load_cache(path: Path) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in jsonl_lines(path.read_text(encoding="utf-8")):
             try:
                 row = json.loads(line)
                 out[row["h"]] = row["r"]
