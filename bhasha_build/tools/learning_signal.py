@@ -110,12 +110,10 @@ def page_words(lang: str) -> tuple[list[str], list[float]]:
     return [w for w, _ in kept], [f for _, f in kept]
 
 
-def compose(lang: str, count: int, rng: random.Random, seen: set[str], words: Sequence[str] | None = None,
-            weights: Sequence[float] | None = None) -> list[str]:
+def compose(lang: str, count: int, rng: random.Random, seen: set[str]) -> list[str]:
     """`count` distinct lines of 4-14 words (frequency^0.5 sampling, 70% with sentence punctuation) that
     are not in `seen` (which gains them)."""
-    if words is None:
-        words, weights = page_words(lang)
+    words, weights = page_words(lang)
     out: list[str] = []
     for _ in range(count * 10):  # bounded: a tiny word list cannot loop forever on duplicates
         if len(out) >= count:
@@ -302,13 +300,13 @@ def check_real_input(input_dir: Path) -> dict[str, Any]:
 def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
                  max_rows: int | None = None) -> dict[str, Any]:
     """Every held-out real-OCR set through the q4_k_m (normalized like training, guarded like serving);
-    `max_rows`: the first rows of each set only (a CPU scoring a real model for hours)."""
+    `max_rows`: the first rows of each set only (a CPU scoring a real model for hours). The input folder
+    must have passed check_real_input (phase_finish checks it before the long part)."""
     from bhasha_build.core.metrics import cer, identity_baseline
     from bhasha_build.core.text import normalize_text
     from bhasha_build.stages.evaluate import generate_gguf, score_guarded, served, zeroshot_gguf
     from bhasha_build.tools.noise_fit import read_pairs
 
-    check_real_input(input_dir)
     gguf = cfg.layout.gguf(cfg.export.quant)
     zeroshot_source = zeroshot_gguf(cfg)
     sets: dict[str, Any] = {}
@@ -459,10 +457,10 @@ def phase_finish(profile: str, sets: Sequence[str], parts_dir: Path | None, real
         check_real_input(cfg.resolve_path(cfg.data.input))
     if parts_dir is not None:
         unpack_run(parts_dir, cfg.layout)
-    from bhasha_build.stages import pipeline
+    from bhasha_build.stages import evaluate, pipeline
 
     export = pipeline.run_export(cfg, force=True)
-    report = pipeline.run_eval(cfg, systems) if systems else pipeline.run_eval(cfg)
+    report = pipeline.run_eval(cfg, systems or evaluate.SYSTEMS)
     result = {"run_dir": str(cfg.run_dir), "export": {k: str(v) for k, v in export.items() if k in ("gguf", "quant")},
               "eval": report}
     if real:

@@ -43,7 +43,6 @@ seed, holdout fraction of the report.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import unicodedata
@@ -59,6 +58,7 @@ from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_json, jsonl_lines
 from bhasha_build.core.metrics import cer, corpus_cer, graphemes
 from bhasha_build.core.text import JOINERS, LANG_SCRIPTS, VIRAMAS
+from bhasha_build.stages.data import split_fraction
 
 FORMAT = "bhasha-noise-model"
 VERSION = 1
@@ -462,8 +462,7 @@ def holdout_split(rows: Sequence[Mapping[str, Any]], fraction: float, seed: int 
     """(fit rows, held-out rows) by sha256 of the clean text (the data stage's rule)."""
     fit_rows, held = [], []
     for row in rows:
-        h = int.from_bytes(hashlib.sha256(f"{seed}\0{row['clean']}".encode()).digest()[:8], "big") / 2**64
-        (held if h < fraction else fit_rows).append(row)
+        (held if split_fraction(row["clean"], seed) < fraction else fit_rows).append(row)
     return fit_rows, held
 
 

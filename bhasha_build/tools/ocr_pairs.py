@@ -84,9 +84,6 @@ FONTS: dict[str, dict[str, list[str]]] = {
 FONT_PACKAGES = {"Noto": "fonts-noto-core", "Lohit-Devanagari": "fonts-lohit-deva",
                  "Lohit-Bengali": "fonts-lohit-beng-bengali", "Lohit-Tamil": "fonts-lohit-taml",
                  "Samyak": "fonts-samyak-deva / fonts-samyak-taml", "Mukti": "fonts-beng-extra"}
-DEBIAN_PACKAGES = ("tesseract-ocr", "tesseract-ocr-hin", "tesseract-ocr-ben", "tesseract-ocr-tam", "fonts-noto-core",
-                   "fonts-lohit-deva", "fonts-lohit-beng-bengali", "fonts-lohit-taml", "fonts-samyak-deva",
-                   "fonts-samyak-taml", "fonts-beng-extra")
 
 
 class OcrError(BhashaError):
