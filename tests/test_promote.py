@@ -122,7 +122,9 @@ def test_report_renders_whatever_the_run_holds(tmp_path: Path) -> None:
                                                  "digests": {"served_before": "a", "candidate": "b",
                                                              "served_after": "b"},
                                                  "kept_as": "bhasha-ocr:prev-1", "trigger": {"actor": "me"}}))
+    layout.train_log.write_text('{"step": 10, "loss": 0.5}\n{"step": 20, "loss": 0.25}\n{"step": 3')  # torn by a kill
     text = render(layout)
+    assert "2 logged points; loss 0.5000 at step 10 → 0.2500 at step 20." in text
     assert "| special_token | 2 |" in text and "| hi | 7 | 1 | 2 |" in text
     assert "| hi | 1 | 0.1000 | 0.1000 | 0.0000 |" in text and "- FAIL gguf_beats_baseline" in text
     assert "**promoted**" in text and "| hi | 5 | 0.0800 | 0.0600 | 0.0500 |" in text

@@ -18,6 +18,7 @@ from typing import Any
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.fsutil import atomic_write_text
 from bhasha_build.core.layout import RunLayout
+from bhasha_build.stages.train import read_log
 
 
 def _json(path: Path) -> Any:
@@ -49,13 +50,7 @@ def _data(layout: RunLayout) -> list[str]:
 
 
 def _training(layout: RunLayout, manifest: dict[str, Any]) -> list[str]:
-    log = []
-    if layout.train_log.exists():
-        for line in layout.train_log.read_text(encoding="utf-8").splitlines():
-            try:
-                log.append(json.loads(line))
-            except ValueError:
-                continue
+    log = read_log(layout.train_log, skip_torn=True)
     train = manifest.get("stages", {}).get("train", {})
     if not log and not train:
         return ["_no training output_"]

@@ -422,10 +422,21 @@ def summarize(cfg: BuildConfig, layout: RunLayout, trainer: Any, result: Any, se
     return summary
 
 
-def read_log(log_path: Path) -> list[dict[str, Any]]:
+def read_log(log_path: Path, skip_torn: bool = False) -> list[dict[str, Any]]:
+    """train_log.jsonl's records; `skip_torn`: leave out lines that are not JSON (a kill mid-write)
+    instead of raising, for readers that must not fail (the morning report)."""
     if not log_path.exists():
         return []
-    return [json.loads(ln) for ln in log_path.read_text(encoding="utf-8").split("\n") if ln.strip()]
+    records = []
+    for line in log_path.read_text(encoding="utf-8").split("\n"):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if not skip_torn:
+                raise
+    return records
 
 
 def save_adapter(cfg: BuildConfig, layout: RunLayout, model: Any, tokenizer: Any, model_dir: Path) -> None:
