@@ -19,6 +19,7 @@ Knobs (config section `guard`): enabled, max_edit_fraction, max_length_ratio, ma
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,3 +64,10 @@ def guard(noisy: str, output: str, lang: str | None, cfg: Any) -> Guarded:
     """`output` when plausible, else `noisy` with the reason (see module docstring)."""
     reason = check(noisy, output, lang, cfg) if cfg.enabled else None
     return Guarded(noisy if reason else output, reason)
+
+
+def reason_kind(reason: str) -> str:
+    """A reason without its numbers, for counting: "edit distance 40% of the input > 35%" → "edit distance"
+    (the guard's reasons, and the clients' own such as "line break in the reply", start with words)."""
+    words = re.match(r"[a-z ]+", reason)
+    return words.group().strip() if words else reason

@@ -661,10 +661,22 @@ def cli_create(
     return proc.stdout
 
 
+def correction_options(seed: int, num_predict: int) -> dict[str, Any]:
+    """The request options of a correction: greedy, seeded, the reply's token cap."""
+    return {"temperature": 0, "seed": seed, "num_predict": num_predict}
+
+
+def ask_correction(client: OllamaClient, name: str, text: str, *, seed: int, num_predict: int,
+                   timeout: float | None = None) -> dict[str, Any]:
+    """`name`'s answer (the whole /api/chat reply) to one line already normalized like training: one
+    chat turn, greedy — the way every client of the project asks a served model (deploy's check,
+    `invoke correct`, promote's gate, eval's `served` system)."""
+    return client.chat(name, [{"role": "user", "content": text}], options=correction_options(seed, num_predict),
+                       timeout=timeout)
+
+
 def ask_corrections(client: OllamaClient, name: str, texts: list[str], *, seed: int, num_predict: int,
                     timeout: float) -> list[str]:
-    """`name`'s replies to `texts` (already normalized like training), one chat turn each, greedy: the
-    way every client of the project asks a served model (promote's gate, eval's `served` system)."""
-    options = {"temperature": 0, "seed": seed, "num_predict": num_predict}
-    return [client.chat(name, [{"role": "user", "content": text}], options=options, timeout=timeout)
+    """`name`'s replies to `texts`, one `ask_correction` each."""
+    return [ask_correction(client, name, text, seed=seed, num_predict=num_predict, timeout=timeout)
             ["message"]["content"] for text in texts]

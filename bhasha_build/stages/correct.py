@@ -82,15 +82,16 @@ from bhasha_build.core.chat import SYSTEM_PROMPT
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, jsonl_lines, sha256_file
-from bhasha_build.core.guard import guard
+from bhasha_build.core.guard import guard, reason_kind
 from bhasha_build.core.manifest import Manifest
-from bhasha_build.core.metrics import graphemes, normalize_hyp, score
+from bhasha_build.core.metrics import graphemes, identity_baseline, normalize_hyp, score
 from bhasha_build.core.ollama import (
     OllamaClient,
     OllamaError,
     OllamaNotFoundError,
     OllamaRequestError,
     OllamaUnreachableError,
+    ask_correction,
     parse_show_parameters,
     server_url,
 )
@@ -106,7 +107,6 @@ SCRIPT_LANG = {script: lang for lang, script in reversed(LANG_SCRIPTS.items())}
 _SENTENCE_END = regex.compile(r"(?<=[।॥|.?!])\s+")
 _SPACES = regex.compile(r"\s+")
 _LETTER = regex.compile(r"\p{L}")
-_REASON_KIND = regex.compile(r"[a-z][a-z ]*[a-z]")
 
 
 class CorrectError(BhashaError):
@@ -216,7 +216,7 @@ class OllamaBackend:
 
         self.client, self.name, self.seed = client, name, cfg.seed
         self.timeout = cfg.correct.timeout_s
-        self.version = client.version()
+        self.version = client.check_version()  # refuses a server too old for the project
         try:
             show = client.show(name)
         except OllamaNotFoundError:
@@ -238,10 +238,9 @@ class OllamaBackend:
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     def complete(self, text: str, max_tokens: int) -> Reply:
-        options = {"temperature": 0, "seed": self.seed, "num_predict": max_tokens}  # as deploy's check
         try:
-            reply = self.client.chat(self.name, [{"role": "user", "content": text}], options=options,
-                                     timeout=self.timeout)
+            reply = ask_correction(self.client, self.name, text, seed=self.seed, num_predict=max_tokens,
+                                   timeout=self.timeout)
         except OllamaNotFoundError:
             raise
         except OllamaUnreachableError as exc:
@@ -516,12 +515,14 @@ def judge(piece: Piece, reply: Reply, cfg: BuildConfig) -> Outcome:
     return Outcome(output, output, True, None)
 
 
+def segment_text(seg: Segment, texts: dict[int, str]) -> str:
+    """A segment's text with each piece number replaced by its text in `texts`."""
+    return "".join(texts.get(p, "") if isinstance(p, int) else p for p in seg.parts)
+
+
 def render_line(line: Line, finals: dict[int, str]) -> bytes:
     """The corrected line: literal bytes as they were, each piece replaced by its final text."""
-    def segment_text(seg: Segment) -> str:
-        return "".join(finals.get(p, "") if isinstance(p, int) else p for p in seg.parts)
-
-    body = b"".join(p if isinstance(p, bytes) else segment_text(p).encode("utf-8") for p in line.parts)
+    body = b"".join(p if isinstance(p, bytes) else segment_text(p, finals).encode("utf-8") for p in line.parts)
     if line.row is not None:
         body = line.prefix + json.dumps({**line.row, "corrected": body.decode("utf-8")},
                                         ensure_ascii=False).encode("utf-8")
@@ -530,10 +531,7 @@ def render_line(line: Line, finals: dict[int, str]) -> bytes:
 
 def line_text(line: Line, texts: dict[int, str]) -> str:
     """A line's text content (segments only, form feeds as spaces) with pieces replaced by `texts`."""
-    out = []
-    for seg in line.segments:
-        out.append("".join(texts.get(p, "") if isinstance(p, int) else p for p in seg.parts))
-    return " ".join(out)
+    return " ".join(segment_text(seg, texts) for seg in line.segments)
 
 
 # ---------------------------------------------------------------------------------- progress
@@ -836,7 +834,7 @@ def _summarize(runs: list[FileRun], layout: CorrectOutput, backend: Backend, cfg
     reasons: Counter[str] = Counter()
     counts: Counter[str] = Counter()
     scored: list[dict[str, Any]] = []
-    hyps: dict[str, list[str]] = {"baseline": [], "raw": [], "corrected": []}
+    hyps: dict[str, list[str]] = {"raw": [], "corrected": []}
     for run in runs:
         doc, done = run.doc, run.journal.done
         counts["files"] += 1
@@ -851,7 +849,7 @@ def _summarize(runs: list[FileRun], layout: CorrectOutput, backend: Backend, cfg
             outcomes = {p.index: done[p.index] for p in pieces if p.index in done}
             finals = {p.index: (outcomes[p.index].final if p.index in outcomes else p.original) for p in pieces}
             line_reasons = [o.reason for o in outcomes.values() if o.reason]
-            reasons.update(_REASON_KIND.match(r).group() for r in line_reasons)  # "edit distance 40% …" → kind
+            reasons.update(reason_kind(r) for r in line_reasons)
             text_in = line_text(line, {p.index: p.original for p in pieces})
             text_out = line_text(line, finals)
             failed = [p.index for p in pieces if p.index in run.failed]
@@ -872,7 +870,6 @@ def _summarize(runs: list[FileRun], layout: CorrectOutput, backend: Backend, cfg
                                "clean": normalize_text(line.reference, zwj)})
                 raw = {p.index: (outcomes[p.index].output if p.index in outcomes and outcomes[p.index].output
                                  else p.original) for p in pieces}
-                hyps["baseline"].append(normalize_text(text_in, zwj))
                 hyps["raw"].append(normalize_text(line_text(line, raw), zwj))
                 hyps["corrected"].append(normalize_text(text_out, zwj))
     atomic_write_text(layout.records, "".join(r + "\n" for r in records))
@@ -891,7 +888,8 @@ def _summarize(runs: list[FileRun], layout: CorrectOutput, backend: Backend, cfg
                         else None),  # lines corrected in this run over the time spent asking the model
     }
     if scored:
-        summary["reference"] = {name: score(scored, h) for name, h in hyps.items()}
+        summary["reference"] = {"baseline": identity_baseline(scored),  # the input as it came
+                                **{name: score(scored, h) for name, h in hyps.items()}}
         summary["reference"]["note"] = ("baseline = the input as it came (doing nothing); raw = the model's "
                                         "replies before the guard; corrected = what was written")
     atomic_write_json(layout.summary, summary)
@@ -918,7 +916,6 @@ def open_backend(cfg: BuildConfig, *, gguf: str | Path | None = None, name: str 
             "gguf" in Manifest(layout.root).load().get("artifacts", {}):
         return GgufBackend(verify_artifact(Manifest(layout.root), layout, "gguf"), cfg)
     client = OllamaClient(server_url(host, cfg.deploy.host), timeout=cfg.correct.timeout_s)
-    client.check_version()
     return OllamaBackend(client, name or cfg.deploy.name, cfg)
 
 

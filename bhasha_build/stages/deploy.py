@@ -49,8 +49,10 @@ from bhasha_build.core.ollama import (
     OllamaClient,
     OllamaError,
     OllamaModelExistsError,
+    ask_correction,
     blob_digest,
     cli_create,
+    correction_options,
     full_name,
     parse_show_parameters,
     server_url,
@@ -146,11 +148,10 @@ def check_served_model(client: OllamaClient, name: str, cfg: BuildConfig, sample
     script = (
         LANG_SCRIPTS.get(str(sample.get("lang") or "")) or detect_script(sample["clean"]) or "Devanagari"
     )
-    options = {"temperature": 0, "seed": cfg.seed, "num_predict": cfg.deploy.num_predict}
+    options = correction_options(cfg.seed, cfg.deploy.num_predict)
     start = time.perf_counter()
-    reply = client.chat(
-        name, [{"role": "user", "content": sample["noisy"]}], options=options, timeout=cfg.deploy.timeout_s
-    )
+    reply = ask_correction(client, name, sample["noisy"], seed=cfg.seed, num_predict=cfg.deploy.num_predict,
+                           timeout=cfg.deploy.timeout_s)
     seconds = time.perf_counter() - start
     answer = metrics.normalize_hyp((reply.get("message") or {}).get("content") or "")
     # The data stage's rule for "in the target script": foreign letters within data.max_foreign_fraction.

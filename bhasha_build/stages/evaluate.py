@@ -32,7 +32,6 @@ Outputs: runs/<run>/eval.json, eval_predictions.jsonl, cer_by_lang.png.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -45,7 +44,7 @@ from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, save_figure
 from bhasha_build.core.gguf import LlamaChat
-from bhasha_build.core.guard import guard
+from bhasha_build.core.guard import guard, reason_kind
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.metrics import identity_baseline, normalize_hyp, score
 from bhasha_build.core.ollama import OllamaClient, ask_corrections, server_url
@@ -143,15 +142,9 @@ def score_guarded(rows: Sequence[Mapping[str, Any]], hyps: Sequence[str], cfg: B
         block["guarded_rows"] = sum(k.kept_input for r, k in zip(rows, kept, strict=True)
                                     if str(r.get("lang", "?")) == lang)
     guarded["enabled"] = cfg.guard.enabled
-    guarded["reasons"] = dict(Counter(_reason_kind(k.reason) for k in kept if k.reason))
+    guarded["reasons"] = dict(Counter(reason_kind(k.reason) for k in kept if k.reason))
     raw["guarded"] = guarded
     return raw, [k.reason for k in kept], [k.text for k in kept]
-
-
-def _reason_kind(reason: str) -> str:
-    """"edit distance 40% of the input > 35%" → "edit distance"."""
-    words = re.match(r"[a-z ]+", reason)
-    return words.group().strip() if words else reason
 
 
 def served(block: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -40,7 +40,7 @@ from typing import Any
 from bhasha_build.core.config import REPO_ROOT, load_config
 from bhasha_build.core.fsutil import atomic_write_json
 from bhasha_build.core.layout import RunLayout
-from bhasha_build.core.ollama import OllamaClient
+from bhasha_build.core.ollama import OllamaClient, ask_correction
 from bhasha_build.stages import correct as cr
 from bhasha_build.stages.deploy import deploy
 from bhasha_build.stages.modelfile import render_modelfile
@@ -154,8 +154,7 @@ def bench_server(cfg: Any, gguf: Path, folder: Path, work: Path, rounds: int, jo
             todo = pieces(cfg, backend, folder)
 
             def raw_call(text: str, n: int) -> Any:
-                return client.chat(NAME, [{"role": "user", "content": text}],
-                                   options={"temperature": 0, "seed": cfg.seed, "num_predict": n})
+                return ask_correction(client, NAME, text, seed=cfg.seed, num_predict=n)
 
             raw_call(*todo[0])  # warm-up (loads the model)
             out: dict[str, Any] = {"renderer": server.renderer, "by_jobs": {}}
