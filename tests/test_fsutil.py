@@ -159,3 +159,30 @@ def test_safe_extract_refuses_links_devices_and_escapes_before_writing(
     with pytest.raises(ValueError, match=why):
         safe_extract(_tar([(_info("first.txt"), b"ok"), *members]), dest)
     assert list(dest.iterdir()) == []  # refused before anything was written
+
+
+def test_recorded_writes_the_report_however_the_block_ends(tmp_path: Path, capsys) -> None:
+    """deploy, promote and rollback: the report is written on success and on failure (with the first
+    error line, attached to the BhashaError); a write failing on the failure path does not replace
+    the error being raised."""
+    import json
+
+    from bhasha_build.core.errors import BhashaError
+    from bhasha_build.core.fsutil import recorded
+
+    ok = {"status": "failed"}
+    with recorded(ok, tmp_path / "ok.json"):
+        ok["status"] = "ok"
+    assert json.loads((tmp_path / "ok.json").read_text()) == ok and ok["seconds"] >= 0
+
+    failed: dict = {"status": "failed"}
+    with pytest.raises(BhashaError, match="first line") as err, recorded(failed, tmp_path / "failed.json"):
+        raise BhashaError("first line\nsecond line")
+    assert err.value.report is failed and failed["error"] == "first line"
+    assert json.loads((tmp_path / "failed.json").read_text()) == failed
+
+    unwritable = tmp_path / "missing-parent-is-a-file"
+    unwritable.write_text("")
+    with pytest.raises(BhashaError, match="the real error"), recorded({}, unwritable / "report.json"):
+        raise BhashaError("the real error")
+    assert "warning:" in capsys.readouterr().err

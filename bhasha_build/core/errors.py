@@ -26,6 +26,12 @@ class WriteError(BhashaError):
     """A write into the run folder failed (disk full, read-only, no permission); names the path."""
 
 
+def first_line(exc: BaseException) -> str:
+    """What a report or the manifest records of a failure: its message's first line (at most 500
+    characters), or the exception's class name when it has no message (Ctrl-C)."""
+    return str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+
+
 def exit_status(body: Callable[..., int], *args: Any) -> int:
     """A module CLI's main: run `body`; a BhashaError becomes `error: <line>` on stderr and status 1."""
     try:

@@ -22,13 +22,15 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bhasha_build.core.errors import WriteError
+from bhasha_build.core.errors import BhashaError, WriteError, first_line
 
 FILE_MODE = 0o644  # artifacts are readable by other users (a second user, the Ollama container)
 DIR_MODE = 0o755
@@ -115,6 +117,31 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def recorded(report: dict[str, Any], path: str | Path | None) -> Iterator[dict[str, Any]]:
+    """Write `report` as JSON to `path` however the block ends, with the block's `seconds`. On a failure
+    it also gets `error` (the first line) and rides on a BhashaError as `.report` (the runner records it
+    in the manifest); a write that fails on that path is a warning, so the first error is the one
+    raised. `path` None: the report is filled and attached, not written."""
+    started = time.perf_counter()
+    try:
+        yield report
+    except BaseException as exc:
+        report.setdefault("error", first_line(exc))
+        report["seconds"] = round(time.perf_counter() - started, 3)
+        if path is not None:
+            try:
+                atomic_write_json(path, report)
+            except (OSError, BhashaError) as write_exc:  # keep the first error; say why the report is missing
+                print(f"warning: {write_exc}", file=sys.stderr, flush=True)
+        if isinstance(exc, BhashaError):
+            exc.report = report  # type: ignore[attr-defined]
+        raise
+    report["seconds"] = round(time.perf_counter() - started, 3)
+    if path is not None:
+        atomic_write_json(path, report)
 
 
 def jsonl_text(rows: Iterable[Any]) -> str:

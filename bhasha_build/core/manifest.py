@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bhasha_build.core.config import REPO_ROOT, BuildConfig, config_to_dict
-from bhasha_build.core.errors import BhashaError
+from bhasha_build.core.errors import BhashaError, first_line
 from bhasha_build.core.fsutil import atomic_write_json, sha256_file, sha256_path, size_of
 from bhasha_build.core.layout import RunLayout
 
@@ -157,7 +157,7 @@ class Manifest:
         except BaseException as exc:
             # Record the failure if the disk still lets us; never let that attempt replace the
             # first error (on a full disk this write fails too).
-            error = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+            error = first_line(exc)
             seconds = round(time.monotonic() - start, 2)
             self.try_update(lambda: self.set_stage(name, status="failed", seconds=seconds, error=error, **extra))
             raise

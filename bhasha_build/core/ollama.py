@@ -506,12 +506,13 @@ class OllamaClient:
 
     list_models = tags
 
+    def digests(self) -> dict[str, str | None]:
+        """Every model's manifest digest by its full name, from one /api/tags."""
+        return {model["name"]: str(model.get("digest") or "") or None for model in self.tags()}
+
     def model_digest(self, name: str) -> str | None:
         """The model's manifest digest, None when the server has no model of that name."""
-        for model in self.tags():
-            if model["name"] == full_name(name):
-                return str(model.get("digest") or "") or None
-        return None
+        return self.digests().get(full_name(name))
 
     def delete(self, name: str) -> None:
         try:

@@ -33,7 +33,6 @@ deploy.sanity_max_cer, deploy.num_predict, seed; the script check reuses the dat
 from __future__ import annotations
 
 import json
-import sys
 import time
 import unicodedata
 from datetime import UTC, datetime
@@ -43,7 +42,7 @@ from typing import Any
 from bhasha_build.core import metrics
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_write_text, sha256_file
+from bhasha_build.core.fsutil import recorded, sha256_file
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.ollama import (
     OllamaClient,
@@ -192,8 +191,15 @@ def check_served_model(client: OllamaClient, name: str, cfg: BuildConfig, sample
     return result
 
 
-def _write_report(path: Path, report: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+def copy_over(client: OllamaClient, source: str, name: str, digest: str | None) -> str | None:
+    """Copy `source` over the served `name` (the one step that changes what is served), then prove the
+    name now has `source`'s `digest`; returns it. Deploy, promote and rollback all end with this."""
+    client.copy(source, name)
+    served = client.model_digest(name)
+    if served != digest:
+        raise DeployError(f"after copying '{full_name(source)}' over '{full_name(name)}' on {client.host} the "
+                          f"name has digest {served}, not the copied model's {digest}")
+    return served
 
 
 def candidate_name(name: str) -> str:
@@ -228,28 +234,13 @@ def deploy(
     Raises DeployError / OllamaError / ModelfileError with one-line messages; each carries the
     report (also written to deploy.json) on ``.report``.
     """
-    started = time.perf_counter()
     layout = RunLayout(Path(run_dir))
     target = layout.deploy_report if report_file == "run" else report_file
     name = name or cfg.deploy.name
     report: dict[str, Any] = {"name": full_name(name), "candidate": full_name(candidate_name(name)),
                               "status": "failed", "created": datetime.now(UTC).isoformat(timespec="seconds")}
-    try:
+    with recorded(report, target):
         _deploy(layout, cfg, name, host, force, use_cli, promote, report)
-    except BaseException as exc:
-        report.setdefault("error", str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__)
-        report["seconds"] = round(time.perf_counter() - started, 3)
-        try:
-            if target is not None:
-                _write_report(Path(target), report)
-        except BhashaError as write_exc:  # keep the first error; say why the report is missing
-            print(f"warning: {write_exc}", file=sys.stderr, flush=True)
-        if isinstance(exc, BhashaError):
-            exc.report = report  # type: ignore[attr-defined]  # the runner records it in the manifest
-        raise
-    report["seconds"] = round(time.perf_counter() - started, 3)
-    if target is not None:
-        _write_report(Path(target), report)
     return report
 
 
@@ -319,10 +310,6 @@ def _deploy(layout: RunLayout, cfg: BuildConfig, name: str, host: str | None, fo
         report["status"] = "candidate"
         report["digest"] = report["live_digest_before"]
         return
-    client.copy(candidate, name)
-    report["digest"] = client.model_digest(name)
-    if report["digest"] != report["candidate_digest"]:
-        raise DeployError(f"after copying '{report['candidate']}' over '{report['name']}' on {host_url}, the name "
-                          f"has digest {report['digest']}, not the candidate's {report['candidate_digest']}")
+    report["digest"] = copy_over(client, candidate, name, report["candidate_digest"])
     client.delete(candidate)
     report["status"] = "ok"

@@ -40,18 +40,18 @@ import datetime as dt
 import getpass
 import os
 import socket
-import time
+from collections import Counter
 from typing import Any
 
 from bhasha_build.core import metrics
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_write_json
+from bhasha_build.core.fsutil import recorded
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.ollama import OllamaClient, ask_corrections, full_name, server_url
 from bhasha_build.core.text import normalize_text
 from bhasha_build.stages.data import DataError, input_files, load_rows
-from bhasha_build.stages.deploy import candidate_name, check_served_model, deploy, sanity_sample
+from bhasha_build.stages.deploy import candidate_name, check_served_model, copy_over, deploy, sanity_sample
 
 PREV = "prev-"
 TRIGGER_ENV = ("GITHUB_ACTOR", "GITHUB_EVENT_NAME", "GITHUB_WORKFLOW", "GITHUB_RUN_ID", "GITHUB_SHA")
@@ -83,8 +83,7 @@ def prev_name(name: str, stamp: str) -> str:
 
 def kept_names(client: OllamaClient, name: str) -> list[str]:
     """The kept previous models of `name` on the server, newest first (stamps sort as text)."""
-    base, tag = _split(name)
-    prefix = f"{base}:{PREV}" if tag == "latest" else f"{base}:{tag}-{PREV}"
+    prefix = prev_name(name, "")
     return sorted((m["name"] for m in client.tags() if m["name"].startswith(prefix)), reverse=True)
 
 
@@ -177,27 +176,14 @@ def run(cfg: BuildConfig, layout: RunLayout, name: str | None = None, host: str 
 
 def promote(cfg: BuildConfig, layout: RunLayout, name: str | None = None, host: str | None = None,
             note: str | None = None) -> dict[str, Any]:
-    started = time.perf_counter()
     name = full_name(name or cfg.deploy.name)
     host_url = server_url(host, cfg.deploy.host)
     report: dict[str, Any] = {"name": name, "candidate": full_name(candidate_name(name)), "host": host_url,
                               "status": "failed", "trigger": trigger(note),
                               "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "digests": {}}
-    try:
+    with recorded(report, layout.promote_report):
         _promote(cfg, layout, name, host_url, report)
-    except BaseException as exc:
-        report.setdefault("error", str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__)
-        _finish(layout, report, started)
-        if isinstance(exc, BhashaError):
-            exc.report = report  # type: ignore[attr-defined]
-        raise
-    _finish(layout, report, started)
     return report
-
-
-def _finish(layout: RunLayout, report: dict[str, Any], started: float) -> None:
-    report["seconds"] = round(time.perf_counter() - started, 3)
-    atomic_write_json(layout.promote_report, report)
 
 
 def _promote(cfg: BuildConfig, layout: RunLayout, name: str, host_url: str, report: dict[str, Any]) -> None:
@@ -213,7 +199,7 @@ def _promote(cfg: BuildConfig, layout: RunLayout, name: str, host_url: str, repo
                               "candidate": metrics.score(rows, answers(client, report["candidate"], rows, cfg))}
     if digests["served_before"]:
         scores["served"] = metrics.score(rows, answers(client, name, rows, cfg))
-    report["rows"] = {"total": len(rows), "by_set": _count(r["set"] for r in rows)}
+    report["rows"] = {"total": len(rows), "by_set": dict(Counter(r["set"] for r in rows))}
     report["scores"] = scores
     report["gate"] = result = gate(scores, cfg)
     report["comparison"] = comparison_markdown(result)
@@ -227,11 +213,7 @@ def _promote(cfg: BuildConfig, layout: RunLayout, name: str, host_url: str, repo
     if digests["served_before"]:
         report["kept_as"] = prev_name(name, _stamp())
         client.copy(name, report["kept_as"])
-    client.copy(report["candidate"], name)  # the one step that changes what is served
-    digests["served_after"] = client.model_digest(name)
-    if digests["served_after"] != digests["candidate"]:
-        raise PromoteError(f"after copying '{report['candidate']}' over '{name}' on {host_url} the name has digest "
-                           f"{digests['served_after']}, not the candidate's {digests['candidate']}")
+    digests["served_after"] = copy_over(client, report["candidate"], name, digests["candidate"])
     client.delete(report["candidate"])
     report["pruned"] = []
     for old in kept_names(client, name)[cfg.promote.keep:]:
@@ -240,28 +222,21 @@ def _promote(cfg: BuildConfig, layout: RunLayout, name: str, host_url: str, repo
     report["status"] = "promoted"
 
 
-def _count(values: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for value in values:
-        out[value] = out.get(value, 0) + 1
-    return out
-
-
 # -- rollback ---------------------------------------------------------------------------------------
 
 
 def rollback(cfg: BuildConfig, layout: RunLayout, name: str | None = None, host: str | None = None,
              note: str | None = None) -> dict[str, Any]:
     """Restore the newest kept `<name>:prev-*` that is not what is served now (module docstring)."""
-    started = time.perf_counter()
     name = full_name(name or cfg.deploy.name)
     host_url = server_url(host, cfg.deploy.host)
     report: dict[str, Any] = {"name": name, "host": host_url, "status": "failed", "trigger": trigger(note),
                               "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "digests": {}}
-    try:
+    with recorded(report, layout.rollback_report):
         client = OllamaClient(host_url, timeout=cfg.deploy.timeout_s)
-        report["digests"]["served_before"] = served = client.model_digest(name)
-        kept = [(k, client.model_digest(k)) for k in kept_names(client, name)]
+        digests = client.digests()  # one /api/tags for the served and every kept model
+        report["digests"]["served_before"] = served = digests.get(full_name(name))
+        kept = [(k, digests.get(k)) for k in kept_names(client, name)]
         report["kept"] = [k for k, _ in kept]
         restore = next(((k, d) for k, d in kept if d != served), None)
         if restore is None:
@@ -272,21 +247,8 @@ def rollback(cfg: BuildConfig, layout: RunLayout, name: str | None = None, host:
         if not report["sanity"]["ok"]:
             raise PromoteError(f"'{restore[0]}' failed the sanity prompt ({'; '.join(report['sanity']['failures'])}); "
                                f"'{name}' is left as it was")
-        client.copy(restore[0], name)
-        report["digests"]["served_after"] = client.model_digest(name)
-        if report["digests"]["served_after"] != restore[1]:
-            raise PromoteError(f"after copying '{restore[0]}' over '{name}' the name has digest "
-                               f"{report['digests']['served_after']}, not {restore[1]}")
+        report["digests"]["served_after"] = copy_over(client, restore[0], name, restore[1])
         report["status"] = "rolled back"
-    except BaseException as exc:
-        report.setdefault("error", str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__)
-        report["seconds"] = round(time.perf_counter() - started, 3)
-        atomic_write_json(layout.rollback_report, report)
-        if isinstance(exc, BhashaError):
-            exc.report = report  # type: ignore[attr-defined]
-        raise
-    report["seconds"] = round(time.perf_counter() - started, 3)
-    atomic_write_json(layout.rollback_report, report)
     return report
 
 
