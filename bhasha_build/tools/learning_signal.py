@@ -309,18 +309,26 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
 
     gguf = cfg.layout.gguf(cfg.export.quant)
     zeroshot_source = zeroshot_gguf(cfg)
+    held = {path.stem: read_pairs(path)[:max_rows] for path in sorted((input_dir / HELDOUT_DIR).glob("*.jsonl"))}
+    normalized = {name: [{**r, "noisy": normalize_text(r["noisy"], cfg.data.zwj_policy),
+                          "clean": normalize_text(r["clean"], cfg.data.zwj_policy)} for r in raw_rows]
+                  for name, raw_rows in held.items()}
+    inputs = [r["noisy"] for rows in normalized.values() for r in rows]
+    # each model loaded once for every set (the untouched instruct model, with real weights: the second bar)
+    all_hyps = generate_gguf(cfg, gguf, inputs)
+    all_zeroshot = generate_gguf(cfg, zeroshot_source, inputs) if zeroshot_source is not None else None
     sets: dict[str, Any] = {}
     predictions = []
-    for path in sorted((input_dir / HELDOUT_DIR).glob("*.jsonl")):
-        raw_rows = read_pairs(path)[:max_rows]
-        rows = [{**r, "noisy": normalize_text(r["noisy"], cfg.data.zwj_policy),
-                 "clean": normalize_text(r["clean"], cfg.data.zwj_policy)} for r in raw_rows]
-        hyps = generate_gguf(cfg, gguf, [r["noisy"] for r in rows])
+    start = 0
+    for name, raw_rows in held.items():
+        rows = normalized[name]
+        end = start + len(rows)
+        hyps = all_hyps[start:end]
         report, reasons, guarded = score_guarded(rows, hyps, cfg)
         base = identity_baseline(rows)["overall"]
         zeroshot = None
-        if zeroshot_source is not None:  # the untouched instruct model (real weights): the second bar
-            zeroshot_hyps = generate_gguf(cfg, zeroshot_source, [r["noisy"] for r in rows])
+        if all_zeroshot is not None:
+            zeroshot_hyps = all_zeroshot[start:end]
             zeroshot_report = score_guarded(rows, zeroshot_hyps, cfg)[0]
             zeroshot = {"raw_cer": zeroshot_report["overall"]["cer"],
                         "guarded_cer": served(zeroshot_report)["overall"]["cer"],
@@ -328,10 +336,10 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
         tally = {"raw": [0, 0, 0], "guarded": [0, 0, 0]}  # better, same, worse than the input
         for row, hyp, kept in zip(rows, hyps, guarded, strict=True):
             before = cer(row["noisy"], row["clean"])
-            for name, text in (("raw", hyp), ("guarded", kept)):
+            for output, text in (("raw", hyp), ("guarded", kept)):
                 after = cer(text.strip(), row["clean"])
-                tally[name][0 if after < before else 1 if after == before else 2] += 1
-        sets[path.stem] = {
+                tally[output][0 if after < before else 1 if after == before else 2] += 1
+        sets[name] = {
             "rows": len(rows), "identity_cer": base["cer"], "identity_rows": base["identity_rows"],
             "identity_cer_before_normalization": identity_baseline(raw_rows)["overall"]["cer"],
             "raw_cer": report["overall"]["cer"], "guarded_cer": served(report)["overall"]["cer"],
@@ -342,9 +350,10 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
             "better_same_worse": {k: dict(zip(("better", "same", "worse"), v, strict=True)) for k, v in tally.items()},
             **({"zeroshot": zeroshot} if zeroshot else {}),
         }
-        predictions += [{"set": path.stem, "id": r.get("id"), "noisy": r["noisy"], "clean": r["clean"], "gguf": h,
+        predictions += [{"set": name, "id": r.get("id"), "noisy": r["noisy"], "clean": r["clean"], "gguf": h,
                          "gguf_guarded": g, "guard": why}
                         for r, h, g, why in zip(rows, hyps, guarded, reasons, strict=True)]
+        start = end
     if out_predictions is not None:
         atomic_write_jsonl(out_predictions, predictions)
     return sets
