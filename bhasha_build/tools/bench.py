@@ -189,31 +189,50 @@ def _timed_loop(model, optimizer, args: argparse.Namespace, vocab: int) -> dict[
         torch.cuda.synchronize()
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
-    times.sort()
-    step_s = times[len(times) // 2]
+    return _timing(times, args)
+
+
+def _timing(times: list[float], args: argparse.Namespace) -> dict[str, Any]:
+    """Median step time of the timed steps as tokens/s, with the card's peak memory."""
+    import torch
+
+    step_s = sorted(times)[len(times) // 2]
     return {"tokens_per_s": round(args.batch * args.seq / step_s, 1), "step_s_median": round(step_s, 4),
             "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3), "steps_timed": len(times)}
+
+
+def _load_nf4(model_dir: Path) -> Any:
+    """The baselines' base model: bitsandbytes nf4, double quant, bf16 compute, on GPU 0."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    return AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=torch.bfloat16, device_map={"": 0},
+        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16))
+
+
+def _lora() -> Any:
+    """The baselines' PEFT LoRA: the project's rank, alpha and target modules."""
+    from peft import LoraConfig
+
+    from bhasha_build.core.config import LORA_TARGETS
+
+    return LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
 
 
 def _baseline_part(model_dir: Path, args: argparse.Namespace, lean: bool = False) -> dict[str, Any]:
     import bitsandbytes as bnb
     import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
-    from bhasha_build.core.config import LORA_TARGETS
-
-    model = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), dtype=torch.bfloat16, device_map={"": 0},
-        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16))
+    model = _load_nf4(model_dir)
     if lean:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     else:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules=LORA_TARGETS,
-                                             task_type="CAUSAL_LM"))
+    model = get_peft_model(model, _lora())
     optimizer = bnb.optim.PagedAdamW8bit([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     torch.cuda.reset_peak_memory_stats()
     return _timed_loop(model, optimizer, args, model.config.vocab_size)
@@ -224,20 +243,15 @@ def _baseline_trl_part(model_dir: Path, args: argparse.Namespace) -> dict[str, A
     gradient checkpointing (non-reentrant), paged_adamw_8bit; the same rows, batch, LoRA and length."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
+    from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     from bhasha_build.core.chat import row_to_training_example
-    from bhasha_build.core.config import LORA_TARGETS
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     steps = args.warmup + args.steps
     dataset = Dataset.from_list([row_to_training_example(r) for r in bench_rows(tok, args, "dense", steps)])
-    model = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), dtype=torch.bfloat16, device_map={"": 0},
-        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16))
+    model = _load_nf4(model_dir)
     times: list[float] = []
 
     class StepTimer(TrainerCallback):
@@ -253,8 +267,7 @@ def _baseline_trl_part(model_dir: Path, args: argparse.Namespace) -> dict[str, A
     with tempfile.TemporaryDirectory() as tmp:
         trainer = SFTTrainer(
             model=model, train_dataset=dataset, processing_class=tok, callbacks=[StepTimer()],
-            peft_config=LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules=LORA_TARGETS,
-                                   task_type="CAUSAL_LM"),
+            peft_config=_lora(),
             args=SFTConfig(output_dir=tmp, per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
                            max_steps=steps, max_length=args.seq, packing=False, completion_only_loss=True,
                            gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False},
@@ -262,10 +275,7 @@ def _baseline_trl_part(model_dir: Path, args: argparse.Namespace) -> dict[str, A
                            save_strategy="no", report_to=[], disable_tqdm=True, dataloader_num_workers=0))
         torch.cuda.reset_peak_memory_stats()
         trainer.train()
-    times.sort()
-    step_s = times[len(times) // 2]
-    return {"tokens_per_s": round(args.batch * args.seq / step_s, 1), "step_s_median": round(step_s, 4),
-            "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3), "steps_timed": len(times),
+    return {**_timing(times, args),
             "recipe": "TRL SFTTrainer + PEFT + bnb nf4 double-quant bf16, grad ckpt non-reentrant, paged_adamw_8bit"}
 
 
