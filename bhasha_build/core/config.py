@@ -79,8 +79,11 @@ class TinyModelConfig(Section):
         for name in ("hidden_size", "intermediate_size", "vocab_size"):
             if getattr(self, name) % 256:
                 raise ValueError(f"model.tiny.{name} must be a multiple of 256 (Q4_K block size)")
-        if self.tokenizer == "qwen2.5" and self.vocab_size < 151665:
-            raise ValueError("model.tiny.tokenizer 'qwen2.5' needs model.tiny.vocab_size >= 151665 (e.g. 152064)")
+        from bhasha_build.core.qwen_tokenizer import QWEN25_SIZE
+
+        if self.tokenizer == "qwen2.5" and self.vocab_size < QWEN25_SIZE:
+            raise ValueError(f"model.tiny.tokenizer 'qwen2.5' needs model.tiny.vocab_size >= {QWEN25_SIZE} "
+                             "(e.g. 152064)")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError("model.tiny.hidden_size must be divisible by num_attention_heads")
         if self.num_attention_heads % self.num_key_value_heads:

@@ -74,14 +74,13 @@ def run(cfg: BuildConfig, layout: RunLayout, **_: Any) -> dict[str, Any]:
                                         check=_checker(f16, "F16", {}))
     quant = cfg.export.quant
     out = layout.gguf(quant)
-    checked: dict[str, Any] = {}
-    check = _checker(out, quant, checked)
+    checks: dict[str, Any] = {}
+    check = _checker(out, quant, checks)
 
     if quant == "F16":
         atomic_copy(f16, out, check=check)
     else:
         toolchain.quantize(f16, out, quant, check=check)
-    checks = checked
     if not cfg.export.keep_f16 and quant != "F16":
         f16.unlink()
     return {"merged": merged, "f16": f16 if f16.exists() else None, "gguf": out, "quant": quant,
