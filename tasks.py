@@ -67,6 +67,9 @@ def _call(what: str, fn: Callable[[], Any]) -> Any:
     try:
         result = fn()
     except KeyboardInterrupt:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # one Ctrl-C stops it; more only while it exits: ignored
         raise Exit("interrupted", code=130) from None
     except BhashaError as exc:  # the user's to fix: one line, no traceback (anything else is a bug)
         raise Exit(f"error: {exc}", code=1) from None
@@ -289,12 +292,25 @@ def correct(c, input, out=None, profile=None, run=None, config=None, set=None, n
     """The step after deploy: correct OCR documents with the model, layout kept byte for byte."""
     from bhasha_build.stages import correct as cr
 
+    jobs = _jobs(jobs)
     cfg = _config(profile, run, config, set)
     target = out or str(cfg.layout.corrected)
     summary = _call(f"correct {input} -> {target}",
                     lambda: cr.run(cfg, input, target, gguf=gguf, name=name, host=host, lang=lang,
-                                   reference=reference, jobs=int(jobs) if jobs else None))
+                                   reference=reference, jobs=jobs))
     print(cr.summary_line(summary))
+
+
+def _jobs(value: Any) -> int | None:
+    """--jobs as a number from 1 to config.MAX_JOBS (correct.jobs' own bound), else one error line."""
+    from bhasha_build.core.config import MAX_JOBS
+
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_JOBS:
+        raise Exit(f"error: --jobs {text!r}: requests in flight must be a whole number from 1 to {MAX_JOBS}", code=1)
+    return int(text)
 
 
 @task(help={"force": "redo every stage", "run": "run name (default demo)"})

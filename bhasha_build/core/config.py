@@ -210,13 +210,20 @@ class PromoteConfig(Section):
     eval_rows: int = Field(64, ge=0)  # rows of the run's eval split in the gate (0: regression set only)
 
 
+MAX_JOBS = 64  # the most requests `correct` keeps in flight (correct.jobs, --jobs)
+
+
 class CorrectConfig(Section):
     """`invoke correct` (stages/correct.py): how users' documents are sent to the model."""
 
-    jobs: int = Field(4, ge=1, le=64)  # requests in flight (Ollama serves OLLAMA_NUM_PARALLEL at once; 4 measured best)
+    # requests in flight (Ollama serves OLLAMA_NUM_PARALLEL at once; 4 measured best)
+    jobs: int = Field(4, ge=1, le=MAX_JOBS)
     timeout_s: float = Field(120.0, gt=0)  # deadline of one request (a stalled server is retried)
     retries: int = Field(3, ge=0)  # retries of a transient failure (unreachable, timeout, 5xx)
     backoff_s: float = Field(0.5, ge=0)  # first retry delay; doubles each retry
+    # Failed requests in a row (no success between; at least `jobs`) after which the server counts as gone:
+    # `correct` stops dispatching, writes what is done and exits with one line (a rerun resumes).
+    stop_after_failures: int = Field(3, ge=1)
     max_line_tokens: int = Field(128, ge=8)  # longer lines are split at sentence/word boundaries
     progress_every_s: float = Field(10.0, gt=0)  # plain progress lines when stderr is not a TTY
 

@@ -4,6 +4,8 @@ OCR correction must never make a line worse, and a model can rewrite fluently: t
 switch script, drop half of it, or hallucinate a longer one. `guard(noisy, output, lang, cfg)` keeps
 `noisy` (and says why) when the output
 
+  * holds a chat-template special token's text (``<|im_end|>``, ``<|endoftext|>``, any ``<|name|>``:
+    a model that never learned to stop cleanly), whatever the line's length,
   * is empty (the input was not),
   * is not in the line's script (`text.foreign_fraction` over `guard.max_foreign_fraction`, or no
     letter of the script: the "answered a Tamil line in English" case),
@@ -23,6 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from bhasha_build.core.chat import find_special_token
 from bhasha_build.core.metrics import edit_distance, graphemes
 from bhasha_build.core.text import LANG_SCRIPTS, detect_script, foreign_fraction
 
@@ -42,6 +45,8 @@ class Guarded:
 def check(noisy: str, output: str, lang: str | None, cfg: Any) -> str | None:
     """Why `output` is an implausible correction of `noisy` (None: plausible). `cfg` is the config's
     `guard` section (GuardConfig)."""
+    if special := find_special_token(output):
+        return f"special token in the output ({special.group()})"
     if not output.strip():
         return "empty output" if noisy.strip() else None
     script = LANG_SCRIPTS.get(lang or "") or detect_script(noisy)

@@ -70,7 +70,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -78,11 +78,13 @@ from typing import Any, Protocol
 import regex
 import requests
 
-from bhasha_build.core.chat import SYSTEM_PROMPT
-from bhasha_build.core.config import BuildConfig
+from bhasha_build.core.chat import SYSTEM_PROMPT, find_special_token
+from bhasha_build.core.config import MAX_JOBS, BuildConfig
+from bhasha_build.core.dispatch import Breaker, DaemonPool, retrying
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, jsonl_lines, sha256_file
 from bhasha_build.core.guard import guard, reason_kind
+from bhasha_build.core.inputs import InputError, check_paths, make_output, shown, text_problem, walk, windows
 from bhasha_build.core.manifest import Manifest
 from bhasha_build.core.metrics import graphemes, identity_baseline, normalize_hyp, score
 from bhasha_build.core.ollama import (
@@ -107,6 +109,9 @@ SCRIPT_LANG = {script: lang for lang, script in reversed(LANG_SCRIPTS.items())}
 _SENTENCE_END = regex.compile(r"(?<=[।॥|.?!])\s+")
 _SPACES = regex.compile(r"\s+")
 _LETTER = regex.compile(r"\p{L}")
+# A text longer than this many characters is cut on size (inputs.windows) before anything tokenizes it.
+WINDOW_CHARS = 4096
+MAX_ROW_DEPTH = 64  # JSONL rows nested deeper are refused (file:line: reason), never parsed into a traceback
 
 
 class CorrectError(BhashaError):
@@ -272,6 +277,7 @@ class Piece:
     sent: str  # normalize_text(original): what the model sees
     lang: str | None
     max_tokens: int = 0  # num_predict for its reply
+    held: str | None = None  # why it is never sent and kept as it is (special-token text in the input)
 
 
 @dataclass
@@ -347,6 +353,12 @@ def _units(text: str, pattern: regex.Pattern[str]) -> list[tuple[str, str]]:
 def split_text(text: str, fits: Callable[[str], bool]) -> list[tuple[str, str]]:
     """``text`` (no outer whitespace) as (piece, separator-after) pairs that each fit: whole, else at
     sentence ends, else at spaces, else between graphemes. Joining piece + separator gives ``text``."""
+    if len(text) > WINDOW_CHARS:  # cut on size first: the whole text is never tokenized (nor its graphemes listed)
+        cut: list[tuple[str, str]] = []
+        for chunk, space in windows(text, WINDOW_CHARS):
+            sub = split_text(chunk, fits)
+            cut.extend([*sub[:-1], (sub[-1][0], sub[-1][1] + space)])
+        return _pack(cut, fits)
     if fits(text):
         return [(text, "")]
     pieces: list[tuple[str, str]] = []
@@ -358,13 +370,30 @@ def split_text(text: str, fits: Callable[[str], bool]) -> list[tuple[str, str]]:
         for word, space in _units(sentence, _SPACES):
             if fits(word):
                 words.append((word, space))
-            else:  # a "word" longer than the budget: graphemes, packed
-                cut = _pack([(g, "") for g in graphemes(word)], fits)
-                words.extend(cut[:-1])
-                words.append((cut[-1][0], space))
+            else:  # a "word" longer than the budget: graphemes, the longest run that fits each time
+                parts = _longest_fitting(graphemes(word), fits)
+                words.extend((part, "") for part in parts[:-1])
+                words.append((parts[-1], space))
         words[-1] = (words[-1][0], sep)
         pieces.extend(_pack(words, fits))
     return _pack(pieces, fits)
+
+
+def _longest_fitting(units: list[str], fits: Callable[[str], bool]) -> list[str]:
+    """`units` joined into consecutive runs, each the longest that fits (at least one unit), found by
+    bisection: O(log n) fits calls per run instead of one per unit."""
+    runs, i = [], 0
+    while i < len(units):
+        lo, hi = i + 1, len(units)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits("".join(units[i:mid])):
+                lo = mid
+            else:
+                hi = mid - 1
+        runs.append("".join(units[i:lo]))
+        i = lo
+    return runs
 
 
 class Planner:
@@ -394,7 +423,12 @@ class Planner:
             return [text]
         lead, trail = text[: len(text) - len(text.lstrip())], text[len(text.rstrip()):]
         parts: list[str | int] = []
-        for piece, sep in split_text(core, self.fits):
+        if special := find_special_token(core):  # never sent raw (it would reach the model as a token): kept
+            doc.pieces.append(Piece(len(doc.pieces), no, core, normalize_text(core, self.zwj),
+                                    lang or self.lang or self._detect(core, doc.script), 0,
+                                    held=f"special token in the input ({special.group()}); kept as it is"))
+            parts.append(len(doc.pieces) - 1)
+        for piece, sep in ([] if special else split_text(core, self.fits)):
             sent = normalize_text(piece, self.zwj)
             if sent and _LETTER.search(sent):
                 detected = lang or self.lang or self._detect(sent, doc.script)
@@ -434,8 +468,8 @@ class Planner:
             return SCRIPT_LANG[file_script]
         return SCRIPT_LANG.get(detect_script(text) or "")
 
-    def plan(self, path: Path, rel: str) -> Document:
-        data = path.read_bytes()
+    def plan(self, path: Path, rel: str, data: bytes | None = None) -> Document:
+        data = path.read_bytes() if data is None else data
         kind = "jsonl" if path.suffix.lower() in JSONL_SUFFIXES else "text"
         sample = data[:16384].decode("utf-8", errors="replace")  # enough letters to tell the script
         doc = Document(path, rel, kind, data, script=detect_script(sample))
@@ -473,11 +507,27 @@ def _parse_row(text: str) -> tuple[dict[str, Any] | None, str]:
         row = json.loads(text)
     except json.JSONDecodeError as exc:
         return None, f"not JSON ({exc.msg})"
+    except RecursionError:
+        return None, "not JSON this tool reads (nested too deep)"
+    if _depth(row) > MAX_ROW_DEPTH:
+        return None, f"not JSON this tool reads (nested too deep: over {MAX_ROW_DEPTH} levels)"
     if not isinstance(row, dict):
         return None, "not a JSON object"
     if not isinstance(row.get("noisy"), str):
         return None, "no string field 'noisy'"
     return row, ""
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (iteratively: no recursion to overflow)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_ROW_DEPTH:
+                stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 # ---------------------------------------------------------------------------------- results
@@ -506,6 +556,8 @@ def judge(piece: Piece, reply: Reply, cfg: BuildConfig) -> Outcome:
         reason = "empty reply"
     elif "\n" in output or "\f" in output or "\r" in output:
         reason = "line break in the reply"
+    elif special := find_special_token(output):  # never text, whatever the guard's settings
+        reason = f"special token in the output ({special.group()})"
     else:
         reason = guard(piece.sent, output, piece.lang, cfg.guard).reason
     if reason:
@@ -538,25 +590,33 @@ def line_text(line: Line, texts: dict[int, str]) -> str:
 
 
 class Progress:
-    """Lines done, lines/s and ETA: a redrawn bar on a TTY, a plain line every few seconds otherwise."""
+    """Lines corrected, lines failed (counted apart: a failure is not progress), lines/s and ETA: a redrawn
+    bar on a TTY, a plain line every few seconds otherwise (and a last one at the end)."""
 
     def __init__(self, total: int, every_s: float, stream: Any = None, enabled: bool = True) -> None:
         self.total, self.every_s, self.enabled = total, every_s, enabled
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.done = 0
+        self.failed = 0
         self.t0 = self.last = time.monotonic()
+        self._shown: tuple[int, int] | None = None
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.t0
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else None
+        eta = (self.total - self.done - self.failed) / rate if rate > 0 else None
         pct = 100 * self.done / self.total if self.total else 100.0
         eta_txt = f"{eta:.0f}s" if eta is not None else "?"
-        return f"correct: {self.done}/{self.total} lines ({pct:.0f}%) {rate:.2f} lines/s eta {eta_txt}"
+        failed = f", {self.failed} failed" if self.failed else ""
+        return f"correct: {self.done}/{self.total} lines ({pct:.0f}%){failed} {rate:.2f} lines/s eta {eta_txt}"
 
-    def advance(self, n: int = 1) -> None:
-        self.done += n
+    def advance(self, n: int = 1, failed: bool = False) -> None:
+        """`n` lines finished: corrected, or (`failed`) kept as they were because a request failed."""
+        if failed:
+            self.failed += n
+        else:
+            self.done += n
         if not self.enabled:
             return
         now = time.monotonic()
@@ -565,32 +625,42 @@ class Progress:
             filled = int(width * self.done / self.total) if self.total else width
             self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.line()}   ")
             self.stream.flush()
-        elif now - self.last >= self.every_s or self.done == self.total:
-            print(self.line(), file=self.stream, flush=True)
+        elif now - self.last >= self.every_s or self.done + self.failed == self.total:
+            self._print()
             self.last = now
+
+    def _print(self) -> None:
+        print(self.line(), file=self.stream, flush=True)
+        self._shown = (self.done, self.failed)
 
     def close(self) -> None:
         if self.enabled and self.tty:
             self.stream.write("\n")
             self.stream.flush()
+        elif self.enabled and self._shown != (self.done, self.failed) and (self.done or self.failed):
+            self._print()  # where the run stopped (a stopped run never reaches its total)
 
 
 # ---------------------------------------------------------------------------------- the run
 
 
 def input_files(src: Path, out: Path) -> list[tuple[Path, str]]:
-    """(path, path relative to the input) of every .txt/.jsonl file, sorted; the output folder excluded."""
+    """(path, path relative to the input) of every .txt/.jsonl file, sorted; the output folder excluded.
+    Symlinks are not followed (`inputs.walk`; `correct` reports what was skipped)."""
+    return _input_files(src, out)[0]
+
+
+def _input_files(src: Path, out: Path) -> tuple[list[tuple[Path, str]], list[str]]:
     suffixes = TEXT_SUFFIXES + JSONL_SUFFIXES
-    if src.is_file():
-        return [(src, src.name)]
-    if not src.is_dir():
-        raise CorrectError(f"{src}: input not found")
+    try:
+        files, skipped = walk(src, suffixes)
+    except InputError as exc:
+        raise CorrectError(str(exc)) from None
     out_r = out.resolve()
-    files = [p for p in sorted(src.rglob("*")) if p.is_file() and p.suffix.lower() in suffixes
-             and not p.resolve().is_relative_to(out_r)]
-    if not files:
-        raise CorrectError(f"{src}: no {', '.join(suffixes)} files in the folder")
-    return [(p, p.relative_to(src).as_posix()) for p in files]
+    files = [(p, rel) for p, rel in files if not p.resolve().is_relative_to(out_r)]
+    if not files and not skipped:
+        raise CorrectError(f"{shown(src)}: no {', '.join(suffixes)} files in the folder")
+    return files, skipped
 
 
 def _reference_for(reference: Path | None, src: Path, rel: str) -> Path | None:
@@ -613,12 +683,23 @@ def attach_reference(doc: Document, path: Path) -> None:
             text = content.decode("utf-8")
         except UnicodeDecodeError:
             raise CorrectError(f"{path}:{no}: not UTF-8") from None
-        if line.segments:
+        if line.row is None and doc.kind == "jsonl":
+            continue  # a blank or bad row: nothing to score (a bad row is reported)
+        if line.segments or line.row is not None or text.strip() or plain_text(line).strip():  # every line scored
             if line.row is not None:  # a JSONL reference holds rows with "clean"
                 row, _reason = _parse_row(text) if text.strip() else (None, "")
                 line.reference = row.get("clean") if row and isinstance(row.get("clean"), str) else line.reference
             else:
                 line.reference = text.removeprefix(BOM).replace("\f", " ")
+
+
+def plain_text(line: Line) -> str:
+    """A line's text as it came (segments and literal bytes alike, form feeds as spaces): what a line
+    holding nothing to send is scored as (identity)."""
+    if line.row is not None:
+        return str(line.row.get("noisy") or "")
+    body = b"".join(p if isinstance(p, bytes) else segment_text(p, {}).encode() for p in line.parts)
+    return body.decode("utf-8", errors="replace").removeprefix(BOM).replace("\f", " ")
 
 
 def settings_key(doc: Document, backend: Backend, cfg: BuildConfig, budget: int) -> str:
@@ -686,18 +767,11 @@ def _loads(raw: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _request(backend: Backend, piece: Piece, cfg: BuildConfig) -> Reply:
-    """One piece through the backend with retries and doubling backoff on transient failures."""
-    delay = cfg.correct.backoff_s
-    for attempt in range(cfg.correct.retries + 1):
-        try:
-            return backend.complete(piece.sent, piece.max_tokens)
-        except TransientError:
-            if attempt == cfg.correct.retries:
-                raise
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
+def _request(backend: Backend, piece: Piece, cfg: BuildConfig, breaker: Breaker | None = None) -> Reply:
+    """One piece through the backend with retries and doubling backoff on transient failures, given up
+    as soon as the breaker trips (the server is gone) or the run is interrupted."""
+    return retrying(lambda: backend.complete(piece.sent, piece.max_tokens), retries=cfg.correct.retries,
+                    backoff_s=cfg.correct.backoff_s, transient=(TransientError,), breaker=breaker or Breaker(1 << 30))
 
 
 @dataclass
@@ -708,6 +782,7 @@ class FileRun:
     skipped: bool = False  # done by an earlier run: output and journal complete, nothing to write
     failed: dict[int, str] = field(default_factory=dict)
     line_left: Counter[int] = field(default_factory=Counter)
+    failed_lines: set[int] = field(default_factory=set)
 
 
 def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig, *, lang: str | None = None,
@@ -718,10 +793,10 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
     src, out_dir = Path(src), Path(out)
     if lang is not None and lang not in LANG_SCRIPTS:
         raise CorrectError(f"--lang {lang!r}: unknown language code (known: {', '.join(sorted(LANG_SCRIPTS))})")
-    if out_dir.resolve() == src.resolve() or (src.is_file() and out_dir.resolve() == src.parent.resolve()):
-        raise CorrectError(f"{out_dir}: the output folder must not be the input's folder")
+    check_jobs(jobs)
+    check_output_paths(src, out_dir)
     layout = CorrectOutput(out_dir)
-    files = input_files(src, out_dir)
+    files, refused = _input_files(src, out_dir)
     if clash := [rel for _, rel in files if rel in layout.reserved()]:
         raise CorrectError(f"{src}: input {clash[0]} would collide with the report of the same name in {out_dir}")
     jobs = jobs or cfg.correct.jobs
@@ -730,13 +805,24 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
     runs: list[FileRun] = []
     skipped_files = 0
     for path, rel in files:
-        doc = planner.plan(path, rel)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            refused.append(f"{rel}: cannot read ({exc.strerror or type(exc).__name__}); skipped")
+            continue
+        if problem := text_problem(data):  # refused whole: never half-corrected, never "layout kept"
+            refused.append(f"{rel}: {problem}; skipped")
+            continue
+        doc = planner.plan(path, rel, data)
         if ref := _reference_for(Path(reference) if reference else None, src, rel):
             attach_reference(doc, ref)
         docs.append(doc)
         key = settings_key(doc, backend, cfg, planner.budget)
         target = layout.corrected(rel)
         journal = Journal(layout.journal(rel), key)
+        for piece in doc.pieces:  # held pieces (never sent) are decided by the plan itself
+            if piece.held:
+                journal.done[piece.index] = Outcome("", piece.original, False, piece.held)
         if (journal.written and len(journal.done) == len(doc.pieces) and target.is_file()
                 and sha256_file(target) == journal.written):
             skipped_files += 1
@@ -746,72 +832,107 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
         for i in run.pending:
             run.line_left[doc.pieces[i].line] += 1
         runs.append(run)
-    for doc in docs:
-        for problem in doc.problems:
-            print(f"warning: {problem}", file=progress_stream or sys.stderr, flush=True)
+    for problem in [*refused, *(p for doc in docs for p in doc.problems)]:
+        print(f"warning: {problem}", file=progress_stream or sys.stderr, flush=True)
+    if not docs:
+        raise CorrectError(f"{shown(src)}: nothing to correct: {refused[0] if refused else 'no files'}")
+    _make_output(out_dir)
 
     todo = [(run, run.doc.pieces[i]) for run in runs for i in sorted(run.pending)]
     lines_todo = sum(len(run.line_left) for run in runs)
     bar = Progress(lines_todo, cfg.correct.progress_every_s, progress_stream, enabled=progress)
     in_flight = jobs if backend.concurrent else 1
+    # Failed attempts in a row (no success between, over every request in flight) that mean the server is gone.
+    breaker = Breaker(max(cfg.correct.stop_after_failures, in_flight))
     sent = 0
     loop_start = time.perf_counter()
+    pool = DaemonPool(in_flight, name="correct")  # workers never hold up a stop or Ctrl-C
     try:
         for run in runs:  # files with nothing left to ask (all in the journal, or no text) finish now
             if not run.pending and not run.skipped:
                 _finish(run, layout)
-        with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="correct") as pool:
-            futures: dict[Future[Reply], tuple[FileRun, Piece]] = {}
-            queue = iter(todo)
-            try:
-                while True:
-                    while len(futures) < in_flight * 2 and (item := next(queue, None)) is not None:
-                        run, piece = item
-                        fut = pool.submit(_request, backend, piece, cfg)
-                        futures[fut] = (run, piece)
-                    if not futures:
-                        break
-                    finished, _ = wait(futures, return_when=FIRST_COMPLETED)
-                    stop: BaseException | None = None  # raised once every other finished piece is recorded
-                    for fut in finished:
-                        run, piece = futures.pop(fut)
-                        sent += 1
-                        try:
-                            outcome = judge(piece, fut.result(), cfg)
-                            run.journal.add(piece.index, outcome)
-                        except (TransientError, OllamaRequestError) as exc:  # this piece only: keeps its input
-                            run.failed[piece.index] = str(exc)
-                        except BaseException as exc:  # re-raised below
-                            stop = stop or exc
-                            continue
-                        run.pending.discard(piece.index)
-                        run.line_left[piece.line] -= 1
-                        if run.line_left[piece.line] == 0:
-                            del run.line_left[piece.line]
-                            bar.advance()
-                        if not run.pending:
-                            _finish(run, layout)
-                    if stop is not None:
-                        raise stop
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
+        futures: dict[Future[Reply], tuple[FileRun, Piece]] = {}
+        queue = iter(todo)
+        try:
+            while not breaker.tripped:
+                while len(futures) < in_flight * 2 and (item := next(queue, None)) is not None:
+                    run, piece = item
+                    fut = pool.submit(_request, backend, piece, cfg, breaker)
+                    futures[fut] = (run, piece)
+                if not futures:
+                    break
+                finished, _ = wait(futures, timeout=1.0, return_when=FIRST_COMPLETED)
+                stop: BaseException | None = None  # raised once every other finished piece is recorded
+                for fut in finished:
+                    run, piece = futures.pop(fut)
+                    sent += 1
+                    try:
+                        outcome = judge(piece, fut.result(), cfg)
+                        run.journal.add(piece.index, outcome)
+                    except (TransientError, OllamaRequestError) as exc:  # this piece only: keeps its input
+                        run.failed[piece.index] = str(exc)
+                        run.failed_lines.add(piece.line)
+                    except BaseException as exc:  # re-raised below
+                        stop = stop or exc
+                        continue
+                    run.pending.discard(piece.index)
+                    run.line_left[piece.line] -= 1
+                    if run.line_left[piece.line] == 0:
+                        del run.line_left[piece.line]
+                        bar.advance(failed=piece.line in run.failed_lines)
+                    if not run.pending:
+                        _finish(run, layout)
+                if stop is not None:
+                    raise stop
+        except BaseException as exc:
+            breaker.cancel(type(exc).__name__)  # retries waiting give up; requests in flight are let go
+            raise
+        finally:
+            for fut in futures:
+                fut.cancel()
     finally:
+        pool.shutdown(wait=not backend.concurrent)  # llama.cpp finishes its one line; a server is not waited for
         bar.close()
         for run in runs:
             run.journal.close()
     loop_seconds = time.perf_counter() - loop_start
+    left = sum(len(run.line_left) for run in runs)  # lines not finished (a stop leaves some)
+    stopped = (f"stopped after {breaker.failures} failed requests in a row: the server is not answering "
+               f"({breaker.reason})") if breaker.tripped and left else None
     summary = _summarize(runs, layout, backend, cfg, src, jobs=in_flight, requests=sent,
                          skipped_files=skipped_files, seconds=time.perf_counter() - started,
                          loop_seconds=round(loop_seconds, 3), max_line_tokens=planner.budget,
-                         lines_done=bar.done)
+                         lines_done=bar.done, refused_files=len(refused), refused=refused, stopped=stopped)
+    if stopped:
+        raise CorrectError(f"{stopped}; {bar.done} lines corrected and kept, {left} not done; "
+                           "rerun the same command to resume")
     failed = sorted((run.doc.rel, run.doc.pieces[i].line, why) for run in runs for i, why in run.failed.items())
     if failed:
         rel, no, why = failed[0]
         raise CorrectError(f"{len(failed)} line(s) could not be corrected and kept their input "
                            f"(first: {rel}:{no}: {why}); rerun the same command to retry them")
     return summary
+
+
+def check_jobs(jobs: int | None) -> None:
+    """--jobs: requests in flight, 1 to MAX_JOBS (the config's own bound on correct.jobs)."""
+    if jobs is not None and not 1 <= jobs <= MAX_JOBS:
+        raise CorrectError(f"--jobs {jobs}: requests in flight must be a whole number from 1 to {MAX_JOBS}")
+
+
+def check_output_paths(src: Path, out: Path) -> None:
+    """The output folder can be made and never overlaps the input (either way round): one line if not."""
+    try:
+        check_paths(src, out)
+    except InputError as exc:
+        raise CorrectError(str(exc)) from None
+
+
+def _make_output(out: Path) -> None:
+    try:
+        make_output(out)
+    except InputError as exc:
+        raise CorrectError(str(exc)) from None
 
 
 def _finish(run: FileRun, layout: CorrectOutput) -> None:
@@ -825,6 +946,19 @@ def _finish(run: FileRun, layout: CorrectOutput) -> None:
     target = layout.corrected(run.doc.rel)
     atomic_write_bytes(target, data, fsync=False)  # atomic; a rerun re-renders it unless its sha256 checks out
     run.journal.mark_written(hashlib.sha256(data).hexdigest(), complete=not run.failed)
+
+
+def _score_untouched(line: Line, doc: Document, cfg: BuildConfig, scored: list[dict[str, Any]],
+                     hyps: dict[str, list[str]]) -> None:
+    """A line with a reference that held nothing to send (a digit, a rule) counts as identity."""
+    zwj = cfg.data.zwj_policy
+    text = normalize_text(plain_text(line), zwj)
+    row_lang = line.row.get("lang") if line.row is not None else None
+    script = detect_script(text) or doc.script
+    lang = row_lang if isinstance(row_lang, str) and row_lang else SCRIPT_LANG.get(script or "", "?")
+    scored.append({"lang": lang, "noisy": text, "clean": normalize_text(line.reference or "", zwj)})
+    hyps["raw"].append(text)
+    hyps["corrected"].append(text)
 
 
 def _summarize(runs: list[FileRun], layout: CorrectOutput, backend: Backend, cfg: BuildConfig, src: Path,
@@ -845,6 +979,8 @@ def _summarize(runs: list[FileRun], layout: CorrectOutput, backend: Backend, cfg
         for line in doc.lines:
             pieces = by_line.get(line.no, [])
             if not pieces:
+                if line.reference is not None:  # nothing to send (no letter): scored as it came, never dropped
+                    _score_untouched(line, doc, cfg, scored, hyps)
                 continue
             outcomes = {p.index: done[p.index] for p in pieces if p.index in done}
             finals = {p.index: (outcomes[p.index].final if p.index in outcomes else p.original) for p in pieces}
@@ -925,7 +1061,9 @@ def run(cfg: BuildConfig, src: str | Path, out: str | Path | None = None, *, ggu
     """`invoke correct`: open the backend (`open_backend`), correct into ``out`` (default: the run's
     corrected/ folder), close."""
     if not Path(src).exists():
-        raise CorrectError(f"{src}: input not found")
+        raise CorrectError(f"{shown(src)}: input not found")
+    check_jobs(jobs)  # every argument checked before the backend is opened: one line, at once
+    check_output_paths(Path(src), Path(out or cfg.layout.corrected))
     backend = open_backend(cfg, gguf=gguf, name=name, host=host)
     try:
         return correct(src, out or cfg.layout.corrected, backend, cfg, lang=lang, reference=reference, jobs=jobs,
