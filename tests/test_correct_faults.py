@@ -142,7 +142,7 @@ def test_a_single_input_file_that_is_not_utf8_is_one_error_line(tmp_path: Path) 
     assert "u16.txt" in _one_line(err.value) and "UTF-16" in str(err.value)
 
 
-def test_a_huge_single_line_is_cut_on_size_before_it_is_tokenized(tmp_path: Path) -> None:
+def test_a_huge_single_line_is_capped_and_a_long_one_cut_on_size_before_it_is_tokenized(tmp_path: Path) -> None:
     class Counting(RuleBackend):
         def __init__(self) -> None:
             super().__init__()
@@ -152,19 +152,34 @@ def test_a_huge_single_line_is_cut_on_size_before_it_is_tokenized(tmp_path: Path
             self.counted.append(len(text))
             return super().count_tokens(text)
 
-    sentence = "यह एक किताव हे| "
-    line = (sentence * (3_000_000 // len(sentence.encode()))).strip()  # ~3 MB, one line
-    src = tmp_path / "huge.txt"
-    src.write_text(line + "\n", encoding="utf-8")
+    def line_of(size: int) -> str:  # sentences that differ (no cache hit hides a whole-line count)
+        parts, total, i = [], 0, 0
+        while total < size:
+            parts.append(f"यह {i} किताव हे|")
+            total += len(parts[-1].encode()) + 1
+            i += 1
+        return " ".join(parts)
+
+    src = tmp_path / "in"
+    src.mkdir()
+    huge, long = line_of(3_000_000), line_of(400_000)  # over and under data.max_line_bytes (1 MiB here)
+    (src / "huge.txt").write_text("पहली पंक्ति हे|\n" + huge + "\n", encoding="utf-8")
+    (src / "long.txt").write_text(long + "\n", encoding="utf-8")
     backend = Counting()
     started = time.perf_counter()
-    summary, _, _ = _correct(src, tmp_path / "out", backend)
+    summary, _, err = _correct(src, tmp_path / "out", backend, cfg=_cfg(f"data.max_line_bytes={1 << 20}"))
     seconds = time.perf_counter() - started
-    assert max(backend.counted) <= 64 * 1024, max(backend.counted)  # never the whole line (3 MB)
-    assert sum(backend.counted) < 20 * len(line)  # linear, not quadratic
-    want = line.replace("|", "।").replace("किताव", "किताब").replace("हे", "है") + "\n"
-    assert (tmp_path / "out" / "huge.txt").read_text(encoding="utf-8") == want
-    assert summary["lines"] == 1 and summary["pieces"] > 100
+    assert max(backend.counted) <= 64 * 1024, max(backend.counted)  # never a whole line (400 KB, 3 MB)
+    assert sum(backend.counted) < 40 * len(long)  # linear in the text, not in its square
+    # Over the cap: kept byte for byte with one warning, never decoded into pieces or tokenized.
+    assert (tmp_path / "out" / "huge.txt").read_text(encoding="utf-8") == "पहली पंक्ति है।\n" + huge + "\n"
+    assert [ln for ln in err.splitlines() if "huge.txt:2:" in ln] == [
+        f"warning: huge.txt:2: {len(huge.encode())} bytes > data.max_line_bytes {1 << 20}; line kept as it was "
+        "(split it into lines to correct it)"]
+    # Under it: cut on size, then to the token budget, corrected and joined back.
+    want = long.replace("|", "।").replace("किताव", "किताब").replace("हे", "है") + "\n"
+    assert (tmp_path / "out" / "long.txt").read_text(encoding="utf-8") == want
+    assert summary["pieces"] > 100
     assert seconds < 120  # generous: a failure here means minutes again, not a timing target
 
 
@@ -416,6 +431,7 @@ def test_one_ctrl_c_while_the_server_stalls_exits_at_once_without_tracebacks(tmp
     for presses in (1, 3):
         port = _free_port()
         server = _server(port, die_after=10_000, stall=True)
+        proc = None
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "invoke", "correct", "--input", str(src), "--out",
@@ -435,6 +451,9 @@ def test_one_ctrl_c_while_the_server_stalls_exits_at_once_without_tracebacks(tmp
             _, stderr = proc.communicate(timeout=60)
             seconds = time.perf_counter() - started
         finally:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
             server.kill()
             server.wait()
         assert seconds < 10, (presses, seconds)  # it was 240 s: each request in flight ran all its retries

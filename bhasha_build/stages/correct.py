@@ -5,6 +5,12 @@
 Input: a file or a folder (searched recursively) of OCR text files (``.txt``: one line per OCR line,
 blank lines between paragraphs, form feeds between pages) and JSONL files (``.jsonl``: rows
 ``{"id", "noisy"}`` with optional ``"lang"`` and ``"clean"``). Other files in a folder are ignored.
+Inputs are only read (``core.inputs``): an output folder that overlaps the input either way round is
+refused before anything is read; symlinks in a folder are never followed (skipped with a warning, loops
+too); a file that is not UTF-8 text (a UTF-16/UTF-32 BOM, NUL bytes, another encoding) or whose name is
+not UTF-8 is skipped whole with one warning line and counted (summary.json ``refused``), never
+half-corrected. A line over ``data.max_line_bytes`` is kept as it was, with a warning, before it is
+decoded; a shorter long line is cut on size (``WINDOW_CHARS``, ``inputs.windows``) before it is tokenized.
 
 What is sent: every text line is cut into its layout (line ending LF/CRLF, form feeds, leading and
 trailing whitespace, a BOM) and its text; the text is normalized exactly as training normalized it
@@ -15,7 +21,9 @@ Modelfile's stops); ``num_predict`` is capped at ``guard.max_length_ratio`` x th
 reply that never stops is cut short and rejected. A line longer than ``correct.max_line_tokens`` (or
 than num_ctx leaves room for, prompt and reply together) is split at sentence boundaries (danda,
 ``|``, ``.?!``), then at spaces, then between graphemes, and the corrected pieces are joined back
-with the original separators. Lines without a letter (page numbers, rules) are not sent.
+with the original separators. Lines without a letter (page numbers, rules) are not sent. Text holding
+a chat-template special token (``<|im_end|>``...) is never sent (it would reach the model as the token):
+its line is kept as it is, with the reason in corrections.jsonl; a reply holding one is never used.
 
 What is written: the output keeps the input byte for byte except the corrected text — the same
 lines, blank lines, indentation, page breaks, line endings and final newline. A piece whose reply is
@@ -44,6 +52,12 @@ parallel requests; one llama.cpp model answers one at a time, so the GGUF backen
 transient failure (server unreachable, a request past its deadline ``correct.timeout_s``, 5xx) is
 retried ``correct.retries`` times with doubling backoff from ``correct.backoff_s``; a piece that still
 fails keeps its input, its file is written but not marked done, and the run ends with an error line.
+Fail fast (``core.dispatch``): after ``correct.stop_after_failures`` failed attempts in a row (at least
+the requests in flight; any success resets the count) the server counts as gone: nothing more is sent,
+retries waiting give up, what finished is kept, summary.json says ``stopped`` and the run ends within
+seconds with one line naming the host. One Ctrl-C returns at once: requests in flight are let go (the
+workers are daemon threads; the process exiting closes their connections). The progress line counts
+failed lines apart from corrected ones.
 Every finished piece is appended to its file's journal (keyed by the input's sha256 and the settings)
 by the main thread at once; a file counts as done only when its journal records the sha256 of the
 output, written after the output file was written atomically.
@@ -54,9 +68,9 @@ Backends: ``OllamaBackend`` (the project's REST client, ``/api/chat`` with the o
 served-model check sends; line lengths counted with Qwen2.5's real tokenizer, core/qwen_tokenizer.py)
 and ``GgufBackend`` (core/gguf.LlamaChat; lengths counted by the GGUF's own tokenizer).
 
-Knobs: correct.jobs, correct.timeout_s, correct.retries, correct.backoff_s, correct.max_line_tokens,
-correct.progress_every_s; data.zwj_policy; guard.*; seed; model.max_seq_length (llama.cpp context);
-deploy.name / deploy.host (Ollama).
+Knobs: correct.jobs, correct.timeout_s, correct.retries, correct.backoff_s, correct.stop_after_failures,
+correct.max_line_tokens, correct.progress_every_s; data.zwj_policy, data.max_line_bytes; guard.*; seed;
+model.max_seq_length (llama.cpp context); deploy.name / deploy.host (Ollama).
 """
 
 from __future__ import annotations
@@ -401,6 +415,7 @@ class Planner:
 
     def __init__(self, cfg: BuildConfig, backend: Backend, lang: str | None) -> None:
         self.zwj = cfg.data.zwj_policy
+        self.max_line_bytes = cfg.data.max_line_bytes  # the longest line the project reads (the data stage's cap)
         self.lang = lang
         self.ratio = cfg.guard.max_length_ratio
         self.backend = backend
@@ -476,6 +491,11 @@ class Planner:
         for no, content, ending in _split_physical(data):
             line = Line(no, ending)
             doc.lines.append(line)
+            if len(content) > self.max_line_bytes:  # capped before decoding or tokenizing, as the data stage does
+                line.parts = [content]
+                doc.problems.append(f"{rel}:{no}: {len(content)} bytes > data.max_line_bytes {self.max_line_bytes}; "
+                                    "line kept as it was (split it into lines to correct it)")
+                continue
             try:
                 text = content.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -1011,7 +1031,7 @@ def _summarize(runs: list[FileRun], layout: CorrectOutput, backend: Backend, cfg
     atomic_write_text(layout.records, "".join(r + "\n" for r in records))
     seconds = extra.pop("seconds")
     summary: dict[str, Any] = {
-        "input": str(src), "out": str(layout.root), "backend": backend.describe(),
+        "input": shown(src), "out": shown(layout.root), "backend": backend.describe(),
         "normalization": {"function": "core.text.normalize_text", "zwj_policy": cfg.data.zwj_policy},
         "decoding": {"temperature": 0, "seed": cfg.seed, "max_length_ratio": cfg.guard.max_length_ratio},
         "guard": cfg.guard.model_dump(), **extra,
@@ -1079,6 +1099,8 @@ def summary_line(summary: dict[str, Any]) -> str:
     text = (f"{summary['lines']} lines in {summary['files']} files{done_before}: {summary['changed']} changed, "
             f"{summary['guarded']} kept by the guard, {summary['failed']} failed; {speed}; layout kept; "
             f"{summary['out']}")
+    if summary.get("refused_files"):
+        text += f"; {summary['refused_files']} input files skipped (see the warnings and summary.json)"
     if ref := summary.get("reference"):
         text += "; CER " + " ".join(f"{k} {ref[k]['overall']['cer']:.4f}" for k in ("baseline", "raw", "corrected"))
     return text
