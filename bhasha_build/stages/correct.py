@@ -112,6 +112,7 @@ from bhasha_build.core.ollama import (
     server_url,
 )
 from bhasha_build.core.text import LANG_SCRIPTS, detect_script, foreign_fraction, normalize_text
+from bhasha_build.stages.data import MAX_JSON_DEPTH, json_depth
 from bhasha_build.stages.pipeline import verify_artifact
 
 TEXT_SUFFIXES = (".txt",)
@@ -125,7 +126,6 @@ _SPACES = regex.compile(r"\s+")
 _LETTER = regex.compile(r"\p{L}")
 # A text longer than this many characters is cut on size (inputs.windows) before anything tokenizes it.
 WINDOW_CHARS = 4096
-MAX_ROW_DEPTH = 64  # JSONL rows nested deeper are refused (file:line: reason), never parsed into a traceback
 
 
 class CorrectError(BhashaError):
@@ -523,31 +523,19 @@ class Planner:
 
 
 def _parse_row(text: str) -> tuple[dict[str, Any] | None, str]:
+    if (depth := json_depth(text)) > MAX_JSON_DEPTH:  # the data stage's limit, checked before parsing
+        return None, f"JSON nested too deep ({depth} levels, at most {MAX_JSON_DEPTH})"
     try:
         row = json.loads(text)
     except json.JSONDecodeError as exc:
         return None, f"not JSON ({exc.msg})"
-    except RecursionError:
-        return None, "not JSON this tool reads (nested too deep)"
-    if _depth(row) > MAX_ROW_DEPTH:
-        return None, f"not JSON this tool reads (nested too deep: over {MAX_ROW_DEPTH} levels)"
+    except RecursionError:  # not reachable under MAX_JSON_DEPTH; the parser's own limit
+        return None, "JSON nested too deep"
     if not isinstance(row, dict):
         return None, "not a JSON object"
     if not isinstance(row.get("noisy"), str):
         return None, "no string field 'noisy'"
     return row, ""
-
-
-def _depth(value: Any) -> int:
-    """How deeply lists and objects nest in a parsed JSON value (iteratively: no recursion to overflow)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            if level <= MAX_ROW_DEPTH:
-                stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
 
 
 # ---------------------------------------------------------------------------------- results
