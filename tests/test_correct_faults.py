@@ -183,6 +183,48 @@ def test_a_huge_single_line_is_capped_and_a_long_one_cut_on_size_before_it_is_to
     assert seconds < 120  # generous: a failure here means minutes again, not a timing target
 
 
+def test_windows_cut_on_size_at_sentences_spaces_or_graphemes_and_join_back() -> None:
+    import random
+
+    import regex
+
+    from bhasha_build.core.inputs import windows
+
+    rng = random.Random(7)
+    alphabet = ["क", "ि", "्", "ष", "ा", "।", " ", "  ", "|", "ক", "্", "ত", "a", ". "]
+    for size in (16, 64, 300):
+        for _ in range(30):
+            text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 2000))).strip() or "क"
+            cut = windows(text, size)
+            assert "".join(c + sep for c, sep in cut) == text
+            assert all(0 < len(c) <= size and not sep.strip() for c, sep in cut)
+            # a cut without a space is between two graphemes of the text, never inside one
+            bounds, pos = set(), 0
+            for g in regex.findall(r"\X", text):
+                pos += len(g)
+                bounds.add(pos)
+            pos = 0
+            for c, sep in cut[:-1]:
+                pos += len(c)
+                assert sep or pos in bounds, (text, pos)
+                pos += len(sep)
+    no_space = "क्ष" * 1000
+    assert all(len(c) <= 64 and c.startswith("क") for c, _ in windows(no_space, 64))
+    sentences = "पहला वाक्य है। " * 50
+    assert all(c.endswith("।") for c, _ in windows(sentences.strip(), 100))  # at sentence ends when it can
+
+
+def test_progress_counts_failed_lines_apart_from_corrected_ones() -> None:
+    stream = io.StringIO()
+    bar = cr.Progress(10, every_s=1000, stream=stream)
+    for _ in range(3):
+        bar.advance()
+    bar.advance(failed=True)
+    bar.close()  # a stopped run: the last state is printed even though the total was never reached
+    assert stream.getvalue().strip().splitlines() == [stream.getvalue().strip()]
+    assert "correct: 3/10 lines (30%), 1 failed" in stream.getvalue()
+
+
 # ---------------------------------------------------------------------------------- special tokens
 
 

@@ -996,7 +996,7 @@ def _summarize(runs: list[FileRun], layout: CorrectOutput, backend: Backend, cfg
             reasons.update(reason_kind(r) for r in line_reasons)
             text_in = line_text(line, {p.index: p.original for p in pieces})
             text_out = line_text(line, finals)
-            failed = [p.index for p in pieces if p.index in run.failed]
+            failed = [p.index for p in pieces if p.index in run.failed or p.index in run.pending]  # or never asked
             replies = {p.index: outcomes[p.index].output if p.index in outcomes else "" for p in pieces}
             rec = {"file": doc.rel, "line": line.no, "id": line.row.get("id") if line.row else None,
                    "lang": pieces[0].lang, "input": text_in, "output": text_out, "reply": line_text(line, replies),
