@@ -110,6 +110,27 @@ def test_a_symlink_is_never_followed_out_of_the_input_and_loops_are_skipped(tmp_
     assert summary["refused_files"] == 6 and len(summary["refused"]) == 6
 
 
+def test_a_file_swapped_for_a_symlink_after_the_walk_is_not_read_through(tmp_path: Path, monkeypatch: Any) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("गुप्त पासवर्ड यहाँ हे|\n", encoding="utf-8")
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "page.txt").write_text(HI, encoding="utf-8")
+    walked = cr.walk
+
+    def walk_then_swap(root: Path, suffixes: tuple[str, ...]) -> Any:
+        files, skipped = walked(root, suffixes)
+        (src / "page.txt").unlink()
+        (src / "page.txt").symlink_to(secret)  # the race: a regular file when walked, a symlink when read
+        return files, skipped
+
+    monkeypatch.setattr(cr, "walk", walk_then_swap)
+    backend = RuleBackend()
+    with pytest.raises(cr.CorrectError, match=r"nothing to correct: page\.txt: cannot read"):
+        _correct(src, tmp_path / "out", backend)
+    assert backend.sent == []
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le-nobom", "utf-32", "latin-1"])
 def test_a_file_that_is_not_utf8_text_is_refused_whole_with_one_warning(tmp_path: Path, encoding: str) -> None:
     src = tmp_path / "in"

@@ -5,6 +5,7 @@ it reads or writes anything.
                                  (paths compared resolved: symlinks and `..` cannot hide an overlap),
                                  and the output can be a folder (not a file, not under a file)
     make_output(out)             create the output folder, or one line saying why it cannot be
+    read_input(path)             a regular file's bytes, never through a symlink swapped in after the walk
     walk(src, suffixes)          the input files (a file, or a folder searched recursively) as
                                  (path, relative name) and the entries skipped, each with its reason:
                                  a symlink is never followed (not out of the input, not in a loop),
@@ -138,6 +139,16 @@ def walk(src: Path, suffixes: tuple[str, ...]) -> tuple[list[tuple[Path, str]], 
             else:
                 files.append((path, rel.as_posix()))
     return sorted(files, key=lambda f: f[1]), sorted(skipped)
+
+
+def read_input(path: Path, follow: bool = False) -> bytes:
+    """A regular file's bytes, opened without following a symlink (unless `follow`: a file the user named):
+    a file swapped for a symlink after the walk is refused (OSError), not read through."""
+    fd = os.open(path, os.O_RDONLY | (0 if follow else os.O_NOFOLLOW) | getattr(os, "O_NOCTTY", 0))
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OSError(0, "not a regular file", str(path))
+        return fh.read()
 
 
 def text_problem(data: bytes) -> str | None:

@@ -98,7 +98,16 @@ from bhasha_build.core.dispatch import Breaker, DaemonPool, retrying
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, jsonl_lines, sha256_file
 from bhasha_build.core.guard import guard, reason_kind
-from bhasha_build.core.inputs import InputError, check_paths, make_output, shown, text_problem, walk, windows
+from bhasha_build.core.inputs import (
+    InputError,
+    check_paths,
+    make_output,
+    read_input,
+    shown,
+    text_problem,
+    walk,
+    windows,
+)
 from bhasha_build.core.manifest import Manifest
 from bhasha_build.core.metrics import graphemes, identity_baseline, normalize_hyp, score
 from bhasha_build.core.ollama import (
@@ -814,7 +823,7 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
     skipped_files = 0
     for path, rel in files:
         try:
-            data = path.read_bytes()
+            data = read_input(path, follow=not src.is_dir())  # a folder's files: never through a symlink
         except OSError as exc:
             refused.append(f"{rel}: cannot read ({exc.strerror or type(exc).__name__}); skipped")
             continue
