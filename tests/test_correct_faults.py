@@ -361,6 +361,48 @@ def test_every_row_with_a_reference_is_scored_even_one_the_model_cannot_touch(tm
     assert summary["reference"]["corrected"]["overall"]["cer"] > 0
 
 
+def test_one_line_the_server_keeps_failing_on_never_stops_the_run(tmp_path: Path) -> None:
+    class FailsOneLine(RuleBackend):
+        def complete(self, text: str, max_tokens: int) -> cr.Reply:
+            if "तीसरी" in text:
+                with self.lock:
+                    self.calls += 1
+                raise cr.TransientError("500: model runner crashed")  # this line only, every attempt
+            return super().complete(text, max_tokens)
+
+    src = tmp_path / "p.txt"
+    src.write_text("".join(f"{w} पंक्ति हे|\n" for w in ("पहली", "दूसरी", "तीसरी", "चौथी", "पाँचवीं")),
+                   encoding="utf-8")
+    backend = FailsOneLine()
+    with pytest.raises(cr.CorrectError, match=r"^1 line\(s\) could not be corrected .*p\.txt:3: 500"):
+        _correct(src, tmp_path / "out", backend, cfg=_cfg("correct.retries=3"), jobs=1)
+    assert len(backend.sent) == 4  # every other line was still asked and corrected
+    assert (tmp_path / "out" / "p.txt").read_text(encoding="utf-8").count("है।") == 4
+
+
+def test_a_refused_connection_counts_at_every_attempt_and_stops_the_run_at_once(tmp_path: Path) -> None:
+    class GoneAfter(RuleBackend):
+        refused = 0
+
+        def complete(self, text: str, max_tokens: int) -> cr.Reply:
+            with self.lock:
+                gone = len(self.sent) >= 20
+                self.refused += gone
+            if gone:
+                raise cr.ServerGone("Ollama is unreachable at http://127.0.0.1:9 (Errno 111 Connection refused)")
+            return super().complete(text, max_tokens)
+
+    src = tmp_path / "in"
+    _book(src, pages=10, lines=20)
+    backend = GoneAfter()
+    started = time.perf_counter()
+    with pytest.raises(cr.CorrectError, match=r"stopped after .*127\.0\.0\.1:9.*rerun the same command") as err:
+        _correct(src, tmp_path / "out", backend, cfg=_cfg("correct.retries=3", "correct.backoff_s=0.5"), jobs=4)
+    assert time.perf_counter() - started < 5  # not 180 lines x 3 retries x backoff
+    assert backend.refused <= 8, backend.refused  # a few attempts, then nothing more is sent
+    assert "20 lines corrected" in _one_line(err.value)
+
+
 # ---------------------------------------------------------------------------------- a dead server
 
 

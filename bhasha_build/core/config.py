@@ -221,7 +221,8 @@ class CorrectConfig(Section):
     timeout_s: float = Field(120.0, gt=0)  # deadline of one request (a stalled server is retried)
     retries: int = Field(3, ge=0)  # retries of a transient failure (unreachable, timeout, 5xx)
     backoff_s: float = Field(0.5, ge=0)  # first retry delay; doubles each retry
-    # Failed requests in a row (no success between; at least `jobs`) after which the server counts as gone:
+    # Failures in a row (no success between; at least `jobs`; a refused connection counts at every attempt,
+    # another failure once its retries ran out) after which the server counts as gone:
     # `correct` stops dispatching, writes what is done and exits with one line (a rerun resumes).
     stop_after_failures: int = Field(3, ge=1)
     max_line_tokens: int = Field(128, ge=8)  # longer lines are split at sentence/word boundaries

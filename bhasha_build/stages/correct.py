@@ -52,8 +52,9 @@ parallel requests; one llama.cpp model answers one at a time, so the GGUF backen
 transient failure (server unreachable, a request past its deadline ``correct.timeout_s``, 5xx) is
 retried ``correct.retries`` times with doubling backoff from ``correct.backoff_s``; a piece that still
 fails keeps its input, its file is written but not marked done, and the run ends with an error line.
-Fail fast (``core.dispatch``): after ``correct.stop_after_failures`` failed attempts in a row (at least
-the requests in flight; any success resets the count) the server counts as gone: nothing more is sent,
+Fail fast (``core.dispatch``): after ``correct.stop_after_failures`` failures in a row (at least the
+requests in flight; any success resets the count; a refused connection counts at each attempt, any
+other failure once per line, when its retries run out) the server counts as gone: nothing more is sent,
 retries waiting give up, what finished is kept, summary.json says ``stopped`` and the run ends within
 seconds with one line naming the host. One Ctrl-C returns at once: requests in flight are let go (the
 workers are daemon threads; the process exiting closes their connections). The progress line counts
@@ -94,7 +95,7 @@ import requests
 
 from bhasha_build.core.chat import SYSTEM_PROMPT, find_special_token
 from bhasha_build.core.config import MAX_JOBS, BuildConfig
-from bhasha_build.core.dispatch import Breaker, DaemonPool, retrying
+from bhasha_build.core.dispatch import Breaker, DaemonPool, Stopped, retrying
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, jsonl_lines, sha256_file
 from bhasha_build.core.guard import guard, reason_kind
@@ -185,6 +186,10 @@ class TransientError(Exception):
     """A failure worth retrying (server unreachable, deadline passed, 5xx)."""
 
 
+class ServerGone(TransientError):
+    """Nothing answers at the server's address (connection refused): counts toward the stop at every attempt."""
+
+
 class Backend(Protocol):
     kind: str
     concurrent: bool  # may several requests be in flight?
@@ -272,7 +277,7 @@ class OllamaBackend:
         except OllamaNotFoundError:
             raise
         except OllamaUnreachableError as exc:
-            raise TransientError(str(exc)) from None
+            raise ServerGone(str(exc)) from None
         except OllamaRequestError as exc:
             if exc.status is None or exc.status >= 500 or exc.status == 429:
                 raise TransientError(str(exc)) from None
@@ -788,7 +793,8 @@ def _request(backend: Backend, piece: Piece, cfg: BuildConfig, breaker: Breaker 
     """One piece through the backend with retries and doubling backoff on transient failures, given up
     as soon as the breaker trips (the server is gone) or the run is interrupted."""
     return retrying(lambda: backend.complete(piece.sent, piece.max_tokens), retries=cfg.correct.retries,
-                    backoff_s=cfg.correct.backoff_s, transient=(TransientError,), breaker=breaker or Breaker(1 << 30))
+                    backoff_s=cfg.correct.backoff_s, transient=(TransientError,), gone=(ServerGone,),
+                    breaker=breaker or Breaker(1 << 30))
 
 
 @dataclass
@@ -889,6 +895,8 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
                     except (TransientError, OllamaRequestError) as exc:  # this piece only: keeps its input
                         run.failed[piece.index] = str(exc)
                         run.failed_lines.add(piece.line)
+                    except Stopped:  # never sent (the run is stopping): still to do
+                        continue
                     except BaseException as exc:  # re-raised below
                         stop = stop or exc
                         continue
@@ -914,7 +922,7 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
             run.journal.close()
     loop_seconds = time.perf_counter() - loop_start
     left = sum(len(run.line_left) for run in runs)  # lines not finished (a stop leaves some)
-    stopped = (f"stopped after {breaker.failures} failed requests in a row: the server is not answering "
+    stopped = (f"stopped after {breaker.tripped_at} failures in a row: the server is not answering "
                f"({breaker.reason})") if breaker.tripped and left else None
     summary = _summarize(runs, layout, backend, cfg, src, jobs=in_flight, requests=sent,
                          skipped_files=skipped_files, seconds=time.perf_counter() - started,
