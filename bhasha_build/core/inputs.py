@@ -138,7 +138,7 @@ def walk(src: Path, suffixes: tuple[str, ...]) -> tuple[list[tuple[Path, str]], 
                 skipped.append(f"{shown(rel)}: not a regular file; skipped")
             else:
                 files.append((path, rel.as_posix()))
-    return sorted(files, key=lambda f: f[1]), sorted(skipped)
+    return sorted(files, key=lambda f: Path(f[1]).parts), sorted(skipped)  # the order rglob sorted in
 
 
 def read_input(path: Path, follow: bool = False) -> bytes:
