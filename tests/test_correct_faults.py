@@ -309,10 +309,14 @@ def test_a_file_name_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     assert "name is not UTF-8" in _one_line(err_single.value)
 
 
-@pytest.mark.parametrize("out", ["/etc/passwd", "/proc/x", "/etc/passwd/sub"])
+@pytest.mark.parametrize("out", ["/etc/passwd", "/proc/x", "/etc/passwd/sub", "symlink loop"])
 def test_an_output_that_cannot_be_a_folder_is_one_line(tmp_path: Path, out: str) -> None:
     src = tmp_path / "p.txt"
     src.write_text(HI, encoding="utf-8")
+    if out == "symlink loop":
+        (tmp_path / "a").symlink_to(tmp_path / "b")
+        (tmp_path / "b").symlink_to(tmp_path / "a")
+        out = str(tmp_path / "a" / "out")
     before = sha256_file("/etc/passwd")
     backend = RuleBackend()
     with pytest.raises(cr.CorrectError) as err:

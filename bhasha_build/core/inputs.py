@@ -57,7 +57,10 @@ def name_is_utf8(path: str | Path) -> bool:
 
 def check_paths(src: Path, out: Path) -> None:
     """Refuse an output folder that overlaps the input (either way round) or cannot be a folder."""
-    src_r, out_r = src.resolve(), out.resolve()
+    try:
+        src_r, out_r = src.resolve(), out.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop in either path (3.11 raises RuntimeError)
+        raise InputError(f"{shown(src)} -> {shown(out)}: cannot resolve the paths ({exc})") from None
     if src.is_file() or not src.is_dir():  # one file: the output must not hold it (or replace it)
         if out_r == src_r or src_r.is_relative_to(out_r):
             raise InputError(f"{shown(out)}: the output folder must not be the input's folder or contain the "

@@ -865,7 +865,7 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
     lines_todo = sum(len(run.line_left) for run in runs)
     bar = Progress(lines_todo, cfg.correct.progress_every_s, progress_stream, enabled=progress)
     in_flight = jobs if backend.concurrent else 1
-    # Failed attempts in a row (no success between, over every request in flight) that mean the server is gone.
+    # Failures in a row (no success between, over every request in flight) that mean the server is gone.
     breaker = Breaker(max(cfg.correct.stop_after_failures, in_flight))
     sent = 0
     loop_start = time.perf_counter()
@@ -888,7 +888,6 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
                 stop: BaseException | None = None  # raised once every other finished piece is recorded
                 for fut in finished:
                     run, piece = futures.pop(fut)
-                    sent += 1
                     try:
                         outcome = judge(piece, fut.result(), cfg)
                         run.journal.add(piece.index, outcome)
@@ -900,6 +899,7 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
                     except BaseException as exc:  # re-raised below
                         stop = stop or exc
                         continue
+                    sent += 1
                     run.pending.discard(piece.index)
                     run.line_left[piece.line] -= 1
                     if run.line_left[piece.line] == 0:
