@@ -241,6 +241,18 @@ class BuildConfig(Section):
     def _run_name(cls, value: str) -> str:
         return check_run_name(value)
 
+    @field_validator("runs_dir")
+    @classmethod
+    def _runs_dir(cls, value: str) -> str:
+        """A folder, or a path where one can be made: a file there is refused here, in one line."""
+        from bhasha_build.core.fsutil import not_a_folder
+
+        path = Path(value) if Path(value).is_absolute() else REPO_ROOT / value
+        if (blocker := not_a_folder(path)) is not None:
+            where = "" if blocker == path else f" ({blocker} is not a folder)"
+            raise ValueError(f"{path} must be a folder, not a file{where}")
+        return value
+
     @model_validator(mode="after")
     def _cross_field(self) -> BuildConfig:
         unknown = set(self.lora.target_modules) - set(LORA_TARGETS)
