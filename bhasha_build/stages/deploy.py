@@ -281,19 +281,19 @@ def _put_back(client: OllamaClient, name: str, previous: tuple[str, str | None] 
 
 
 def delete_quietly(client: OllamaClient, model: str, warnings: list[str] | None) -> None:
-    """Delete a model that is tidied away (a candidate, a rescue copy, a pruned one): when the delete
-    answers an error the model may be gone anyway (a 404, a 500 after deleting), so that is checked;
-    one that is still there is a warning, never a failure of what was served."""
+    """Delete a model that is tidied away (a candidate, a rescue copy, a pruned one), judged by whether it
+    is gone afterwards (a 404 or a 500 after deleting is fine; a 200 that deleted nothing is not); one
+    that is still there is a warning, never a failure of what was served."""
+    error: OllamaError | str = "it is still listed after the delete"
     try:
         client.delete(model)
-        return
     except OllamaError as exc:
         error = exc
     try:
         if not client.exists(model):
             return
-    except OllamaError:
-        pass
+    except OllamaError as exc:
+        error = f"{error}; and listing the models failed: {exc}"
     if warnings is not None:
         warnings.append(f"could not delete '{full_name(model)}': {error}")
 
