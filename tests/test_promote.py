@@ -512,3 +512,28 @@ def test_a_served_model_changed_during_the_gate_is_not_replaced(fake_runs: dict[
             run_promote(b, name=NAME, host=serving.url)
         assert client.model_digest(NAME) == client.model_digest(other)
         assert len(kept_names(client, NAME)) == 1  # the half-kept copy was removed
+
+
+def test_no_token_reaches_promote_json_or_the_manifest(fake_runs: dict[str, BuildConfig],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server (or proxy) whose error bodies echo the Authorization header: the warnings and errors
+    recorded say what failed, with the token scrubbed."""
+    from bhasha_build.core.errors import BhashaError
+    from bhasha_build.stages.pipeline import run_promote
+
+    token = "tok-" + os.urandom(8).hex()
+    monkeypatch.setenv("BHASHA_OLLAMA_TOKEN", token)
+    a, b = fake_runs["a"], fake_runs["b"]
+    with OllamaContractServer() as serving:
+        serving.faults["/api/delete"] = "echo-auth"  # tidying up fails: warnings
+        report = run_promote(a, name=NAME, host=serving.url)
+        assert report["status"] == "promoted" and "unauthorized" in report["warnings"][0]
+        serving.faults["/api/copy"] = "echo-auth"  # the swap fails: errors
+        with pytest.raises(BhashaError, match=r"unauthorized: header Authorization='\*\*\*' refused; "
+                                              r"token \*\*\* is not known"):
+            run_promote(b, name=NAME, host=serving.url)
+        assert serving.authorizations[-1] == f"Bearer {token}"  # it was sent, and echoed
+    for run in (a, b):
+        for path in (run.layout.promote_report, run.layout.manifest):
+            text = path.read_text()
+            assert "unauthorized" in text and token not in text, path
