@@ -537,3 +537,31 @@ def test_no_token_reaches_promote_json_or_the_manifest(fake_runs: dict[str, Buil
         for path in (run.layout.promote_report, run.layout.manifest):
             text = path.read_text()
             assert "unauthorized" in text and token not in text, path
+
+
+def test_a_kept_model_changed_at_the_rollback_copy_is_never_left_served(fake_runs: dict[str, BuildConfig]) -> None:
+    from bhasha_build.core.errors import BhashaError
+    from bhasha_build.stages.pipeline import run_promote
+    from bhasha_build.stages.promote import rollback
+
+    a, b = fake_runs["a"], fake_runs["b"]
+    with OllamaContractServer() as serving:
+        client = OllamaClient(serving.url)
+        run_promote(a, name=NAME, host=serving.url)
+        promoted = run_promote(b, name=NAME, host=serving.url)
+        served = client.model_digest(NAME)
+        _make(serving, "intruder", NAME)
+        serving.models["intruder:latest"]["digest"] = "e" * 64  # a model nobody checked
+
+        def race(body: dict[str, Any]) -> None:  # between rollback's sanity prompt and its copy
+            if body.get("destination") in (NAME, f"{NAME}:latest") and serving.before.pop("/api/copy", None):
+                serving.copy("intruder", promoted["kept_as"])
+
+        serving.before["/api/copy"] = race
+        with pytest.raises(BhashaError, match=r"the previous model \(" + served + r"\) is served again"):
+            rollback(b, b.layout, name=NAME, host=serving.url)
+        assert client.model_digest(NAME) == served
+    back = json.loads(b.layout.rollback_report.read_text())
+    assert back["status"] == "failed" and back["digests"]["served_after"] == served
+    manifest = json.loads(b.layout.manifest.read_text())
+    assert manifest["rollback"]["status"] == "failed" and manifest["promote"]["status"] == "promoted"
