@@ -266,6 +266,10 @@ class BuildConfig(Section):
             raise ValueError("train.batch_size = \"auto\" needs train.effective_batch (rows per optimizer step)")
         if isinstance(self.train.batch_size, int) and self.train.batch_size < 1:
             raise ValueError("train.batch_size must be >= 1 or \"auto\"")
+        from bhasha_build.core.fsutil import not_a_folder
+
+        if not_a_folder(self.run_dir) == self.run_dir:  # runs_dir itself was checked above
+            raise ValueError(f"run {self.run!r}: {self.run_dir} must be a folder, not a file")
         return self
 
     @property
