@@ -443,3 +443,22 @@ def test_deploy_applied_despite_an_error_answer_is_ok(tmp_path: Path, server: Ol
     assert not client.exists(candidate_name(NAME))
     assert bool(report.get("warnings")) == (fault == "fail-after")
     assert json.loads((run / "deploy.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_deploy_force_racing_another_deploy_keeps_the_verified_model(tiny_run: Path, tmp_path: Path) -> None:
+    """The race of issue 21 with a real model (real sanity prompt through llama.cpp): while deploy --force
+    copies its verified candidate, another deploy puts an unchecked model on `<name>-candidate`; the
+    copy brings that one over the name, and deploy puts the model that was served back."""
+    with OllamaContractServer() as srv:
+        client = OllamaClient(srv.url)
+        deploy(tiny_run, _cfg(), NAME, srv.url, force=True)
+        live = client.model_digest(NAME)
+        _, intruder = _live_and_intruder(tmp_path, srv, live=False)
+        _race_at(srv, NAME)
+        with pytest.raises(DeployError, match=rf"not the verified .*the previous model \({live}\) is served again"):
+            deploy(tiny_run, _cfg(), NAME, srv.url, force=True)
+        assert client.model_digest(NAME) == live != intruder
+        report = json.loads((tiny_run / "deploy.json").read_text())
+        assert report["sanity"]["ok"] and report["status"] == "failed" and report["digest"] == live
+        assert client.chat(NAME, [{"role": "user", "content": BUILTIN_SAMPLE["noisy"]}])["done_reason"] == "stop"
