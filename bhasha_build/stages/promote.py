@@ -307,7 +307,7 @@ def _served_now(client: OllamaClient, name: str) -> str | None:
 
 def rollback(cfg: BuildConfig, layout: RunLayout, name: str | None = None, host: str | None = None,
              note: str | None = None) -> dict[str, Any]:
-    """Restore the newest kept `<name>:prev-*` that is not what is served now (module docstring)."""
+    """Restore the newest kept `<name>:prev-<stamp>` that is not what is served now (module docstring)."""
     name = full_name(name or cfg.deploy.name)
     host_url = server_url(host, cfg.deploy.host)
     report: dict[str, Any] = {"name": name, "host": host_url, "status": "failed", "trigger": trigger(note),
