@@ -29,8 +29,14 @@ Faults (for the client's error handling and the fault suite), set at any time:
   "stall"     headers and one NDJSON line, then nothing (until ``stall_seconds`` or stop())
   "trickle"   one NDJSON line every ``trickle_interval`` seconds, ``trickle_lines`` of them
   "drop"      the connection closed without an answer
+  "echo-auth" status 401 whose error echoes the request's Authorization header and its bare token
+              (a proxy that quotes what it refused)
+  "fail-after"    the request is applied, then answered 500 (a server that fails after writing)
+  "missing-after" the request is applied, then answered 404 (as a delete of a model already gone)
 ``server.after[path] = fn`` calls ``fn(body)`` after a request to ``path`` was answered (a test
 kills its client there: a crash between two calls).
+``server.before[path] = fn`` calls ``fn(body)`` once a request's JSON body is read, before it is
+handled (a test changes a model there: another deploy racing between a client's check and its copy).
 Attributes: ``in_flight`` /
 ``max_in_flight`` count /api/chat and /api/generate requests being served (now, most at once);
 setting ``stall_count`` > 0 makes that many of the next ones hang for ``stall_s`` seconds and then
@@ -148,6 +154,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+_AFTER_FAULTS = {"fail-after": 500, "missing-after": 404}  # faults applied before their error answer
+
+
 class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -189,6 +198,7 @@ class OllamaContractServer:
         self.authorizations: list[str | None] = []  # the Authorization header of each request
         self.faults: dict[str, str] = {}
         self.after: dict[str, Any] = {}
+        self.before: dict[str, Any] = {}
         self.stall_seconds = 30.0
         self.trickle_interval = 1.0
         self.trickle_lines = 10
@@ -499,9 +509,13 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, f"invalid JSON: {exc.msg}") from None
         if not isinstance(body, dict):
             raise ApiError(400, "request body must be a JSON object")
+        if hook := self.app.before.get(self.path.split("?")[0]):
+            hook(body)
         return body
 
     def _send(self, status: int, payload: Any = None, *, text: str | None = None) -> None:
+        if status < 400 and (failed := _AFTER_FAULTS.get(getattr(self, "_fault_after", ""))):  # applied, then
+            status, payload, text = failed, {"error": f"injected {self._fault_after} ({failed})"}, None  # an error
         data = (
             b""
             if payload is None and text is None
@@ -553,7 +567,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         self.app.requests.append((self.command, path))
         self.app.authorizations.append(self.headers.get("Authorization"))
-        if path in self.app.faults:
+        self._fault_after = self.app.faults.get(path, "")
+        if path in self.app.faults and self._fault_after not in _AFTER_FAULTS:
             self._fault(self.app.faults[path])
             return
         try:
@@ -581,6 +596,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if kind == "drop":
             self.close_connection = True
+            return
+        if kind == "echo-auth":
+            auth = self.headers.get("Authorization") or ""
+            self._send(401, {"error": f"unauthorized: header Authorization={auth!r} refused; token "
+                                      f"{auth.removeprefix('Bearer ')} is not known here"})
             return
         line = json.dumps({"model": "x", "created_at": _now(), "message": {"role": "assistant", "content": "क"},
                            "response": "क", "done": False}).encode() + b"\n"

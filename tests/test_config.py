@@ -78,3 +78,23 @@ def test_deploy_host_with_credentials_is_refused_before_anything_records_it() ->
             load_config(**{"env": {}, **source})
         assert "hunter2" not in str(err.value)
     assert load_config(env={}, overrides=['deploy.host="https://gpu-box"']).deploy.host == "https://gpu-box"
+
+
+def test_runs_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    a_file = tmp_path / "runs"
+    a_file.write_text("")
+    with pytest.raises(ConfigError, match=rf"runs_dir: {a_file} must be a folder, not a file$"):
+        load_config(env={}, overrides=[f'runs_dir="{a_file}"'])
+    with pytest.raises(ConfigError, match=rf"runs_dir: {a_file}/r must be a folder, not a file \({a_file} is not"):
+        load_config(env={"BHASHA__RUNS_DIR": str(a_file / "r")})
+    assert load_config(env={}, overrides=[f'runs_dir="{tmp_path / "new" / "runs"}"']).runs_dir  # to be made: fine
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "r1").write_text("")
+    with pytest.raises(ConfigError, match=rf"run 'r1': {tmp_path}/ok/r1 must be a folder, not a file$"):
+        load_config(env={}, overrides=[f'runs_dir="{tmp_path / "ok"}"', 'run="r1"'])
+
+
+def test_deploy_host_with_a_query_string_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ConfigError, match=r"deploy\.host: Ollama host 'https://gpu-box/' has a query string") as err:
+        load_config(env={}, overrides=['deploy.host="https://gpu-box/?token=hunter2"'])
+    assert "hunter2" not in str(err.value)

@@ -27,6 +27,7 @@ from bhasha_build.core.ollama import (
     OllamaModelExistsError,
     OllamaTooOldError,
     OllamaUnreachableError,
+    full_name,
 )
 from bhasha_build.stages.deploy import BUILTIN_SAMPLE, DeployError, candidate_name, deploy, sanity_sample
 from bhasha_build.stages.modelfile import ModelfileError, render_modelfile
@@ -360,3 +361,104 @@ def test_eval_scores_the_served_model_through_ollama(tiny_pipeline: dict[str, An
         speed = report[system]["generation"]
         assert speed["seconds"] > 0
         assert speed["rows_per_s"] == pytest.approx(report["rows"] / speed["seconds"], rel=0.02)
+
+
+# -- deploy --force under a race and a server that fails after applying (fast: the models cannot
+# generate, so deploy's sanity prompt is replaced; create, the show round-trip, tags, copy and delete
+# are real against the contract server) -----------------------------------------------------------------
+
+
+@pytest.fixture
+def sane(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bhasha_build.stages import deploy as deploy_stage
+
+    monkeypatch.setattr(deploy_stage, "check_served_model", lambda client, name, *_: {"ok": True, "failures": []})
+
+
+def _live_and_intruder(tmp_path: Path, server: OllamaContractServer, live: bool = True) -> tuple[str | None, str]:
+    """The live model (unless `live` is False) and an 'intruder' nobody verified, on the server."""
+    client = OllamaClient(server.url)
+    digests = []
+    for name in ("bhasha-ocr", "intruder")[0 if live else 1:]:
+        gguf = tmp_path / f"{name}.gguf"
+        gguf.write_bytes(b"GGUF\x03\x00\x00\x00" + os.urandom(512))
+        client.create(name, {gguf.name: client.push_blob(gguf)})
+        digests.append(client.model_digest(name))
+    return (digests[0] if live else None), digests[-1]
+
+
+def _race_at(server: OllamaContractServer, destination: str) -> None:
+    """Once, when a /api/copy to `destination` arrives, another deploy puts the intruder on the candidate."""
+    def race(body: dict[str, Any]) -> None:
+        if full(body.get("destination", "")) == full(destination) and server.before.pop("/api/copy", None):
+            server.copy("intruder", candidate_name(NAME))
+
+    def full(name: str) -> str:
+        return server.full_name(name) if name else ""
+
+    server.before["/api/copy"] = race
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_a_candidate_swapped_at_the_copy_is_never_left_served(tmp_path: Path, server: OllamaContractServer,
+                                                               sane: None, live: bool) -> None:
+    run = _run_dir(tmp_path)
+    client = OllamaClient(server.url)
+    before, intruder = _live_and_intruder(tmp_path, server, live)
+    _race_at(server, NAME)
+    with pytest.raises(DeployError, match=r"not the verified .*; the previous model \((" + str(before)
+                       + r"|none: the name was removed)\) is served again") as err:
+        deploy(run, _cfg(), NAME, server.url, force=True)
+    assert client.model_digest(NAME) == before != intruder  # the old model, or none: never the intruder
+    report = json.loads((run / "deploy.json").read_text())
+    assert report["status"] == "failed" and report["digest"] == before and report == err.value.report
+    assert not [m for m in client.digests() if "-rescue-" in m]  # the rescue copy is tidied away
+
+
+def test_a_candidate_changed_after_its_checks_is_not_copied(tmp_path: Path, server: OllamaContractServer,
+                                                            sane: None) -> None:
+    run = _run_dir(tmp_path)
+    client = OllamaClient(server.url)
+    before, _ = _live_and_intruder(tmp_path, server)
+    copies = []
+    server.after["/api/copy"] = copies.append
+    server.after["/api/show"] = lambda _: server.copy("intruder", candidate_name(NAME))  # after the round-trip
+    with pytest.raises(DeployError, match=r"changed after it was verified .*nothing was copied; "
+                                          rf"'{NAME}:latest' serves {before}"):
+        deploy(run, _cfg(), NAME, server.url, force=True)
+    assert client.model_digest(NAME) == before
+    assert all(full_name(c["destination"]) != f"{NAME}:latest" for c in copies)  # never copied over the name
+
+
+@pytest.mark.parametrize(("path", "fault"), [("/api/copy", "fail-after"), ("/api/delete", "missing-after")])
+def test_deploy_applied_despite_an_error_answer_is_ok(tmp_path: Path, server: OllamaContractServer, sane: None,
+                                                      path: str, fault: str) -> None:
+    run = _run_dir(tmp_path)
+    client = OllamaClient(server.url)
+    _live_and_intruder(tmp_path, server)
+    server.faults[path] = fault
+    report = deploy(run, _cfg(), NAME, server.url, force=True)
+    del server.faults[path]
+    assert report["status"] == "ok" and client.model_digest(NAME) == report["digest"] == report["candidate_digest"]
+    assert not client.exists(candidate_name(NAME))
+    assert bool(report.get("warnings")) == (fault == "fail-after")
+    assert json.loads((run / "deploy.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_deploy_force_racing_another_deploy_keeps_the_verified_model(tiny_run: Path, tmp_path: Path) -> None:
+    """The race of issue 21 with a real model (real sanity prompt through llama.cpp): while deploy --force
+    copies its verified candidate, another deploy puts an unchecked model on `<name>-candidate`; the
+    copy brings that one over the name, and deploy puts the model that was served back."""
+    with OllamaContractServer() as srv:
+        client = OllamaClient(srv.url)
+        deploy(tiny_run, _cfg(), NAME, srv.url, force=True)
+        live = client.model_digest(NAME)
+        _, intruder = _live_and_intruder(tmp_path, srv, live=False)
+        _race_at(srv, NAME)
+        with pytest.raises(DeployError, match=rf"not the verified .*the previous model \({live}\) is served again"):
+            deploy(tiny_run, _cfg(), NAME, srv.url, force=True)
+        assert client.model_digest(NAME) == live != intruder
+        report = json.loads((tiny_run / "deploy.json").read_text())
+        assert report["sanity"]["ok"] and report["status"] == "failed" and report["digest"] == live
+        assert client.chat(NAME, [{"role": "user", "content": BUILTIN_SAMPLE["noisy"]}])["done_reason"] == "stop"

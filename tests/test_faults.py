@@ -454,3 +454,68 @@ def test_a_failed_tiny_rebuild_keeps_the_previous_base_model(tmp_path: Path, mon
         pipeline.run_data(cfg)
     assert sha256_path(base) == before
     assert [p.name for p in base.parent.iterdir() if p.name.startswith(f".{base.name}")] == []
+
+
+# -- secrets and misplaced folders, through invoke: one line, no secret printed or recorded ------------
+
+
+def test_no_token_reaches_the_log_deploy_json_or_the_manifest(tmp_path: Path) -> None:
+    """A server (or a proxy in front of it) whose 401 body echoes the Authorization header and the bare
+    token: the user sees the refusal, the token is in none of the log, deploy.json and manifest.json
+    (which the nightly uploads)."""
+    run = _deploy_run(tmp_path)
+    manifest = Manifest(run)
+    for key, path in (("gguf", RunLayout(run).gguf("Q4_K_M")), ("modelfile", RunLayout(run).modelfile)):
+        manifest.artifact(key, path, made_from={})
+    token = "tok-" + os.urandom(8).hex()
+    with OllamaContractServer() as srv:
+        srv.faults["/api/version"] = "echo-auth"
+        proc = invoke("deploy", "--run", "demo", "--set", f'runs_dir="{tmp_path / "runs"}"', "--host", srv.url,
+                      "--force", env={"BHASHA_OLLAMA_TOKEN": token})
+        assert srv.authorizations[-1] == f"Bearer {token}"
+    line = one_error_line(proc)
+    assert "GET /api/version failed (401): unauthorized" in line and "***" in line
+    recorded = json.loads((run / "deploy.json").read_text())["error"], json.loads(manifest.path.read_text())
+    assert "unauthorized" in recorded[0] and "unauthorized" in recorded[1]["stages"]["deploy"]["error"]
+    for text in (proc.stdout + proc.stderr, (run / "deploy.json").read_text(), manifest.path.read_text()):
+        assert token not in text
+
+
+@pytest.mark.parametrize("host", ["http://admin:S3C/RETPW@gpu-box", "https://gpu-box/?token=S3CRETPW"])
+def test_a_secret_in_the_host_is_one_line_and_never_printed(tmp_path: Path, host: str) -> None:
+    """However the host is given (--host, OLLAMA_HOST, --set deploy.host), it is refused before anything
+    is sent or recorded, in one line that does not hold the password or the query."""
+    for args, env in (((), {"OLLAMA_HOST": host}), (("--host", host), {}),
+                      (("--set", f'deploy.host="{host}"'), {})):
+        proc = invoke("deploy", "--run", "demo", "--set", f'runs_dir="{tmp_path / "runs"}"', *args, env=env)
+        line = one_error_line(proc)
+        assert "BHASHA_OLLAMA_TOKEN" in line and "gpu-box" in line, line
+        assert "S3C" not in proc.stdout + proc.stderr and "RETPW" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "runs").exists()  # nothing recorded
+
+
+def test_a_file_where_a_folder_belongs_is_one_line(tmp_path: Path) -> None:
+    """runs_dir naming a file, BHASHA_MODEL_CACHE naming a file, a weights.json torn by a crash or not
+    an object: each one line naming the path (they were tracebacks)."""
+    from bhasha_build.core import weights
+
+    a_file = tmp_path / "runs.txt"
+    a_file.write_text("not a folder\n")
+    proc = invoke("data", "--set", f'runs_dir="{a_file}"')
+    assert f"runs_dir: {a_file} must be a folder, not a file" in one_error_line(proc)
+    proc = invoke("data", "--set", f'runs_dir="{a_file / "runs"}"')
+    assert f"({a_file} is not a folder)" in one_error_line(proc)
+
+    proc = invoke("fetch-model", env={"BHASHA_MODEL_CACHE": str(a_file)})
+    assert f"BHASHA_MODEL_CACHE {a_file} must be a folder, but {a_file} is a file" in one_error_line(proc)
+
+    cache = tmp_path / "cache"
+    record = cache / weights.SOURCES["qwen2.5-coder-0.5b-instruct"].folder / weights.RECORD
+    record.parent.mkdir(parents=True)
+    for body, reason in (('{"recipe": 1, "hf": {"sha256": "ab', "not valid JSON"),
+                         ('[{"recipe": 1}]', "a JSON list, not an object"),
+                         ('{"recipe": 1, "hf": "x"}', "'hf' is not an object")):
+        record.write_text(body)
+        line = one_error_line(invoke("fetch-model", env={"BHASHA_MODEL_CACHE": str(cache)}))
+        assert f"{record}: not a fetch record ({reason}" in line and "--force" in line, line
+        assert record.read_text() == body  # left for the user to look at

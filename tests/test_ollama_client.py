@@ -322,6 +322,56 @@ def test_credentials_in_the_host_are_refused_without_echoing_them() -> None:
         assert "s3cr3t" not in str(err.value) and "example.com" in str(err.value)
 
 
+@pytest.mark.parametrize(("raw", "shown"), [
+    ("http://admin:S3C/RETPW@h", "'http://***@h'"),  # a '/' in the password once ended the host there
+    ("admin:S3C/RETPW@h:11434", "'http://***@h:11434'"),
+    ("https://admin:S3C?RETPW#x@h/prefix", "'https://***@h'"),
+    ("https://h/?token=S3C", "'https://h/'"),
+    ("https://h:443/ollama?key=S3C&sig=RETPW", "'https://h:443/ollama'"),
+    ("http://h#S3C", "'http://h'"),
+])
+def test_secrets_in_the_host_are_refused_without_echoing_them(raw: str, shown: str) -> None:
+    """A token in a query string is never sent, recorded or printed: the host is refused (a user who put
+    it there meant it as a credential; it belongs in BHASHA_OLLAMA_TOKEN)."""
+    with pytest.raises(OllamaError, match="BHASHA_OLLAMA_TOKEN") as err:
+        resolve_host(raw, env={})
+    assert "S3C" not in str(err.value) and "RETPW" not in str(err.value) and shown in str(err.value)
+    with pytest.raises(OllamaError) as err:
+        OllamaClient(raw)
+    assert "S3C" not in str(err.value)
+
+
+def test_error_texts_are_scrubbed_of_secrets() -> None:
+    from bhasha_build.core.errors import BhashaError, first_line, register_secret, scrub
+
+    register_secret("opaque-4f9a1c")
+    cases = {
+        'POST /api/copy failed (401): {"Authorization": "Bearer abc.def-123"}': "abc.def",
+        "502 from proxy; headers: {'authorization': 'Basic dXNlcjpwYXNz', 'x': 1}": "dXNlcjpwYXNz",
+        "Proxy-Authorization: Bearer zzz999 was refused": "zzz999",
+        "upstream http://admin:S3C/RETPW@gpu-box:11434/api/chat refused": "S3C",
+        "GET https://gpu-box/api/tags?token=QQQ123&x=1 failed": "QQQ123",
+        "redirected to /login?next=/&api_key=KKK777": "KKK777",
+        "the key opaque-4f9a1c is unknown": "opaque-4f9a1c",
+    }
+    for text, secret in cases.items():
+        assert secret not in scrub(text) and "***" in scrub(text), scrub(text)
+        assert secret not in str(BhashaError(text)) and secret not in first_line(RuntimeError(text))
+    for plain in ("expected section.key=value", "special token <|im_end|> at line 3", "a basic check",
+                  "sent as a bearer header", "http://127.0.0.1:11434/api/chat", "runs/ci/model-q4_k_m.gguf"):
+        assert scrub(plain) == plain
+
+
+def test_an_error_body_echoing_the_token_is_scrubbed(server: OllamaContractServer,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "tok-" + os.urandom(6).hex()
+    monkeypatch.setenv("BHASHA_OLLAMA_TOKEN", token)
+    server.faults["/api/version"] = "echo-auth"
+    with pytest.raises(OllamaError, match=r"GET /api/version failed \(401\): unauthorized") as err:
+        OllamaClient(server.url).version()
+    assert server.authorizations[-1] == f"Bearer {token}" and token not in str(err.value)
+
+
 def test_token_goes_in_a_bearer_header(server: OllamaContractServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BHASHA_OLLAMA_TOKEN", "tok-123")
     OllamaClient(server.url).version()

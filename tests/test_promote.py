@@ -66,6 +66,17 @@ def test_gate_passes_within_the_margin_and_refuses_over_correction() -> None:
     assert [c["check"] for c in result["checks"] if not c["ok"]] == ["over_correction_within_bound"]
 
 
+def test_gate_details_read_the_right_way() -> None:
+    """A refusal once read `bn: candidate 1.0000 <= 0.1` (the bound, not what happened)."""
+    result = gate(_scores({"bn": (0.2, 1.0)}, {"bn": (0.06, 0.0)}), cfg(margin=0.01, max_over_correction=0.1))
+    details = {c["check"]: c["detail"] for c in result["checks"]}
+    assert details == {"cer_not_worse_than_served": "candidate CER 0.2000 > served CER 0.0600 + margin 0.01",
+                       "over_correction_within_bound": "candidate over-correction 1.0000 > limit 0.1"}
+    ok = gate(_scores({"bn": (0.05, 0.0)}, None), cfg(max_over_correction=0.1))["checks"]
+    assert [c["detail"] for c in ok] == ["candidate CER 0.0500 <= baseline CER 0.0800 + margin 0.005",
+                                         "candidate over-correction 0.0000 <= limit 0.1"]
+
+
 def test_first_promotion_is_gated_against_the_baseline() -> None:
     result = gate(_scores({"hi": (0.09, 0.0)}, None, baseline=0.08), cfg(margin=0.0))
     assert not result["passed"] and result["against"] == "baseline"
@@ -304,3 +315,253 @@ def test_a_missing_regression_set_is_an_error_not_a_smaller_gate(tmp_path: Path)
         gate_rows(cfg(regression_set=str(tmp_path / "nowhere")), layout)
     rows = gate_rows(cfg(regression_set=str(_gate_file(tmp_path)), eval_rows=0), layout)
     assert [r["set"] for r in rows] == ["regression:one.jsonl"]
+
+
+# -- the swap under races and faulty servers (fast: the contract server, a fake GGUF per run) -----------
+#
+# The models here cannot generate (random bytes after the GGUF magic), so the two things that need a
+# real model's answers are replaced: deploy's sanity prompt and the gate rows' answers (the reference:
+# a perfect candidate). Everything that moves models (create, show round-trip, tags, copy, delete) and
+# every record (promote.json, rollback.json, the manifest through the stage runner) is the real code
+# against the contract server; the slow tests above run the same steps with real llama.cpp.
+
+
+def _fake_run(tmp_path: Path, run: str, gate_dir: Path) -> BuildConfig:
+    from bhasha_build.core.layout import RunLayout
+    from bhasha_build.stages.modelfile import render_modelfile
+
+    config = BuildConfig.model_validate({"runs_dir": str(tmp_path / "runs"), "run": run,
+                                         "promote": {"regression_set": str(gate_dir)}})
+    layout: RunLayout = config.layout
+    layout.data_dir.mkdir(parents=True)
+    gguf = layout.gguf("Q4_K_M")
+    gguf.write_bytes(b"GGUF\x03\x00\x00\x00" + os.urandom(1024))  # a different model per run
+    render_modelfile(gguf, layout.modelfile, config)
+    layout.eval_split.write_text(json.dumps(_builtin_row(), ensure_ascii=False) + "\n", encoding="utf-8")
+    manifest = Manifest(layout.root)
+    for key, path in (("gguf", gguf), ("modelfile", layout.modelfile), ("eval_split", layout.eval_split)):
+        manifest.artifact(key, path, made_from={})
+    return config
+
+
+@pytest.fixture
+def stubbed_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bhasha_build.stages import deploy as deploy_stage
+    from bhasha_build.stages import promote as promote_stage
+
+    def sane(client: Any, name: str, *_: Any) -> dict[str, Any]:
+        return {"ok": True, "failures": [], "stubbed": name}
+
+    monkeypatch.setattr(deploy_stage, "check_served_model", sane)
+    monkeypatch.setattr(promote_stage, "check_served_model", sane)
+    monkeypatch.setattr(promote_stage, "answers", lambda client, name, rows, config: [r["clean"] for r in rows])
+
+
+@pytest.fixture
+def fake_runs(tmp_path: Path, stubbed_answers: None) -> dict[str, BuildConfig]:
+    gate_dir = _gate_file(tmp_path)
+    return {run: _fake_run(tmp_path, run, gate_dir) for run in ("a", "b", "c")}
+
+
+def _stamped(n: int) -> str:
+    return f"{NAME}:prev-2026120{n}-010203-000000"
+
+
+def _make(server: OllamaContractServer, name: str, like: str) -> None:
+    """`name` on the server as a copy of `like` (a hand-made tag, or an older kept model), made behind
+    the client's back."""
+    server.copy(like, name)
+
+
+def test_kept_time_reads_only_the_stages_own_stamp() -> None:
+    from bhasha_build.stages.promote import kept_time
+
+    assert kept_time(NAME, f"{NAME}:prev-20261201-010203-000004").microsecond == 4
+    assert kept_time(NAME, f"{NAME}:prev-20261201-010203").second == 3  # older runs: without microseconds
+    assert kept_time(f"{NAME}:stable", f"{NAME}:stable-prev-20261201-010203").day == 1
+    for other in ("prev-good", "prev-v1", "prev-20261399-000000", "prev-20261201-010203-x",
+                  "stable-prev-20261201-010203"):
+        assert kept_time(NAME, f"{NAME}:{other}") is None, other
+
+
+def test_kept_models_are_ordered_by_their_stamp_and_hand_made_tags_are_not_kept_models(
+        fake_runs: dict[str, BuildConfig]) -> None:
+    from bhasha_build.stages.pipeline import run_promote
+
+    with OllamaContractServer() as serving:
+        client = OllamaClient(serving.url)
+        a, b, c = (fake_runs[r].model_copy(update={"promote": fake_runs[r].promote.model_copy(update={"keep": 2})})
+                   for r in "abc")
+        assert run_promote(a, name=NAME, host=serving.url)["status"] == "promoted"
+        first = client.model_digest(NAME)
+        for tag in ("prev-good", "prev-v1", "prev-zzz"):  # hand-made: sort after any stamp as text
+            _make(serving, f"{NAME}:{tag}", NAME)
+        _make(serving, _stamped(1), NAME)  # an older promotion's kept model
+        report = run_promote(b, name=NAME, host=serving.url)
+        assert report["status"] == "promoted", report.get("error")
+        kept = kept_names(client, NAME)
+        assert kept == [report["kept_as"], _stamped(1)]  # newest first, by the time in the stamp
+        assert client.model_digest(report["kept_as"]) == first
+        report = run_promote(c, name=NAME, host=serving.url)
+        assert report["pruned"] == [_stamped(1)]  # the oldest stamp: never the one just kept
+        assert all(client.exists(f"{NAME}:{tag}") for tag in ("prev-good", "prev-v1", "prev-zzz"))
+        assert len(kept_names(client, NAME)) == 2 and report["kept_as"] in kept_names(client, NAME)
+
+
+def test_rollback_restores_the_newest_stamped_model_and_the_manifest_says_rolled_back(
+        fake_runs: dict[str, BuildConfig]) -> None:
+    from bhasha_build.stages.pipeline import run_promote
+    from bhasha_build.stages.promote import rollback
+    from bhasha_build.stages.report import render
+
+    with OllamaContractServer() as serving:
+        client = OllamaClient(serving.url)
+        run_promote(fake_runs["a"], name=NAME, host=serving.url)
+        older = client.model_digest(NAME)
+        run_promote(fake_runs["b"], name=NAME, host=serving.url)
+        newer = client.model_digest(NAME)
+        c = fake_runs["c"]
+        promoted = run_promote(c, name=NAME, host=serving.url)
+        assert promoted["status"] == "promoted" and client.model_digest(NAME) == promoted["digests"]["served_after"]
+        _make(serving, f"{NAME}:prev-v1", kept_names(client, NAME)[1])
+        assert client.model_digest(f"{NAME}:prev-v1") == older  # hand-made, holding the oldest model
+        back = rollback(c, c.layout, name=NAME, host=serving.url, note="bad answers on page 3")
+        assert back["status"] == "rolled back" and back["restored_from"] == promoted["kept_as"]
+        assert client.model_digest(NAME) == newer == back["digests"]["served_after"]
+    manifest = json.loads(c.layout.manifest.read_text())
+    assert manifest["promote"]["status"] == "rolled back"
+    assert manifest["promote"]["rolled_back"]["restored_from"] == promoted["kept_as"]
+    assert manifest["rollback"]["status"] == "rolled back" and manifest["rollback"]["trigger"]["note"]
+    assert json.loads(c.layout.promote_report.read_text())["status"] == "rolled back"
+    assert "**rolled back**" in render(c.layout)
+    # another run's promotion (not the model rolled back from) keeps its record
+    assert json.loads(fake_runs["b"].layout.manifest.read_text())["promote"]["status"] == "promoted"
+
+
+def test_a_candidate_changed_at_the_copy_is_never_left_served(fake_runs: dict[str, BuildConfig]) -> None:
+    """Another deploy replaces `<name>-candidate` between promote's check and its /api/copy: the copy
+    brings an unverified model; promote must put the kept model back and say so."""
+    from bhasha_build.core.errors import BhashaError
+    from bhasha_build.stages.pipeline import run_promote
+
+    a, b = fake_runs["a"], fake_runs["b"]
+    with OllamaContractServer() as serving:
+        client = OllamaClient(serving.url)
+        run_promote(a, name=NAME, host=serving.url)
+        served = client.model_digest(NAME)
+        _make(serving, "intruder", NAME)
+        serving.models["intruder:latest"]["digest"] = "f" * 64  # a model nobody verified
+
+        def race(body: dict[str, Any]) -> None:
+            if body.get("destination") in (NAME, f"{NAME}:latest") and serving.before.pop("/api/copy", None):
+                serving.copy("intruder", f"{NAME}-candidate")
+
+        serving.before["/api/copy"] = race
+        with pytest.raises(BhashaError, match=r"not the verified .*the previous model \(" + served + r"\) is served "
+                                             r"again"):
+            run_promote(b, name=NAME, host=serving.url)
+        assert client.model_digest(NAME) == served
+    report = json.loads(b.layout.promote_report.read_text())
+    assert report["status"] == "failed" and report["digests"]["served_after"] == served
+    assert json.loads(b.layout.manifest.read_text())["promote"]["digests"]["served_after"] == served
+
+
+@pytest.mark.parametrize(("path", "fault"), [("/api/copy", "fail-after"), ("/api/delete", "missing-after"),
+                                             ("/api/delete", "html")])
+def test_a_promotion_that_was_applied_is_recorded_as_promoted(fake_runs: dict[str, BuildConfig], path: str,
+                                                              fault: str) -> None:
+    """/api/copy answers 500 after writing, or /api/delete 404s (or answers a proxy's page and deletes
+    nothing): the new model is served, so promote.json says promoted (with a warning where something
+    was left), and what is served is checked, not assumed."""
+    from bhasha_build.stages.pipeline import run_promote
+
+    a, b = fake_runs["a"], fake_runs["b"]
+    with OllamaContractServer() as serving:
+        client = OllamaClient(serving.url)
+        run_promote(a, name=NAME, host=serving.url)
+        before = client.model_digest(NAME)
+        serving.faults[path] = fault
+        report = run_promote(b, name=NAME, host=serving.url)
+        del serving.faults[path]
+        assert report["status"] == "promoted", report.get("error")
+        assert client.model_digest(NAME) == report["digests"]["served_after"] == report["digests"]["candidate"]
+        assert client.model_digest(report["kept_as"]) == before
+        left = client.exists(f"{NAME}-candidate")
+        assert left == (fault == "html")
+        assert bool(report["warnings"]) == (fault != "missing-after")  # an answered error, or a model left
+    assert json.loads(b.layout.promote_report.read_text())["status"] == "promoted"
+
+
+def test_a_served_model_changed_during_the_gate_is_not_replaced(fake_runs: dict[str, BuildConfig]) -> None:
+    from bhasha_build.stages.pipeline import run_promote
+    from bhasha_build.stages.promote import PromoteError
+
+    a, b, c = fake_runs["a"], fake_runs["b"], fake_runs["c"]
+    with OllamaContractServer() as serving:
+        client = OllamaClient(serving.url)
+        run_promote(a, name=NAME, host=serving.url)
+        run_promote(c, name=NAME, host=serving.url)
+        other = kept_names(client, NAME)[0]
+
+        def meanwhile(body: dict[str, Any]) -> None:  # just before promote keeps the served model
+            if str(body.get("destination", "")).startswith(f"{NAME}:prev-") and serving.before.pop("/api/copy", None):
+                serving.copy(other, NAME)
+
+        serving.before["/api/copy"] = meanwhile
+        with pytest.raises(PromoteError, match="changed while the gate ran"):
+            run_promote(b, name=NAME, host=serving.url)
+        assert client.model_digest(NAME) == client.model_digest(other)
+        assert len(kept_names(client, NAME)) == 1  # the half-kept copy was removed
+
+
+def test_no_token_reaches_promote_json_or_the_manifest(fake_runs: dict[str, BuildConfig],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server (or proxy) whose error bodies echo the Authorization header: the warnings and errors
+    recorded say what failed, with the token scrubbed."""
+    from bhasha_build.core.errors import BhashaError
+    from bhasha_build.stages.pipeline import run_promote
+
+    token = "tok-" + os.urandom(8).hex()
+    monkeypatch.setenv("BHASHA_OLLAMA_TOKEN", token)
+    a, b = fake_runs["a"], fake_runs["b"]
+    with OllamaContractServer() as serving:
+        serving.faults["/api/delete"] = "echo-auth"  # tidying up fails: warnings
+        report = run_promote(a, name=NAME, host=serving.url)
+        assert report["status"] == "promoted" and "unauthorized" in report["warnings"][0]
+        serving.faults["/api/copy"] = "echo-auth"  # the swap fails: errors
+        with pytest.raises(BhashaError, match=r"unauthorized: header Authorization='\*\*\*' refused; "
+                                              r"token \*\*\* is not known"):
+            run_promote(b, name=NAME, host=serving.url)
+        assert serving.authorizations[-1] == f"Bearer {token}"  # it was sent, and echoed
+    for run in (a, b):
+        for path in (run.layout.promote_report, run.layout.manifest):
+            text = path.read_text()
+            assert "unauthorized" in text and token not in text, path
+
+
+def test_a_kept_model_changed_at_the_rollback_copy_is_never_left_served(fake_runs: dict[str, BuildConfig]) -> None:
+    from bhasha_build.core.errors import BhashaError
+    from bhasha_build.stages.pipeline import run_promote
+    from bhasha_build.stages.promote import rollback
+
+    a, b = fake_runs["a"], fake_runs["b"]
+    with OllamaContractServer() as serving:
+        client = OllamaClient(serving.url)
+        run_promote(a, name=NAME, host=serving.url)
+        promoted = run_promote(b, name=NAME, host=serving.url)
+        served = client.model_digest(NAME)
+        _make(serving, "intruder", NAME)
+        serving.models["intruder:latest"]["digest"] = "e" * 64  # a model nobody checked
+
+        def race(body: dict[str, Any]) -> None:  # between rollback's sanity prompt and its copy
+            if body.get("destination") in (NAME, f"{NAME}:latest") and serving.before.pop("/api/copy", None):
+                serving.copy("intruder", promoted["kept_as"])
+
+        serving.before["/api/copy"] = race
+        with pytest.raises(BhashaError, match=r"the previous model \(" + served + r"\) is served again"):
+            rollback(b, b.layout, name=NAME, host=serving.url)
+        assert client.model_digest(NAME) == served
+    back = json.loads(b.layout.rollback_report.read_text())
+    assert back["status"] == "failed" and back["digests"]["served_after"] == served
+    manifest = json.loads(b.layout.manifest.read_text())
+    assert manifest["rollback"]["status"] == "failed" and manifest["promote"]["status"] == "promoted"

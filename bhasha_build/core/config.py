@@ -249,6 +249,18 @@ class BuildConfig(Section):
     def _run_name(cls, value: str) -> str:
         return check_run_name(value)
 
+    @field_validator("runs_dir")
+    @classmethod
+    def _runs_dir(cls, value: str) -> str:
+        """A folder, or a path where one can be made: a file there is refused here, in one line."""
+        from bhasha_build.core.fsutil import not_a_folder
+
+        path = Path(value) if Path(value).is_absolute() else REPO_ROOT / value
+        if (blocker := not_a_folder(path)) is not None:
+            where = "" if blocker == path else f" ({blocker} is not a folder)"
+            raise ValueError(f"{path} must be a folder, not a file{where}")
+        return value
+
     @model_validator(mode="after")
     def _cross_field(self) -> BuildConfig:
         unknown = set(self.lora.target_modules) - set(LORA_TARGETS)
@@ -262,6 +274,10 @@ class BuildConfig(Section):
             raise ValueError("train.batch_size = \"auto\" needs train.effective_batch (rows per optimizer step)")
         if isinstance(self.train.batch_size, int) and self.train.batch_size < 1:
             raise ValueError("train.batch_size must be >= 1 or \"auto\"")
+        from bhasha_build.core.fsutil import not_a_folder
+
+        if not_a_folder(self.run_dir) == self.run_dir:  # runs_dir itself was checked above
+            raise ValueError(f"run {self.run!r}: {self.run_dir} must be a folder, not a file")
         return self
 
     @property

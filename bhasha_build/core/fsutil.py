@@ -10,7 +10,7 @@ of space or permission is a `WriteError` naming the path (`core/errors.py`).
 
 Writers: `atomic_write_bytes/text/json`, `atomic_output` (a temp path for a tool that writes the file
 itself, with an optional check of the finished temp file before it gets its name), `atomic_copy`,
-`atomic_dir`, `save_figure`. Reading archives: `safe_extract`.
+`atomic_dir`, `save_figure`. Reading archives: `safe_extract`. Checking a folder-to-be: `not_a_folder`.
 """
 
 from __future__ import annotations
@@ -219,6 +219,18 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> None:
             fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
     finally:
         plt.close(fig)
+
+
+def not_a_folder(path: str | Path) -> Path | None:
+    """The first existing part of `path` (itself or the nearest existing parent) when that is not a
+    folder (a file where a folder must be, or will be made); None when `path` can be a folder."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists():
+            return None if part.is_dir() else part
+        if part.is_symlink():  # a dangling link cannot hold a folder either
+            return part
+    return None
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -15,9 +15,11 @@ uploads are the exception: the body is bounded per socket operation, the answer 
 
 Host: argument > ``OLLAMA_HOST`` > the config's deploy.host; accepts ``host``, ``host:port``,
 ``:port`` and full URLs (``https://h``, ``http://h:1/prefix``) with Ollama's defaults. A host with
-credentials in it (``http://user:token@h``) is refused: the token goes in BHASHA_OLLAMA_TOKEN (or
-OLLAMA_API_KEY), sent as ``Authorization: Bearer`` and never written to logs, deploy.json or the
-manifest. A plain-http host that is not loopback gets one warning per process.
+credentials in it (``http://user:token@h``, any ``@``) or a query string (``https://h/?token=X``) is
+refused without echoing them: the token goes in BHASHA_OLLAMA_TOKEN (or OLLAMA_API_KEY), sent as
+``Authorization: Bearer`` and never written to logs, deploy.json or the manifest (it is registered
+with core/errors.scrub, so an error body that echoes it is scrubbed too). A plain-http host that is
+not loopback gets one warning per process.
 
 Knobs: host, timeout (seconds per call; generation calls may pass their own), the token env vars,
 MIN_VERSION (oldest Ollama accepted: structured create with ``files``/``template``/``parameters``).
@@ -42,7 +44,7 @@ from typing import Any
 
 import requests
 
-from bhasha_build.core.errors import BhashaError
+from bhasha_build.core.errors import BhashaError, register_secret
 from bhasha_build.core.fsutil import sha256_file
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
@@ -115,12 +117,17 @@ def resolve_host(host: str | None = None, env: dict[str, str] | None = None) -> 
         port = "443"
     else:
         raise OllamaError(f"Ollama host {scheme + '://…'!r}: scheme must be http or https")
+    if "@" in rest:  # never echo what is before the last @ (a password may hold a '/', '?' or '#')
+        after = re.split(r"[/?#]", rest.rpartition("@")[2], maxsplit=1)[0]
+        raise OllamaError(f"Ollama host {f'{scheme}://***@{after}'!r} has credentials in it: remove them and put "
+                          f"the token in {TOKEN_ENV[0]} (or {TOKEN_ENV[1]}); it is sent as a bearer header and never "
+                          "written to logs, deploy.json or the manifest")
+    if "?" in rest or "#" in rest:  # a query may hold a token: never echo or record it
+        shown = f"{scheme}://{re.split(r'[?#]', rest, maxsplit=1)[0]}"
+        raise OllamaError(f"Ollama host {shown!r} has a query string or fragment (?…/#…) in it, which is neither "
+                          "recorded nor sent: a host is [http[s]://]host[:port][/path]; a token goes in "
+                          f"{TOKEN_ENV[0]} (or {TOKEN_ENV[1]}), sent as a bearer header")
     hostport, _, path = rest.partition("/")
-    if "@" in hostport:  # never echo what is before the @: it is a secret
-        shown = f"{scheme}://***@{hostport.rpartition('@')[2]}"
-        raise OllamaError(f"Ollama host {shown!r} has credentials in it: remove them and put the token in "
-                          f"{TOKEN_ENV[0]} (or {TOKEN_ENV[1]}); it is sent as a bearer header and never written "
-                          "to logs, deploy.json or the manifest")
     name = hostport
     if hostport.startswith("["):  # [v6]:port
         end = hostport.find("]")
@@ -339,6 +346,7 @@ class OllamaClient:
         self.session = session or requests.Session()
         token = token or token_from_env()
         if token:
+            register_secret(token)  # scrubbed from every error text (core/errors.scrub)
             self.session.headers["Authorization"] = f"Bearer {token}"
         warn_if_plain_http(self.host)
 

@@ -49,6 +49,7 @@ from bhasha_build.core.fsutil import (
     FILE_MODE,
     atomic_output,
     atomic_write_json,
+    not_a_folder,
     sha256_file,
     sha256_path,
     size_of,
@@ -149,7 +150,13 @@ def cache_root() -> Path:
 
 
 def model_dir(src: Source) -> Path:
-    return cache_root() / src.folder
+    """`src`'s folder in the cache; the cache root must be a folder (or a path where one can be made)."""
+    root = cache_root()
+    if (blocker := not_a_folder(root)) is not None:
+        named = "BHASHA_MODEL_CACHE" if os.environ.get("BHASHA_MODEL_CACHE") else "the model cache"
+        raise WeightsError(f"{named} {root} must be a folder, but {blocker} is a file; point BHASHA_MODEL_CACHE "
+                           "at a folder (unset: ~/.cache/bhasha-build/models)")
+    return root / src.folder
 
 
 def wheel_module(dist: str) -> str:
@@ -310,12 +317,25 @@ def hf_tokenizer(gguf: Path, model_max_length: int = 32768) -> Any:
 
 
 def read_record(src: Source) -> dict[str, Any] | None:
-    """The cache's weights.json when the fetch finished with this recipe, else None."""
+    """The cache's weights.json when the fetch finished with this recipe, else None; one that cannot
+    be read as a record (torn, not a JSON object, its hashes not objects) is a WeightsError."""
     path = model_dir(src) / RECORD
     if not path.exists():
         return None
-    record = json.loads(path.read_text())
-    return record if record.get("recipe") == RECIPE else None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        reason = f"cannot read it: {exc.strerror or exc}"
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        reason = f"not valid JSON ({str(exc).splitlines()[0][:100]})"
+    else:
+        bad = [k for k in ("hf", "gguf") if k in record and not isinstance(record[k], dict)] \
+            if isinstance(record, dict) else []
+        if isinstance(record, dict) and not bad:
+            return record if record.get("recipe") == RECIPE else None
+        reason = f"'{bad[0]}' is not an object" if bad else f"a JSON {type(record).__name__}, not an object"
+    raise WeightsError(f"{path}: not a fetch record ({reason}); re-run `invoke fetch-model --model "
+                       f"{PREFIX}{src.name} --force`")
 
 
 def fetch(name: str, force: bool = False, wheels_dir: str | Path | None = None,
@@ -409,8 +429,11 @@ def record(name: str) -> dict[str, Any]:
 def ensure(name: str) -> Path:
     """The cached HF folder of `name`, fetched first when missing; refused unless its files are the
     ones the fetch recorded (sha256 over the folder, as the manifest hashes folders)."""
-    want = record(name)["hf"]["sha256"]
+    want = record(name).get("hf", {}).get("sha256")
     folder = hf_dir(name)
+    if not isinstance(want, str):
+        raise WeightsError(f"{folder.parent / RECORD}: records no sha256 of {HF_DIR}/; re-run `invoke fetch-model "
+                           f"--model {name} --force`")
     actual = sha256_path(folder) if (folder / "config.json").exists() else "(missing)"
     if actual != want:
         raise WeightsError(f"{folder}: sha256 {actual} is not {want}, the one its fetch recorded; "

@@ -13,15 +13,19 @@ and typed parameters (stops included) must equal the Modelfile -> sanity prompt 
 ``/api/chat`` (temperature 0, seed, num_predict, timeout): a non-empty answer, ``done_reason ==
 "stop"`` (it ended on a stop token, not the length cap), mostly in the target script, and grapheme
 CER against the reference under ``deploy.sanity_max_cer`` when that is set (real models; tiny ones
-skip it) -> copy the candidate over the name (its digest must then be the candidate's) -> delete
-the candidate. ``promote=False`` stops after the checks and keeps the candidate (the nightly's
-promotion, tools/promote.py, gates it against the served model first).
+skip it) -> copy the candidate over the name (``copy_over``: the candidate must still have the digest
+read before its checks right before /api/copy, the name must have it right after, else the previous
+model is put back) -> delete the candidate (a delete that fails while the model is gone anyway, or
+that leaves it, is a warning in the report, not a failure). ``promote=False`` stops after the
+checks and keeps the candidate (the nightly's promotion, stages/promote.py, gates it against the
+served model first).
 
 Output: the run's ``deploy.json``, written atomically on EVERY outcome (also when Ollama is
 unreachable, lies or times out), and the same dict returned, for the manifest's ``deploy`` key: name,
 candidate, host, ollama_version, live_digest_before, digest (the name's digest after), candidate_digest,
 gguf_digest, method, roundtrip, sanity{...}, status ("ok" | "candidate" | "flagged" | "failed"),
-error, created, seconds. A failed round-trip or sanity check leaves the live model as it was and the
+error, warnings, created, seconds; ``digest`` is what the name serves as checked after the copy, also
+when the copy failed. A failed round-trip or sanity check leaves the live model as it was and the
 candidate in place for inspection, and raises ``DeployError``; every failure's exception carries
 the dict on ``.report``. The host is recorded as resolved (never with credentials: they are refused).
 
@@ -33,6 +37,7 @@ deploy.sanity_max_cer, deploy.num_predict, seed; the script check reuses the dat
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import unicodedata
 from datetime import UTC, datetime
@@ -191,15 +196,113 @@ def check_served_model(client: OllamaClient, name: str, cfg: BuildConfig, sample
     return result
 
 
-def copy_over(client: OllamaClient, source: str, name: str, digest: str | None) -> str | None:
-    """Copy `source` over the served `name` (the one step that changes what is served), then prove the
-    name now has `source`'s `digest`; returns it. Deploy, promote and rollback all end with this."""
-    client.copy(source, name)
-    served = client.model_digest(name)
-    if served != digest:
-        raise DeployError(f"after copying '{full_name(source)}' over '{full_name(name)}' on {client.host} the "
-                          f"name has digest {served}, not the copied model's {digest}")
-    return served
+class ServeError(DeployError):
+    """Copying a verified model over the served name did not leave it served; ``served`` is the
+    digest the name holds now (None: no model of that name), as checked after the attempt."""
+
+    def __init__(self, message: str, served: str | None, report: dict[str, Any] | None = None) -> None:
+        super().__init__(message, report)
+        self.served = served
+
+
+def copy_over(client: OllamaClient, source: str, name: str, digest: str | None,
+              previous: tuple[str, str | None] | None = None, warnings: list[str] | None = None) -> str | None:
+    """Copy the verified `source` (manifest `digest`) over the served `name`: the one step that changes
+    what is served (deploy, promote and rollback all end with it); returns the digest now served.
+
+    Only the verified model may stay served. The model `name` holds now is kept first under a
+    temporary `rescue_name` (unless the caller kept it already: ``previous`` = its name and digest,
+    promote's prev-<stamp>); right before /api/copy `source` must still have `digest` (else nothing is
+    copied); right after, `name` must have `digest`. A copy that answers an error is judged by the
+    digests too (Ollama may answer 500 after writing the manifest: then it is done, and a warning is
+    appended to ``warnings``). When `name` does not hold `digest`, the previous model is copied back
+    (no model, when there was none) and proven, and ServeError says what is served."""
+    full, host = full_name(name), client.host
+    rescue = rescue_name(name) if previous is None and client.model_digest(name) is not None else None
+    try:
+        if rescue:
+            kept, failed = copy_judged(client, name, rescue)
+            if kept is None:
+                raise ServeError(f"keeping the served '{full}' as '{rescue}' on {host} failed ({failed}): nothing "
+                                 "was copied", client.model_digest(name))
+            previous = (rescue, kept)
+        now = client.model_digest(source)
+        if now != digest:
+            served = client.model_digest(name)
+            raise ServeError(f"'{full_name(source)}' on {host} changed after it was verified (digest {now}, verified "
+                             f"{digest}; another deploy or promote at once?): nothing was copied; '{full}' serves "
+                             f"{served}", served)
+        served, failed = copy_judged(client, source, name)
+        if served == digest:
+            if failed is not None and warnings is not None:
+                warnings.append(f"{failed}; but '{full}' has the copied model's digest {digest}: the copy was applied")
+            return served
+        want = previous[1] if previous else None
+        if failed is not None and served == want:
+            raise ServeError(f"{failed}; '{full}' on {host} is left as it was ({served})", served)
+        what = (f"after copying '{full_name(source)}' over '{full}' on {host} the name has digest {served}, not the "
+                f"verified {digest} (changed by another deploy or promote at once?)")
+        back = _put_back(client, name, previous)
+        if back == want:
+            raise ServeError(f"{what}; the previous model ({want or 'none: the name was removed'}) is served "
+                             "again", back)
+        raise ServeError(f"{what}; putting the previous model ({want}) back failed: '{full}' serves {back}, which "
+                         "is NOT verified: run `invoke rollback` or deploy again", back)
+    finally:
+        if rescue:
+            delete_quietly(client, rescue, warnings)
+
+
+def copy_judged(client: OllamaClient, source: str, destination: str) -> tuple[str | None, OllamaError | None]:
+    """/api/copy, judged by what it did: the destination's digest afterwards (None: no such model) and
+    the error the copy answered, if any (a copy may answer an error after it was applied)."""
+    failed: OllamaError | None = None
+    try:
+        client.copy(source, destination)
+    except OllamaError as exc:
+        failed = exc
+    return client.model_digest(destination), failed
+
+
+def _put_back(client: OllamaClient, name: str, previous: tuple[str, str | None] | None) -> str | None:
+    """Copy the kept previous model back over `name` (or remove `name` when nothing was served);
+    returns the digest `name` has afterwards (as checked; None when that check fails too)."""
+    try:
+        if previous and previous[1]:
+            client.copy(previous[0], name)
+        else:
+            client.delete(name)
+    except OllamaError:
+        pass  # judged by the digest below
+    try:
+        return client.model_digest(name)
+    except OllamaError:
+        return None
+
+
+def delete_quietly(client: OllamaClient, model: str, warnings: list[str] | None) -> None:
+    """Delete a model that is tidied away (a candidate, a rescue copy, a pruned one), judged by whether it
+    is gone afterwards (a 404 or a 500 after deleting is fine; a 200 that deleted nothing is not); one
+    that is still there is a warning, never a failure of what was served."""
+    error: OllamaError | str = "it is still listed after the delete"
+    try:
+        client.delete(model)
+    except OllamaError as exc:
+        error = exc
+    try:
+        if not client.exists(model):
+            return
+    except OllamaError as exc:
+        error = f"{error}; and listing the models failed: {exc}"
+    if warnings is not None:
+        warnings.append(f"could not delete '{full_name(model)}': {error}")
+
+
+def rescue_name(name: str) -> str:
+    """Where the served model waits while it is replaced, to be put back if the copy is not the verified
+    one: ``x[:tag]`` -> ``x-rescue-<random>[:tag]`` (never a kept ``prev-*`` tag; deleted afterwards)."""
+    head, sep, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "")
+    return f"{head}-rescue-{secrets.token_hex(4)}{sep}{tag}"
 
 
 def candidate_name(name: str) -> str:
@@ -310,6 +413,13 @@ def _deploy(layout: RunLayout, cfg: BuildConfig, name: str, host: str | None, fo
         report["status"] = "candidate"
         report["digest"] = report["live_digest_before"]
         return
-    report["digest"] = copy_over(client, candidate, name, report["candidate_digest"])
-    client.delete(candidate)
+    warnings: list[str] = report.setdefault("warnings", [])
+    try:
+        report["digest"] = copy_over(client, candidate, name, report["candidate_digest"], warnings=warnings)
+    except ServeError as exc:
+        report["digest"] = exc.served
+        raise
+    delete_quietly(client, candidate, warnings)
+    if not warnings:
+        del report["warnings"]
     report["status"] = "ok"

@@ -15,19 +15,28 @@
      at most `promote.margin`, and its over-correction rate must be at most
      `promote.max_over_correction`; the first promotion (nothing served yet) compares with the
      baseline only;
-  5. promotion, only when the gate passed: the served model is copied to `<name>:prev-<UTC stamp>`,
-     the candidate copied over `<name>` (/api/copy: one manifest write, so the name is never
-     missing, whatever moment a crash comes), its digest checked, the candidate deleted, and all
-     but the newest `promote.keep` prev tags deleted. A refused gate leaves `<name>` untouched (the
-     candidate stays for inspection) and raises PromoteError with the comparison table.
+  5. promotion, only when the gate passed: the served model is copied to `<name>:prev-<UTC stamp>`
+     (which must then have the digest the gate scored: else the served model changed meanwhile and
+     nothing is promoted), the candidate copied over `<name>` by deploy.copy_over (/api/copy: one
+     manifest write, so the name is never missing, whatever moment a crash comes; the candidate's
+     digest re-checked right before, the name's right after, the kept model put back when it is
+     not the verified one), the candidate deleted, and all but the newest `promote.keep` kept
+     models deleted. Kept models are the tags in this stage's own stamp format, ordered by the time
+     in the stamp (`kept_names`); hand-made `prev-*` tags (`prev-good`, `prev-v1`) are never pruned
+     and never restored by rollback. A refused gate leaves `<name>` untouched (the candidate stays
+     for inspection) and raises PromoteError with the comparison table. A tidy-up delete that fails
+     is a warning in the report, never a failed promotion.
 
 Every outcome is recorded in the run's promote.json (digests before/after, scores, the gate, the
-comparison table, trigger: who or what ran it) and in the manifest's `promote` section; the run
-report (stages/report.py) renders the table.
+comparison table, trigger: who or what ran it, warnings) and in the manifest's `promote` section;
+`digests.served_after` is what `<name>` serves as checked after the attempt, whatever the outcome.
+The run report (stages/report.py) renders the table.
 
-`rollback(name, host, ...)` restores the newest kept `<name>:prev-*` whose digest differs from the
-served one: it proves the kept model with the sanity prompt first (deploy.check_served_model), then
-copies it over `<name>` and checks the digest; recorded in the run's rollback.json.
+`rollback(name, host, ...)` restores the newest kept `<name>:prev-<stamp>` whose digest differs from
+the served one: it proves the kept model with the sanity prompt first (deploy.check_served_model),
+then copies it over `<name>` (deploy.copy_over); recorded in the run's rollback.json and the
+manifest's `rollback` section. When the model it replaced is the one this run promoted, the run's
+promote.json and the manifest's `promote` section say "rolled back" (with when and to what).
 
 Knobs: promote.margin, promote.max_over_correction, promote.keep, promote.regression_set,
 promote.eval_rows, eval.max_new_tokens, deploy.timeout_s, deploy.host (after --host/OLLAMA_HOST),
@@ -38,7 +47,9 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import json
 import os
+import re
 import socket
 from collections import Counter
 from typing import Any
@@ -46,14 +57,26 @@ from typing import Any
 from bhasha_build.core import metrics
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import recorded
+from bhasha_build.core.fsutil import atomic_write_json, recorded
 from bhasha_build.core.layout import RunLayout
-from bhasha_build.core.ollama import OllamaClient, ask_corrections, full_name, server_url
+from bhasha_build.core.manifest import Manifest
+from bhasha_build.core.ollama import OllamaClient, OllamaError, ask_corrections, full_name, server_url
 from bhasha_build.core.text import normalize_text
 from bhasha_build.stages.data import DataError, input_files, load_rows
-from bhasha_build.stages.deploy import candidate_name, check_served_model, copy_over, deploy, sanity_sample
+from bhasha_build.stages.deploy import (
+    ServeError,
+    candidate_name,
+    check_served_model,
+    copy_judged,
+    copy_over,
+    delete_quietly,
+    deploy,
+    sanity_sample,
+)
 
 PREV = "prev-"
+STAMP_FORMAT = "%Y%m%d-%H%M%S-%f"
+_STAMP = re.compile(r"(\d{8}-\d{6})(?:-(\d{6}))?")  # _stamp()'s format (older runs: without microseconds)
 TRIGGER_ENV = ("GITHUB_ACTOR", "GITHUB_EVENT_NAME", "GITHUB_WORKFLOW", "GITHUB_RUN_ID", "GITHUB_SHA")
 
 
@@ -81,15 +104,29 @@ def prev_name(name: str, stamp: str) -> str:
     return f"{base}:{PREV}{stamp}" if tag == "latest" else f"{base}:{tag}-{PREV}{stamp}"
 
 
-def kept_names(client: OllamaClient, name: str) -> list[str]:
-    """The kept previous models of `name` on the server, newest first (stamps sort as text)."""
+def kept_time(name: str, kept: str) -> dt.datetime | None:
+    """When `kept` was kept, read from its tag, if it is one of `name`'s kept models in this stage's
+    own format (`prev_name` with a `_stamp`); None for anything else (a hand-made `prev-good`)."""
     prefix = prev_name(name, "")
-    return sorted((m["name"] for m in client.tags() if m["name"].startswith(prefix)), reverse=True)
+    match = _STAMP.fullmatch(kept[len(prefix):]) if kept.startswith(prefix) else None
+    if not match:
+        return None
+    try:
+        return dt.datetime.strptime(f"{match[1]}-{match[2] or '000000'}", STAMP_FORMAT)
+    except ValueError:  # 20261399-...: the shape, not a time
+        return None
+
+
+def kept_names(client: OllamaClient, name: str) -> list[str]:
+    """The kept previous models of `name` on the server, newest first by the time in their stamp; tags
+    not in that format are not kept models (never pruned, never restored)."""
+    times = {m["name"]: kept_time(name, m["name"]) for m in client.tags()}
+    return sorted((k for k, t in times.items() if t is not None), key=lambda k: (times[k], k), reverse=True)
 
 
 def _stamp() -> str:
-    """UTC, sortable as text; microseconds so two promotions in one second keep two models."""
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
+    """UTC; microseconds so two promotions in one second keep two models."""
+    return dt.datetime.now(dt.UTC).strftime(STAMP_FORMAT)
 
 
 def trigger(note: str | None = None) -> dict[str, Any]:
@@ -137,9 +174,11 @@ def gate(scores: dict[str, Any], cfg: BuildConfig) -> dict[str, Any]:
         cer_ok = cand["cer"] <= ref["cer"] + margin
         oc_ok = cand["over_correction_rate"] <= bound
         checks.append({"lang": lang, "check": f"cer_not_worse_than_{against}", "ok": cer_ok,
-                       "detail": f"candidate {cand['cer']:.4f} vs {against} {ref['cer']:.4f} + margin {margin}"})
+                       "detail": f"candidate CER {cand['cer']:.4f} {'<=' if cer_ok else '>'} {against} CER "
+                                 f"{ref['cer']:.4f} + margin {margin}"})
         checks.append({"lang": lang, "check": "over_correction_within_bound", "ok": oc_ok,
-                       "detail": f"candidate {cand['over_correction_rate']:.4f} <= {bound}"})
+                       "detail": f"candidate over-correction {cand['over_correction_rate']:.4f} "
+                                 f"{'<=' if oc_ok else '>'} limit {bound}"})
         table.append({"lang": lang, "rows": cand["rows"], "baseline_cer": base["cer"],
                       "served_cer": served["by_lang"][lang]["cer"] if served else None, "candidate_cer": cand["cer"],
                       "served_over_correction": served["by_lang"][lang]["over_correction_rate"] if served else None,
@@ -210,16 +249,57 @@ def _promote(cfg: BuildConfig, layout: RunLayout, name: str, host_url: str, repo
         raise PromoteError(f"gate refused '{report['candidate']}' against the {result['against']} model on "
                            f"{host_url} ({failed}); '{name}' is left as it was")
 
-    if digests["served_before"]:
-        report["kept_as"] = prev_name(name, _stamp())
-        client.copy(name, report["kept_as"])
-    digests["served_after"] = copy_over(client, report["candidate"], name, digests["candidate"])
-    client.delete(report["candidate"])
+    swap(client, report, cfg.promote.keep)
+
+
+def swap(client: OllamaClient, report: dict[str, Any], keep: int) -> None:
+    """Step 5 (module docstring) for a candidate that passed the gate: keep the served model (it must
+    still be the one scored), copy the candidate over the name, tidy up; fills `report`."""
+    name, digests, warnings = report["name"], report["digests"], report.setdefault("warnings", [])
+    try:
+        previous = _keep_served(client, name, digests["served_before"], report) if digests["served_before"] else None
+        if previous is None and (now := client.model_digest(name)) is not None:
+            raise PromoteError(f"'{name}' on {client.host} was created ({now}) while the gate ran against the "
+                               "baseline (another deploy or promote at once?): nothing was promoted")
+        digests["served_after"] = copy_over(client, report["candidate"], name, digests["candidate"], previous,
+                                            warnings)
+    except ServeError as exc:
+        digests["served_after"] = exc.served
+        raise
+    except (OllamaError, PromoteError):
+        digests["served_after"] = _served_now(client, name)
+        raise
+    delete_quietly(client, report["candidate"], warnings)
     report["pruned"] = []
-    for old in kept_names(client, name)[cfg.promote.keep:]:
-        client.delete(old)
-        report["pruned"].append(old)
+    for old in kept_names(client, name)[keep:]:
+        if old != report.get("kept_as"):  # never the one just kept, whatever the clocks said before
+            delete_quietly(client, old, warnings)
+            report["pruned"].append(old)
     report["status"] = "promoted"
+
+
+def _keep_served(client: OllamaClient, name: str, digest: str, report: dict[str, Any]) -> tuple[str, str]:
+    """Copy the served model to a new kept name; it must have the digest the gate scored, else the served
+    model changed meanwhile and nothing is promoted. Returns (kept name, digest) for copy_over."""
+    report["kept_as"] = kept = prev_name(name, _stamp())
+    got, failed = copy_judged(client, name, kept)
+    if got == digest:
+        return kept, digest
+    if got is not None:
+        delete_quietly(client, kept, report["warnings"])
+    del report["kept_as"]
+    if failed is not None and got is None:
+        raise PromoteError(f"keeping the served '{name}' as '{kept}' failed ({failed}): nothing was promoted")
+    raise PromoteError(f"'{name}' on {client.host} changed while the gate ran (it served {digest} when scored, "
+                       f"{got} now; another deploy or promote at once?): nothing was promoted")
+
+
+def _served_now(client: OllamaClient, name: str) -> str | None:
+    """What `name` serves, for a report on a failure path (None also when the server cannot say)."""
+    try:
+        return client.model_digest(name)
+    except OllamaError:
+        return None
 
 
 # -- rollback ---------------------------------------------------------------------------------------
@@ -227,29 +307,74 @@ def _promote(cfg: BuildConfig, layout: RunLayout, name: str, host_url: str, repo
 
 def rollback(cfg: BuildConfig, layout: RunLayout, name: str | None = None, host: str | None = None,
              note: str | None = None) -> dict[str, Any]:
-    """Restore the newest kept `<name>:prev-*` that is not what is served now (module docstring)."""
+    """Restore the newest kept `<name>:prev-<stamp>` that is not what is served now (module docstring)."""
     name = full_name(name or cfg.deploy.name)
     host_url = server_url(host, cfg.deploy.host)
     report: dict[str, Any] = {"name": name, "host": host_url, "status": "failed", "trigger": trigger(note),
                               "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "digests": {}}
-    with recorded(report, layout.rollback_report):
-        client = OllamaClient(host_url, timeout=cfg.deploy.timeout_s)
-        digests = client.digests()  # one /api/tags for the served and every kept model
-        report["digests"]["served_before"] = served = digests.get(full_name(name))
-        kept = [(k, digests.get(k)) for k in kept_names(client, name)]
-        report["kept"] = [k for k, _ in kept]
-        restore = next(((k, d) for k, d in kept if d != served), None)
-        if restore is None:
-            raise PromoteError(f"no kept model of '{name}' on {host_url} differs from the served one "
-                               f"({len(kept)} kept): nothing to roll back to")
-        report["restored_from"], report["digests"]["restored"] = restore
-        report["sanity"] = check_served_model(client, restore[0], cfg, sanity_sample(layout))
-        if not report["sanity"]["ok"]:
-            raise PromoteError(f"'{restore[0]}' failed the sanity prompt ({'; '.join(report['sanity']['failures'])}); "
-                               f"'{name}' is left as it was")
-        report["digests"]["served_after"] = copy_over(client, restore[0], name, restore[1])
-        report["status"] = "rolled back"
+    try:
+        with recorded(report, layout.rollback_report):
+            _rollback(cfg, layout, name, host_url, report)
+    finally:
+        record_rollback(layout, report)
     return report
+
+
+def _rollback(cfg: BuildConfig, layout: RunLayout, name: str, host_url: str, report: dict[str, Any]) -> None:
+    client = OllamaClient(host_url, timeout=cfg.deploy.timeout_s)
+    digests = client.digests()  # one /api/tags for the served and every kept model
+    report["digests"]["served_before"] = served = digests.get(full_name(name))
+    kept = [(k, digests.get(k)) for k in kept_names(client, name)]
+    report["kept"] = [k for k, _ in kept]
+    restore = next(((k, d) for k, d in kept if d != served), None)
+    if restore is None:
+        raise PromoteError(f"no kept model of '{name}' on {host_url} differs from the served one "
+                           f"({len(kept)} kept): nothing to roll back to")
+    report["restored_from"], report["digests"]["restored"] = restore
+    report["sanity"] = check_served_model(client, restore[0], cfg, sanity_sample(layout))
+    if not report["sanity"]["ok"]:
+        raise PromoteError(f"'{restore[0]}' failed the sanity prompt ({'; '.join(report['sanity']['failures'])}); "
+                           f"'{name}' is left as it was")
+    warnings = report.setdefault("warnings", [])
+    try:
+        report["digests"]["served_after"] = copy_over(client, restore[0], name, restore[1], warnings=warnings)
+    except ServeError as exc:
+        report["digests"]["served_after"] = exc.served
+        raise
+    report["status"] = "rolled back"
+
+
+def record_rollback(layout: RunLayout, report: dict[str, Any]) -> None:
+    """The rollback in the run's manifest (`rollback` section); when it replaced the very model this run
+    promoted, the run's promote.json and the manifest's `promote` section say "rolled back" too.
+    Writes only into a run that has a manifest; a write that fails is a warning (the rollback's own
+    outcome is the one reported)."""
+    manifest = Manifest(layout.root)
+    if not manifest.path.is_file():
+        return
+    section = {k: report[k] for k in ("status", "name", "host", "digests", "restored_from", "trigger", "error",
+                                      "warnings", "started") if k in report}
+
+    def write() -> None:
+        promoted = manifest.load().get("promote") or {}
+        replaced = report["digests"].get("served_before")
+        if (report["status"] == "rolled back" and promoted.get("status") == "promoted" and replaced
+                and promoted.get("name") == report["name"] and promoted.get("host") == report["host"]
+                and (promoted.get("digests") or {}).get("served_after") == replaced):
+            mark = {"status": "rolled back", "rolled_back": {
+                "at": report["started"], "restored_from": report.get("restored_from"),
+                "served_after": report["digests"].get("served_after"), "trigger": report.get("trigger")}}
+            try:
+                promote_report = json.loads(layout.promote_report.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                promote_report = None
+            if isinstance(promote_report, dict) and promote_report.get("status") == "promoted":
+                atomic_write_json(layout.promote_report, {**promote_report, **mark})
+            manifest.update(rollback=section, promote=mark)
+        else:
+            manifest.update(rollback=section)
+
+    manifest.try_update(write)
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
@@ -263,7 +388,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 
 def manifest_section(report: dict[str, Any]) -> dict[str, Any]:
     """What the manifest keeps of a promotion: the outcome, digests, the gate with its table."""
-    keep = ("status", "name", "host", "digests", "kept_as", "pruned", "trigger", "error", "comparison", "rows")
+    keep = ("status", "name", "host", "digests", "kept_as", "pruned", "trigger", "error", "warnings", "comparison",
+            "rows", "rolled_back")
     section = {k: report[k] for k in keep if k in report}
     if "gate" in report:
         section["gate"] = {k: report["gate"][k] for k in ("passed", "against", "margin", "max_over_correction",
