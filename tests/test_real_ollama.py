@@ -137,12 +137,15 @@ def deployed(real_ollama: Any, tiny_gguf: dict[str, Any], tmp_path_factory: pyte
 
 
 def test_correct_keeps_the_layout_of_the_demo_documents(real_ollama: Any, deployed: str, tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path / "runs", extra=["correct.backoff_s=0"])
+    # The guard off: the tiny model's replies are written, so every line's text changes around a layout
+    # that must not (with the guard on, it keeps all 18 inputs and the check would be empty).
+    cfg = tiny_config(tmp_path / "runs", extra=["correct.backoff_s=0", "guard.enabled=false"])
     summary = cr.run(cfg, DOCS / "ocr", tmp_path / "out", name=deployed, host=real_ollama.url, progress=False)
     backend = summary["backend"]
     assert backend["kind"] == "ollama" and backend["ollama_version"] == "0.24.0"
     assert backend["num_ctx"] == cfg.model.max_seq_length and backend["system_prompt_matches_training"] is True
     assert summary["lines"] == 18 and summary["failed"] == 0  # the lines with letters, 3 + 2 pages
+    assert summary["changed"] >= 9, cr.summary_line(summary)
     records = [json.loads(line) for line in (tmp_path / "out" / "corrections.jsonl").read_text().splitlines()]
     assert len(records) == 18
     changed = {(r["file"], r["line"]) for r in records if r["output"] != r["input"]}
@@ -159,18 +162,27 @@ def test_correct_keeps_the_layout_of_the_demo_documents(real_ollama: Any, deploy
 
 
 def test_eval_scores_the_served_model(real_ollama: Any, tiny_pipeline: dict[str, Any], tmp_path: Path) -> None:
+    """eval's `served` system: the deployed model scored by name through the server; what it records
+    for a row is what the server answers that row when asked directly (greedy, seeded: reproducible)."""
     from bhasha_build.core.config import load_config
+    from bhasha_build.core.text import normalize_text
 
     src = Path(tiny_pipeline["run_dir"])
     shutil.copytree(src, tmp_path / "runs" / src.name)
-    base = tiny_pipeline["cfg"]
     cfg = load_config(profile="tiny-cpu", env={}, overrides=[
         f'runs_dir="{tmp_path / "runs"}"', f'run="{src.name}"', f'deploy.host="{real_ollama.url}"',
-        'eval.served_name="rt-served"', f"eval.max_rows={base.eval.max_rows}"])
+        'eval.served_name="rt-served"', "eval.max_rows=6"])
     pipeline.run_deploy(cfg, name="rt-served", host=real_ollama.url)
-    report = pipeline.run_eval(cfg, ("gguf", "served"))
-    assert report["served_model"].startswith("rt-served on ")
-    served, gguf = report["served"]["overall"], report["gguf"]["overall"]
-    print(f"eval: served CER {served['cer']:.4f}, llama.cpp CER {gguf['cer']:.4f}, {served['rows']} rows")
-    assert served["rows"] == gguf["rows"] == report["rows"] > 0
-    assert served["cer"] == pytest.approx(gguf["cer"], abs=0.02)  # same GGUF, greedy: the same model
+    report = pipeline.run_eval(cfg, ("served",))
+    assert report["served_model"] == f"rt-served on {real_ollama.url}"
+    assert report["served"]["overall"]["rows"] == report["rows"] == 6
+    assert report["served"]["generation"]["seconds"] > 0
+    predictions = [json.loads(line) for line in cfg.layout.eval_predictions.read_text().splitlines()]
+    assert len(predictions) == 6 and all(isinstance(p["served"], str) for p in predictions)
+    for row in predictions[:2]:
+        body = {"model": "rt-served", "stream": False, "options": {"temperature": 0, "seed": cfg.seed,
+                                                                   "num_predict": cfg.eval.max_new_tokens},
+                "messages": [{"role": "user", "content": normalize_text(row["noisy"], cfg.data.zwj_policy)}]}
+        direct = requests.post(f"{real_ollama.url}/api/chat", json=body, timeout=120).json()
+        assert direct["message"]["content"].strip() == row["served"].strip()
+    print(f"eval served: CER {report['served']['overall']['cer']:.4f} on {report['rows']} rows")
