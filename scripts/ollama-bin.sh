@@ -31,7 +31,7 @@ if [ ! -f "${archive}" ]; then
   exit 0
 fi
 
-cache="${BHASHA_OLLAMA_CACHE:-${XDG_CACHE_HOME:-${HOME}/.cache}/bhasha-build/ollama-${VERSION}}"
+cache="${BHASHA_OLLAMA_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/bhasha-build/ollama-${VERSION}}"
 bin="${cache}/ollama-${VERSION}/bin/ollama"
 stamp="${cache}/.sha256"
 if [ -x "${bin}" ] && [ "$(cat "${stamp}" 2>/dev/null)" = "${SHA256}" ]; then
