@@ -36,9 +36,11 @@ toolchain: install
 demo: toolchain
 	$(INVOKE) demo
 
+# A real Ollama 0.24.0 for the tests that need one (BHASHA_OLLAMA_BIN; scripts/ollama-bin.sh says where
+# it looks); without one they skip with one reason.
 test: toolchain
 	bash scripts/test-deps.sh
-	$(BIN)/python -m pytest -q
+	ollama=$$(bash scripts/ollama-bin.sh) && BHASHA_OLLAMA_BIN="$$ollama" $(BIN)/python -m pytest -q
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not container"

@@ -167,3 +167,17 @@ def qwen_vocab_gguf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     gguf = root / "model-f16.gguf"
     report = toolchain.convert_to_gguf(hf, gguf, outtype="f16")
     return {"hf_dir": hf, "gguf": gguf, "convert": report}
+
+
+@pytest.fixture(scope="session")
+def real_ollama(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real `ollama serve` 0.24.0 for the session (tests/real_ollama.py): temp HOME and models, a free
+    loopback port, stopped at the end. Skipped, with one reason, where no binary is found. Ask for it
+    before `tiny_gguf`, so a clone without Ollama skips before building the tiny model."""
+    from real_ollama import SKIP_REASON, RealOllama, find_binary
+
+    binary = find_binary()
+    if binary is None:
+        pytest.skip(SKIP_REASON)
+    with RealOllama(binary, tmp_path_factory.mktemp("real-ollama")) as server:
+        yield server

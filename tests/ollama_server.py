@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -155,6 +156,39 @@ def _now() -> str:
 
 
 _AFTER_FAULTS = {"fail-after": 500, "missing-after": 404}  # faults applied before their error answer
+
+# general.file_type -> the quantization_level Ollama names (the types the project exports)
+_FILE_TYPES = {0: "F32", 1: "F16", 7: "Q8_0", 15: "Q4_K_M", 17: "Q5_K_M"}
+
+
+def _gguf_facts(path: Path) -> dict[str, Any]:
+    """What Ollama derives from a GGUF for /api/tags and /api/show: details, model_info (array values
+    as null, as Ollama leaves them out), tensors. A blob that is not a readable GGUF (fault tests upload
+    'GGUF' + random bytes) gets the qwen2 defaults and no tensors."""
+    from bhasha_build.core.gguf import GgufArray, GgufError, read_gguf
+
+    try:
+        gguf = read_gguf(path)
+    except GgufError:
+        return {"details": {"parent_model": "", "format": "gguf", "family": "qwen2", "families": ["qwen2"],
+                            "parameter_size": "", "quantization_level": ""}, "model_info": {}, "tensors": []}
+    meta = gguf.metadata
+    family = str(meta.get("general.architecture", ""))
+    count = sum(math.prod(t.shape) for t in gguf.tensors)
+    size = next((f"{count / unit:.2f}".rstrip("0").rstrip(".") + suffix for unit, suffix in
+                 ((1e9, "B"), (1e6, "M"), (1e3, "K")) if count >= unit), str(count))
+    return {
+        "details": {"parent_model": "", "format": "gguf", "family": family, "families": [family],
+                    "parameter_size": size,
+                    "quantization_level": _FILE_TYPES.get(meta.get("general.file_type", -1), "unknown")},
+        "model_info": {k: None if isinstance(v, GgufArray) else v for k, v in meta.items()},
+        "tensors": [{"name": t.name, "type": _GGML_TYPE_NAMES.get(t.ggml_type, str(t.ggml_type)),
+                     "shape": list(t.shape)} for t in gguf.tensors],
+    }
+
+
+_GGML_TYPE_NAMES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 10: "Q2_K",
+                    11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 30: "BF16"}
 
 
 class ApiError(Exception):
@@ -283,12 +317,12 @@ class OllamaContractServer:
         if len(ggufs) != 1:
             raise ApiError(400, f"expected exactly one .gguf in files, got {sorted(files)}")
         layers = []
+        yield {"status": "parsing GGUF"}  # first, as Ollama 0.24.0: a missing blob is an error mid-stream
         for key, digest in files.items():
             path = self.blob_path(digest)
             if not path.is_file():
                 raise ApiError(400, f"{key}: blob {digest} not found; upload it to /api/blobs first")
         path = self.blob_path(files[ggufs[0]])
-        yield {"status": "parsing GGUF"}
         with path.open("rb") as fh:
             if fh.read(4) != b"GGUF":
                 raise ApiError(400, f"{ggufs[0]}: invalid file magic")
@@ -309,6 +343,7 @@ class OllamaContractServer:
                 raise ApiError(400, "invalid stop parameter: expected a list of strings")
         record = {
             "name": name,
+            **_gguf_facts(path),
             "files": dict(files),
             "gguf": files[ggufs[0]],
             "template": fields.get("template", ""),
@@ -363,16 +398,19 @@ class OllamaContractServer:
                 lines.append(f"PARAMETER {key} {item}")
         for msg in record["messages"]:
             lines.append(f"MESSAGE {msg['role']} {msg['content']}")
-        return {
+        shown = {
             "license": "\n".join(record["license"]),
             "modelfile": "\n".join(lines) + "\n",
             "parameters": "\n".join(params),
             "template": record["template"],
             "system": record["system"],
-            "details": {"parent_model": "", "format": "gguf", "family": "qwen2", "families": ["qwen2"]},
-            "model_info": {},
+            "details": {**record["details"], "parent_model": str(self.blob_path(record["gguf"]))},
+            "model_info": record["model_info"],
+            "tensors": record["tensors"],
+            "capabilities": ["completion"],
             "modified_at": record["modified_at"],
         }
+        return {k: v for k, v in shown.items() if v != "" or k == "modelfile"}  # Go's omitempty
 
     # -- inference --------------------------------------------------------------------------------
     def _llama(self, record: dict[str, Any], n_ctx: int) -> Any:
@@ -433,10 +471,13 @@ class OllamaContractServer:
             stop = opts.get("stop") or []
             seed = int(opts["seed"])
             sampled: list[int] = []
+            evaluated: list[int] = []  # when the prompt was evaluated (the first token's logits are there)
 
             def count_sampled(input_ids: Any, scores: Any) -> Any:
                 # Called once per sampled token: eval_count counts tokens, not text pieces (a
                 # token can be half a Devanagari character and print nothing yet).
+                if not sampled:
+                    evaluated.append(time.perf_counter_ns())
                 sampled.append(1)
                 return scores
 
@@ -457,22 +498,30 @@ class OllamaContractServer:
                 stream=True,
             )
             eval_start = time.perf_counter_ns()
-            reason = "length"
+            reason, text = "length", []
             for chunk in stream:
                 choice = chunk["choices"][0]
                 if choice["text"]:
+                    text.append(choice["text"])
                     yield {"piece": choice["text"]}
                 if choice.get("finish_reason"):
                     reason = "stop" if choice["finish_reason"] == "stop" else "length"
             end = time.perf_counter_ns()
-        yield {
+            first = evaluated[0] if evaluated else end
+            context = [*tokens, *llm.tokenize("".join(text).encode(), add_bos=False, special=True)]
+        final = {
             "done_reason": reason,
             "total_duration": end - start,
             "load_duration": load_ns,
             "prompt_eval_count": len(tokens),
+            "prompt_eval_duration": first - eval_start,
             "eval_count": len(sampled),
-            "eval_duration": end - eval_start,
         }
+        if len(sampled) > 1:  # Ollama times generation from the second token on, and omits a zero
+            final["eval_duration"] = end - first
+        if kind == "generate" and not body.get("raw"):
+            final["context"] = context  # the old /api/generate conversation state (not for raw prompts)
+        yield final
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -652,7 +701,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _not_allowed(self) -> None:
         b"".join(self._body_chunks())
-        self._send(405, {"error": "method not allowed"})
+        self._send(405, text="405 method not allowed")
 
     # -- endpoints --------------------------------------------------------------------------------
     def _version(self) -> None:
@@ -707,7 +756,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "modified_at": r["modified_at"],
                 "size": r["size"],
                 "digest": r["digest"],
-                "details": {"format": "gguf", "family": "qwen2"},
+                "details": r["details"],
             }
             for r in self.app.models.values()
         ]

@@ -111,15 +111,16 @@ RUN_FOLDER_NAMES = ["manifest.json", "train.jsonl", "eval.jsonl", "rejects.jsonl
 def _spelled_paths(path: Path) -> list[str]:
     """Run-folder names a module spells: file names as string values, folder names in `x / "name"` joins."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    where = path.relative_to(REPO) if path.is_relative_to(REPO) else path
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant):
             value = node.right.value
             if isinstance(value, str) and value.split("/")[0] in RUN_FOLDER_NAMES:
-                found.append(f"{path.relative_to(REPO)}:{node.lineno}: / {value!r}")
+                found.append(f"{where}:{node.lineno}: / {value!r}")
         elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and "." in node.value
               and any(re.fullmatch(rf"(.*/)?{re.escape(n)}", node.value) for n in RUN_FOLDER_NAMES if "." in n)):
-            found.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
+            found.append(f"{where}:{node.lineno}: {node.value!r}")
     return found
 
 
@@ -129,12 +130,10 @@ def test_run_folder_paths_are_spelled_only_in_the_layout() -> None:
 
 
 def test_spelled_path_finder_finds_planted_paths(tmp_path: Path) -> None:
-    planted = PACKAGE / "_planted_for_test.py"
-    try:
-        planted.write_text('from pathlib import Path\nA = Path("r") / "adapter"\nB = "runs/x/eval.json"\n')
-        assert len(_spelled_paths(planted)) == 2
-    finally:
-        planted.unlink()
+    # Planted in tmp, not in the package: the image's /app is read-only.
+    planted = tmp_path / "_planted_for_test.py"
+    planted.write_text('from pathlib import Path\nA = Path("r") / "adapter"\nB = "runs/x/eval.json"\n')
+    assert _spelled_paths(planted) == [f"{planted}:2: / 'adapter'", f"{planted}:3: 'runs/x/eval.json'"]
 
 
 def test_design_doc_names_every_layout_path_and_stage() -> None:
