@@ -61,14 +61,14 @@ def score_sets(rows: list[dict[str, Any]], systems: Sequence[str] | None = None)
         entry: dict[str, Any] = {"rows": len(subset)}
         for column, hyps in columns.items():
             block = score(subset, hyps)["overall"]
-            entry[column] = {"cer": round(block["cer"], 4), "over_correction_rate": round(block["over_correction_rate"], 4),
-                             "identity_rows": block["identity_rows"]}
+            entry[column] = {"cer": round(block["cer"], 4), "identity_rows": block["identity_rows"],
+                             "over_correction_rate": round(block["over_correction_rate"], 4)}
         strongest = min(BASELINES, key=lambda b: (entry[b]["cer"], b))
         entry["strongest_baseline"] = strongest
         for s in systems:
-            cer = entry[s]["cer"]
-            entry[s]["gain_over_strongest"] = round(1 - cer / entry[strongest]["cer"], 4) if entry[strongest]["cer"] else None
-            entry[s]["gain_over_identity"] = round(1 - cer / entry["identity"]["cer"], 4) if entry["identity"]["cer"] else None
+            for key, bar in (("gain_over_strongest", entry[strongest]["cer"]), ("gain_over_identity",
+                                                                                entry["identity"]["cer"])):
+                entry[s][key] = round(1 - entry[s]["cer"] / bar, 4) if bar else None
         result[name] = entry
     return {"sets": result, "systems": list(systems), "lexicon_missing": missing}
 
