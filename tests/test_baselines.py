@@ -84,3 +84,33 @@ def test_a_missing_dictionary_is_one_line_naming_the_package(monkeypatch: pytest
         assert outs["lexicon"] == outs["rules"] == ["सरकर।"] and "hunspell-hi" in missing["hi"]
     finally:
         bl.load_lexicon.cache_clear()
+
+
+def test_eval_scores_the_baselines_beside_identity_and_names_the_strongest(tmp_path) -> None:
+    """The eval stage without a model (`systems=()`): rules and lexicon are scored like every system,
+    eval.json names the strongest per language, the predictions carry a column per baseline."""
+    import json
+
+    from bhasha_build.core.config import load_config
+    from bhasha_build.stages.evaluate import evaluate
+
+    cfg = load_config(None, env={}, overrides=[f'runs_dir="{tmp_path}"', 'run="b"'])
+    rows = [{"id": "1", "lang": "hi", "noisy": "भारत की सरकर ने कहा|", "clean": "भारत की सरकार ने कहा।"},
+            {"id": "2", "lang": "hi", "noisy": "आज मौसम अच्छा है", "clean": "आज मौसम अच्छा है"},
+            {"id": "3", "lang": "ta", "noisy": "நான் படிக்கிறேன்|", "clean": "நான் படிக்கிறேன்."}]
+    layout = cfg.layout
+    layout.eval_split.parent.mkdir(parents=True)
+    layout.eval_split.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    report = evaluate(cfg, layout, systems=())
+    assert report["rules"]["by_lang"]["hi"]["cer"] < report["baseline"]["by_lang"]["hi"]["cer"]
+    assert report["lexicon"]["by_lang"]["hi"]["cer"] == 0.0 and report["rules"]["by_lang"]["ta"]["cer"] == 0.0
+    assert report["baselines"]["hi"]["strongest"] == "lexicon" and report["baselines"]["hi"]["strongest_cer"] == 0.0
+    assert json.loads(layout.eval_report.read_text(encoding="utf-8"))["baselines"] == report["baselines"]
+    predictions = [json.loads(line) for line in layout.eval_predictions.read_text(encoding="utf-8").splitlines()]
+    assert [p["lexicon"] for p in predictions] == [r["clean"] for r in rows]
+    assert predictions[0]["rules"] == "भारत की सरकर ने कहा।"
+    from bhasha_build.stages.report import render
+
+    text = render(layout)
+    assert "| hi | 0.0741 | 0.0370 | 0.0000 | lexicon |" in text
+    assert "| ta | 0.1000 | 0.0000 | 0.0000 | rules |" in text  # a tie goes to the simpler baseline  # report.md's baseline table

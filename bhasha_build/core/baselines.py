@@ -266,6 +266,11 @@ def run_baselines(rows: Sequence[Mapping[str, Any]], texts: Sequence[str] | None
     return {"rules": rules, "lexicon": lexicon}, missing
 
 
+def strongest_of(cers: Mapping[str, float]) -> str:
+    """The baseline with the lowest CER; on a tie the simpler one (BASELINES' order: rules first)."""
+    return min(cers, key=lambda b: (cers[b], BASELINES.index(b) if b in BASELINES else len(BASELINES), b))
+
+
 def _lang_of(row: Mapping[str, Any], text: str) -> str:
     """A row's language: its `lang`, else from its `set` name (indomain-hi), else from its script."""
     name = str(row.get("set") or "")

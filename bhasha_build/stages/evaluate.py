@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from bhasha_build.core import models, weights
-from bhasha_build.core.baselines import BASELINES, run_baselines
+from bhasha_build.core.baselines import BASELINES, run_baselines, strongest_of
 from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
@@ -249,7 +249,7 @@ def baseline_summary(report: dict[str, Any]) -> dict[str, Any]:
                   if lang in report.get(b, {}).get("by_lang", {})}
         if not scored:
             continue
-        name = min(scored, key=lambda b: (scored[b], b))
+        name = strongest_of(scored)
         strongest = scored[name]
         entry: dict[str, Any] = {"identity_cer": block["cer"], **{f"{b}_cer": c for b, c in scored.items()},
                                  "strongest": name, "strongest_cer": strongest, "gain_over_strongest": {},

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bhasha_build.core.baselines import BASELINES, run_baselines
+from bhasha_build.core.baselines import BASELINES, run_baselines, strongest_of
 from bhasha_build.core.fsutil import atomic_write_json
 from bhasha_build.core.metrics import score
 
@@ -63,7 +63,7 @@ def score_sets(rows: list[dict[str, Any]], systems: Sequence[str] | None = None)
             block = score(subset, hyps)["overall"]
             entry[column] = {"cer": round(block["cer"], 4), "identity_rows": block["identity_rows"],
                              "over_correction_rate": round(block["over_correction_rate"], 4)}
-        strongest = min(BASELINES, key=lambda b: (entry[b]["cer"], b))
+        strongest = strongest_of({b: entry[b]["cer"] for b in BASELINES})
         entry["strongest_baseline"] = strongest
         for s in systems:
             for key, bar in (("gain_over_strongest", entry[strongest]["cer"]), ("gain_over_identity",

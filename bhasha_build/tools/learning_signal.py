@@ -302,7 +302,7 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
     """Every held-out real-OCR set through the q4_k_m (normalized like training, guarded like serving);
     `max_rows`: the first rows of each set only (a CPU scoring a real model for hours). The input folder
     must have passed check_real_input (phase_finish checks it before the long part)."""
-    from bhasha_build.core.baselines import run_baselines
+    from bhasha_build.core.baselines import run_baselines, strongest_of
     from bhasha_build.core.metrics import cer, identity_baseline, score
     from bhasha_build.core.text import normalize_text
     from bhasha_build.stages.evaluate import generate_gguf, score_guarded, served, zeroshot_gguf
@@ -345,7 +345,7 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
         sets[name] = {
             "rows": len(rows), "identity_cer": base["cer"], "identity_rows": base["identity_rows"],
             **{f"{b}_cer": c for b, c in baseline_cer.items()},
-            "strongest_baseline": min(baseline_cer, key=lambda b: (baseline_cer[b], b)),
+            "strongest_baseline": strongest_of(baseline_cer),
             "cut_rows": report["cut_rows"],
             "identity_cer_before_normalization": identity_baseline(raw_rows)["overall"]["cer"],
             "raw_cer": report["overall"]["cer"], "guarded_cer": served(report)["overall"]["cer"],
