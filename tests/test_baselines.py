@@ -112,5 +112,5 @@ def test_eval_scores_the_baselines_beside_identity_and_names_the_strongest(tmp_p
     from bhasha_build.stages.report import render
 
     text = render(layout)
-    assert "| hi | 0.0741 | 0.0370 | 0.0000 | lexicon |" in text
-    assert "| ta | 0.1000 | 0.0000 | 0.0000 | rules |" in text  # a tie goes to the simpler baseline  # report.md's baseline table
+    assert "| hi | 0.0741 | 0.0370 | 0.0000 | lexicon |" in text  # report.md
+    assert "| ta | 0.1000 | 0.0000 | 0.0000 | rules |" in text  # a tie: the simpler one
