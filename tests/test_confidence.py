@@ -222,3 +222,47 @@ def test_real_ollama_logprobs_match_the_contract_server(tiny_f16: Path, real_oll
             assert [round(t.logprob, 2) for t in from_ollama(streamed["logprobs"])] == \
                 [round(t.logprob, 2) for t in real_tokens]
             assert change_confidence(text, real_tokens) == pytest.approx(change_confidence(text, ours), abs=1e-2)
+
+
+# -- `invoke correct` applies correct.min_confidence and records each line's confidence ---------------
+
+
+class SureOrNot:
+    """A backend whose fixes come with a confidence: sure of `|` → `।`, unsure of anything else."""
+
+    kind, concurrent, num_ctx = "sure-or-not", False, 512
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def complete(self, text: str, max_tokens: int) -> Any:
+        from bhasha_build.stages.correct import Reply
+
+        if "|" in text:
+            return Reply(text.replace("|", "।"), "stop", 0.9)
+        return Reply(text.replace("हे", "है"), "stop", 0.2 if "हे" in text else None)
+
+    def close(self) -> None:
+        pass
+
+
+def test_correct_serves_only_confident_changes_and_records_confidence(tmp_path: Path) -> None:
+    from bhasha_build.core.config import load_config
+    from bhasha_build.stages.correct import correct
+
+    src = tmp_path / "doc.txt"
+    src.write_text("वह घर गया|\nवह अच्छा हे\nवह अच्छा है\n", encoding="utf-8")
+    cfg = load_config(env={}, overrides=["correct.min_confidence=0.5"])
+    summary = correct(src, tmp_path / "out", SureOrNot(), cfg, progress=False)
+    assert (tmp_path / "out" / "doc.txt").read_text(encoding="utf-8") == "वह घर गया।\nवह अच्छा हे\nवह अच्छा है\n"
+    records = [json.loads(line) for line in (tmp_path / "out" / "corrections.jsonl").read_text().splitlines()]
+    assert [r["confidence"] for r in records] == [0.9, 0.2, None]
+    assert [r["changed"] for r in records] == [True, False, False]
+    assert records[1]["reasons"][0].startswith("low confidence 0.200")
+    assert summary["guard_reasons"] == {"low confidence": 1}
+    lenient = load_config(env={}, overrides=["correct.min_confidence=0.1"])
+    correct(src, tmp_path / "out2", SureOrNot(), lenient, progress=False)
+    assert (tmp_path / "out2" / "doc.txt").read_text(encoding="utf-8") == "वह घर गया।\nवह अच्छा है\nवह अच्छा है\n"
