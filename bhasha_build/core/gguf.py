@@ -272,6 +272,18 @@ class Completion:
         return self.finish_reason != "stop"
 
 
+def count_tokens_with(gguf: Path, texts: list[str]) -> list[int]:
+    """Each text's tokens in `gguf`'s own vocabulary (llama.cpp, vocabulary only: no weights loaded) —
+    what a server running that GGUF counts, for the reply budget (core/guard.reply_budget)."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+    try:
+        return [len(llm.tokenize(t.encode("utf-8"), add_bos=False, special=False)) for t in texts]
+    finally:
+        llm.close()
+
+
 class LlamaChat:
     """A GGUF loaded in llama.cpp, answering one user line at a time (use as a context manager)."""
 

@@ -61,7 +61,7 @@ from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, save_figure
-from bhasha_build.core.gguf import LlamaChat
+from bhasha_build.core.gguf import LlamaChat, count_tokens_with
 from bhasha_build.core.guard import Answer, qwen_reply_budgets, reason_kind, reply_budget, serve
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.metrics import identity_baseline, score
@@ -127,11 +127,20 @@ def generate_gguf(cfg: BuildConfig, gguf: Path, texts: list[str]) -> list[Answer
         return out
 
 
-def generate_served(cfg: BuildConfig, texts: list[str]) -> list[Answer]:
+def served_budgets(cfg: BuildConfig, layout: RunLayout, texts: list[str]) -> list[int]:
+    """Reply budgets for a served model: inputs counted by the run's GGUF's vocabulary (the model deployed
+    from this run), else by Qwen2.5's tokenizer (what `correct` counts with)."""
+    gguf = layout.gguf(cfg.export.quant)
+    if gguf.exists():
+        return [reply_budget(n, cfg.eval.max_new_tokens) for n in count_tokens_with(gguf, texts)]
+    return qwen_reply_budgets(texts, cfg.eval.max_new_tokens)
+
+
+def generate_served(cfg: BuildConfig, texts: list[str], layout: RunLayout | None = None) -> list[Answer]:
     """eval.served_name's replies through Ollama (the GPU a server uses; llama.cpp here is CPU-only)."""
     client = OllamaClient(server_url(None, cfg.deploy.host), timeout=cfg.deploy.timeout_s)
-    return ask_answers(client, cfg.eval.served_name, texts, qwen_reply_budgets(texts, cfg.eval.max_new_tokens),
-                       seed=cfg.seed, timeout=cfg.deploy.timeout_s)
+    budgets = served_budgets(cfg, layout or cfg.layout, texts)
+    return ask_answers(client, cfg.eval.served_name, texts, budgets, seed=cfg.seed, timeout=cfg.deploy.timeout_s)
 
 
 def zeroshot_gguf(cfg: BuildConfig) -> Path | None:
@@ -324,7 +333,7 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         if system == "served":
             if not cfg.eval.served_name:
                 continue
-            hyps = generate_served(cfg, texts)
+            hyps = generate_served(cfg, texts, layout)
             report["served_model"] = f"{cfg.eval.served_name} on {server_url(None, cfg.deploy.host)}"
         elif system == "zeroshot":
             if (source := zeroshot_gguf(cfg)) is None:

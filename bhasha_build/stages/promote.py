@@ -51,12 +51,13 @@ from bhasha_build.core import metrics
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import recorded
-from bhasha_build.core.guard import qwen_reply_budgets, serve
+from bhasha_build.core.guard import serve
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.ollama import OllamaClient, ask_answers, full_name, server_url
 from bhasha_build.core.text import normalize_text
 from bhasha_build.stages.data import DataError, input_files, load_rows
 from bhasha_build.stages.deploy import candidate_name, check_served_model, copy_over, deploy, sanity_sample
+from bhasha_build.stages.evaluate import served_budgets
 
 PREV = "prev-"
 TRIGGER_ENV = ("GITHUB_ACTOR", "GITHUB_EVENT_NAME", "GITHUB_WORKFLOW", "GITHUB_RUN_ID", "GITHUB_SHA")
@@ -123,11 +124,12 @@ def gate_rows(cfg: BuildConfig, layout: RunLayout) -> list[dict[str, Any]]:
     return rows
 
 
-def answers(client: OllamaClient, name: str, rows: list[dict[str, Any]], cfg: BuildConfig) -> list[str]:
+def answers(client: OllamaClient, name: str, rows: list[dict[str, Any]], cfg: BuildConfig,
+            layout: RunLayout | None = None) -> list[str]:
     """What `name` serves for each row (core/guard.serve over its replies), asked the way every client of
     the project asks."""
     texts = [normalize_text(r["noisy"], cfg.data.zwj_policy) for r in rows]
-    replies = ask_answers(client, name, texts, qwen_reply_budgets(texts, cfg.eval.max_new_tokens), seed=cfg.seed,
+    replies = ask_answers(client, name, texts, served_budgets(cfg, layout or cfg.layout, texts), seed=cfg.seed,
                           timeout=cfg.deploy.timeout_s)
     return [serve(r["noisy"], a, r.get("lang"), cfg).text for r, a in zip(rows, replies, strict=True)]
 
@@ -204,9 +206,9 @@ def _promote(cfg: BuildConfig, layout: RunLayout, name: str, host_url: str, repo
 
     rows = gate_rows(cfg, layout)
     scores: dict[str, Any] = {"baseline": metrics.identity_baseline(rows),
-                              "candidate": metrics.score(rows, answers(client, report["candidate"], rows, cfg))}
+                              "candidate": metrics.score(rows, answers(client, report["candidate"], rows, cfg, layout))}
     if digests["served_before"]:
-        scores["served"] = metrics.score(rows, answers(client, name, rows, cfg))
+        scores["served"] = metrics.score(rows, answers(client, name, rows, cfg, layout))
     report["rows"] = {"total": len(rows), "by_set": dict(Counter(r["set"] for r in rows))}
     report["scores"] = scores
     report["gate"] = result = gate(scores, cfg)
