@@ -141,7 +141,8 @@ def test_eval_sweeps_min_confidence_and_records_the_chosen_point(tmp_path) -> No
     assert points[0.9]["changed_rows"] == 0 and points[0.9]["cer"] > points[0.5]["cer"]
     assert sweep["chosen"] == points[0.5] and sweep["best"]["threshold"] == 0.3 and sweep["best"]["cer"] == 0.0
     assert confidence_sweep(rows, [Answer(good), Answer(wrong)], cfg) is None  # no log-probabilities: no sweep
-    report = {"baseline": identity_baseline(rows), "gguf": score_guarded(rows, answers, cfg)[0],
-              "confidence_limit": 0.02}
+    report = {"baseline": identity_baseline(rows), "gguf": score_guarded(rows, answers, cfg)[0]}
     report["gguf"]["confidence"] = sweep
     assert plot_confidence(report, tmp_path / "confidence.png") and (tmp_path / "confidence.png").stat().st_size > 0
+    del report["gguf"]["confidence"]
+    assert not plot_confidence(report, tmp_path / "confidence.png") and not (tmp_path / "confidence.png").exists()

@@ -14,9 +14,10 @@ dictionary snap) are scored like every system; eval.json's `baselines` names the
 language and each system's gain over it (`gain_over_strongest`: 1 - served CER / its CER).
 
 Reply budget: each row's reply may take core/guard.reply_budget(its input's tokens, floor
-eval.max_new_tokens) tokens, counted by the system's own tokenizer (Qwen2.5's for `served`); a
-reply that reaches it was cut, and the guard keeps the input for it (reason "reply cut by the
-budget", `cut_rows` per system) — never scored as a correction.
+eval.max_new_tokens) tokens, counted by the system's own tokenizer (for `served`: the run's GGUF's
+vocabulary, else Qwen2.5's); a reply that reaches it was cut, and the guard keeps the input for it
+(reason "no stop token (reply cut by the budget)", `cut_rows` per system) — never scored as a
+correction.
 
 Confidence: the GGUF systems (llama.cpp) and `served` (Ollama's logprobs) give each reply's
 confidence in its change (core/confidence.py); the guarded output applies correct.min_confidence
@@ -218,9 +219,11 @@ def confidence_sweep(rows: Sequence[Mapping[str, Any]], answers: Sequence[Answer
 
 
 def plot_confidence(report: dict[str, Any], out_png: Path) -> bool:
-    """Guarded CER against over-correction across thresholds, one line per system with confidences."""
+    """Guarded CER against over-correction across thresholds, one line per system with confidences (no
+    such system: no plot, and an old one is removed)."""
     sweeps = {s: report[s]["confidence"] for s in SYSTEMS if report.get(s, {}).get("confidence")}
     if not sweeps:
+        out_png.unlink(missing_ok=True)
         return False
     import matplotlib
 
@@ -239,7 +242,8 @@ def plot_confidence(report: dict[str, Any], out_png: Path) -> bool:
         ax.scatter([chosen["over_correction_rate"]], [chosen["cer"]], s=120, facecolors="none", edgecolors="red",
                    zorder=3, label=f"{system}: min_confidence {chosen['threshold']:g}")
     ax.axhline(report["baseline"]["overall"]["cer"], color="grey", linestyle="--", label="identity CER")
-    ax.axvline(report["confidence_limit"], color="grey", linestyle=":", label="eval.max_over_correction")
+    limit = next(iter(sweeps.values()))["max_over_correction"]
+    ax.axvline(limit, color="grey", linestyle=":", label="eval.max_over_correction")
     ax.set_xlabel("over-correction (share of already-correct lines changed)")
     ax.set_ylabel("guarded grapheme CER")
     ax.set_title("Guarded CER vs over-correction across correct.min_confidence")
@@ -354,7 +358,6 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         if system == "gguf":
             report["gguf_file"] = gguf.name
     report["baselines"] = baseline_summary(report)
-    report["confidence_limit"] = cfg.eval.max_over_correction
     report["gate"] = gate(report, cfg)
     atomic_write_jsonl(layout.eval_predictions, ({"id": r.get("id"), "lang": r["lang"], "noisy": r["noisy"],
                                                   "clean": r["clean"], **{k: v[i] for k, v in predictions.items()}}
