@@ -345,7 +345,9 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
         sets[name] = {
             "rows": len(rows), "identity_cer": base["cer"], "identity_rows": base["identity_rows"],
             **{f"{b}_cer": c for b, c in baseline_cer.items()},
-            "strongest_baseline": strongest_of(baseline_cer),
+            "strongest_baseline": (strongest := strongest_of(baseline_cer)),
+            "guarded_gain_over_strongest": (1 - served(report)["overall"]["cer"] / baseline_cer[strongest]
+                                            if baseline_cer[strongest] else None),
             "cut_rows": report["cut_rows"],
             "identity_cer_before_normalization": identity_baseline(raw_rows)["overall"]["cer"],
             "raw_cer": report["overall"]["cer"], "guarded_cer": served(report)["overall"]["cer"],
