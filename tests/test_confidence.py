@@ -266,3 +266,29 @@ def test_correct_serves_only_confident_changes_and_records_confidence(tmp_path: 
     lenient = load_config(env={}, overrides=["correct.min_confidence=0.1"])
     correct(src, tmp_path / "out2", SureOrNot(), lenient, progress=False)
     assert (tmp_path / "out2" / "doc.txt").read_text(encoding="utf-8") == "वह घर गया।\nवह अच्छा है\nवह अच्छा है\n"
+
+
+def test_eval_records_budgets_confidences_and_the_sweep_through_llama_cpp(tiny_f16: Path, tmp_path: Path) -> None:
+    """eval's gguf system on a real llama.cpp model (the random tiny one: it never stops, so every reply
+    runs into its per-row budget and is kept out; each still has a confidence, so the sweep is drawn)."""
+    import shutil
+
+    from bhasha_build.core.config import load_config
+    from bhasha_build.stages.evaluate import evaluate
+
+    cfg = load_config(None, env={}, overrides=[f'runs_dir="{tmp_path}"', 'run="e"', "eval.max_new_tokens=1",
+                                               "model.max_seq_length=512"])
+    layout = cfg.layout
+    layout.eval_split.parent.mkdir(parents=True)
+    rows = [{"id": str(i), "lang": lang, "noisy": text, "clean": text}
+            for i, (lang, text) in enumerate(zip(("hi", "bn", "ta"), LINES, strict=True))]
+    layout.eval_split.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    shutil.copy(tiny_f16, layout.gguf(cfg.export.quant))
+    report = evaluate(cfg, layout, systems=("gguf",))
+    gguf = report["gguf"]
+    assert gguf["cut_rows"] == 3 and gguf["guarded"]["reasons"] == {"no stop token": 3}
+    assert gguf["guarded"]["overall"]["over_correction_rate"] == 0.0  # cut replies are never served
+    predictions = [json.loads(line) for line in layout.eval_predictions.read_text(encoding="utf-8").splitlines()]
+    assert all(p["gguf_guarded"] == p["noisy"] and isinstance(p["gguf_confidence"], float) for p in predictions)
+    assert {p["threshold"] for p in gguf["confidence"]["points"]} >= {0.0, 0.5, 0.99}
+    assert layout.confidence_plot.stat().st_size > 0 and set(report["baselines"]) == {"hi", "bn", "ta"}
