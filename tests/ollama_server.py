@@ -14,7 +14,11 @@ helper in ``tests/go`` (built once per process) with Ollama's data shape. Where 
 the server falls back to the GGUF's embedded jinja chat template (``renderer == "gguf-jinja"``),
 which does NOT exercise the Modelfile TEMPLATE: tests that need the Go path check ``renderer``.
 Stop strings come from the model parameters overlaid by request options; ``done_reason`` is
-"stop" (stop string or end-of-generation token) or "length" (num_predict reached).
+"stop" (stop string or end-of-generation token) or "length" (num_predict reached). ``"logprobs": true``
+(and ``"top_logprobs": N``, 0-20) on /api/chat adds Ollama 0.24.0's per-token ``logprobs`` to the
+answer: a list of {token, logprob, bytes[, top_logprobs]} per stream line (the done line has none; the
+last token's entry may come on a content-less line just before it), without the end-of-generation
+token, recorded by core/confidence.TokenRecorder (log-softmax of the logits, as Ollama reports).
 
 Knobs (constructor): ``version`` reported by /api/version; ``renderer`` ("auto" | "go" |
 "gguf-jinja"); ``ignore_create_fields`` drops
@@ -444,7 +448,7 @@ class OllamaContractServer:
         return str(fmt(messages=msgs).prompt)
 
     def infer(self, record: dict[str, Any], body: dict[str, Any], kind: str) -> Iterator[dict[str, Any]]:
-        """Token pieces as {"piece": str} then {"done_reason", counts, durations}."""
+        """Token pieces as {"piece": str[, "logprobs"]} then {"done_reason", counts, durations}."""
         opts = {**DEFAULT_OPTIONS, **record["parameters"], **(body.get("options") or {})}
         start = time.perf_counter_ns()
         import llama_cpp
@@ -481,6 +485,19 @@ class OllamaContractServer:
                 sampled.append(1)
                 return scores
 
+            from bhasha_build.core.confidence import TokenRecorder, to_ollama
+
+            want_logprobs = kind == "chat" and bool(body.get("logprobs"))
+            top = max(0, min(int(body.get("top_logprobs") or 0), 20))
+            recorder = TokenRecorder(top)
+            processors = [count_sampled, recorder] if want_logprobs else [count_sampled]
+
+            def logprobs() -> list[dict[str, Any]]:
+                steps = [(llm.detokenize([t]), lp, [(llm.detokenize([i]), p) for i, p in alts])
+                         for t, lp, alts in recorder.take()]
+                entries = to_ollama([(data, lp, alts) for data, lp, alts in steps if data])  # no end-of-generation
+                return [e if top else {k: v for k, v in e.items() if k != "top_logprobs"} for e in entries]
+
             stream = llm.create_completion(
                 tokens,
                 max_tokens=limit,
@@ -494,7 +511,7 @@ class OllamaContractServer:
                 frequency_penalty=float(opts["frequency_penalty"]),
                 stop=list(stop),
                 seed=seed if seed >= 0 else int(time.time_ns() % 2**31),
-                logits_processor=llama_cpp.LogitsProcessorList([count_sampled]),
+                logits_processor=llama_cpp.LogitsProcessorList(processors),
                 stream=True,
             )
             eval_start = time.perf_counter_ns()
@@ -503,9 +520,13 @@ class OllamaContractServer:
                 choice = chunk["choices"][0]
                 if choice["text"]:
                     text.append(choice["text"])
-                    yield {"piece": choice["text"]}
+                    yield {"piece": choice["text"], **({"logprobs": logprobs()} if want_logprobs else {})}
                 if choice.get("finish_reason"):
                     reason = "stop" if choice["finish_reason"] == "stop" else "length"
+            if want_logprobs:
+                recorder.finish()
+                if rest := logprobs():
+                    yield {"piece": "", "logprobs": rest}
             end = time.perf_counter_ns()
             first = evaluated[0] if evaluated else end
             context = [*tokens, *llm.tokenize("".join(text).encode(), add_bos=False, special=True)]
@@ -809,20 +830,24 @@ class _Handler(BaseHTTPRequestHandler):
         def events() -> Iterator[dict[str, Any]]:
             for event in self.app.infer(record, body, kind):
                 if "piece" in event:
-                    yield {"model": name, "created_at": _now(), key: shape(event["piece"]), "done": False}
+                    extra = {"logprobs": event["logprobs"]} if "logprobs" in event else {}
+                    yield {"model": name, "created_at": _now(), key: shape(event["piece"]), "done": False, **extra}
                 else:
                     yield {"model": name, "created_at": _now(), key: shape(""), "done": True, **event}
 
         if body.get("stream", True):
             self._stream(events())
             return
-        pieces, final = [], {}
+        pieces, final, logprobs = [], {}, []
         for event in events():
             if event["done"]:
                 final = event
             else:
                 pieces.append(event["response"] if kind == "generate" else event["message"]["content"])
+                logprobs += event.get("logprobs", [])
         final[key] = shape("".join(pieces))
+        if body.get("logprobs") and kind == "chat":
+            final["logprobs"] = logprobs
         self._send(200, final)
 
     def _generate(self) -> None:

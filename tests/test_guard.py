@@ -66,3 +66,83 @@ def test_eval_reports_raw_and_guarded_side_by_side_and_gates_over_correction() -
     raw_off, _, _ = score_guarded(rows, hyps, off)
     checks = {c["check"]: c for c in gate({"baseline": report["baseline"], "gguf": raw_off}, off)["checks"]}
     assert not checks["gguf_over_correction"]["ok"] and "(raw)" in checks["gguf_over_correction"]["detail"]
+
+
+# -- the reply budget, the served rule (cut, confidence, lexicon) and eval's threshold sweep ----------
+
+
+def test_the_reply_budget_is_twice_the_input_plus_a_margin_per_row() -> None:
+    from bhasha_build.core.guard import REPLY_MARGIN, reply_budget
+
+    assert reply_budget(10) == 20 + REPLY_MARGIN and reply_budget(0) == REPLY_MARGIN
+    assert reply_budget(10, floor=256) == 256 and reply_budget(200, floor=256) == 400 + REPLY_MARGIN
+
+
+def test_a_long_tamil_line_gets_the_budget_its_copy_needs() -> None:
+    """Issue 22: eval's fixed 128 tokens cut already-correct Tamil lines (Qwen spends ~1.7 tokens per
+    Tamil grapheme). Counted by Qwen2.5's real tokenizer, a long Tamil line needs more than 128 tokens
+    to be copied, and its budget covers the copy twice over."""
+    from bhasha_build.core.guard import qwen_reply_budgets
+    from bhasha_build.core.qwen_tokenizer import qwen25_fast_tokenizer
+
+    line = ("தமிழ்நாட்டின் தலைநகரமான சென்னையில் நேற்று மாலை பெய்த கனமழையால் பல தெருக்களில் "
+            "தண்ணீர் தேங்கியது என்று மாநகராட்சி அதிகாரிகள் தெரிவித்தனர்.")
+    copy_tokens = len(qwen25_fast_tokenizer().encode(line, add_special_tokens=False).ids)
+    assert copy_tokens > 128  # the old eval.max_new_tokens cut this line's faithful copy
+    (budget,) = qwen_reply_budgets([line], floor=128)
+    assert budget >= 2 * copy_tokens
+
+
+def test_a_reply_cut_by_the_budget_is_kept_out_and_counted() -> None:
+    from bhasha_build.core.config import load_config
+    from bhasha_build.core.guard import Answer
+    from bhasha_build.stages.evaluate import score_guarded
+
+    line = "நான் புத்தகம் படிக்கிறேன்"
+    rows = [{"lang": "ta", "noisy": line, "clean": line}, {"lang": "ta", "noisy": line + "|", "clean": line + "."}]
+    answers = [Answer("நான் புத்தகம் படிக்கி", cut=True), Answer(line + ".")]  # cut mid-word; a real fix
+    raw, reasons, served = score_guarded(rows, answers, load_config(None, env={}))
+    assert raw["cut_rows"] == 1 and reasons[0].startswith("no stop token") and reasons[1] is None
+    assert served == [line, line + "."]
+    assert raw["overall"]["over_correction_rate"] == 1.0 and raw["guarded"]["overall"]["over_correction_rate"] == 0
+    assert raw["guarded"]["reasons"] == {"no stop token": 1}
+
+
+def test_a_change_below_min_confidence_or_breaking_a_dictionary_word_keeps_the_input() -> None:
+    from bhasha_build.core.baselines import load_lexicon
+    from bhasha_build.core.guard import accept, reason_kind
+
+    noisy, fixed = "भारत की सरकर ने कहा|", "भारत की सरकार ने कहा।"
+    assert accept(noisy, fixed, "hi", CFG, confidence=0.9, min_confidence=0.5).text == fixed
+    low = accept(noisy, fixed, "hi", CFG, confidence=0.3, min_confidence=0.5)
+    assert low.text == noisy and reason_kind(low.reason) == "low confidence"
+    assert accept(noisy, fixed, "hi", CFG, confidence=None, min_confidence=0.5).text == fixed  # no evidence
+    assert accept(noisy, noisy, "hi", CFG, confidence=0.0, min_confidence=0.5).reason is None  # no change
+    lexicon = load_lexicon("hi")
+    broke = accept("भारत की सरकार ने कहा", "भारत की सरकर ने कहा", "hi", CFG, lexicon=lexicon)
+    assert broke.kept_input and broke.reason == "lexicon: सरकार → सरकर"
+    assert accept(noisy, fixed, "hi", CFG, lexicon=lexicon).text == fixed
+
+
+def test_eval_sweeps_min_confidence_and_records_the_chosen_point(tmp_path) -> None:
+    from bhasha_build.core.config import load_config
+    from bhasha_build.core.guard import Answer
+    from bhasha_build.core.metrics import identity_baseline
+    from bhasha_build.stages.evaluate import confidence_sweep, plot_confidence, score_guarded
+
+    good, wrong = "हम बाज़ार जा रहे हैं।", "आज मौसम अच्छा है"
+    rows = [{"lang": "hi", "noisy": "हम बाजार जा रहे है|", "clean": good},
+            {"lang": "hi", "noisy": wrong, "clean": wrong}]
+    answers = [Answer(good, confidence=0.8), Answer("आज मौसम अच्छा हैं", confidence=0.2)]  # a sure fix, an unsure harm
+    cfg = load_config(None, env={}, overrides=["correct.min_confidence=0.5", "eval.max_over_correction=0.02"])
+    sweep = confidence_sweep(rows, answers, cfg)
+    points = {p["threshold"]: p for p in sweep["points"]}
+    assert points[0.0]["over_correction_rate"] == 1.0 and points[0.5]["over_correction_rate"] == 0.0
+    assert points[0.9]["changed_rows"] == 0 and points[0.9]["cer"] > points[0.5]["cer"]
+    assert sweep["chosen"] == points[0.5] and sweep["best"]["threshold"] == 0.3 and sweep["best"]["cer"] == 0.0
+    assert confidence_sweep(rows, [Answer(good), Answer(wrong)], cfg) is None  # no log-probabilities: no sweep
+    report = {"baseline": identity_baseline(rows), "gguf": score_guarded(rows, answers, cfg)[0]}
+    report["gguf"]["confidence"] = sweep
+    assert plot_confidence(report, tmp_path / "confidence.png") and (tmp_path / "confidence.png").stat().st_size > 0
+    del report["gguf"]["confidence"]
+    assert not plot_confidence(report, tmp_path / "confidence.png") and not (tmp_path / "confidence.png").exists()

@@ -261,6 +261,12 @@ def test_real_errors_phases_run_apart_on_cpu(tmp_path: Path) -> None:
     assert finish.returncode == (0 if verdict["passed"] else 2)
     predictions = (tmp_path / "finish.predictions.jsonl").read_text().splitlines()
     assert len(predictions) == sum(s["rows"] for s in sets.values())
+    rows = [json.loads(line) for line in predictions]  # one column per non-model baseline, each reply's confidence
+    assert all({"rules", "lexicon", "gguf_confidence"} <= set(r) for r in rows)
+    assert all(s["strongest_baseline"] in ("rules", "lexicon") and s["cut_rows"] >= 0 for s in sets.values())
+    for s in sets.values():
+        bar = s[f"{s['strongest_baseline']}_cer"]
+        assert s["guarded_gain_over_strongest"] == (pytest.approx(1 - s["guarded_cer"] / bar) if bar else None)
     # a held-out file changed after prepare is refused before anything runs
     held[0].write_text(held[0].read_text() + "\n")
     with pytest.raises(ls.SignalError, match="sha256"):

@@ -27,7 +27,7 @@ Knobs (section.key):
   deploy.name, deploy.host, deploy.timeout_s, deploy.sanity_max_cer
   promote.margin, promote.max_over_correction, promote.keep, promote.regression_set, promote.eval_rows
   correct.jobs, correct.timeout_s, correct.retries, correct.backoff_s, correct.max_line_tokens,
-  correct.progress_every_s
+  correct.progress_every_s, correct.min_confidence, correct.lexicon_guard
 """
 
 from __future__ import annotations
@@ -227,6 +227,13 @@ class CorrectConfig(Section):
     stop_after_failures: int = Field(3, ge=1)
     max_line_tokens: int = Field(128, ge=8)  # longer lines are split at sentence/word boundaries
     progress_every_s: float = Field(10.0, gt=0)  # plain progress lines when stderr is not a TTY
+    # A changed line is served only when the model's confidence in its change (core/confidence.py: the
+    # least probability of a token of the change) is at least this; the same rule in eval's guarded
+    # systems and promote's gate (core/guard.accept). 0 accepts every change the guard lets through.
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    # Refuse a change that turns an in-lexicon word into an out-of-lexicon one (core/baselines.Lexicon:
+    # the Debian dictionaries hunspell-hi/-bn, aspell-ta, plus data/wordlists).
+    lexicon_guard: bool = False
 
 
 class BuildConfig(Section):

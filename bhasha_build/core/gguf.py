@@ -10,7 +10,10 @@ tensor's bytes must lie inside the file, aligned, without overlap.
 `LlamaChat` is the one llama.cpp chat completion of the project (export's sanity stage, eval's GGUF
 system, `correct` without a server): the prompt is rendered by `chat.render_chatml` from the
 system prompt + the user's line, decoding is greedy (temperature 0, the config's seed) and stops on
-`chat.STOP_TOKENS`, exactly as the Modelfile tells Ollama to.
+`chat.STOP_TOKENS`, exactly as the Modelfile tells Ollama to. Each completion also records its tokens'
+log-probabilities (core/confidence.TokenRecorder) and the model's confidence in its change of the line
+(core/confidence.change_confidence); `count_tokens` counts a text's tokens for the reply budget
+(core/guard.reply_budget).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 from bhasha_build.core import toolchain
 from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
+from bhasha_build.core.confidence import TokenProb, TokenRecorder, change_confidence, token_probs
 from bhasha_build.core.errors import BhashaError
 
 
@@ -257,8 +261,27 @@ def check_gguf(path: Path, quant: str, expect: dict[str, Any] | None = None) -> 
 @dataclass(frozen=True)
 class Completion:
     text: str
-    finish_reason: str
+    finish_reason: str  # "stop" (a stop token ended it) or "length" (the budget ran out)
     completion_tokens: int
+    tokens: tuple[TokenProb, ...] | None = None  # the reply's tokens and their log-probabilities
+    confidence: float | None = None  # core/confidence.change_confidence of the reply for the input
+
+    @property
+    def cut(self) -> bool:
+        """The reply ran into its token budget instead of stopping."""
+        return self.finish_reason != "stop"
+
+
+def count_tokens_with(gguf: Path, texts: list[str]) -> list[int]:
+    """Each text's tokens in `gguf`'s own vocabulary (llama.cpp, vocabulary only: no weights loaded) —
+    what a server running that GGUF counts, for the reply budget (core/guard.reply_budget)."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+    try:
+        return [len(llm.tokenize(t.encode("utf-8"), add_bos=False, special=False)) for t in texts]
+    finally:
+        llm.close()
 
 
 class LlamaChat:
@@ -281,25 +304,39 @@ class LlamaChat:
         rows) the same prompt is retried once from an empty context: greedy decoding gives the same reply
         either way; a second failure is one GgufError line."""
         prompt = render_chatml(pair_messages(text), add_generation_prompt=True)
+        recorder = TokenRecorder()
         try:
-            out = self._create(prompt, max_tokens)
+            out = self._create(prompt, max_tokens, recorder)
         except RuntimeError as exc:
             if "llama_decode" not in str(exc):
                 raise
             self.resets += 1
             self.llm.reset()
             self.llm._ctx.kv_cache_clear()
+            recorder = TokenRecorder()
             try:
-                out = self._create(prompt, max_tokens)
+                out = self._create(prompt, max_tokens, recorder)
             except RuntimeError as again:
                 raise GgufError(f"{self.path}: llama.cpp could not decode a {len(text)}-character line even from "
                                 f"an empty context ({again})") from None
         choice = out["choices"][0]
-        return Completion(choice["text"], choice["finish_reason"], out["usage"]["completion_tokens"])
+        recorder.finish()
+        tokens: tuple[TokenProb, ...] | None = tuple(token_probs(recorder.steps, self.llm.detokenize))
+        spelled = b"".join(t.bytes for t in tokens or ()).decode("utf-8", "replace")
+        if spelled.strip() != choice["text"].strip():  # a text stop string cut the reply: no alignment
+            tokens = None
+        return Completion(choice["text"], choice["finish_reason"], out["usage"]["completion_tokens"], tokens,
+                          change_confidence(text, tokens))
 
-    def _create(self, prompt: str, max_tokens: int) -> Any:
+    def count_tokens(self, text: str) -> int:
+        """`text`'s tokens in this model's vocabulary (no BOS, special tokens as text)."""
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def _create(self, prompt: str, max_tokens: int, recorder: TokenRecorder) -> Any:
+        from llama_cpp import LogitsProcessorList
+
         return self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, stop=STOP_TOKENS,
-                                          seed=self.seed)
+                                          seed=self.seed, logits_processor=LogitsProcessorList([recorder]))
 
     def close(self) -> None:
         self.llm.close()

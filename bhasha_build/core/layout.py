@@ -13,7 +13,7 @@ artifact paths relative to `root`, so a run folder can be moved or archived whol
       merged/                    16-bit base + adapter                            (export stage)
       model-f16.gguf             f16 GGUF                                         (export stage)
       model-<quant>.gguf         quantized GGUF, e.g. model-q4_k_m.gguf           (export stage)
-      eval.json eval_predictions.jsonl cer_by_lang.png                           (eval stage)
+      eval.json eval_predictions.jsonl cer_by_lang.png confidence.png            (eval stage)
       Modelfile                                                                    (modelfile stage)
       sanity.json                                                                  (sanity stage)
       deploy.json                                                                  (deploy stage)
@@ -129,6 +129,10 @@ class RunLayout:
     @property
     def cer_plot(self) -> Path:
         return self.root / "cer_by_lang.png"
+
+    @property
+    def confidence_plot(self) -> Path:
+        return self.root / "confidence.png"
 
     # -- serving
     @property

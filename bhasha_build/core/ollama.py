@@ -44,8 +44,10 @@ from typing import Any
 
 import requests
 
+from bhasha_build.core.confidence import change_confidence, from_ollama
 from bhasha_build.core.errors import BhashaError, register_secret
 from bhasha_build.core.fsutil import sha256_file
+from bhasha_build.core.guard import Answer
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 DEFAULT_PORT = 11434
@@ -555,6 +557,7 @@ class OllamaClient:
             return self._checked(answer, answer.json_object(), key)
         # Fold the NDJSON chunks into the shape of a non-streamed answer.
         text: list[str] = []
+        logprobs: list[Any] = []  # per-token log-probabilities, when asked for: each line carries its own
         final: dict[str, Any] = {}
         for event in answer.ndjson():
             if "error" in event:
@@ -564,11 +567,15 @@ class OllamaClient:
             if on_chunk:
                 on_chunk(event)
             text.append(event[key] if key == "response" else event[key]["content"])
+            if isinstance(event.get("logprobs"), list):
+                logprobs += event["logprobs"]
             if event.get("done"):
                 final = event
         if not final:
             raise answer.fail(OllamaProtocolError, "the stream ended before its done line")
         final[key] = "".join(text) if key == "response" else {"role": "assistant", "content": "".join(text)}
+        if logprobs:
+            final["logprobs"] = logprobs
         return final
 
     @staticmethod
@@ -612,8 +619,17 @@ class OllamaClient:
         stream: bool = False,
         timeout: float | None = None,
         on_chunk: Callable[[dict[str, Any]], None] | None = None,
+        logprobs: bool = False,
+        top_logprobs: int = 0,
     ) -> dict[str, Any]:
-        body = {"model": name, "messages": messages, "options": options or {}}
+        """/api/chat; `logprobs` asks for each reply token's log-probability (Ollama >= 0.12.11: the
+        answer's `logprobs`, a list of {token, logprob, bytes, top_logprobs}; `top_logprobs` 0-20
+        alternatives each), which an older server ignores."""
+        body: dict[str, Any] = {"model": name, "messages": messages, "options": options or {}}
+        if logprobs:
+            body["logprobs"] = True
+            if top_logprobs:
+                body["top_logprobs"] = top_logprobs
         return self._infer("/api/chat", body, stream, timeout, on_chunk)
 
 
@@ -676,12 +692,29 @@ def correction_options(seed: int, num_predict: int) -> dict[str, Any]:
 
 
 def ask_correction(client: OllamaClient, name: str, text: str, *, seed: int, num_predict: int,
-                   timeout: float | None = None) -> dict[str, Any]:
+                   timeout: float | None = None, logprobs: bool = True) -> dict[str, Any]:
     """`name`'s answer (the whole /api/chat reply) to one line already normalized like training: one
-    chat turn, greedy — the way every client of the project asks a served model (deploy's check,
-    `invoke correct`, promote's gate, eval's `served` system)."""
+    chat turn, greedy, with each reply token's log-probability (`logprobs`; core/confidence.py) — the
+    way every client of the project asks a served model (deploy's check, `invoke correct`, promote's
+    gate, eval's `served` system)."""
     return client.chat(name, [{"role": "user", "content": text}], options=correction_options(seed, num_predict),
-                       timeout=timeout)
+                       timeout=timeout, logprobs=logprobs)
+
+
+def answer_of(text: str, reply: dict[str, Any]) -> Answer:
+    """An /api/chat reply to `text` as the guard judges it: the text, cut (done_reason other than
+    "stop": num_predict ran out) and the model's confidence in its change (core/confidence.py)."""
+    content = (reply.get("message") or {}).get("content") or ""
+    return Answer(content, str(reply.get("done_reason") or "") != "stop",
+                  change_confidence(text, from_ollama(reply.get("logprobs"))))
+
+
+def ask_answers(client: OllamaClient, name: str, texts: list[str], budgets: list[int], *, seed: int,
+                timeout: float) -> list[Answer]:
+    """`name`'s answers to `texts`, one `ask_correction` each, each with its own reply budget
+    (core/guard.reply_budget)."""
+    return [answer_of(text, ask_correction(client, name, text, seed=seed, num_predict=budget, timeout=timeout))
+            for text, budget in zip(texts, budgets, strict=True)]
 
 
 def ask_corrections(client: OllamaClient, name: str, texts: list[str], *, seed: int, num_predict: int,

@@ -17,25 +17,29 @@ trailing whitespace, a BOM) and its text; the text is normalized exactly as trai
 (``core.text.normalize_text``: NFC, ``data.zwj_policy``, outer whitespace) and sent as the user turn
 (the served model adds the Modelfile's SYSTEM; llama.cpp gets ``chat.render_chatml``, the same
 prompt). Decoding is greedy: temperature 0, the config's seed, stop on ``chat.STOP_TOKENS`` (the
-Modelfile's stops); ``num_predict`` is capped at ``guard.max_length_ratio`` x the line's tokens, so a
-reply that never stops is cut short and rejected. A line longer than ``correct.max_line_tokens`` (or
-than num_ctx leaves room for, prompt and reply together) is split at sentence boundaries (danda,
-``|``, ``.?!``), then at spaces, then between graphemes, and the corrected pieces are joined back
-with the original separators. Lines without a letter (page numbers, rules) are not sent. Text holding
-a chat-template special token (``<|im_end|>``...) is never sent (it would reach the model as the token):
-its line is kept as it is, with the reason in corrections.jsonl; a reply holding one is never used.
+Modelfile's stops); ``num_predict`` is the reply budget ``core/guard.reply_budget`` (twice the
+piece's tokens plus a margin), so a reply that never stops is cut short and rejected. A line longer
+than ``correct.max_line_tokens`` (or than num_ctx leaves room for, prompt and reply together) is
+split at sentence boundaries (danda, ``|``, ``.?!``), then at spaces, then between graphemes, and the
+corrected pieces are joined back with the original separators. Lines without a letter (page numbers,
+rules) are not sent. Text holding a chat-template special token (``<|im_end|>``...) is never sent (it
+would reach the model as the token): its line is kept as it is, with the reason in corrections.jsonl;
+a reply holding one is never used.
 
 What is written: the output keeps the input byte for byte except the corrected text — the same
 lines, blank lines, indentation, page breaks, line endings and final newline. A piece whose reply is
-implausible keeps its input (``core.guard.guard``, the same guard as eval: empty, script change, too
-many edits, length ratio), as does a reply that ran into the length cap or holds a line break, and
+implausible keeps its input (``core.guard.serve``, the same rule as eval and promote: empty, script
+change, too many edits, length ratio, a reply cut by the budget, a change whose confidence is below
+``correct.min_confidence``, with ``correct.lexicon_guard`` a change that breaks a dictionary word), as
+does a reply that holds a line break, and
 a piece the model left unchanged keeps its original bytes (so an untouched line is byte-identical
 even when it was not NFC). JSONL rows are written back with ``"corrected"`` added; a row that is not
 JSON or has no string ``noisy`` is written back as it was and reported (file:line: reason).
 
 Output folder (``CorrectOutput``): the corrected files mirroring the input tree, ``corrections.jsonl``
 (one record per corrected line: file, line, id, lang, input, output, the model's reply, changed,
-guarded, reasons),
+guarded, reasons, confidence: the least confidence of its pieces' changes, core/confidence.py, so a
+reviewer can sort by it; null when nothing changed or the backend gave no log-probabilities),
 ``summary.json`` (counts, lines/s, the backend, guard reasons, failures and, with references, CER/WER
 and over-correction per language next to the do-nothing baseline and the unguarded replies, scored
 by ``core.metrics.score`` like eval) and ``.correct-state/`` (per-file journals).
@@ -70,8 +74,9 @@ served-model check sends; line lengths counted with Qwen2.5's real tokenizer, co
 and ``GgufBackend`` (core/gguf.LlamaChat; lengths counted by the GGUF's own tokenizer).
 
 Knobs: correct.jobs, correct.timeout_s, correct.retries, correct.backoff_s, correct.stop_after_failures,
-correct.max_line_tokens, correct.progress_every_s; data.zwj_policy, data.max_line_bytes; guard.*; seed;
-model.max_seq_length (llama.cpp context); deploy.name / deploy.host (Ollama).
+correct.max_line_tokens, correct.progress_every_s, correct.min_confidence, correct.lexicon_guard;
+data.zwj_policy, data.max_line_bytes; guard.*; seed; model.max_seq_length (llama.cpp context);
+deploy.name / deploy.host (Ollama).
 """
 
 from __future__ import annotations
@@ -98,7 +103,7 @@ from bhasha_build.core.config import MAX_JOBS, BuildConfig
 from bhasha_build.core.dispatch import Breaker, DaemonPool, Stopped, retrying
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, jsonl_lines, sha256_file
-from bhasha_build.core.guard import guard, reason_kind
+from bhasha_build.core.guard import REPLY_FACTOR, REPLY_MARGIN, Answer, reason_kind, reply_budget, serve
 from bhasha_build.core.inputs import (
     InputError,
     check_paths,
@@ -117,6 +122,7 @@ from bhasha_build.core.ollama import (
     OllamaNotFoundError,
     OllamaRequestError,
     OllamaUnreachableError,
+    answer_of,
     ask_correction,
     parse_show_parameters,
     server_url,
@@ -180,6 +186,7 @@ class CorrectOutput:
 class Reply:
     text: str
     done_reason: str  # "stop" (a stop token ended it) or "length" (num_predict reached)
+    confidence: float | None = None  # the model's confidence in its change (core/confidence.py)
 
 
 class TransientError(Exception):
@@ -232,7 +239,7 @@ class GgufBackend:
     def complete(self, text: str, max_tokens: int) -> Reply:
         with self._lock:
             out = self.chat.complete(text, max_tokens)
-        return Reply(out.text, "stop" if out.finish_reason == "stop" else "length")
+        return Reply(out.text, "stop" if out.finish_reason == "stop" else "length", out.confidence)
 
     def close(self) -> None:
         self.chat.close()
@@ -286,7 +293,8 @@ class OllamaBackend:
             raise TransientError(str(exc)) from None
         except requests.RequestException as exc:  # a connection dropped mid-answer
             raise TransientError(f"{self.client.host}: {type(exc).__name__}") from None
-        return Reply((reply.get("message") or {}).get("content") or "", str(reply.get("done_reason") or ""))
+        return Reply((reply.get("message") or {}).get("content") or "", str(reply.get("done_reason") or ""),
+                     answer_of(text, reply).confidence)
 
     def close(self) -> None:
         self.client.session.close()
@@ -435,15 +443,16 @@ class Planner:
         self.backend = backend
         self.count = functools.lru_cache(maxsize=8192)(backend.count_tokens)  # a line is counted once
         overhead = backend.count_tokens(SYSTEM_PROMPT) + 16  # ChatML turns around the system and user text
-        room = int((backend.num_ctx - overhead) / (1 + self.ratio))  # prompt + a reply up to `ratio` longer
+        # a prompt of n tokens and its reply budget must fit: n + reply_budget(n) <= num_ctx - overhead
+        room = int((backend.num_ctx - overhead - REPLY_MARGIN) / (1 + REPLY_FACTOR))
         self.budget = max(8, min(cfg.correct.max_line_tokens, room))
 
     def fits(self, text: str) -> bool:
         return self.count(normalize_text(text, self.zwj)) <= self.budget
 
     def max_tokens(self, sent: str) -> int:
-        """num_predict for a piece: a reply up to guard.max_length_ratio x its tokens (+ room to stop)."""
-        return int(self.count(sent) * self.ratio) + 8
+        """num_predict for a piece: its reply budget (core/guard.reply_budget)."""
+        return reply_budget(self.count(sent))
 
     def _segment(self, doc: Document, no: int, text: str, lang: str | None) -> list[str | Segment]:
         """`text` as literal whitespace around a Segment of pieces (or literal when there is no letter)."""
@@ -563,30 +572,30 @@ class Outcome:
     final: str  # the text written: the reply, or the original piece
     changed: bool
     reason: str | None  # why the reply was not used (guard, length cap, line break), None if used
+    confidence: float | None = None  # the model's confidence in its change (core/confidence.py)
 
     def record(self, index: int) -> dict[str, Any]:
         return {"i": index, "output": self.output, "final": self.final, "changed": self.changed,
-                "reason": self.reason}
+                "reason": self.reason, "confidence": self.confidence}
 
 
 def judge(piece: Piece, reply: Reply, cfg: BuildConfig) -> Outcome:
     """Accept the reply, or keep the input (the do-no-harm guard and the layout's own checks)."""
     output = normalize_hyp(reply.text)
-    if reply.done_reason != "stop":
-        reason: str | None = "no stop token (reply cut at the length cap)"
-    elif not output:
-        reason = "empty reply"
-    elif "\n" in output or "\f" in output or "\r" in output:
+    cut = reply.done_reason != "stop"
+    if not cut and not output:
+        reason: str | None = "empty reply"
+    elif not cut and ("\n" in output or "\f" in output or "\r" in output):
         reason = "line break in the reply"
     elif special := find_special_token(output):  # never text, whatever the guard's settings
         reason = f"special token in the output ({special.group()})"
     else:
-        reason = guard(piece.sent, output, piece.lang, cfg.guard).reason
+        reason = serve(piece.sent, Answer(output, cut, reply.confidence), piece.lang, cfg).reason
     if reason:
-        return Outcome(output, piece.original, False, reason)
+        return Outcome(output, piece.original, False, reason, reply.confidence)
     if output == piece.sent:  # unchanged: keep the original bytes (even when they were not NFC)
         return Outcome(output, piece.original, False, None)
-    return Outcome(output, output, True, None)
+    return Outcome(output, output, True, None, reply.confidence)
 
 
 def segment_text(seg: Segment, texts: dict[int, str]) -> str:
@@ -728,7 +737,8 @@ def settings_key(doc: Document, backend: Backend, cfg: BuildConfig, budget: int)
     """What a file's outputs depend on: its bytes, the backend (model), normalization, guard, decoding."""
     h = hashlib.sha256(doc.data)
     h.update(json.dumps([backend.describe(), cfg.data.zwj_policy, cfg.guard.model_dump(), cfg.seed, budget,
-                         [p.lang for p in doc.pieces]], sort_keys=True, default=str).encode())
+                         [p.lang for p in doc.pieces], cfg.correct.min_confidence, cfg.correct.lexicon_guard],
+                        sort_keys=True, default=str).encode())
     return h.hexdigest()
 
 
@@ -750,7 +760,7 @@ class Journal:
                     rec = _loads(raw)  # a line torn by a kill is skipped: that piece runs again
                     if rec and "i" in rec:
                         self.done[int(rec["i"])] = Outcome(rec["output"], rec["final"], rec["changed"],
-                                                           rec["reason"])
+                                                           rec["reason"], rec.get("confidence"))
                     elif rec and "written" in rec:
                         self.written = rec["written"] if rec.get("complete") else None
             else:
@@ -1018,7 +1028,9 @@ def _summarize(runs: list[FileRun], layout: CorrectOutput, backend: Backend, cfg
             rec = {"file": doc.rel, "line": line.no, "id": line.row.get("id") if line.row else None,
                    "lang": pieces[0].lang, "input": text_in, "output": text_out, "reply": line_text(line, replies),
                    "changed": any(o.changed for o in outcomes.values()), "guarded": bool(line_reasons),
-                   "reasons": line_reasons, "pieces": len(pieces), "failed": bool(failed)}
+                   "reasons": line_reasons, "confidence": min((o.confidence for o in outcomes.values()
+                                                               if o.confidence is not None), default=None),
+                   "pieces": len(pieces), "failed": bool(failed)}
             counts["lines"] += 1
             counts["pieces"] += len(pieces)
             counts["changed"] += rec["changed"]

@@ -8,7 +8,23 @@ Three systems, scored by the same `metrics.score` (overall and per language, wit
   served    eval.served_name as an Ollama server serves it (deploy.host / OLLAMA_HOST), when set: the
             deployed GGUF scored on the server's GPU where this package's llama.cpp is CPU-only
 The identity baseline (hypothesis = the noisy input) is what a model must beat; with real weights,
-the zero-shot instruct model is the second bar. Inputs go through `text.normalize_text` with
+the zero-shot instruct model is the second bar. Beside them, the non-model baselines of
+core/baselines.py (`rules`: punctuation/danda/spacing cleanup; `lexicon`: the rules plus a gated
+dictionary snap) are scored like every system; eval.json's `baselines` names the strongest one per
+language and each system's gain over it (`gain_over_strongest`: 1 - served CER / its CER).
+
+Reply budget: each row's reply may take core/guard.reply_budget(its input's tokens, floor
+eval.max_new_tokens) tokens, counted by the system's own tokenizer (for `served`: the run's GGUF's
+vocabulary, else Qwen2.5's); a reply that reaches it was cut, and the guard keeps the input for it
+(reason "no stop token (reply cut by the budget)", `cut_rows` per system) — never scored as a
+correction.
+
+Confidence: the GGUF systems (llama.cpp) and `served` (Ollama's logprobs) give each reply's
+confidence in its change (core/confidence.py); the guarded output applies correct.min_confidence
+(and correct.lexicon_guard) exactly as `invoke correct` serves (core/guard.serve). eval.json's
+`confidence` per system sweeps the threshold (guarded CER and over-correction at each), records the
+configured point (`chosen`) and the lowest-CER point within eval.max_over_correction (`best`);
+confidence.png draws the sweep. Inputs go through `text.normalize_text` with
 data.zwj_policy, as every client sends them.
 
 Do no harm: each system's outputs are also passed through the guard (`core/guard.py`, config
@@ -25,9 +41,11 @@ system's over-correction (share of already-correct inputs it changes, on the gua
 served when guard.enabled, else the raw one) must be at most eval.max_over_correction; and (when
 scored) the GGUF's CER must be below the zero-shot model's.
 
-Knobs: eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance,
+Knobs: eval.max_rows, eval.max_new_tokens (the least reply budget), correct.min_confidence,
+correct.lexicon_guard, eval.gate_margin, eval.gguf_tolerance,
 eval.max_over_correction, eval.zeroshot, guard.*, data.zwj_policy, seed.
-Outputs: runs/<run>/eval.json, eval_predictions.jsonl, cer_by_lang.png.
+Outputs: runs/<run>/eval.json, eval_predictions.jsonl (per row: each system's reply, guarded output,
+guard reason and confidence, and one column per non-model baseline), cer_by_lang.png, confidence.png.
 """
 
 from __future__ import annotations
@@ -39,18 +57,21 @@ from pathlib import Path
 from typing import Any
 
 from bhasha_build.core import models, weights
+from bhasha_build.core.baselines import BASELINES, run_baselines, strongest_of
 from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, save_figure
-from bhasha_build.core.gguf import LlamaChat
-from bhasha_build.core.guard import guard, reason_kind
+from bhasha_build.core.gguf import LlamaChat, count_tokens_with
+from bhasha_build.core.guard import Answer, qwen_reply_budgets, reason_kind, reply_budget, serve
 from bhasha_build.core.layout import RunLayout
-from bhasha_build.core.metrics import identity_baseline, normalize_hyp, score
-from bhasha_build.core.ollama import OllamaClient, ask_corrections, server_url
+from bhasha_build.core.metrics import identity_baseline, score
+from bhasha_build.core.ollama import OllamaClient, ask_answers, server_url
 from bhasha_build.core.text import normalize_text
 
 SYSTEMS = ("model", "gguf", "zeroshot", "served")  # what `invoke eval` scores unless told --only one
+# correct.min_confidence values eval's sweep scores (plus the configured one)
+THRESHOLDS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 class EvalError(BhashaError):
@@ -69,7 +90,9 @@ def eval_rows(layout: RunLayout, max_rows: int) -> list[dict[str, Any]]:
     return rows
 
 
-def generate_hf(cfg: BuildConfig, layout: RunLayout, texts: list[str], batch_size: int = 8) -> list[str]:
+def generate_hf(cfg: BuildConfig, layout: RunLayout, texts: list[str], batch_size: int = 8) -> list[Answer]:
+    """The HF model's replies, each within its own reply budget (a batch generates to its largest and
+    each row is cut at its own); no confidence (the GGUF systems give it)."""
     import torch
 
     model, tokenizer = models.load_for_inference(layout)
@@ -77,30 +100,48 @@ def generate_hf(cfg: BuildConfig, layout: RunLayout, texts: list[str], batch_siz
     model.to(device).eval()
     tokenizer.padding_side = "left"
     stop_ids = [tokenizer.convert_tokens_to_ids(t) for t in STOP_TOKENS]
-    outputs: list[str] = []
+    outputs: list[Answer] = []
     for start in range(0, len(texts), batch_size):
-        prompts = [render_chatml(pair_messages(t), add_generation_prompt=True) for t in texts[start:start + batch_size]]
+        batch = texts[start:start + batch_size]
+        budgets = [reply_budget(len(tokenizer(t, add_special_tokens=False)["input_ids"]), cfg.eval.max_new_tokens)
+                   for t in batch]
+        prompts = [render_chatml(pair_messages(t), add_generation_prompt=True) for t in batch]
         enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         with torch.no_grad():
-            gen = model.generate(**enc, max_new_tokens=cfg.eval.max_new_tokens, do_sample=False,
+            gen = model.generate(**enc, max_new_tokens=max(budgets), do_sample=False,
                                  eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id)
-        for row in gen[:, enc["input_ids"].shape[1]:]:
-            ids = row.tolist()
-            cut = next((i for i, tok in enumerate(ids) if tok in stop_ids), len(ids))
-            outputs.append(tokenizer.decode(ids[:cut], skip_special_tokens=True).strip())
+        for row, budget in zip(gen[:, enc["input_ids"].shape[1]:], budgets, strict=True):
+            ids = row.tolist()[:budget]
+            stop = next((i for i, tok in enumerate(ids) if tok in stop_ids), None)
+            text = tokenizer.decode(ids[:stop], skip_special_tokens=True).strip()
+            outputs.append(Answer(text, cut=stop is None))
     return outputs
 
 
-def generate_gguf(cfg: BuildConfig, gguf: Path, texts: list[str]) -> list[str]:
+def generate_gguf(cfg: BuildConfig, gguf: Path, texts: list[str]) -> list[Answer]:
+    """llama.cpp's replies, each within its own reply budget, with the confidence of each change."""
     with LlamaChat(gguf, n_ctx=min(cfg.model.max_seq_length, 4096), seed=cfg.seed, n_gpu_layers=-1) as llm:
-        return [llm.complete(text, cfg.eval.max_new_tokens).text.strip() for text in texts]
+        out = []
+        for text in texts:
+            reply = llm.complete(text, reply_budget(llm.count_tokens(text), cfg.eval.max_new_tokens))
+            out.append(Answer(reply.text.strip(), reply.cut, reply.confidence))
+        return out
 
 
-def generate_served(cfg: BuildConfig, texts: list[str]) -> list[str]:
+def served_budgets(cfg: BuildConfig, layout: RunLayout, texts: list[str]) -> list[int]:
+    """Reply budgets for a served model: inputs counted by the run's GGUF's vocabulary (the model deployed
+    from this run), else by Qwen2.5's tokenizer (what `correct` counts with)."""
+    gguf = layout.gguf(cfg.export.quant)
+    if gguf.exists():
+        return [reply_budget(n, cfg.eval.max_new_tokens) for n in count_tokens_with(gguf, texts)]
+    return qwen_reply_budgets(texts, cfg.eval.max_new_tokens)
+
+
+def generate_served(cfg: BuildConfig, texts: list[str], layout: RunLayout | None = None) -> list[Answer]:
     """eval.served_name's replies through Ollama (the GPU a server uses; llama.cpp here is CPU-only)."""
     client = OllamaClient(server_url(None, cfg.deploy.host), timeout=cfg.deploy.timeout_s)
-    return ask_corrections(client, cfg.eval.served_name, texts, seed=cfg.seed, num_predict=cfg.eval.max_new_tokens,
-                           timeout=cfg.deploy.timeout_s)
+    budgets = served_budgets(cfg, layout or cfg.layout, texts)
+    return ask_answers(client, cfg.eval.served_name, texts, budgets, seed=cfg.seed, timeout=cfg.deploy.timeout_s)
 
 
 def zeroshot_gguf(cfg: BuildConfig) -> Path | None:
@@ -116,7 +157,7 @@ def plot_cer(report: dict[str, Any], out_png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    systems = [(s, report[s]) for s in ("baseline", *SYSTEMS) if s in report]
+    systems = [(s, report[s]) for s in ("baseline", *BASELINES, *SYSTEMS) if s in report]
     systems += [(f"{s} guarded", report[s]["guarded"]) for s in ("model", "gguf") if "guarded" in report.get(s, {})]
     langs = sorted(report["baseline"]["by_lang"])
     fig, ax = plt.subplots(figsize=(7, 3.8))
@@ -132,11 +173,20 @@ def plot_cer(report: dict[str, Any], out_png: Path) -> None:
     save_figure(fig, out_png)
 
 
-def score_guarded(rows: Sequence[Mapping[str, Any]], hyps: Sequence[str], cfg: BuildConfig
-                  ) -> tuple[dict[str, Any], list[str | None], list[str]]:
-    """(raw score with the guarded one under "guarded", each row's guard reason, the guarded outputs)."""
-    kept = [guard(r["noisy"], normalize_hyp(h), r.get("lang"), cfg.guard) for r, h in zip(rows, hyps, strict=True)]
-    raw, guarded = score(rows, hyps), score(rows, [k.text for k in kept])
+def _answers(hyps: Sequence[str | Answer]) -> list[Answer]:
+    return [h if isinstance(h, Answer) else Answer(h) for h in hyps]
+
+
+def score_guarded(rows: Sequence[Mapping[str, Any]], hyps: Sequence[str | Answer], cfg: BuildConfig,
+                  min_confidence: float | None = None) -> tuple[dict[str, Any], list[str | None], list[str]]:
+    """(raw score with the guarded one under "guarded", each row's guard reason, the guarded outputs).
+    The guarded output is what is served (core/guard.serve: the cut rule, the guard, correct.min_confidence
+    or `min_confidence`, correct.lexicon_guard); a plain string is an answer that stopped, no confidence."""
+    answers = _answers(hyps)
+    kept = [serve(r["noisy"], a, r.get("lang"), cfg, min_confidence) for r, a in zip(rows, answers, strict=True)]
+    raw, guarded = score(rows, [a.text for a in answers]), score(rows, [k.text for k in kept])
+    raw["cut_rows"] = sum(a.cut for a in answers)
+    guarded["min_confidence"] = cfg.correct.min_confidence if min_confidence is None else min_confidence
     guarded["overall"]["guarded_rows"] = sum(k.kept_input for k in kept)
     for lang, block in guarded["by_lang"].items():
         block["guarded_rows"] = sum(k.kept_input for r, k in zip(rows, kept, strict=True)
@@ -145,6 +195,85 @@ def score_guarded(rows: Sequence[Mapping[str, Any]], hyps: Sequence[str], cfg: B
     guarded["reasons"] = dict(Counter(reason_kind(k.reason) for k in kept if k.reason))
     raw["guarded"] = guarded
     return raw, [k.reason for k in kept], [k.text for k in kept]
+
+
+def confidence_sweep(rows: Sequence[Mapping[str, Any]], answers: Sequence[Answer], cfg: BuildConfig
+                     ) -> dict[str, Any] | None:
+    """Guarded CER and over-correction at each confidence threshold (THRESHOLDS and the configured one),
+    the configured point (`chosen`) and the lowest CER within eval.max_over_correction (`best`); None when
+    no reply carried a confidence (a backend without log-probabilities)."""
+    if not any(a.confidence is not None for a in answers):
+        return None
+    points = []
+    for threshold in sorted({*THRESHOLDS, cfg.correct.min_confidence}):
+        _, reasons, kept = score_guarded(rows, answers, cfg, threshold)
+        block = score(rows, kept)["overall"]
+        points.append({"threshold": threshold, "cer": block["cer"],
+                       "over_correction_rate": block["over_correction_rate"],
+                       "changed_rows": sum(k != r["noisy"] for k, r in zip(kept, rows, strict=True)),
+                       "low_confidence_rows": sum(1 for why in reasons if why and why.startswith("low confidence"))})
+    within = [p for p in points if p["over_correction_rate"] <= cfg.eval.max_over_correction]
+    chosen = next(p for p in points if p["threshold"] == cfg.correct.min_confidence)
+    return {"points": points, "chosen": chosen, "best": min(within, key=lambda p: (p["cer"], p["threshold"]))
+            if within else None, "max_over_correction": cfg.eval.max_over_correction}
+
+
+def plot_confidence(report: dict[str, Any], out_png: Path) -> bool:
+    """Guarded CER against over-correction across thresholds, one line per system with confidences (no
+    such system: no plot, and an old one is removed)."""
+    sweeps = {s: report[s]["confidence"] for s in SYSTEMS if report.get(s, {}).get("confidence")}
+    if not sweeps:
+        out_png.unlink(missing_ok=True)
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for system, sweep in sweeps.items():
+        xs = [p["over_correction_rate"] for p in sweep["points"]]
+        ys = [p["cer"] for p in sweep["points"]]
+        ax.plot(xs, ys, marker="o", label=f"{system} guarded")
+        for p in sweep["points"]:
+            ax.annotate(f"{p['threshold']:g}", (p["over_correction_rate"], p["cer"]), fontsize=6,
+                        textcoords="offset points", xytext=(3, 3))
+        chosen = sweep["chosen"]
+        ax.scatter([chosen["over_correction_rate"]], [chosen["cer"]], s=120, facecolors="none", edgecolors="red",
+                   zorder=3, label=f"{system}: min_confidence {chosen['threshold']:g}")
+    ax.axhline(report["baseline"]["overall"]["cer"], color="grey", linestyle="--", label="identity CER")
+    limit = next(iter(sweeps.values()))["max_over_correction"]
+    ax.axvline(limit, color="grey", linestyle=":", label="eval.max_over_correction")
+    ax.set_xlabel("over-correction (share of already-correct lines changed)")
+    ax.set_ylabel("guarded grapheme CER")
+    ax.set_title("Guarded CER vs over-correction across correct.min_confidence")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, out_png)
+    return True
+
+
+def baseline_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """Per language: the strongest non-model baseline (lowest CER of identity's competitors `rules` and
+    `lexicon`) and each scored system's gain over it (1 - served CER / its CER), and over identity."""
+    out: dict[str, Any] = {}
+    for lang, block in report["baseline"]["by_lang"].items():
+        scored = {b: report[b]["by_lang"][lang]["cer"] for b in BASELINES
+                  if lang in report.get(b, {}).get("by_lang", {})}
+        if not scored:
+            continue
+        name = strongest_of(scored)
+        strongest = scored[name]
+        entry: dict[str, Any] = {"identity_cer": block["cer"], **{f"{b}_cer": c for b, c in scored.items()},
+                                 "strongest": name, "strongest_cer": strongest, "gain_over_strongest": {},
+                                 "gain_over_identity": {}}
+        for system in SYSTEMS:
+            if lang in report.get(system, {}).get("by_lang", {}):
+                cer = served(report[system])["by_lang"][lang]["cer"]
+                entry["gain_over_strongest"][system] = 1 - cer / strongest if strongest else None
+                entry["gain_over_identity"][system] = 1 - cer / block["cer"] if block["cer"] else None
+        out[lang] = entry
+    return out
 
 
 def served(block: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -193,7 +322,12 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
     texts = [normalize_text(r["noisy"], cfg.data.zwj_policy) for r in rows]  # what every client sends
     report: dict[str, Any] = {"rows": len(rows), "baseline": identity_baseline(rows),
                               "zwj_policy": cfg.data.zwj_policy}
-    predictions: dict[str, list[Any]] = {}
+    outputs, missing = run_baselines(rows, texts)
+    predictions: dict[str, list[Any]] = dict(outputs)
+    for name, hyps in outputs.items():
+        report[name] = score_guarded(rows, hyps, cfg)[0]
+    if missing:
+        report["lexicon_missing"] = missing  # languages whose lexicon baseline is the rules alone
     gguf = layout.gguf(cfg.export.quant)
     for system in systems:
         start = time.monotonic()
@@ -203,7 +337,7 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         if system == "served":
             if not cfg.eval.served_name:
                 continue
-            hyps = generate_served(cfg, texts)
+            hyps = generate_served(cfg, texts, layout)
             report["served_model"] = f"{cfg.eval.served_name} on {server_url(None, cfg.deploy.host)}"
         elif system == "zeroshot":
             if (source := zeroshot_gguf(cfg)) is None:
@@ -214,16 +348,21 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
             hyps = generate_hf(cfg, layout, texts) if system == "model" else generate_gguf(cfg, gguf, texts)
         seconds = time.monotonic() - start
         report[system], reasons, guarded = score_guarded(rows, hyps, cfg)
+        if sweep := confidence_sweep(rows, hyps, cfg):
+            report[system]["confidence"] = sweep
         # how fast each path scores (llama.cpp on this CPU, Ollama on its server, transformers on cuda/cpu)
         report[system]["generation"] = {"seconds": round(seconds, 3),
                                         "rows_per_s": round(len(rows) / seconds, 3) if seconds > 0 else None}
-        predictions.update({system: hyps, f"{system}_guarded": guarded, f"{system}_guard": reasons})
+        predictions.update({system: [a.text for a in hyps], f"{system}_guarded": guarded, f"{system}_guard": reasons,
+                            f"{system}_confidence": [a.confidence for a in hyps]})
         if system == "gguf":
             report["gguf_file"] = gguf.name
+    report["baselines"] = baseline_summary(report)
     report["gate"] = gate(report, cfg)
     atomic_write_jsonl(layout.eval_predictions, ({"id": r.get("id"), "lang": r["lang"], "noisy": r["noisy"],
                                                   "clean": r["clean"], **{k: v[i] for k, v in predictions.items()}}
                                                  for i, r in enumerate(rows)))
     atomic_write_json(layout.eval_report, report)
     plot_cer(report, layout.cer_plot)
+    plot_confidence(report, layout.confidence_plot)
     return report

@@ -8,9 +8,12 @@
      pinned regression set (`promote.regression_set`, data/regression/*.jsonl in the repository),
      each tagged with its set;
   3. scores: the candidate and the served `<name>` answer every row through the project's Ollama
-     client (chat, temperature 0, the config's seed, eval.max_new_tokens, the input normalized by
-     core/text.normalize_text like every client) and are scored by core/metrics.score, overall and
-     per language, next to the do-nothing baseline;
+     client (chat, temperature 0, the config's seed, each row's reply budget core/guard.reply_budget
+     with floor eval.max_new_tokens, token log-probabilities, the input normalized by
+     core/text.normalize_text like every client); what each serves for a row is the rule `invoke
+     correct` applies (core/guard.serve: a reply cut by the budget, the guard, correct.min_confidence,
+     correct.lexicon_guard), and that is scored by core/metrics.score, overall and per language, next
+     to the do-nothing baseline;
   4. the gate (`gate`): per language, the candidate's grapheme CER may exceed the served model's by
      at most `promote.margin`, and its over-correction rate must be at most
      `promote.max_over_correction`; the first promotion (nothing served yet) compares with the
@@ -39,7 +42,8 @@ manifest's `rollback` section. When the model it replaced is the one this run pr
 promote.json and the manifest's `promote` section say "rolled back" (with when and to what).
 
 Knobs: promote.margin, promote.max_over_correction, promote.keep, promote.regression_set,
-promote.eval_rows, eval.max_new_tokens, deploy.timeout_s, deploy.host (after --host/OLLAMA_HOST),
+promote.eval_rows, eval.max_new_tokens, correct.min_confidence, correct.lexicon_guard, guard.*,
+deploy.timeout_s, deploy.host (after --host/OLLAMA_HOST),
 seed, data.zwj_policy.
 """
 
@@ -58,9 +62,10 @@ from bhasha_build.core import metrics
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_json, recorded
+from bhasha_build.core.guard import serve
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.manifest import Manifest
-from bhasha_build.core.ollama import OllamaClient, OllamaError, ask_corrections, full_name, server_url
+from bhasha_build.core.ollama import OllamaClient, OllamaError, ask_answers, full_name, server_url
 from bhasha_build.core.text import normalize_text
 from bhasha_build.stages.data import DataError, input_files, load_rows
 from bhasha_build.stages.deploy import (
@@ -73,6 +78,7 @@ from bhasha_build.stages.deploy import (
     deploy,
     sanity_sample,
 )
+from bhasha_build.stages.evaluate import served_budgets
 
 PREV = "prev-"
 STAMP_FORMAT = "%Y%m%d-%H%M%S-%f"
@@ -155,10 +161,14 @@ def gate_rows(cfg: BuildConfig, layout: RunLayout) -> list[dict[str, Any]]:
     return rows
 
 
-def answers(client: OllamaClient, name: str, rows: list[dict[str, Any]], cfg: BuildConfig) -> list[str]:
-    """`name`'s corrections of the rows, asked the way every client of the project asks."""
-    return ask_corrections(client, name, [normalize_text(r["noisy"], cfg.data.zwj_policy) for r in rows],
-                           seed=cfg.seed, num_predict=cfg.eval.max_new_tokens, timeout=cfg.deploy.timeout_s)
+def answers(client: OllamaClient, name: str, rows: list[dict[str, Any]], cfg: BuildConfig,
+            layout: RunLayout | None = None) -> list[str]:
+    """What `name` serves for each row (core/guard.serve over its replies), asked the way every client of
+    the project asks."""
+    texts = [normalize_text(r["noisy"], cfg.data.zwj_policy) for r in rows]
+    replies = ask_answers(client, name, texts, served_budgets(cfg, layout or cfg.layout, texts), seed=cfg.seed,
+                          timeout=cfg.deploy.timeout_s)
+    return [serve(r["noisy"], a, r.get("lang"), cfg).text for r, a in zip(rows, replies, strict=True)]
 
 
 def gate(scores: dict[str, Any], cfg: BuildConfig) -> dict[str, Any]:
@@ -235,9 +245,9 @@ def _promote(cfg: BuildConfig, layout: RunLayout, name: str, host_url: str, repo
 
     rows = gate_rows(cfg, layout)
     scores: dict[str, Any] = {"baseline": metrics.identity_baseline(rows),
-                              "candidate": metrics.score(rows, answers(client, report["candidate"], rows, cfg))}
+                              "candidate": metrics.score(rows, answers(client, report["candidate"], rows, cfg, layout))}
     if digests["served_before"]:
-        scores["served"] = metrics.score(rows, answers(client, name, rows, cfg))
+        scores["served"] = metrics.score(rows, answers(client, name, rows, cfg, layout))
     report["rows"] = {"total": len(rows), "by_set": dict(Counter(r["set"] for r in rows))}
     report["scores"] = scores
     report["gate"] = result = gate(scores, cfg)

@@ -2,7 +2,8 @@
 
 Rendered from what the run folder holds, whatever stage it reached (a missing part says so):
 data counts and rejects (data/stats.json), the training curve (train_log.jsonl, loss.png), CER and
-over-correction by language against the do-nothing baseline and HF vs GGUF (eval.json), the gate
+over-correction by language against the do-nothing baseline and HF vs GGUF (eval.json), the model's
+gain over the strongest non-model baseline per language and the confidence threshold (eval.json), the gate
 against the served model (promote.json), the deploy check (deploy.json), stage timings, artifact
 sha256s and versions (manifest.json). It reads only; it never fails on a missing or unreadable file.
 
@@ -89,7 +90,42 @@ def _eval(layout: RunLayout) -> list[str]:
     if "model" in report and "gguf" in report:
         diff = report["gguf"]["overall"]["cer"] - report["model"]["overall"]["cer"]
         lines.append(f"- GGUF (q4_k_m) vs HF: {diff:+.4f} CER")
+    return lines + _baselines(report) + _confidence(report)
+
+
+def _baselines(report: dict[str, Any]) -> list[str]:
+    """Per language: identity, the non-model baselines, the strongest, each system's gain over it (served)."""
+    table = report.get("baselines") or {}
+    if not table:
+        return []
+    systems = sorted({s for entry in table.values() for s in entry.get("gain_over_strongest", {})})
+    head = "".join(f" {s} gain |" for s in systems)
+    lines = ["", "Non-model baselines (CER; gain = 1 - served CER / the strongest baseline's CER):", "",
+             f"| lang | identity | rules | lexicon | strongest |{head}",
+             "|---|---|---|---|---|" + "---|" * len(systems)]
+    for lang, e in table.items():
+        gains = "".join(f" {_pct(e['gain_over_strongest'].get(s))} |" for s in systems)
+        lines.append(f"| {lang} | {_num(e['identity_cer'])} | {_num(e.get('rules_cer'))} "
+                     f"| {_num(e.get('lexicon_cer'))} | {e['strongest']} |{gains}")
     return lines
+
+
+def _confidence(report: dict[str, Any]) -> list[str]:
+    lines = []
+    for system in ("model", "gguf", "zeroshot", "served"):
+        sweep = (report.get(system) or {}).get("confidence")
+        if sweep:
+            chosen, best = sweep["chosen"], sweep.get("best")
+            lines.append(f"- {system}: correct.min_confidence {chosen['threshold']:g} gives guarded CER "
+                         f"{chosen['cer']:.4f}, over-correction {chosen['over_correction_rate']:.1%}"
+                         + (f"; best within {sweep['max_over_correction']:.0%}: {best['threshold']:g} "
+                            f"(CER {best['cer']:.4f})" if best else "; no threshold keeps over-correction "
+                            f"within {sweep['max_over_correction']:.0%}"))
+    return ["", *lines] if lines else []
+
+
+def _pct(value: Any) -> str:
+    return "—" if value is None else f"{value:+.1%}"
 
 
 def _promotion(layout: RunLayout) -> list[str]:

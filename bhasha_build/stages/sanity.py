@@ -6,7 +6,8 @@ template and EOS survived training and export) with a non-empty answer. The prom
 do-no-harm guard (`core/guard.py`) and the report shows both (`response`, `guarded`). The same check
 against a live Ollama server is deploy's (stages/deploy.py, `deploy_sanity`).
 
-Knobs: eval.max_new_tokens, model.max_seq_length (context), data.zwj_policy, guard.*, seed.
+Knobs: eval.max_new_tokens (the least reply budget: core/guard.reply_budget), model.max_seq_length
+(context), data.zwj_policy, guard.*, seed.
 Output: sanity.json.
 """
 
@@ -18,7 +19,7 @@ from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_json
 from bhasha_build.core.gguf import LlamaChat
-from bhasha_build.core.guard import guard
+from bhasha_build.core.guard import guard, reply_budget
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.metrics import normalize_hyp
 from bhasha_build.core.text import normalize_text
@@ -37,10 +38,10 @@ class SanityError(BhashaError):
 def run(cfg: BuildConfig, layout: RunLayout, text: str = SANITY_TEXT, lang: str = "hi", **_: Any) -> dict[str, Any]:
     text = normalize_text(text, cfg.data.zwj_policy)
     with LlamaChat(layout.gguf(cfg.export.quant), n_ctx=min(cfg.model.max_seq_length, 4096), seed=cfg.seed) as llm:
-        reply = llm.complete(text, cfg.eval.max_new_tokens)
+        reply = llm.complete(text, reply_budget(llm.count_tokens(text), cfg.eval.max_new_tokens))
     kept = guard(text, normalize_hyp(reply.text), lang, cfg.guard)
     result = {"prompt": text, "response": reply.text, "finish_reason": reply.finish_reason,
-              "completion_tokens": reply.completion_tokens,
+              "completion_tokens": reply.completion_tokens, "confidence": reply.confidence,
               "guarded": {"enabled": cfg.guard.enabled, "text": kept.text, "kept_input": kept.kept_input,
                           "reason": kept.reason},
               # "stop" alone would pass a model that emits <|im_end|> at once: an answer must exist too

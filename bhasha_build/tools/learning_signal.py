@@ -302,7 +302,8 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
     """Every held-out real-OCR set through the q4_k_m (normalized like training, guarded like serving);
     `max_rows`: the first rows of each set only (a CPU scoring a real model for hours). The input folder
     must have passed check_real_input (phase_finish checks it before the long part)."""
-    from bhasha_build.core.metrics import cer, identity_baseline
+    from bhasha_build.core.baselines import run_baselines, strongest_of
+    from bhasha_build.core.metrics import cer, identity_baseline, score
     from bhasha_build.core.text import normalize_text
     from bhasha_build.stages.evaluate import generate_gguf, score_guarded, served, zeroshot_gguf
     from bhasha_build.tools.noise_fit import read_pairs
@@ -326,6 +327,8 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
         hyps = all_hyps[start:end]
         report, reasons, guarded = score_guarded(rows, hyps, cfg)
         base = identity_baseline(rows)["overall"]
+        baselines, _ = run_baselines(rows)  # the non-model cleanups (core/baselines.py), scored alike
+        baseline_cer = {b: score(rows, outs)["overall"]["cer"] for b, outs in baselines.items()}
         zeroshot = None
         if all_zeroshot is not None:
             zeroshot_hyps = all_zeroshot[start:end]
@@ -336,11 +339,16 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
         tally = {"raw": [0, 0, 0], "guarded": [0, 0, 0]}  # better, same, worse than the input
         for row, hyp, kept in zip(rows, hyps, guarded, strict=True):
             before = cer(row["noisy"], row["clean"])
-            for output, text in (("raw", hyp), ("guarded", kept)):
+            for output, text in (("raw", hyp.text), ("guarded", kept)):
                 after = cer(text.strip(), row["clean"])
                 tally[output][0 if after < before else 1 if after == before else 2] += 1
         sets[name] = {
             "rows": len(rows), "identity_cer": base["cer"], "identity_rows": base["identity_rows"],
+            **{f"{b}_cer": c for b, c in baseline_cer.items()},
+            "strongest_baseline": (strongest := strongest_of(baseline_cer)),
+            "guarded_gain_over_strongest": (1 - served(report)["overall"]["cer"] / baseline_cer[strongest]
+                                            if baseline_cer[strongest] else None),
+            "cut_rows": report["cut_rows"],
             "identity_cer_before_normalization": identity_baseline(raw_rows)["overall"]["cer"],
             "raw_cer": report["overall"]["cer"], "guarded_cer": served(report)["overall"]["cer"],
             "raw_over_correction": report["overall"]["over_correction_rate"],
@@ -350,9 +358,10 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
             "better_same_worse": {k: dict(zip(("better", "same", "worse"), v, strict=True)) for k, v in tally.items()},
             **({"zeroshot": zeroshot} if zeroshot else {}),
         }
-        predictions += [{"set": name, "id": r.get("id"), "noisy": r["noisy"], "clean": r["clean"], "gguf": h,
-                         "gguf_guarded": g, "guard": why}
-                        for r, h, g, why in zip(rows, hyps, guarded, reasons, strict=True)]
+        predictions += [{"set": name, "id": r.get("id"), "noisy": r["noisy"], "clean": r["clean"], "gguf": h.text,
+                         "gguf_guarded": g, "guard": why, "gguf_confidence": h.confidence,
+                         **{b: outs[i] for b, outs in baselines.items()}}
+                        for i, (r, h, g, why) in enumerate(zip(rows, hyps, guarded, reasons, strict=True))]
         start = end
     if out_predictions is not None:
         atomic_write_jsonl(out_predictions, predictions)
