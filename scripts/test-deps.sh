@@ -2,13 +2,14 @@
 # Test-only system tools, idempotent; prints what it runs:
 #   Go (template parity with Ollama's text/template);
 #   Tesseract 5 + its hin/ben/tam models, the Indic fonts and libfribidi0 (Pillow's RAQM layout loads it)
-#   for the real-OCR pairs (bhasha_build/tools/ocr_pairs.py; also in the image: docker/Dockerfile).
+#   for the real-OCR pairs (bhasha_build/tools/ocr_pairs.py; also in the image: docker/Dockerfile);
+#   chromium + chromium-driver: the review page's real-browser test (tests/test_review_browser.py).
 set -euo pipefail
 need=()
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 for pkg in tesseract-ocr tesseract-ocr-hin tesseract-ocr-ben tesseract-ocr-tam libfribidi0 fonts-noto-core \
            fonts-lohit-deva fonts-lohit-beng-bengali fonts-lohit-taml fonts-samyak-deva fonts-samyak-taml \
-           fonts-beng-extra; do
+           fonts-beng-extra chromium chromium-driver; do
   dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
