@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +83,16 @@ def page_data(records: list[dict[str, Any]], title: str, key: str) -> dict[str, 
         if not (changed or guarded or failed):
             continue
         proposal = rec["output"] if changed else str(rec.get("reply") or "")
-        da, db, ia = grapheme_diff(rec["input"], proposal)
+        # Marked on the input as the model saw it (NFC: a precomposed क़ and क + nukta look alike and are
+        # one grapheme to the metrics); the export keeps the input as recorded.
+        shown = unicodedata.normalize("NFC", rec["input"])
+        da, db, ia = grapheme_diff(shown, proposal)
         row: dict[str, Any] = {"f": files.setdefault(rec["file"], len(files)), "l": rec["line"],
                                "g": rec.get("lang") or "", "i": rec["input"], "o": rec["output"],
                                "c": confidence_of(rec), "ch": changed, "gd": guarded, "fl": failed,
                                "da": da, "db": db, "ia": ia}
+        if shown != rec["input"]:
+            row["n"] = shown
         if not changed:
             row["r"] = proposal
         if reasons := rec.get("reasons"):
