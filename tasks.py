@@ -293,8 +293,8 @@ def pipeline(c, profile=None, run=None, config=None, set=None, input=None, force
                  reference="ground truth: a file, or a folder mirroring the input (JSONL rows: their clean fields)",
                  lang="language of lines whose rows do not say (default: detected from the script)",
                  jobs="requests in flight (default correct.jobs)",
-                 apply="a review.jsonl exported from review.html: rewrite the corrected files in --out with the "
-                       "reviewer's decisions (layout kept); no model is asked",
+                 apply="a review.jsonl exported from review.html: rewrite the corrected files of the output folder "
+                       "with the reviewer's decisions (layout kept); no model is asked",
                  verbose=VERBOSE_HELP),
       iterable=["set"])
 def correct(c, input=None, out=None, profile=None, run=None, config=None, set=None, name=None, host=None, gguf=None,
@@ -323,18 +323,20 @@ def correct(c, input=None, out=None, profile=None, run=None, config=None, set=No
           f"`invoke correct --apply review.jsonl` / `invoke data --input review.jsonl`)")
 
 
-@task(help={"corrections": "a corrections.jsonl written by `invoke correct`",
-            "out": "the page to write (default: review.html beside the corrections)"})
-def review(c, corrections, out=None):
+@task(help=_help(corrections="a corrections.jsonl written by `invoke correct` (default: the run's "
+                             "runs/<run>/corrected/corrections.jsonl)",
+                 out="the page to write (default: review.html beside the corrections)"),
+      iterable=["set"])
+def review(c, corrections=None, out=None, profile=None, run=None, config=None, set=None):
     """The reviewer's page for a `correct` run: changed and guarded lines with their graphemes marked,
     keys j/k/a/r/e, decisions exported as review.jsonl (for `invoke data` and `invoke correct --apply`)."""
     from bhasha_build.stages import review as rv
+    from bhasha_build.stages.correct import CorrectOutput
 
+    corrections = corrections or str(CorrectOutput(_config(profile, run, config, set).layout.corrected).records)
     result = _call(f"review {corrections} -> {out or Path(corrections).with_name(rv.PAGE_NAME)}",
                    lambda: rv.write_page(corrections, out))
     print(rv.summary_line(result))
-
-
 
 
 @task(help={"force": "redo every stage", "run": "run name (default demo)"})
