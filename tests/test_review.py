@@ -16,11 +16,12 @@ import pytest
 import review_helpers as rh
 
 from bhasha_build.core.config import BuildConfig
+from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.metrics import graphemes
 from bhasha_build.core.review import changed_graphemes, grapheme_diff, review_pair
 from bhasha_build.stages import correct as cr
+from bhasha_build.stages import report, review_apply
 from bhasha_build.stages import review as rv
-from bhasha_build.stages import review_apply
 from bhasha_build.stages.data import prepare
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,9 +151,12 @@ def test_the_review_dir_is_mixed_in_and_counted(demo: dict[str, Any], tmp_path: 
     _write_jsonl(reviews / "2026-12-01.jsonl", _reviews(demo)[:2])
     (reviews / "README.md").write_text("not a review\n")
     base = BuildConfig.model_validate({"data": {"review_dir": str(reviews)}})
-    stats = prepare(REPO / "data" / "samples", tmp_path / "data", base)
+    layout = RunLayout(tmp_path / "run")
+    stats = prepare(REPO / "data" / "samples", layout.data_dir, base)
     assert stats["review"]["rows"] == 2 and stats["review"]["review_dir_files"] == [str(reviews / "2026-12-01.jsonl")]
     assert stats["rows_read"] == 315 + 2
+    assert "Reviewed lines (review.jsonl, review.html's export): 2 (1 accepted, 0 edited, 1 rejected" in \
+        report.render(layout)  # the morning page counts them
     missing = BuildConfig.model_validate({"data": {"review_dir": str(tmp_path / "none")}})
     stats = prepare(REPO / "data" / "samples", tmp_path / "data2", missing)
     assert stats["review"]["rows"] == 0 and any("no .jsonl review files" in w for w in stats["warnings"])
