@@ -211,6 +211,19 @@ def test_apply_refuses_a_file_changed_since_and_writes_nothing(demo: dict[str, A
                                   rh.cfg())
 
 
+def test_apply_to_jsonl_rows_sets_their_corrected_field(tmp_path: Path) -> None:
+    noisy = _lines(BOOK)[4]  # a line the fixed backend corrects
+    src = _write_jsonl(tmp_path / "rows.jsonl", [{"id": "p1", "noisy": "  " + noisy, "lang": "hi", "page": 3}])
+    out = tmp_path / "out"
+    cr.correct(src, out, rh.TruthBackend(), rh.cfg(), progress=False)
+    rec = json.loads(_lines(out / "corrections.jsonl")[0])
+    assert rec["changed"]
+    review_apply.apply_review(_write_jsonl(tmp_path / "r.jsonl", [_review_row(rec, "edited", "हर शाम पढ़ते हैं।")]),
+                              out, rh.cfg())
+    row = json.loads(_lines(out / "rows.jsonl")[0])
+    assert row == {"id": "p1", "noisy": "  " + noisy, "lang": "hi", "page": 3, "corrected": "  हर शाम पढ़ते हैं।"}
+
+
 # ------------------------------------------------------------------------------ the CLI
 
 

@@ -215,6 +215,8 @@ def test_ten_thousand_lines_open_at_once_measured(browser: Any, tmp_path: Path) 
               load_event_ms: nav.loadEventEnd, rendered_rows: document.querySelectorAll('.row').length,
               listed: window.bhashaReview.view()};""")
     assert timing["listed"] == n and timing["rendered_rows"] < 1000  # rendered lazily, all listed
+    confs = browser.execute_script("return [...document.querySelectorAll('.row .conf')].map(c => c.textContent)")
+    assert "confidence —" in confs and any(c.endswith("%") for c in confs)  # a record without one shows "—"
     browser.execute_script("const o = document.getElementById('sort'); o.value = 'conf-asc'; o.onchange({target: o});")
     sort_ms = browser.execute_script("return window.bhashaReview.lastFilterMs")
     browser.find_element("css selector", '#f-kind button[data-v="guarded"]').click()
