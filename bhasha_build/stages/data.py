@@ -586,6 +586,8 @@ def input_texts(path: Path, max_line_bytes: int) -> list[str]:
     tally = Tally()  # parse-level rejects are the data stage's to report, not this reader's
     for file in input_files(path):
         for _source, _raw, fields in _raw_records(file, file.name, tally, max_line_bytes):
+            if is_review_row(fields):  # its text, not its file names and decisions
+                fields = {k: v for k, v in fields.items() if k in ("noisy", "corrected", "text")}
             for key, value in fields.items():
                 if isinstance(value, str) and key not in ("id", "lang", "language"):
                     texts.append(value)
