@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from invoke import Collection, Exit, task
@@ -27,12 +28,19 @@ COMMON_HELP = {
 }
 
 
+VERBOSE_HELP = "also show the libraries' own output (warnings, progress bars); env BHASHA_VERBOSE=1 for every task"
+
+
 def _help(**extra: str) -> dict[str, str]:
     return {**COMMON_HELP, **extra}
 
 
-def _config(profile: str | None, run: str | None, config: str | None, sets: list[str] | None):
+def _config(profile: str | None, run: str | None, config: str | None, sets: list[str] | None, verbose: bool = False):
     from bhasha_build.core.config import ConfigError, load_config
+    from bhasha_build.core.env import quiet_libraries
+
+    if not (verbose or os.environ.get("BHASHA_VERBOSE")):  # the project's own lines only (library chatter: --verbose)
+        quiet_libraries()
 
     overrides = list(sets or [])
     if run:
@@ -77,14 +85,16 @@ def _call(what: str, fn: Callable[[], Any]) -> Any:
     return result
 
 
-@task(help=_help(input="input file or folder (default: data.input)", force="redo even if up to date"),
+@task(help=_help(input="input file or folder (default: data.input); review.jsonl exports from review.html are "
+                       "read as pairs (accepted/edited: noisy -> the reviewer's text; rejected: identity)",
+                 force="redo even if up to date", verbose=VERBOSE_HELP),
       iterable=["set"])
-def data(c, profile=None, run=None, config=None, set=None, input=None, force=False):
+def data(c, profile=None, run=None, config=None, set=None, input=None, force=False, verbose=False):
     """Validate, normalize, dedupe and split OCR pairs into runs/<run>/data/."""
     from bhasha_build.stages import pipeline
     from bhasha_build.stages.data import summary_line
 
-    cfg = _config(profile, run, config, set)
+    cfg = _config(profile, run, config, set, verbose)
     stats = _call(f"data {input or cfg.data.input} -> {cfg.layout.data_dir}",
                   lambda: pipeline.run_data(cfg, input, force=force))
     print(summary_line(stats))
@@ -285,20 +295,52 @@ def pipeline(c, profile=None, run=None, config=None, set=None, input=None, force
                       "OLLAMA_HOST: the run's exported GGUF, when there is one)",
                  reference="ground truth: a file, or a folder mirroring the input (JSONL rows: their clean fields)",
                  lang="language of lines whose rows do not say (default: detected from the script)",
-                 jobs="requests in flight (default correct.jobs)"),
+                 jobs="requests in flight (default correct.jobs)",
+                 apply="a review.jsonl exported from review.html: rewrite the corrected files of the output folder "
+                       "with the reviewer's decisions (layout kept); no model is asked",
+                 verbose=VERBOSE_HELP),
       iterable=["set"])
-def correct(c, input, out=None, profile=None, run=None, config=None, set=None, name=None, host=None, gguf=None,
-            reference=None, lang=None, jobs=None):
-    """The step after deploy: correct OCR documents with the model, layout kept byte for byte."""
+def correct(c, input=None, out=None, profile=None, run=None, config=None, set=None, name=None, host=None, gguf=None,
+            reference=None, lang=None, jobs=None, apply=None, verbose=False):
+    """The step after deploy: correct OCR documents with the model, layout kept byte for byte; writes
+    review.html beside corrections.jsonl. With --apply, the reviewer's decisions go into the files."""
     from bhasha_build.stages import correct as cr
 
     jobs = _jobs(jobs)
-    cfg = _config(profile, run, config, set)
+    cfg = _config(profile, run, config, set, verbose)
     target = out or str(cfg.layout.corrected)
+    if apply:
+        from bhasha_build.stages import review_apply
+
+        if input:
+            raise Exit("error: --apply takes the review.jsonl and --out, not an input to correct", code=1)
+        result = _call(f"apply {apply} -> {target}", lambda: review_apply.apply_review(apply, target, cfg))
+        print(review_apply.summary_line(result))
+        return
+    if not input:
+        raise Exit("error: correct needs an input file or folder (or --apply review.jsonl)", code=1)
     summary = _call(f"correct {input} -> {target}",
                     lambda: cr.run(cfg, input, target, gguf=gguf, name=name, host=host, lang=lang,
                                    reference=reference, jobs=jobs))
     print(cr.summary_line(summary))
+    print(f"review: {cr.CorrectOutput(Path(target)).review_page} (open it in a browser; export review.jsonl, then "
+          f"`invoke correct --apply review.jsonl` / `invoke data --input review.jsonl`)")
+
+
+@task(help=_help(corrections="a corrections.jsonl written by `invoke correct` (default: the run's "
+                             "runs/<run>/corrected/corrections.jsonl)",
+                 out="the page to write (default: review.html beside the corrections)"),
+      iterable=["set"])
+def review(c, corrections=None, out=None, profile=None, run=None, config=None, set=None):
+    """The reviewer's page for a `correct` run: changed and guarded lines with their graphemes marked,
+    keys j/k/a/r/e, decisions exported as review.jsonl (for `invoke data` and `invoke correct --apply`)."""
+    from bhasha_build.stages import review as rv
+    from bhasha_build.stages.correct import CorrectOutput
+
+    corrections = corrections or str(CorrectOutput(_config(profile, run, config, set).layout.corrected).records)
+    result = _call(f"review {corrections} -> {out or Path(corrections).with_name(rv.PAGE_NAME)}",
+                   lambda: rv.write_page(corrections, out))
+    print(rv.summary_line(result))
 
 
 def _jobs(value: Any) -> int | None:
@@ -497,7 +539,7 @@ dev = Collection("dev")
 dev.add_task(test)
 dev.add_task(lint)
 
-ns = Collection(data, noise, ocr_pairs, noise_fit, train, export_, eval_, modelfile, sanity, deploy, correct,
+ns = Collection(data, noise, ocr_pairs, noise_fit, train, export_, eval_, modelfile, sanity, deploy, correct, review,
                 pipeline, demo, toolchain, fetch_model, doctor, bench, bench_ddp, bench_correct, signal, promote,
                 rollback, report)
 ns.add_collection(dev)

@@ -5,13 +5,14 @@
 #   for the real-OCR pairs (bhasha_build/tools/ocr_pairs.py; also in the image: docker/Dockerfile);
 #   libsqlite3-0 for the real Ollama 0.24.0 the suite runs against (scripts/ollama-bin.sh);
 #   hunspell-hi, hunspell-bn, aspell + aspell-ta: the dictionaries of the lexicon baseline and guard
-#   (bhasha_build/core/baselines.py; also in the image).
+#   (bhasha_build/core/baselines.py; also in the image);
+#   chromium + chromium-driver: the review page's real-browser test (tests/test_review_browser.py).
 set -euo pipefail
 need=()
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 for pkg in tesseract-ocr tesseract-ocr-hin tesseract-ocr-ben tesseract-ocr-tam libfribidi0 fonts-noto-core \
            fonts-lohit-deva fonts-lohit-beng-bengali fonts-lohit-taml fonts-samyak-deva fonts-samyak-taml \
-           fonts-beng-extra libsqlite3-0 hunspell-hi hunspell-bn aspell aspell-ta; do
+           fonts-beng-extra libsqlite3-0 hunspell-hi hunspell-bn aspell aspell-ta chromium chromium-driver; do
   dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -187,6 +187,7 @@ def test_the_demo_document_is_corrected_through_the_runs_gguf_with_its_layout(
         assert got.count(b"\f") == src.read_bytes().count(b"\f") >= 1  # 3 pages and 2 pages
     records = [json.loads(line) for line in (out / "corrections.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(records) == summary["lines"] == 18 and summary["failed"] == 0  # the lines with letters
+    assert (out / "review.html").is_file()  # `make demo` ends with the reviewer's page
     ref = summary["reference"]
     assert {"hi", "bn"} <= set(ref["baseline"]["by_lang"]) and ref["baseline"]["overall"]["cer"] > 0
     print("demo document:", cr.summary_line(summary))

@@ -21,13 +21,16 @@ def test_every_stage_is_listed() -> None:
     out = invoke("--list").stdout
     for name in ("data", "noise", "train", "export", "eval", "modelfile", "sanity", "deploy", "correct", "pipeline",
                  "demo", "bench", "bench-correct", "doctor", "toolchain", "ocr-pairs", "noise-fit", "promote",
-                 "rollback", "report", "fetch-model", "dev.test", "dev.lint"):
+                 "rollback", "report", "fetch-model", "review", "dev.test", "dev.lint"):
         assert f"  {name}" in out, name
 
 
 @pytest.mark.parametrize(("task", "flags"), [
     ("deploy", ("--name", "--host", "--force", "--profile", "--set", "--run")),
-    ("correct", ("--input", "--out", "--name", "--host", "--gguf", "--reference", "--lang", "--jobs", "--set")),
+    ("correct", ("--input", "--out", "--name", "--host", "--gguf", "--reference", "--lang", "--jobs", "--set",
+                 "--apply", "--verbose")),
+    ("review", ("--corrections", "--out")),
+    ("data", ("--input", "--verbose")),
 ])
 def test_flags_have_help(task: str, flags: tuple[str, ...]) -> None:
     out = invoke("--help", task).stdout
@@ -44,6 +47,10 @@ def test_flags_have_help(task: str, flags: tuple[str, ...]) -> None:
     (("correct", "--input", "data/documents/ocr", "--gguf", "/no/model.gguf"), "/no/model.gguf: GGUF not found"),
     (("correct", "--input", "data/documents/ocr", "--host", "http://127.0.0.1:9"),
      "Ollama is unreachable at http://127.0.0.1:9"),
+    (("correct",), "correct needs an input file or folder (or --apply review.jsonl)"),
+    (("correct", "--apply", "/no/review.jsonl"), "corrected: no such `correct` output folder"),
+    (("correct", "--apply", "/no/review.jsonl", "--out", "data/documents/ocr"), "/no/review.jsonl: not found"),
+    (("review", "--corrections", "/no/corrections.jsonl"), "/no/corrections.jsonl: not found"),
 ])
 def test_user_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], expected: str) -> None:
     proc = invoke(*args, "--set", f'runs_dir="{tmp_path}"')

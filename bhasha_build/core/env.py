@@ -7,7 +7,9 @@ which is why the package's `__init__` applies them and nothing else does.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 
 DEFAULTS = {
     "HF_HUB_OFFLINE": "1",
@@ -24,3 +26,22 @@ DEFAULTS = {
 def apply_defaults() -> None:
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+# What libraries print that is not the project's: torch's _pytree registration warnings (torchao),
+# torchao's optional kernels, transformers' and huggingface_hub's progress bars ("Writing model shards"
+# for one shard) and advisories. The CLI shows them only with --verbose (tasks.py).
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+             "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "DATASETS_VERBOSITY": "error"}
+QUIET_LOGGERS = ("torch.utils._pytree", "torch", "torchao", "transformers", "huggingface_hub", "datasets",
+                 "accelerate", "peft", "trl", "unsloth", "unsloth_zoo", "bitsandbytes", "filelock", "urllib3")
+
+
+def quiet_libraries() -> None:
+    """Keep a CLI's output to the project's own lines (before the libraries are imported: their
+    progress bars read the environment once). Errors still show."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")

@@ -40,6 +40,7 @@ Output folder (``CorrectOutput``): the corrected files mirroring the input tree,
 (one record per corrected line: file, line, id, lang, input, output, the model's reply, changed,
 guarded, reasons, confidence: the least confidence of its pieces' changes, core/confidence.py, so a
 reviewer can sort by it; null when nothing changed or the backend gave no log-probabilities),
+``review.html`` (the reviewer's page over them: stages/review.py),
 ``summary.json`` (counts, lines/s, the backend, guard reasons, failures and, with references, CER/WER
 and over-correction per language next to the do-nothing baseline and the unguarded replies, scored
 by ``core.metrics.score`` like eval) and ``.correct-state/`` (per-file journals).
@@ -130,6 +131,7 @@ from bhasha_build.core.ollama import (
 from bhasha_build.core.text import LANG_SCRIPTS, detect_script, foreign_fraction, normalize_text
 from bhasha_build.stages.data import MAX_JSON_DEPTH, json_depth
 from bhasha_build.stages.pipeline import verify_artifact
+from bhasha_build.stages.review import PAGE_NAME, write_page
 
 TEXT_SUFFIXES = (".txt",)
 JSONL_SUFFIXES = (".jsonl",)
@@ -175,8 +177,12 @@ class CorrectOutput:
     def corrected(self, rel: str) -> Path:
         return self.root / rel
 
+    @property
+    def review_page(self) -> Path:  # the reviewer's page (stages/review.py)
+        return self.root / PAGE_NAME
+
     def reserved(self) -> set[str]:
-        return {p.relative_to(self.root).as_posix() for p in (self.records, self.summary)}
+        return {p.relative_to(self.root).as_posix() for p in (self.records, self.summary, self.review_page)}
 
 
 # ---------------------------------------------------------------------------------- backends
@@ -938,6 +944,7 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
                          skipped_files=skipped_files, seconds=time.perf_counter() - started,
                          loop_seconds=round(loop_seconds, 3), max_line_tokens=planner.budget,
                          lines_done=bar.done, refused_files=len(refused), refused=refused, stopped=stopped)
+    write_page(layout.records, layout.review_page)  # the reviewer's page for corrections.jsonl
     if stopped:
         raise CorrectError(f"{stopped}; {bar.done} lines corrected and kept, {left} not done; "
                            "rerun the same command to resume")

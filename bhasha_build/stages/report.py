@@ -1,7 +1,7 @@
 """Report stage: `runs/<run>/report.md`, the page a user reads each morning (and the nightly's job summary).
 
 Rendered from what the run folder holds, whatever stage it reached (a missing part says so):
-data counts and rejects (data/stats.json), the training curve (train_log.jsonl, loss.png), CER and
+data counts and rejects, reviewed lines (data/stats.json), the training curve (train_log.jsonl, loss.png), CER and
 over-correction by language against the do-nothing baseline and HF vs GGUF (eval.json), the model's
 gain over the strongest non-model baseline per language and the confidence threshold (eval.json), the gate
 against the served model (promote.json), the deploy check (deploy.json), stage timings, artifact
@@ -40,6 +40,10 @@ def _data(layout: RunLayout) -> list[str]:
     lines = [f"{stats['rows_read']} rows read: {stats['kept']} kept ({stats['train_rows']} train, "
              f"{stats['eval_rows']} eval), {stats['rejected']} rejected, {stats['duplicates_dropped']} duplicates "
              "dropped.", ""]
+    if (review := stats.get("review") or {}).get("rows"):
+        lines += [f"Reviewed lines (review.jsonl, review.html's export): {review['rows']} ({review['accepted']} "
+                  f"accepted, {review['edited']} edited, {review['rejected']} rejected as identity pairs); "
+                  f"{review['train']} in train, {review['eval']} in eval.", ""]
     if stats.get("rejects_by_reason"):
         lines += ["| reject reason | rows |", "|---|---|"]
         lines += [f"| {code} | {n} |" for code, n in stats["rejects_by_reason"].items()]
