@@ -18,7 +18,8 @@ training pairs of the quality runs (issue 22), both read by Tesseract from rende
            as <out>/ocr-<lang>.jsonl (+ .summary.json per variant) and <out>/train.json (counts, per-font
            CER, engine, fonts with their sha256).
   assemble copy held-out sets and training pairs into a data-stage input folder with the index that
-           learning_signal.check_real_input / heldout_eval read (signal.json).
+           learning_signal.check_real_input / heldout_eval read (signal.json); --real-share < 1 adds
+           noise fitted to the real pairs (noise_fit) on training-side lines.
 
 Throughput: one Tesseract process per worker (OMP_THREAD_LIMIT=1); measured here (2 shared cores,
 niced) and on the GPU box's 16 cores: see bench/quality/README.md.
@@ -239,21 +240,52 @@ def make_train(out: str | Path, natural: str | Path = NATURAL, pairs: int = 2000
     return index
 
 
-def assemble(input_dir: str | Path, heldout_from: str | Path, train_from: str | Path) -> dict[str, Any]:
+def assemble(input_dir: str | Path, heldout_from: str | Path, train_from: str | Path, real_share: float = 1.0,
+             natural: str | Path = NATURAL, eval_fraction: float = 0.02, seed: int = 3407) -> dict[str, Any]:
     """A data-stage input folder: ocr-<lang>.jsonl (training), heldout/*.jsonl, and signal.json listing
-    every file's sha256 (what learning_signal.check_real_input verifies before scoring)."""
-    from bhasha_build.tools.learning_signal import INDEX
+    every file's sha256 (what learning_signal.check_real_input verifies before scoring).
+
+    real_share < 1: fitted-<lang>.jsonl adds rows of noise fitted to the real pairs (noise_fit) so that the
+    real pairs are `real_share` of the training rows; their clean lines are natural training lines (then
+    composed ones) whose data-stage hash puts them in TRAIN (split_fraction >= eval_fraction under `seed`),
+    so every variant of the sweep has the same eval split."""
+    from bhasha_build.stages.data import split_fraction
+    from bhasha_build.tools import noise_fit
+    from bhasha_build.tools.learning_signal import INDEX, compose
 
     dst, held_src, train_src = Path(input_dir), Path(heldout_from), Path(train_from)
+    if not 0 < real_share <= 1:
+        raise NaturalPairsError(f"real_share {real_share}: must be in (0, 1]")
     (dst / "heldout").mkdir(parents=True, exist_ok=True)
     for path in sorted((held_src / "heldout").glob("*.jsonl")):
         shutil.copyfile(path, dst / "heldout" / path.name)
     for path in sorted(train_src.glob("ocr-*.jsonl")):
         shutil.copyfile(path, dst / path.name)
-    files = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*.jsonl"))
+    fitted: dict[str, int] = {}
+    if real_share < 1:
+        real = [row for path in sorted(dst.glob("ocr-*.jsonl")) for row in noise_fit.read_pairs(path)]
+        model = noise_fit.fit(real)
+        atomic_write_json(dst / "noise-model.json", model)
+        for lang in sorted({r["lang"] for r in real}):
+            n_real = sum(r["lang"] == lang for r in real)
+            want = round(n_real * (1 - real_share) / real_share)
+            held = {r["clean"] for r in _read_natural(Path(natural), lang, "heldout")}
+            cleans = [r["clean"] for r in _read_natural(Path(natural), lang, "train")]
+            cleans += compose(lang, want, random.Random(f"{seed}\0fitted\0{lang}"), set(cleans) | held)
+            cleans = [c for c in cleans if split_fraction(c, seed) >= eval_fraction]
+            rows = []
+            for i in range(want):
+                clean = cleans[i % len(cleans)]
+                rng = random.Random(f"{seed}\0fitted\0{lang}\0{i}")
+                noisy = noise_fit.sample(model, clean, lang, rng)
+                rows.append({"id": f"fit-{lang}-{i:06d}", "lang": lang, "noisy": noisy, "clean": clean})
+            atomic_write_jsonl(dst / f"fitted-{lang}.jsonl", rows)
+            fitted[lang] = len(rows)
+    files = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*.json*") if p.name != INDEX)
     if not any(f.startswith("heldout/") for f in files) or not any(f.startswith("ocr-") for f in files):
         raise NaturalPairsError(f"{dst}: needs heldout/*.jsonl (from {held_src}) and ocr-*.jsonl (from {train_src})")
-    index = {"made_by": "natural_pairs.assemble", "heldout": json.loads((held_src / HELDOUT_INDEX).read_text()),
+    index = {"made_by": "natural_pairs.assemble", "real_share": real_share, "fitted_rows": fitted,
+             "heldout": json.loads((held_src / HELDOUT_INDEX).read_text()),
              "train": json.loads((train_src / TRAIN_INDEX).read_text()),
              "files": {name: sha256_file(dst / name) for name in files}}
     atomic_write_json(dst / INDEX, index)
@@ -277,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=3407)
     parser.add_argument("--heldout-from", default=None, help="assemble: folder with heldout/ + heldout.json")
     parser.add_argument("--train-from", default=None, help="assemble: folder with ocr-*.jsonl + train.json")
+    parser.add_argument("--real-share", type=float, default=1.0, help="assemble: share of real pairs in training "
+                        "(the rest: noise fitted to them)")
+    parser.add_argument("--eval-fraction", type=float, default=0.02, help="assemble: the profile's data.eval_fraction")
     args = parser.parse_args(argv)
     langs = tuple(args.langs.split(","))
     try:
@@ -292,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not (args.heldout_from and args.train_from):
                 parser.error("assemble needs --heldout-from and --train-from")
-            result = assemble(args.out, args.heldout_from, args.train_from)
+            result = assemble(args.out, args.heldout_from, args.train_from, args.real_share, args.natural,
+                              args.eval_fraction, args.seed)
             summary = {"files": len(result["files"])}
     except BhashaError as exc:
         print(f"error: {exc}", file=sys.stderr)
