@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shutil
 import sys
 import tomllib
 from pathlib import Path
@@ -222,7 +223,13 @@ def main(argv: list[str] | None = None) -> int:
                 result["gpu"] = json.loads(Path(args.gpu_result).read_text(encoding="utf-8")).get("gpu")
             sweep = load_sweep(args.sweep) if Path(args.sweep).is_file() else None
             predictions = Path(args.result).with_suffix(".predictions.jsonl")
-            path = write_record(make_record(args.name, result, sweep, args.card, args.date, predictions), args.out)
+            record = make_record(args.name, result, sweep, args.card, args.date, predictions)
+            path = write_record(record, args.out)
+            if "predictions" in record:  # beside the record, under the record's dated name
+                kept = path.with_suffix(".predictions.jsonl")
+                shutil.copyfile(predictions, kept)
+                record["predictions"]["file"] = kept.name
+                write_record(record, args.out)
             print(path)
         else:
             if args.results:
