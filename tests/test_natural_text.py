@@ -122,3 +122,41 @@ def test_extract_from_debs_splits_by_unit(tmp_path):
     assert json.loads((out / "SOURCES.json").read_text())["langs"]["hi"]["train"]["lines"] == len(train)
     with pytest.raises(nt.NaturalTextError, match=r"no \.deb"):
         nt.extract(out, ["hi"], cache=tmp_path / "empty", sources=sources)
+
+
+# ---------------------------------------------------------------- natural_pairs
+def test_swap_words_keeps_punctuation():
+    import random
+
+    from bhasha_build.tools.natural_pairs import swap_words
+
+    line, k = swap_words("क्या आप, सचमुच बाहर निकलना चाहते हैं?", ["ज़ुबरा", "क्ष्मोत"], 0.5, random.Random(1))
+    assert k == 4 and line.count(",") == 1 and line.endswith("?") and len(line.split()) == 7
+    assert sum(w.strip(",?") in ("ज़ुबरा", "क्ष्मोत") for w in line.split()) == 4
+
+
+def test_assemble_real_share(tmp_path):
+    from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl
+    from bhasha_build.stages.data import split_fraction
+    from bhasha_build.tools.learning_signal import check_real_input
+    from bhasha_build.tools.natural_pairs import assemble
+
+    natural, train, held, dst = (tmp_path / n for n in ("natural", "train", "held", "input"))
+    cleans = [f"यह वाक्य संख्या {i} है।" for i in range(40)]
+    atomic_write_jsonl(natural / "hi.train.jsonl", ({"id": f"t{i}", "lang": "hi", "clean": c}
+                                                    for i, c in enumerate(cleans)))
+    atomic_write_jsonl(natural / "hi.heldout.jsonl", [{"id": "h0", "lang": "hi", "clean": "अलग वाक्य है।"}])
+    atomic_write_jsonl(train / "ocr-hi.jsonl", ({"id": f"o{i}", "lang": "hi", "noisy": c.replace("वा", "ना"),
+                                                 "clean": c} for i, c in enumerate(cleans)))
+    atomic_write_json(train / "train.json", {"langs": {}})
+    atomic_write_jsonl(held / "heldout" / "indomain-hi.jsonl",
+                       [{"id": "h0", "lang": "hi", "noisy": "अलग नाक्य है।", "clean": "अलग वाक्य है।"}])
+    atomic_write_json(held / "heldout.json", {"sets": {}})
+    index = assemble(dst, held, train, real_share=0.5, natural=natural, eval_fraction=0.2, seed=7)
+    fitted = [json.loads(x) for x in (dst / "fitted-hi.jsonl").read_text().splitlines()]
+    assert index["fitted_rows"] == {"hi": 40} and len(fitted) == 40
+    assert all(split_fraction(r["clean"], 7) >= 0.2 for r in fitted)  # train side only: eval split unchanged
+    assert any(r["noisy"] != r["clean"] for r in fitted)
+    assert set(check_real_input(dst)["files"]) >= {"ocr-hi.jsonl", "fitted-hi.jsonl", "heldout/indomain-hi.jsonl"}
+    with pytest.raises(Exception, match="real_share"):
+        assemble(tmp_path / "x", held, train, real_share=0)
