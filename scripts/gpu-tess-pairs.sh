@@ -17,12 +17,16 @@ cd "$(dirname "$0")/.."
 BUNDLE=${BUNDLE:-.carry/tess}
 PREFIX=${PREFIX:-/tmp/tess}
 PAIRS=${PAIRS:-/tmp/quality-train}
-if [ ! -x "$PREFIX/bundle/bin/tesseract" ]; then
-  ls "$BUNDLE"/tess-bundle.tar.xz.part* >/dev/null 2>&1 || { echo "gpu-tess-pairs: no bundle parts in $BUNDLE (scripts/tess-bundle.sh)" >&2; exit 1; }
+if [ ! -x "$PREFIX/bundle/bin/tesseract" ] && ls "$BUNDLE"/tess-bundle.tar.xz.part* >/dev/null 2>&1; then
   mkdir -p "$PREFIX"
   cat "$BUNDLE"/tess-bundle.tar.xz.part* | tar -C "$PREFIX" -xJ
 fi
-export PATH="$PREFIX/bundle/bin:$PATH" BHASHA_FONT_DIRS="$PREFIX/bundle/fonts"
+if [ -x "$PREFIX/bundle/bin/tesseract" ]; then
+  export PATH="$PREFIX/bundle/bin:$PATH" BHASHA_FONT_DIRS="$PREFIX/bundle/fonts"
+elif ! command -v tesseract >/dev/null; then
+  echo "gpu-tess-pairs: no bundle parts in $BUNDLE (scripts/tess-bundle.sh) and no tesseract on PATH" >&2
+  exit 1
+fi  # else: the system's Tesseract and fonts (a Debian machine with scripts/test-deps.sh's packages)
 export BHASHA_OCR_CACHE=${BHASHA_OCR_CACHE:-/tmp/ocr-cache}
 export LD_LIBRARY_PATH="$PREFIX/bundle/pylib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"  # libfribidi only
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -30,7 +34,7 @@ if ! ${PY:-python3} -c "from PIL import features; import sys; sys.exit(not featu
   ${PY:-python3} -m pip install -q --no-index --no-deps --target /tmp/site "$PREFIX"/bundle/pillow-*.whl
   export PYTHONPATH="/tmp/site:$PYTHONPATH"
 fi
-tesseract --version | head -1
+tesseract --version 2>&1 | sed -n 1p
 ${PY:-python3} -m bhasha_build.tools.natural_pairs train --out "$PAIRS" --pairs "${PAIRS_PER_LANG:-20000}" \
   --variants "${RENDERS:-5}" --workers "${WORKERS:-$(nproc)}" "$@"
-cp "$PREFIX/bundle/MANIFEST.json" "$PAIRS/tess-bundle-manifest.json"
+[ ! -f "$PREFIX/bundle/MANIFEST.json" ] || cp "$PREFIX/bundle/MANIFEST.json" "$PAIRS/tess-bundle-manifest.json"

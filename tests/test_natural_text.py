@@ -160,3 +160,41 @@ def test_assemble_real_share(tmp_path):
     assert set(check_real_input(dst)["files"]) >= {"ocr-hi.jsonl", "fitted-hi.jsonl", "heldout/indomain-hi.jsonl"}
     with pytest.raises(Exception, match="real_share"):
         assemble(tmp_path / "x", held, train, real_share=0)
+
+
+@pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract missing: bash scripts/test-deps.sh")
+def test_natural_pairs_real_tesseract(tmp_path, monkeypatch):
+    """Real Tesseract on a few natural lines: held-out sets use only held-out fonts and damage, training
+    pairs only training fonts (never a held-out family), and both index files record how they were made."""
+    from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl
+    from bhasha_build.tools.natural_pairs import make_heldout, make_train
+    from bhasha_build.tools.ocr_pairs import FONTS
+
+    monkeypatch.setenv("BHASHA_OCR_CACHE", str(tmp_path / "cache"))
+    natural = tmp_path / "natural"
+    held_lines = ["फ़ाइल सहेजी नहीं जा सकी।", "क्या आप बाहर निकलना चाहते हैं?", "यह पृष्ठ खाली है।",
+                  "नया टैब खोलें और फिर से कोशिश करें।"]
+    train_lines = ["कृपया पासवर्ड दोबारा लिखें।", "संदेश भेज दिया गया है।", "यह सेटिंग बंद है।"]
+    for side, lines in (("heldout", held_lines), ("train", train_lines)):
+        atomic_write_jsonl(natural / f"hi.{side}.jsonl", ({"id": f"nat-hi-{side}-{i}", "lang": "hi", "clean": c,
+                                                            "source": "pkg", "unit": f"pkg:f#{i}"}
+                                                           for i, c in enumerate(lines)))
+    atomic_write_json(natural / "SOURCES.json", {})
+    out = tmp_path / "out"
+    index = make_heldout(out, natural, rows=2, seed=5, workers=1, langs=("hi",))
+    held_fonts = {f.removesuffix(".ttf") for f in FONTS["Devanagari"]["heldout"]}
+    for kind in ("indomain", "unfamiliar"):
+        rows = [json.loads(x) for x in (out / "heldout" / f"{kind}-hi.jsonl").read_text().splitlines()]
+        assert 1 <= len(rows) <= 2 and all(r["ocr"]["font"] in held_fonts for r in rows)
+        assert all(r["ocr"]["degrade"]["preset"] == "heldout" and r["source"]["package"] == "pkg" for r in rows)
+        assert index["sets"][f"{kind}-hi"]["sha256"]
+    unfamiliar = [json.loads(x)["clean"] for x in (out / "heldout" / "unfamiliar-hi.jsonl").read_text().splitlines()]
+    assert not set(unfamiliar) & set(held_lines)  # words were swapped
+    train = make_train(out, natural, pairs=6, variants=2, seed=5, workers=1, langs=("hi",), hand_written=False)
+    rows = [json.loads(x) for x in (out / "ocr-hi.jsonl").read_text().splitlines()]
+    assert 1 <= len(rows) <= 6 and {r["clean"] for r in rows} <= set(train_lines)
+    assert not {r["ocr"]["font"] for r in rows} & held_fonts
+    assert all(r["ocr"]["degrade"]["preset"] == "train" for r in rows)
+    info = train["langs"]["hi"]
+    assert info["pairs"] == len(rows) and info["lines"]["composed"] == 0 and info["cer_by_font"]
+    assert all(len(f["sha256"]) == 64 for f in info["fonts"].values())
