@@ -15,9 +15,13 @@
 # What it does, per variant: assemble the data-stage input folder (natural_pairs assemble, at the variant's
 #   real share) → data + train stages (learning_signal gpu --errors real) → export (merge → GGUF → q4_k_m)
 #   → eval split (screen) or eval split + the six held-out sets, ≥ 200 rows each (final; predictions JSON
-#   Lines) → bench/quality/<date>-<variant>.json (tools/quality.py record). Everything lands in $OUT.
-# Knobs (env): OUT (default /tmp/quality-out), SLICES, BUNDLE (default .carry/tess), TRAIN_PAIRS (default
-#   .carry/quality-train), HELDOUT_ROWS (default 300; dry run 5), SWEEP (default bench/quality/sweep.toml).
+#   Lines) → bench/quality/<date>-<variant>.json (tools/quality.py record), all in $WORK.
+# What comes back in $OUT (the device tool returns ≤ 8 files of ≤ 16 MiB): quality-results.tar.xz ($WORK's
+#   records, predictions, result JSONs and logs: `tar -xJf` it in the repo root puts bench/quality/* in
+#   place) and, when the pairs were made on the box, quality-train.tar.xz.partNN (carry them next time).
+# Knobs (env): OUT (default /tmp/quality-out), WORK (default /tmp/quality-work), SLICES, BUNDLE (default
+#   .carry/tess), TRAIN_PAIRS (default .carry/quality-train), HELDOUT_ROWS (default 300; dry run 5),
+#   SWEEP (default bench/quality/sweep.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -27,11 +31,12 @@ if [ ${#VARIANTS[@]} = 0 ]; then
   if [ $DRY = 1 ]; then VARIANTS=(tiny); else echo "usage: $0 [--dry-run] VARIANT..." >&2; exit 2; fi
 fi
 OUT=${OUT:-/tmp/quality-out}
+WORK=${WORK:-/tmp/quality-work}
 SWEEP=${SWEEP:-bench/quality/sweep.toml}
 BUNDLE=${BUNDLE:-.carry/tess}
 TRAIN_PAIRS=${TRAIN_PAIRS:-.carry/quality-train}
 PAIRS=${PAIRS:-/tmp/quality-train}
-mkdir -p "$OUT/bench/quality"
+mkdir -p "$OUT" "$WORK/bench/quality"
 if [ $DRY = 1 ]; then
   HELDOUT_ROWS=${HELDOUT_ROWS:-5}
   export PY=${PY:-python3}
@@ -69,8 +74,8 @@ if [ ! -f "$PAIRS/train.json" ]; then
   else
     if [ $DRY = 1 ]; then export PAIRS_PER_LANG=${PAIRS_PER_LANG:-30} RENDERS=2 WORKERS=${WORKERS:-2}; fi
     PAIRS=$PAIRS bash scripts/gpu-tess-pairs.sh
-    tar -C "$PAIRS" -cJf "$OUT/quality-train.tar.xz" .
-    stamp "training pairs made ($(du -h "$OUT/quality-train.tar.xz" | cut -f1) packed, in \$OUT)"
+    tar -C "$PAIRS" -cJf - . | split -b 15m -d -a 2 - "$OUT/quality-train.tar.xz.part"
+    stamp "training pairs made ($(du -ch "$OUT"/quality-train.tar.xz.part* | tail -1 | cut -f1) packed, in \$OUT)"
   fi
 fi
 
@@ -97,7 +102,7 @@ for V in "${VARIANTS[@]}"; do
     --real-share "$SHARE" --eval-fraction "$EVAL_FRACTION"
   # ---- train (data + train stages)
   $PY -m bhasha_build.tools.learning_signal gpu --errors real --profile "$PROFILE" "${SETARGS[@]}" "${CPU[@]}" \
-    --out "$OUT/$V.gpu.json" > "$OUT/$V.gpu.log" 2>&1 || { tail -20 "$OUT/$V.gpu.log"; exit 1; }
+    --out "$WORK/$V.gpu.json" > "$WORK/$V.gpu.log" 2>&1 || { tail -20 "$WORK/$V.gpu.log"; exit 1; }
   stamp "$V trained"
   # ---- 3. llama.cpp with CUDA (issue 23's script), once
   if [ $DRY = 0 ] && [ $LLAMA_READY = 0 ]; then
@@ -112,12 +117,13 @@ for V in "${VARIANTS[@]}"; do
   if [ "$STAGE" = screen ]; then ERRORS=(--errors synthetic); else ERRORS=(--errors real --heldout-rows "$HELDOUT_ROWS"); fi
   rc=0
   $PY -m bhasha_build.tools.learning_signal finish "${ERRORS[@]}" --profile "$PROFILE" "${SETARGS[@]}" \
-    --eval-systems gguf,zeroshot --out "$OUT/$V.json" > "$OUT/$V.finish.log" 2>&1 || rc=$?
-  if [ $rc != 0 ] && [ $rc != 2 ]; then tail -20 "$OUT/$V.finish.log"; exit 1; fi  # 2: the gate's verdict
+    --eval-systems gguf,zeroshot --out "$WORK/$V.json" > "$WORK/$V.finish.log" 2>&1 || rc=$?
+  if [ $rc != 0 ] && [ $rc != 2 ]; then tail -20 "$WORK/$V.finish.log"; exit 1; fi  # 2: the gate's verdict
   stamp "$V scored (verdict exit $rc)"
   # ---- 5. the record (+ predictions beside it)
-  $PY -m bhasha_build.tools.quality record "$OUT/$V.json" --gpu-result "$OUT/$V.gpu.json" --name "$V" \
-    --sweep "$SWEEP" --card "$CARD" --out "$OUT/bench/quality"
+  $PY -m bhasha_build.tools.quality record "$WORK/$V.json" --gpu-result "$WORK/$V.gpu.json" --name "$V" \
+    --sweep "$SWEEP" --card "$CARD" --out "$WORK/bench/quality"
+  tar -C "$WORK" -cJf "$OUT/quality-results.tar.xz" bench $(cd "$WORK" && ls ./*.json ./*.log 2>/dev/null)
 done
-$PY -m bhasha_build.tools.quality table --folder "$OUT/bench/quality"
+$PY -m bhasha_build.tools.quality table --folder "$WORK/bench/quality"
 stamp done
