@@ -440,7 +440,7 @@ def natural_text(c, out="data/natural", langs="hi,bn,ta", heldout_fraction=0.2, 
     "out": "output folder", "rows": "heldout: rows per set", "pairs": "train: pairs per language",
     "variants": "train: renders per line", "workers": "Tesseract processes (default: all CPUs)",
     "heldout_from": "assemble: folder with heldout/", "train_from": "assemble: folder with ocr-*.jsonl"})
-def natural_pairs(c, what, out, rows=300, pairs=20000, variants=4, workers=None, heldout_from=None,
+def natural_pairs(c, what, out, rows=300, pairs=20000, variants=5, workers=None, heldout_from=None,
                   train_from=None):
     """Real-OCR pairs on the natural text (bhasha_build/tools/natural_pairs.py)."""
     argv = [sys.executable, "-m", "bhasha_build.tools.natural_pairs", what, "--out", out, "--rows", str(rows),

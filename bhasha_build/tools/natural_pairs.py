@@ -175,7 +175,7 @@ def train_fonts(lang: str) -> list[str]:
     return have
 
 
-def make_train(out: str | Path, natural: str | Path = NATURAL, pairs: int = 20000, variants: int = 4,
+def make_train(out: str | Path, natural: str | Path = NATURAL, pairs: int = 20000, variants: int = 5,
                seed: int = 3407, workers: int | None = None, langs: tuple[str, ...] = LANGS,
                fonts: str | None = None, hand_written: bool = True) -> dict[str, Any]:
     """Training pairs (see the module docstring); returns the index written to <out>/train.json."""
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=300, help="heldout: rows per set")
     parser.add_argument("--swap", type=float, default=0.4, help="heldout: share of words made pseudo-words")
     parser.add_argument("--pairs", type=int, default=20000, help="train: pairs per language")
-    parser.add_argument("--variants", type=int, default=4, help="train: renders per line (new font/damage each)")
+    parser.add_argument("--variants", type=int, default=5, help="train: renders per line (new font/damage each)")
     parser.add_argument("--fonts", default=None, help="train: comma list of fonts instead of TRAIN_FONTS")
     parser.add_argument("--no-hand-written", action="store_true", help="train: leave data/clean's lines out")
     parser.add_argument("--workers", type=int, default=None, help="Tesseract processes (default: all CPUs)")
