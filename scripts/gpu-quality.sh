@@ -11,7 +11,8 @@
 #      bundle parts in $BUNDLE (scripts/tess-bundle.sh, ~30 MB) and scripts/gpu-tess-pairs.sh makes them on
 #      every core (~60k lines; a copy comes back as $OUT/quality-train.tar.xz: carry it next time).
 #   3. llama.cpp with CUDA: scripts/gpu-llama-cuda.sh (issue 23), sourced once per machine; after it,
-#      `import llama_cpp` is the CUDA build.
+#      `import llama_cpp` is the CUDA build; export also needs the converter cache (BHASHA_TOOLCHAIN_CACHE,
+#      as scripts/gpu-real-weights.sh says) unless that script provides it.
 # What it does, per variant: assemble the data-stage input folder (natural_pairs assemble, at the variant's
 #   real share) → data + train stages (learning_signal gpu --errors real) → export (merge → GGUF → q4_k_m)
 #   → eval split (screen) or eval split + the six held-out sets, ≥ 200 rows each (final; predictions JSON
