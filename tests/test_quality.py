@@ -128,3 +128,16 @@ def test_sweep_errors(tmp_path):
     bad.write_text('profile = "real-errors-qwen"\n[variants.x]\nstage = "nope"\n')
     with pytest.raises(QualityError, match="stage 'nope'"):
         load_sweep(bad)
+
+
+@pytest.mark.parametrize("script", ["gpu-quality.sh", "gpu-tess-pairs.sh", "tess-bundle.sh"])
+def test_lease_scripts_parse(script):
+    """The lease scripts run only on the GPU box (their CPU half: `scripts/gpu-quality.sh --dry-run`, minutes);
+    here: bash parses them, and gpu-quality.sh calls issue 23's CUDA build by its name."""
+    import subprocess
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / script
+    done = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    if script == "gpu-quality.sh":
+        assert "scripts/gpu-llama-cuda.sh" in path.read_text()
