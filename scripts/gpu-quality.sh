@@ -73,7 +73,7 @@ if [ ! -f "$PAIRS/train.json" ]; then
     mkdir -p "$PAIRS" && cat "$TRAIN_PAIRS"/quality-train.tar.xz* | tar -C "$PAIRS" -xJ
     stamp "training pairs unpacked from $TRAIN_PAIRS"
   else
-    if [ $DRY = 1 ]; then export PAIRS_PER_LANG=${PAIRS_PER_LANG:-30} RENDERS=2 WORKERS=${WORKERS:-2}; fi
+    if [ $DRY = 1 ]; then export PAIRS_PER_LANG=${PAIRS_PER_LANG:-30} RENDERS=2 MIN_CHANGED=0 WORKERS=${WORKERS:-2}; fi
     PAIRS=$PAIRS bash scripts/gpu-tess-pairs.sh
     tar -C "$PAIRS" -cJf - . | split -b 15m -d -a 2 - "$OUT/quality-train.tar.xz.part"
     stamp "training pairs made ($(du -ch "$OUT"/quality-train.tar.xz.part* | tail -1 | cut -f1) packed, in \$OUT)"

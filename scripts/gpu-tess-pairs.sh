@@ -10,7 +10,9 @@
 #   BHASHA_FONT_DIRS; if python's Pillow lacks RAQM, installs the bundle's Pillow wheel into /tmp/site and
 #   lets it find the bundle's libfribidi; then runs natural_pairs train on every core into $PAIRS.
 # Knobs (env): BUNDLE (default .carry/tess), PREFIX (default /tmp/tess), PAIRS (default /tmp/quality-train),
-#   PAIRS_PER_LANG (default 20000), RENDERS (renders per line, default 5), WORKERS (default: all cores). Extra args go to
+#   PAIRS_PER_LANG (default 20000), RENDERS (renders per line, default 5), MIN_CHANGED (default 17000: more
+#   renders, up to 3x, until that many pairs per language differ after normalization, so the 15 % cap on
+#   unchanged rows leaves >= 20,000 training rows), WORKERS (default: all cores). Extra args go to
 #   natural_pairs (e.g. --langs hi).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,5 +38,5 @@ if ! ${PY:-python3} -c "from PIL import features; import sys; sys.exit(not featu
 fi
 tesseract --version 2>&1 | sed -n 1p
 ${PY:-python3} -m bhasha_build.tools.natural_pairs train --out "$PAIRS" --pairs "${PAIRS_PER_LANG:-20000}" \
-  --variants "${RENDERS:-5}" --workers "${WORKERS:-$(nproc)}" "$@"
+  --variants "${RENDERS:-5}" --min-changed "${MIN_CHANGED:-17000}" --workers "${WORKERS:-$(nproc)}" "$@"
 [ ! -f "$PREFIX/bundle/MANIFEST.json" ] || cp "$PREFIX/bundle/MANIFEST.json" "$PAIRS/tess-bundle-manifest.json"

@@ -198,3 +198,7 @@ def test_natural_pairs_real_tesseract(tmp_path, monkeypatch):
     info = train["langs"]["hi"]
     assert info["pairs"] == len(rows) and info["lines"]["composed"] == 0 and info["cer_by_font"]
     assert all(len(f["sha256"]) == 64 for f in info["fonts"].values())
+    more = make_train(tmp_path / "more", natural, pairs=3, variants=1, seed=5, workers=1, langs=("hi",),
+                      hand_written=False, min_changed=10**6)["langs"]["hi"]
+    assert more["renders"] == 3 and more["pairs"] > 3  # rendered again (up to 3x) for changed rows, not cut
+    assert more["changed_after_normalization"] <= more["pairs"]

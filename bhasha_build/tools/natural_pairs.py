@@ -177,8 +177,16 @@ def train_fonts(lang: str) -> list[str]:
 
 def make_train(out: str | Path, natural: str | Path = NATURAL, pairs: int = 20000, variants: int = 5,
                seed: int = 3407, workers: int | None = None, langs: tuple[str, ...] = LANGS,
-               fonts: str | None = None, hand_written: bool = True) -> dict[str, Any]:
-    """Training pairs (see the module docstring); returns the index written to <out>/train.json."""
+               fonts: str | None = None, hand_written: bool = True, min_changed: int = 0) -> dict[str, Any]:
+    """Training pairs (see the module docstring); returns the index written to <out>/train.json.
+    min_changed: render further variants (up to 3x `variants`) until at least this many pairs per language
+    differ after the data stage's normalization (zwj_policy auto), so that a 15 % cap on unchanged rows
+    still leaves min_changed / 0.85 training rows; the pairs are then not cut to `pairs`."""
+    from bhasha_build.core.text import normalize_text
+
+    def changed_rows(rows: list[dict[str, Any]]) -> int:
+        return sum(normalize_text(r["noisy"], "auto") != normalize_text(r["clean"], "auto") for r in rows)
+
     import tempfile
 
     from bhasha_build.tools.learning_signal import CLEAN_LINES, compose
@@ -188,7 +196,7 @@ def make_train(out: str | Path, natural: str | Path = NATURAL, pairs: int = 2000
     out_dir, natural = Path(out), Path(natural)
     out_dir.mkdir(parents=True, exist_ok=True)
     index: dict[str, Any] = {"natural": str(natural), "pairs_wanted": pairs, "variants": variants, "seed": seed,
-                             "langs": {}}
+                             "min_changed": min_changed, "langs": {}}
     for lang in langs:
         font_spec = fonts or ",".join(train_fonts(lang))
         held = {r["clean"] for r in _read_natural(natural, lang, "heldout")}
@@ -206,7 +214,8 @@ def make_train(out: str | Path, natural: str | Path = NATURAL, pairs: int = 2000
         summaries = []
         start = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="bhasha-natural-train-") as tmp:
-            for k in range(variants):
+            k = 0
+            while k < variants or (changed_rows(rows) < min_changed and k < 3 * variants):
                 rng = random.Random(f"{seed}\0variant\0{lang}\0{k}")
                 chosen = rng.sample(lines, per_variant) if per_variant < len(lines) else lines
                 src = Path(tmp) / f"v{k}.jsonl"
@@ -217,7 +226,9 @@ def make_train(out: str | Path, natural: str | Path = NATURAL, pairs: int = 2000
                                                           "seconds", "lines_per_s", "cached_lines")})
                 rows += [json.loads(x) for x in dst.read_text(encoding="utf-8").splitlines() if x.strip()]
                 fonts_info, engine = info["fonts"], info["engine"]
-        rows = rows[:pairs] if len(rows) > pairs else rows
+                k += 1
+        if not min_changed:
+            rows = rows[:pairs]
         dst = out_dir / f"ocr-{lang}.jsonl"
         atomic_write_jsonl(dst, rows)
         from bhasha_build.core.metrics import corpus_cer
@@ -226,7 +237,8 @@ def make_train(out: str | Path, natural: str | Path = NATURAL, pairs: int = 2000
         for row in rows:
             by_font[row["ocr"]["font"]].append(row)
         index["langs"][lang] = {
-            "pairs": len(rows), "unchanged": sum(r["noisy"] == r["clean"] for r in rows),
+            "pairs": len(rows), "unchanged": sum(r["noisy"] == r["clean"] for r in rows), "renders": k,
+            "changed_after_normalization": changed_rows(rows),
             "lines": {"natural": sum(1 for i, _ in lines if i.startswith("nat-")),
                       "hand_written": sum(1 for i, _ in lines if i.startswith("clean-")), "composed": len(composed)},
             "cer": round(corpus_cer([r["noisy"] for r in rows], [r["clean"] for r in rows]), 4) if rows else None,
@@ -304,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=20000, help="train: pairs per language")
     parser.add_argument("--variants", type=int, default=5, help="train: renders per line (new font/damage each)")
     parser.add_argument("--fonts", default=None, help="train: comma list of fonts instead of TRAIN_FONTS")
+    parser.add_argument("--min-changed", type=int, default=0, help="train: render more (up to 3x --variants) "
+                        "until this many pairs per language differ after normalization")
     parser.add_argument("--no-hand-written", action="store_true", help="train: leave data/clean's lines out")
     parser.add_argument("--workers", type=int, default=None, help="Tesseract processes (default: all CPUs)")
     parser.add_argument("--seed", type=int, default=3407)
@@ -321,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
                        for k, v in result["sets"].items()}
         elif args.what == "train":
             result = make_train(args.out, args.natural, args.pairs, args.variants, args.seed, args.workers, langs,
-                                args.fonts, not args.no_hand_written)
-            summary = {k: {f: v[f] for f in ("pairs", "unchanged", "cer", "seconds")}
+                                args.fonts, not args.no_hand_written, args.min_changed)
+            summary = {k: {f: v[f] for f in ("pairs", "unchanged", "changed_after_normalization", "renders", "cer",
+                                             "seconds")}
                        for k, v in result["langs"].items()}
         else:
             if not (args.heldout_from and args.train_from):
