@@ -480,6 +480,36 @@ def ocr_pairs(c, input, out, lang, fonts="train", degrade="train", seed=3407, wo
     print(json.dumps({k: v for k, v in result.items() if k != "empty_rows"}, ensure_ascii=False, indent=2))
 
 
+@task(name="natural-text", help={
+    "out": "output folder (default data/natural)", "langs": "comma list of hi,bn,ta",
+    "heldout_fraction": "share of source units held out", "seed": "split seed",
+    "download": "apt-get download the Debian packages that are not in the cache (BHASHA_NATURAL_DEBS)"})
+def natural_text(c, out="data/natural", langs="hi,bn,ta", heldout_fraction=0.2, seed=3407, download=False):
+    """Natural hi/bn/ta sentences from Debian translation catalogues, split by source unit (train / held-out)."""
+    from bhasha_build.tools.natural_text import extract
+
+    record = _call(f"natural-text -> {out}", lambda: extract(out, langs.split(","), float(heldout_fraction),
+                                                              int(seed), download=download))
+    print(json.dumps({lang: {side: s["lines"] for side, s in st.items()} for lang, st in record["langs"].items()}))
+
+
+@task(name="natural-pairs", help={
+    "what": "heldout (the six held-out real-OCR sets), train (real pairs for training) or assemble",
+    "out": "output folder", "rows": "heldout: rows per set", "pairs": "train: pairs per language",
+    "variants": "train: renders per line", "workers": "Tesseract processes (default: all CPUs)",
+    "heldout_from": "assemble: folder with heldout/", "train_from": "assemble: folder with ocr-*.jsonl"})
+def natural_pairs(c, what, out, rows=300, pairs=20000, variants=5, workers=None, heldout_from=None,
+                  train_from=None):
+    """Real-OCR pairs on the natural text (bhasha_build/tools/natural_pairs.py)."""
+    argv = [sys.executable, "-m", "bhasha_build.tools.natural_pairs", what, "--out", out, "--rows", str(rows),
+            "--pairs", str(pairs), "--variants", str(variants)]
+    argv += ["--workers", str(workers)] if workers else []
+    argv += ["--heldout-from", heldout_from] if heldout_from else []
+    argv += ["--train-from", train_from] if train_from else []
+    if _run(c, argv):
+        raise Exit("error: natural-pairs failed (see above)", code=1)
+
+
 @task(name="noise-fit", help={
     "pairs": "real OCR pairs (.jsonl with lang, noisy, clean), e.g. from invoke ocr-pairs or your own engine",
     "out": "the fitted model (JSON)", "report": "also show how close sampled noise comes to held-out real errors",
@@ -542,4 +572,6 @@ dev.add_task(lint)
 ns = Collection(data, noise, ocr_pairs, noise_fit, train, export_, eval_, modelfile, sanity, deploy, correct, review,
                 pipeline, demo, toolchain, fetch_model, doctor, bench, bench_ddp, bench_correct, signal, promote,
                 rollback, report)
+ns.add_task(natural_text)
+ns.add_task(natural_pairs)
 ns.add_collection(dev)

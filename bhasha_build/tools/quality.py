@@ -1,0 +1,246 @@
+"""Quality runs of issue 22: the sweep's definition, one JSON record per run under bench/quality/, and the
+table RESULTS.md shows.
+
+  sweep    bench/quality/sweep.toml: named variants of the `real-errors-qwen` profile (learning rate, LoRA
+           rank, share of real Tesseract pairs, 0.5B vs 1.5B), each a list of `--set` overrides and the
+           input folder it trains on. The screen stage compares variants on the EVAL SPLIT only (CER and
+           over-correction of the guarded q4_k_m); the held-out sets are scored once per finalist.
+  record   <out>/<date>-<name>.json from a learning_signal result JSON (`gpu` and/or `finish`): the
+           variant, the resolved config, data/train summaries, eval-split scores, held-out scores per set
+           (identity, raw, guarded, over-correction, better/same/worse), the verdict, the card and the
+           predictions file's name + sha256 (the predictions stay beside the record as JSON Lines).
+  table    a Markdown table of every record in a folder, newest first; `--results FILE` rewrites the
+           block between `<!-- quality-table:start -->` and `<!-- quality-table:end -->` in FILE.
+
+Knobs: --sweep (file), --out (folder), --name, --variant, --card, --date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from bhasha_build.core.config import REPO_ROOT
+from bhasha_build.core.errors import BhashaError
+from bhasha_build.core.fsutil import atomic_write_json, atomic_write_text, sha256_file
+
+SWEEP = REPO_ROOT / "bench" / "quality" / "sweep.toml"
+QUALITY_DIR = REPO_ROOT / "bench" / "quality"
+START, END = "<!-- quality-table:start -->", "<!-- quality-table:end -->"
+SCHEMA = 1
+
+
+class QualityError(BhashaError):
+    """A bad sweep file, result or record (one line)."""
+
+
+def load_sweep(path: str | Path = SWEEP) -> dict[str, Any]:
+    """The sweep: {"profile", "stages": {...}, "variants": {name: {"stage", "set": [...], "input", "real_share",
+    "model"}}}; every variant's overrides are checked against the config schema."""
+    from bhasha_build.core.config import ConfigError, load_config
+
+    path = Path(path)
+    try:
+        tree = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise QualityError(f"{path}: {exc}") from None
+    profile = tree.get("profile")
+    variants = tree.get("variants", {})
+    if not profile or not variants:
+        raise QualityError(f"{path}: needs `profile` and at least one [variants.NAME]")
+    for name, spec in variants.items():
+        if spec.get("stage") not in tree.get("stages", {}):
+            raise QualityError(f"{path}: variant {name}: stage {spec.get('stage')!r} is not a [stages.*] table")
+        try:
+            load_config(None, profile=variant_profile(tree, name), overrides=variant_overrides(tree, name))
+        except ConfigError as exc:
+            raise QualityError(f"{path}: variant {name}: {exc}") from None
+    return tree
+
+
+def variant_profile(sweep: dict[str, Any], name: str) -> str:
+    """The variant's profile: its own `profile`, else the sweep's."""
+    return sweep["variants"][name].get("profile") or sweep["profile"]
+
+
+def variant_overrides(sweep: dict[str, Any], name: str) -> list[str]:
+    """The `--set` overrides of a variant: its stage's, then its own, then run=<profile>-<name>."""
+    spec = sweep["variants"][name]
+    stage = sweep["stages"][spec["stage"]]
+    return [*stage.get("set", []), *spec.get("set", []), f'run="{variant_profile(sweep, name)}-{name}"']
+
+
+def _pick(d: dict[str, Any] | None, *keys: str) -> dict[str, Any]:
+    return {k: d[k] for k in keys if d and k in d}
+
+
+def make_record(name: str, result: dict[str, Any], sweep: dict[str, Any] | None = None, card: str | None = None,
+                date: str | None = None, predictions: Path | None = None) -> dict[str, Any]:
+    """The record of one run (see the module docstring) from learning_signal's result JSON."""
+    from bhasha_build.core.config import load_config
+
+    spec = (sweep or {}).get("variants", {}).get(name, {})
+    overrides = variant_overrides(sweep, name) if spec else []
+    profile = variant_profile(sweep, name) if spec else None
+    cfg = load_config(None, profile=profile, overrides=overrides) if profile else None
+    finish = result.get("finish") or {}
+    gpu = result.get("gpu") or {}
+    evaluation = finish.get("eval") or {}
+    eval_scores = {}
+    for system, block in evaluation.items():
+        if isinstance(block, dict) and "overall" in block:
+            eval_scores[system] = _pick(block["overall"], "cer", "wer", "rows", "over_correction_rate")
+            eval_scores[system]["cer_by_lang"] = {lang: b.get("cer") for lang, b in block.get("by_lang", {}).items()}
+            guarded = block.get("guarded", {}).get("overall") if isinstance(block.get("guarded"), dict) else None
+            if guarded:
+                eval_scores[system]["guarded"] = _pick(guarded, "cer", "over_correction_rate", "guarded_rows")
+    heldout = {s: _pick(v, "rows", "identity_cer", "raw_cer", "guarded_cer", "raw_over_correction",
+                        "guarded_over_correction", "guarded_rows", "better_same_worse", "zeroshot",
+                        *[k for k in v if k.startswith(("rules", "lexicon"))])
+               for s, v in (finish.get("heldout") or {}).items()}
+    record = {
+        "schema": SCHEMA, "name": name, "date": date or dt.date.today().isoformat(), "card": card,
+        "variant": {"stage": spec.get("stage"), "real_share": spec.get("real_share"), "set": overrides,
+                    "profile": profile},
+        "config": cfg.model_dump(mode="json") if cfg else None,
+        "data": gpu.get("data"), "train": gpu.get("train"), "hardware": gpu.get("hardware"),
+        "eval_split": eval_scores, "heldout": heldout, "verdict": result.get("verdict"),
+    }
+    if predictions is not None and predictions.is_file():
+        record["predictions"] = {"file": predictions.name, "sha256": sha256_file(predictions),
+                                 "rows": sum(1 for line in predictions.read_text(encoding="utf-8").splitlines()
+                                             if line.strip())}
+    return record
+
+
+def write_record(record: dict[str, Any], out: str | Path = QUALITY_DIR) -> Path:
+    path = Path(out) / f"{record['date']}-{record['name']}.json"
+    atomic_write_json(path, record)
+    return path
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    return "–" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _setting(record: dict[str, Any], key: str) -> Any:
+    cfg = record.get("config") or {}
+    section, _, field = key.partition(".")
+    return (cfg.get(section) or {}).get(field)
+
+
+def table(folder: str | Path = QUALITY_DIR) -> str:
+    """Markdown: one row per record (newest first): the settings the sweep varies, the eval-split CER of
+    the guarded q4_k_m vs identity, and per held-out set identity → guarded CER (over-correction)."""
+    records = []
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise QualityError(f"{path}: not JSON") from None
+        if isinstance(rec, dict) and rec.get("schema") == SCHEMA:
+            records.append(rec)
+    records.sort(key=lambda r: (r["date"], r["name"]), reverse=True)
+    sets = sorted({s for r in records for s in r.get("heldout", {})})
+    head = ["date", "run", "model", "lr", "r", "real share", "epochs/steps", "eval CER id → gguf (guarded)",
+            *[f"{s}: id → guarded (over-corr.)" for s in sets]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in records:
+        ev = r.get("eval_split", {})
+        base = (ev.get("baseline") or {}).get("cer")
+        gg = ev.get("gguf") or {}
+        guarded = (gg.get("guarded") or {}).get("cer")
+        epochs = _setting(r, "train.epochs") if _setting(r, "train.max_steps") == -1 else \
+            f"{_setting(r, 'train.max_steps')} steps"
+        model = str(_setting(r, "model.name") or "").replace("pypi:qwen2.5-coder-", "").replace("-instruct", "")
+        cells = [r["date"], r["name"], model, _fmt(_setting(r, "train.learning_rate"), 5) if isinstance(
+            _setting(r, "train.learning_rate"), float) else _fmt(_setting(r, "train.learning_rate")),
+            _fmt(_setting(r, "lora.r")), _fmt((r.get("variant") or {}).get("real_share"), 2), _fmt(epochs),
+            f"{_fmt(base)} → {_fmt(gg.get('cer'))} ({_fmt(guarded)})"]
+        for s in sets:
+            h = r.get("heldout", {}).get(s)
+            cells.append("–" if not h else f"{_fmt(h.get('identity_cer'))} → {_fmt(h.get('guarded_cer'))} "
+                                           f"({_fmt(h.get('guarded_over_correction'), 3)})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(results: str | Path, folder: str | Path = QUALITY_DIR) -> None:
+    """Replace the marked block of `results` with `table(folder)` (markers added at the end if absent)."""
+    path = Path(results)
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    block = f"{START}\n{table(folder)}{END}"
+    if START in text and END in text:
+        text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+    atomic_write_text(path, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bhasha_build.tools.quality", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p_sweep = sub.add_parser("sweep", help="check the sweep file; print each variant's --set overrides")
+    p_sweep.add_argument("--sweep", default=str(SWEEP))
+    p_sweep.add_argument("--variant", default=None, help="print only this variant's overrides, one per line")
+    p_sweep.add_argument("--field", default=None, help="with --variant: print this field of the variant")
+    p_rec = sub.add_parser("record", help="write <out>/<date>-<name>.json from a learning_signal result")
+    p_rec.add_argument("result", help="learning_signal --out JSON (gpu and/or finish phase)")
+    p_rec.add_argument("--name", required=True, help="the sweep variant (or any run name)")
+    p_rec.add_argument("--sweep", default=str(SWEEP))
+    p_rec.add_argument("--gpu-result", default=None, help="the gpu phase's JSON, when finish ran apart")
+    p_rec.add_argument("--card", default=None, help="the GPU's name (nvidia-smi) or 'cpu'")
+    p_rec.add_argument("--date", default=None)
+    p_rec.add_argument("--out", default=str(QUALITY_DIR))
+    p_tab = sub.add_parser("table", help="print the table; --results FILE rewrites its marked block")
+    p_tab.add_argument("--folder", default=str(QUALITY_DIR))
+    p_tab.add_argument("--results", default=None)
+    args = parser.parse_args(argv)
+    try:
+        if args.what == "sweep":
+            sweep = load_sweep(args.sweep)
+            if args.variant:
+                if args.variant not in sweep["variants"]:
+                    raise QualityError(f"no variant {args.variant!r} (have: {', '.join(sweep['variants'])})")
+                if args.field == "profile":
+                    print(variant_profile(sweep, args.variant))
+                elif args.field:
+                    print(sweep["variants"][args.variant].get(args.field, ""))
+                else:
+                    print("\n".join(variant_overrides(sweep, args.variant)))
+            else:
+                for name in sweep["variants"]:
+                    print(name, json.dumps(variant_overrides(sweep, name)))
+        elif args.what == "record":
+            result = json.loads(Path(args.result).read_text(encoding="utf-8"))
+            if args.gpu_result:
+                result["gpu"] = json.loads(Path(args.gpu_result).read_text(encoding="utf-8")).get("gpu")
+            sweep = load_sweep(args.sweep) if Path(args.sweep).is_file() else None
+            predictions = Path(args.result).with_suffix(".predictions.jsonl")
+            record = make_record(args.name, result, sweep, args.card, args.date, predictions)
+            path = write_record(record, args.out)
+            if "predictions" in record:  # beside the record, under the record's dated name
+                kept = path.with_suffix(".predictions.jsonl")
+                shutil.copyfile(predictions, kept)
+                record["predictions"]["file"] = kept.name
+                write_record(record, args.out)
+            print(path)
+        else:
+            if args.results:
+                write_table(args.results, args.folder)
+            else:
+                print(table(args.folder), end="")
+    except (BhashaError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

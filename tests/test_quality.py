@@ -1,0 +1,143 @@
+"""Issue 22's training data knobs and quality records: the unchanged-row cap of the data stage, the
+bench/quality JSON writer and its RESULTS.md table, the real-errors-qwen profile and its sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bhasha_build.core.config import BuildConfig, load_config
+from bhasha_build.stages.data import load_rows, prepare
+
+
+def _rows(lang: str, changed: int, unchanged: int, word: str) -> list[dict[str, str]]:
+    rows = [{"lang": lang, "noisy": f"{word} {i} गलत", "clean": f"{word} {i} सही"} for i in range(changed)]
+    rows += [{"lang": lang, "noisy": f"{word} {i} ठीक", "clean": f"{word} {i} ठीक"} for i in range(unchanged)]
+    return rows
+
+
+def _prepare(tmp_path: Path, rows: list[dict[str, str]], cap: float) -> dict:
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    cfg = BuildConfig.model_validate({"data": {"max_unchanged_fraction": cap, "eval_fraction": 0.1}})
+    return prepare(src, tmp_path / f"out-{cap}", cfg)
+
+
+def test_unchanged_cap_per_language(tmp_path):
+    rows = _rows("hi", 60, 60, "राम") + _rows("mr", 20, 1, "श्याम")
+    off = _prepare(tmp_path, rows, 1.0)
+    assert "unchanged_dropped" not in off  # default: no cap, stats as before
+    stats = _prepare(tmp_path, rows, 0.15)
+    train = load_rows(tmp_path / "out-0.15" / "train.jsonl")
+    evl = load_rows(tmp_path / "out-0.15" / "eval.jsonl")
+    for lang in ("hi", "mr"):
+        mine = [r for r in train if r["lang"] == lang]
+        same = sum(r["noisy"] == r["clean"] for r in mine)
+        assert same / len(mine) <= 0.15, lang
+        assert stats["unchanged_cap"]["train_unchanged_fraction"][lang] == round(same / len(mine), 4)
+    hi_train = [r for r in train if r["lang"] == "hi"]
+    assert sum(r["noisy"] == r["clean"] for r in hi_train) > 0     # capped, not removed
+    assert "mr" not in stats["unchanged_cap"]["dropped_by_lang"]    # 1 unchanged of 20: under the cap
+    assert stats["unchanged_dropped"] == stats["unchanged_cap"]["dropped_by_lang"]["hi"] > 0
+    assert stats["kept"] == (stats["train_rows"] + stats["eval_rows"] + stats["chat_unused"]
+                             + stats["unchanged_dropped"])
+    assert evl == load_rows(tmp_path / "out-1.0" / "eval.jsonl")    # eval untouched
+    again = _prepare(tmp_path, list(reversed(rows)), 0.15)          # order-independent
+    assert again["unchanged_dropped"] == stats["unchanged_dropped"]
+    assert [r["id"] for r in load_rows(tmp_path / "out-0.15" / "train.jsonl")] == [r["id"] for r in train]
+
+
+def test_unchanged_cap_bounds():
+    with pytest.raises(ValueError):
+        BuildConfig.model_validate({"data": {"max_unchanged_fraction": 1.5}})
+
+
+# ---------------------------------------------------------------- the recipe and the sweep
+def test_profile_and_sweep():
+    from bhasha_build.tools.quality import SWEEP, load_sweep, variant_overrides, variant_profile
+
+    cfg = load_config(None, profile="real-errors-qwen", env={})
+    assert cfg.data.max_unchanged_fraction == 0.15
+    assert cfg.train.max_steps == -1 and 3 <= cfg.train.epochs <= 5
+    sweep = load_sweep(SWEEP)  # every variant resolves against the config schema
+    varied = {"lr": set(), "r": set(), "share": set(), "model": set()}
+    for name in sweep["variants"]:
+        if variant_profile(sweep, name) != "real-errors-qwen":
+            continue
+        c = load_config(None, profile="real-errors-qwen", overrides=variant_overrides(sweep, name), env={})
+        varied["lr"].add(c.train.learning_rate)
+        varied["r"].add(c.lora.r)
+        varied["share"].add(sweep["variants"][name]["real_share"])
+        varied["model"].add(c.model.name)
+        assert c.run == f"real-errors-qwen-{name}"
+    assert all(len(v) >= 2 for v in varied.values()), varied
+
+
+def _result(rows: int = 4) -> dict:
+    overall = {"cer": 0.1, "wer": 0.3, "rows": rows, "over_correction_rate": 0.0}
+    return {"gpu": {"data": {"train_rows": 10, "eval_rows": rows}, "train": {"seconds": 1.5}},
+            "finish": {"eval": {"baseline": {"overall": overall, "by_lang": {"hi": {"cer": 0.1}}},
+                                "gguf": {"overall": {**overall, "cer": 0.07},
+                                         "guarded": {"overall": {"cer": 0.08, "over_correction_rate": 0.0,
+                                                                 "guarded_rows": 1}}}},
+                       "heldout": {"indomain-hi": {"rows": rows, "identity_cer": 0.1, "raw_cer": 0.09,
+                                                   "guarded_cer": 0.085, "raw_over_correction": 0.01,
+                                                   "guarded_over_correction": 0.0, "rules_cer": 0.095}}},
+            "verdict": {"passed": False}}
+
+
+def test_record_and_table(tmp_path):
+    from bhasha_build.tools import quality
+    from bhasha_build.tools.quality import load_sweep, make_record, table, write_record, write_table
+
+    sweep = load_sweep(quality.SWEEP)
+    preds = tmp_path / "lr1e4.predictions.jsonl"
+    preds.write_text('{"set": "indomain-hi", "id": "a"}\n{"set": "indomain-hi", "id": "b"}\n')
+    rec = make_record("lr1e4", _result(), sweep, card="NVIDIA H200", date="2026-12-03", predictions=preds)
+    path = write_record(rec, tmp_path / "q")
+    assert path.name == "2026-12-03-lr1e4.json"
+    back = json.loads(path.read_text())
+    assert back["config"]["train"]["learning_rate"] == 1e-4 and back["card"] == "NVIDIA H200"
+    assert back["variant"]["stage"] == "screen" and "train.learning_rate=1e-4" in back["variant"]["set"]
+    assert back["eval_split"]["gguf"]["guarded"]["cer"] == 0.08
+    assert back["heldout"]["indomain-hi"]["rules_cer"] == 0.095  # baseline columns kept
+    assert back["predictions"]["rows"] == 2 and len(back["predictions"]["sha256"]) == 64
+    write_record(make_record("r64", _result(), sweep, date="2026-12-02"), tmp_path / "q")
+    text = table(tmp_path / "q")
+    lines = text.splitlines()
+    assert len(lines) == 4 and "lr1e4" in lines[2] and "r64" in lines[3]  # newest first
+    assert "0.1000 → 0.0700 (0.0800)" in lines[2] and "0.1000 → 0.0850 (0.000)" in lines[2]
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Results\n\nintro\n")
+    write_table(results, tmp_path / "q")
+    write_table(results, tmp_path / "q")  # idempotent: the block is replaced, not appended again
+    body = results.read_text()
+    assert body.startswith("# Results\n\nintro\n") and body.count(quality.START) == 1 and text in body
+
+
+def test_sweep_errors(tmp_path):
+    from bhasha_build.tools.quality import QualityError, load_sweep
+
+    bad = tmp_path / "s.toml"
+    bad.write_text('profile = "real-errors-qwen"\n[stages.screen]\nset = []\n'
+                   '[variants.x]\nstage = "screen"\nset = ["lora.r=0"]\n')
+    with pytest.raises(QualityError, match="variant x"):
+        load_sweep(bad)
+    bad.write_text('profile = "real-errors-qwen"\n[variants.x]\nstage = "nope"\n')
+    with pytest.raises(QualityError, match="stage 'nope'"):
+        load_sweep(bad)
+
+
+@pytest.mark.parametrize("script", ["gpu-quality.sh", "gpu-tess-pairs.sh", "tess-bundle.sh"])
+def test_lease_scripts_parse(script):
+    """The lease scripts run only on the GPU box (their CPU half: `scripts/gpu-quality.sh --dry-run`, minutes);
+    here: bash parses them, and gpu-quality.sh calls issue 23's CUDA build by its name."""
+    import subprocess
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / script
+    done = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    if script == "gpu-quality.sh":
+        assert "scripts/gpu-llama-cuda.sh" in path.read_text()
