@@ -43,7 +43,7 @@ from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, save_figure
-from bhasha_build.core.gguf import LlamaChat
+from bhasha_build.core.gguf import LlamaChat, gpu_offload
 from bhasha_build.core.guard import guard, reason_kind
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.metrics import identity_baseline, normalize_hyp, score
@@ -217,6 +217,8 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         # how fast each path scores (llama.cpp on this CPU, Ollama on its server, transformers on cuda/cpu)
         report[system]["generation"] = {"seconds": round(seconds, 3),
                                         "rows_per_s": round(len(rows) / seconds, 3) if seconds > 0 else None}
+        if system in ("gguf", "zeroshot"):
+            report[system]["generation"]["llama_cpp_gpu"] = gpu_offload()  # a CUDA build offloads every layer
         predictions.update({system: hyps, f"{system}_guarded": guarded, f"{system}_guard": reasons})
         if system == "gguf":
             report["gguf_file"] = gguf.name
