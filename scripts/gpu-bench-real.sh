@@ -11,7 +11,8 @@
 #              scripts/gpu-bench-real.sh run               the steps in the foreground
 # One device call, from the repo root with DEST carried:
 #   cd .carry/speed && bash scripts/gpu-bench-real.sh start && bash scripts/gpu-bench-real.sh wait 570
-# and, while it runs, the same `wait` again (each call within the machine's 30 s warm window).
+# and, while it runs, the same `wait` again (each call within the machine's 30 s warm window: a machine given
+# back takes the background run and everything under /tmp with it - seen 2026-12-02).
 #
 # Steps (run):
 #   1. scripts/gpu-env.sh: the carried wheels into /tmp/site, offline environment.

@@ -13,7 +13,8 @@
 #      no llava/mtmd library (eval does not load it), no NCCL. Minutes on 16 cores.
 # With LLAMA_CUDA_EXPORT=1 and $OUT set, the built wheel is cut into 15 MB pieces under $OUT (the device
 # tool returns files of at most 16 MiB): carry them as $LLAMA_CUDA_PARTS on the next lease instead of
-# rebuilding (bench/RESULTS.md says which lease made them).
+# rebuilding - but measured 2026-12-02 on an H200 the wheel is 265 MB (18 pieces), over one call's 64 MiB
+# carry, so today a later lease rebuilds (366-388 s at nice 19 on 12 cores; bench/RESULTS.md).
 #
 # The sdist: the pinned one (scripts/llama-wheel.sh's version, requirements/lock.txt) is 77 MB with llama.cpp's
 # git history, vocab GGUFs and docs; what travels is it slimmed to the build's sources (~6 MB):
