@@ -405,13 +405,14 @@ def doctor(c, profile=None, run=None, config=None, set=None):
 
 
 @task(help={"out": "JSON output file (default bench/results.json, with --e2e bench/e2e.json)",
-            "mode": "parts: all | headline | levers | project | baseline | raw | ocr | PART[,PART]",
+            "mode": "parts: all | headline | speed | levers | project | baseline | raw | ocr | PART[,PART]",
             "steps": "timed steps per part", "size": "Qwen2.5 shape: 1.5B or 0.5B",
+            "repeats": "runs of every part, the order reversed every other repeat (median and spread)",
             "e2e": "time the whole build instead: data, train, export, eval, modelfile (tools/bench_e2e.py)",
             "stages": "with --e2e: which stages (comma list)", "pairs": "with --e2e: synthetic OCR pairs",
             "same_shape_adapter": "with --e2e: export an untrained adapter of the same shape (no train stage here)"})
 def bench(c, out=None, mode="all", steps=20, size="1.5B", e2e=False, stages=None, pairs=10000,
-          same_shape_adapter=False):
+          same_shape_adapter=False, repeats=3):
     """Training throughput/memory vs the strongest baseline (GPU), or --e2e: the whole build timed. JSON out."""
     if e2e:
         cmd = [sys.executable, "-m", "bhasha_build.tools.bench_e2e", "--out", out or "bench/e2e.json", "--size", size,
@@ -419,7 +420,7 @@ def bench(c, out=None, mode="all", steps=20, size="1.5B", e2e=False, stages=None
                *(["--same-shape-adapter"] if same_shape_adapter else [])]
     else:
         cmd = [sys.executable, "-m", "bhasha_build.tools.bench", "--out", out or "bench/results.json", "--mode", mode,
-               "--steps", str(steps), "--size", size]
+               "--steps", str(steps), "--size", size, "--repeats", str(repeats)]
     if _run(c, cmd) != 0:
         raise Exit("error: the benchmark failed (see above)", code=1)
 

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Source on a GPU machine that has torch/transformers/peft but lacks the rest of the lock:
-# installs the carried wheels (.whl/) into /tmp/site and sets the offline environment.
+# installs the carried wheels ($WHEELS, default .whl/) into /tmp/site and sets the offline environment.
 # The wheels (cp312, --no-deps, ~17 MiB): trl 1.15.0, datasets 4.8.5, dill, multiprocess,
 # bitsandbytes 0.50.2 (only its cuda130 + cpu libraries kept), unsloth + unsloth_zoo 2026.10.9
 # (unsloth's studio/ folder stripped), cut_cross_entropy, xxhash, tyro, msgspec, docstring_parser,
-# typeguard, pydantic + pydantic_core + annotated-types + typing-inspection, rapidfuzz; fetched with
-# `pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 ...`.
+# typeguard, pydantic + pydantic_core + annotated-types + typing-inspection, rapidfuzz, gguf 0.19.0, and
+# diskcache 5.6.3 (llama-cpp-python imports it); fetched with
+# `pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 ...`
+# (scripts/gpu-bench-real.sh prepare does the download and the slimming).
 set -e
-if [ -d .whl ] && [ ! -f /tmp/site/.done ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+WHEELS=${WHEELS:-.whl}
+if [ -d "$WHEELS" ] && [ ! -f /tmp/site/.done ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl
   touch /tmp/site/.done
 fi
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}

@@ -301,3 +301,12 @@ def test_image_smoke_buildah():
     assert proc.returncode == 0, tail
     assert re.search(r"\d+ passed", proc.stdout), tail
     assert "smoke: debootstrap" in proc.stdout
+
+
+def test_the_image_builds_llama_cpp_with_cuda_on_the_cuda_base() -> None:
+    """eval/correct score the q4_k_m on the GPU only if the image's llama.cpp has CUDA (core/gguf.gpu_offload)."""
+    text = DOCKERFILE.read_text()
+    archs = re.search(r'^ARG LLAMA_CUDA_ARCHS="([0-9;]+)"$', text, re.M)
+    assert archs and {"75", "86", "89", "90"} <= set(archs.group(1).split(";"))  # 16 GB cards and Hopper
+    assert "-DGGML_CUDA=on" in text and "-DCMAKE_CUDA_ARCHITECTURES=${LLAMA_CUDA_ARCHS}" in text
+    assert 'CMAKE_ARGS="${cmake_args}" pip install' in text

@@ -155,3 +155,16 @@ def test_llama_chat_retries_a_failed_decode_from_an_empty_context(tiny_gguf: dic
         with pytest.raises(GgufError, match=r"model-q4_k_m\.gguf: llama\.cpp could not decode"):
             llm.complete(line, 16)
         assert llm.resets == 2
+
+
+def test_gpu_offload_reads_the_installed_build_and_is_false_without_llama_cpp(monkeypatch) -> None:
+    import sys
+
+    from bhasha_build.core.gguf import gpu_offload
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    assert gpu_offload() is bool(llama_cpp.llama_supports_gpu_offload())  # a CPU build here, CUDA on the GPU box
+    monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: True)
+    assert gpu_offload() is True
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # not installed: import fails
+    assert gpu_offload() is False

@@ -197,3 +197,74 @@ def test_resume_drops_a_torn_log_line_with_a_warning(tmp_path: Path, capsys: pyt
     assert [json.loads(ln)["step"] for ln in layout.train_log.read_text().splitlines()] == [10, 20]
     err = capsys.readouterr().err
     assert f"warning: {layout.train_log}:4: torn line dropped" in err
+
+
+def test_vram_budget_auto_takes_the_detected_card_and_gpu16gb_keeps_14_gib(monkeypatch: pytest.MonkeyPatch,
+                                                                           tmp_path: Path) -> None:
+    from bhasha_build.core import vram
+
+    monkeypatch.setattr(vram, "detected_card", lambda: ("NVIDIA H200", 139.8))
+    assert vram.vram_budget(load_config(profile="gpu16gb", env={})) == (14.0, "0.875 x train.gpu_memory_gib 16")
+    auto = load_config(profile="gpu16gb", env={}, overrides=['train.vram_budget_gib="auto"'])
+    gib, source = vram.vram_budget(auto)
+    assert gib == pytest.approx(0.875 * 139.8) and "NVIDIA H200" in source
+    assert vram.vram_budget(load_config(env={}, overrides=["train.vram_budget_gib=20"]))[0] == 20.0
+    with pytest.raises(Exception, match="vram_budget_gib must be > 0"):
+        load_config(env={}, overrides=["train.vram_budget_gib=0"])
+    # The preflight checks "auto" against the detected card, and still refuses what cannot fit it.
+    shape = {**qwen25_shape("1.5B")}
+    (tmp_path / "config.json").write_text(json.dumps(shape))
+    assert vram.vram_preflight(auto, tmp_path)["card_gib"] == 139.8
+    monkeypatch.setattr(vram, "detected_card", lambda: ("small card", 2.0))
+    with pytest.raises(VramError, match=r"card has 2\.0 GiB"):
+        vram.vram_preflight(auto, tmp_path)
+    monkeypatch.setattr(vram, "detected_card", lambda: None)
+    with pytest.raises(VramError, match="needs a CUDA card"):
+        vram.vram_budget(auto)
+
+
+def _probe_on_a_mock_card(monkeypatch: pytest.MonkeyPatch, card_gib: float, overrides: list[str]) -> dict[str, Any]:
+    """choose_micro_batch on the tiny model with CUDA and the trial measurements mocked: a trial's peak
+    grows with the micro-batch and with every layer that keeps its activations (the H200 shape of
+    bench/RESULTS.md, scaled: 1.6 GiB + 0.45 GiB per row, +0.45 GiB per row and un-checkpointed layer of
+    4), and un-checkpointed layers run faster."""
+    import torch
+
+    from bhasha_build.core import vram
+    from bhasha_build.stages import train as train_stage
+
+    model = _tiny_qwen(4)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(vram, "detected_card", lambda: ("mock card", card_gib))
+
+    def trial(model: Any, batch: int, seq: int) -> dict[str, Any]:
+        kept = sum(not m.gradient_checkpointing for m in train_stage.decoder_layers(model))
+        return {"tokens_per_s": 1000.0 * batch * (1 + 0.1 * kept), "peak_gib": 1.6 + 0.45 * batch * (1 + kept * 7)}
+
+    monkeypatch.setattr(train_stage, "_time_micro_batch", trial)
+    cfg = load_config(env={}, overrides=['train.batch_size="auto"', "train.effective_batch=8",
+                                         'train.gradient_checkpointing="auto"', *overrides])
+    chosen, record = train_stage.choose_micro_batch(cfg, model)
+    from bhasha_build.core.checkpointing import pinned_layout
+
+    record["pinned"] = pinned_layout(model)
+    record["config"] = (chosen.train.batch_size, chosen.train.grad_accum, chosen.train.gradient_checkpointing)
+    return record
+
+
+def test_the_probe_checkpoints_only_what_the_16gb_budget_needs_and_nothing_on_a_full_card(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    small = _probe_on_a_mock_card(monkeypatch, 139.8, ["train.gpu_memory_gib=16"])
+    assert small["budget_gib"] == 14.0 and small["budget_source"] == "0.875 x train.gpu_memory_gib 16"
+    # mb 8: 1.6 + 3.6 x (1 + 7k) fits 14 GiB for no kept layer; mb 4 keeps one: 1.6 + 1.8 x 8 = 16 > 14, so none
+    assert small["chosen"] == {"batch_size": 8, "grad_accum": 1, "gradient_checkpointing": True,
+                               "checkpointed_layers": 4}
+    big = _probe_on_a_mock_card(monkeypatch, 139.8, ['train.vram_budget_gib="auto"'])
+    assert big["budget_gib"] == round(0.875 * 139.8, 2) and "mock card" in big["budget_source"]
+    assert big["chosen"] == {"batch_size": 8, "grad_accum": 1, "gradient_checkpointing": False,
+                             "checkpointed_layers": 0}
+    assert big["pinned"] == [False] * 4 and big["config"] == (8, 1, False)
+    mid = _probe_on_a_mock_card(monkeypatch, 139.8, ["train.vram_budget_gib=60"])
+    # mb 8 with 2 layers kept: 1.6 + 3.6 x 15 = 55.6 GiB fits 60; 3 kept (80.8) does not
+    assert mid["chosen"]["checkpointed_layers"] == 2 and mid["pinned"] == [True, True, False, False]
+    assert mid["config"] == (8, 1, True)

@@ -140,7 +140,9 @@ class TrainConfig(Section):
     batch_size: int | Literal["auto"] = Field(2)
     grad_accum: int = Field(4, ge=1)
     effective_batch: int | None = Field(None, ge=1)  # rows per optimizer step per device, for batch_size="auto"
-    vram_budget_gib: float | None = Field(None, gt=0)  # peak allowed while probing; None = 0.875 x the card
+    # peak allowed while probing: None = 0.875 x train.gpu_memory_gib (or the detected card); "auto" =
+    # 0.875 x the detected card's memory (a full-card mode on a large card); a number = that many GiB
+    vram_budget_gib: float | Literal["auto"] | None = Field(None)
     optim: str = "paged_adamw_8bit"
     weight_decay: float = 0.01
     packing: bool = True
@@ -283,6 +285,8 @@ class BuildConfig(Section):
             raise ValueError("train.batch_size = \"auto\" needs train.effective_batch (rows per optimizer step)")
         if isinstance(self.train.batch_size, int) and self.train.batch_size < 1:
             raise ValueError("train.batch_size must be >= 1 or \"auto\"")
+        if isinstance(self.train.vram_budget_gib, (int, float)) and self.train.vram_budget_gib <= 0:
+            raise ValueError("train.vram_budget_gib must be > 0 GiB or \"auto\"")
         from bhasha_build.core.fsutil import not_a_folder
 
         if not_a_folder(self.run_dir) == self.run_dir:  # runs_dir itself was checked above

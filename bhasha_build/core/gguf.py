@@ -284,8 +284,20 @@ def count_tokens_with(gguf: Path, texts: list[str]) -> list[int]:
         llm.close()
 
 
+def gpu_offload() -> bool:
+    """Whether the installed llama.cpp can put layers on a GPU (a CUDA build, e.g. scripts/gpu-llama-cuda.sh
+    on the GPU box or the image's): then n_gpu_layers=-1 runs the whole model there."""
+    try:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except (ImportError, AttributeError, OSError):
+        return False
+
+
 class LlamaChat:
-    """A GGUF loaded in llama.cpp, answering one user line at a time (use as a context manager)."""
+    """A GGUF loaded in llama.cpp, answering one user line at a time (use as a context manager).
+    n_gpu_layers: -1 puts every layer on the GPU when llama.cpp was built with CUDA (a CPU build ignores it)."""
 
     def __init__(self, gguf: Path, n_ctx: int, seed: int, n_gpu_layers: int = 0) -> None:
         from llama_cpp import Llama

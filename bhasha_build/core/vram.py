@@ -3,6 +3,9 @@
 `estimate_vram_gib` itemises one training step's peak (weights, LoRA + optimizer, activations,
 logits); `vram_preflight` compares it with `train.gpu_memory_gib` (or the detected card) and raises
 `VramError` naming the knobs to turn. Used by the train stage and by `invoke doctor`.
+`vram_budget` is the peak the micro-batch probe may use (train.vram_budget_gib): 0.875 x the card
+(14 GiB on the gpu16gb profile's 16 GB card), "auto" = 0.875 x the detected card (a full-card mode:
+on a 141 GB H200 that leaves room to keep every activation).
 """
 
 from __future__ import annotations
@@ -62,15 +65,49 @@ def estimate_vram_gib(cfg: BuildConfig, model_config: dict[str, Any]) -> dict[st
     return {k: round(v, 2) for k, v in parts.items()}
 
 
-def vram_preflight(cfg: BuildConfig, model_dir: Path) -> dict[str, Any]:
-    """Refuse, with numbers, a profile that cannot fit the card."""
+BUDGET_SHARE = 0.875  # of the card: what the probe may fill, the rest for the allocator's fragmentation
+
+
+def detected_card() -> tuple[str, float] | None:
+    """(name, GiB) of CUDA device 0, or None without CUDA."""
     import torch
 
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return props.name, props.total_memory / 2**30
+
+
+def card_gib(cfg: BuildConfig) -> float | None:
+    """The card the config is checked against: the detected one under vram_budget_gib = "auto", else
+    train.gpu_memory_gib (a profile's card, e.g. gpu16gb's 16 GB) or the detected one."""
+    detected = detected_card()
+    if cfg.train.vram_budget_gib == "auto" or cfg.train.gpu_memory_gib is None:
+        return detected[1] if detected else None
+    return cfg.train.gpu_memory_gib
+
+
+def vram_budget(cfg: BuildConfig) -> tuple[float, str]:
+    """(GiB, where it came from): the peak the micro-batch probe may reach on this config's card."""
+    setting = cfg.train.vram_budget_gib
+    if isinstance(setting, (int, float)):
+        return float(setting), "train.vram_budget_gib"
+    detected = detected_card()
+    if setting == "auto" or cfg.train.gpu_memory_gib is None:
+        if detected is None:
+            raise VramError("train.vram_budget_gib = \"auto\" needs a CUDA card to size itself on; set a number "
+                            "of GiB or train.gpu_memory_gib")
+        name, gib = detected
+        return BUDGET_SHARE * gib, f"{BUDGET_SHARE} x the detected card ({name}, {gib:.1f} GiB)"
+    card = cfg.train.gpu_memory_gib
+    return BUDGET_SHARE * card, f"{BUDGET_SHARE} x train.gpu_memory_gib {card:g}"
+
+
+def vram_preflight(cfg: BuildConfig, model_dir: Path) -> dict[str, Any]:
+    """Refuse, with numbers, a profile that cannot fit the card."""
     model_config = json.loads((model_dir / "config.json").read_text())
     estimate = estimate_vram_gib(cfg, model_config)
-    card = cfg.train.gpu_memory_gib
-    if card is None and torch.cuda.is_available():
-        card = torch.cuda.get_device_properties(0).total_memory / 2**30
+    card = card_gib(cfg)
     result = {"estimate_gib": estimate, "card_gib": round(card, 2) if card else None}
     if card and estimate["total"] > card * 0.95:
         raise VramError(

@@ -62,7 +62,7 @@ from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, save_figure
-from bhasha_build.core.gguf import LlamaChat, count_tokens_with
+from bhasha_build.core.gguf import LlamaChat, count_tokens_with, gpu_offload
 from bhasha_build.core.guard import Answer, qwen_reply_budgets, reason_kind, reply_budget, serve
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.metrics import identity_baseline, score
@@ -353,6 +353,8 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         # how fast each path scores (llama.cpp on this CPU, Ollama on its server, transformers on cuda/cpu)
         report[system]["generation"] = {"seconds": round(seconds, 3),
                                         "rows_per_s": round(len(rows) / seconds, 3) if seconds > 0 else None}
+        if system in ("gguf", "zeroshot"):
+            report[system]["generation"]["llama_cpp_gpu"] = gpu_offload()  # a CUDA build offloads every layer
         predictions.update({system: [a.text for a in hyps], f"{system}_guarded": guarded, f"{system}_guard": reasons,
                             f"{system}_confidence": [a.confidence for a in hyps]})
         if system == "gguf":

@@ -54,12 +54,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bhasha_build.core import dist, models
+from bhasha_build.core import checkpointing, dist, models
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_dir, atomic_write_json, atomic_write_text, save_figure
 from bhasha_build.core.layout import RunLayout
-from bhasha_build.core.vram import vram_preflight
+from bhasha_build.core.vram import vram_budget, vram_preflight
 
 INPUTS_RECORD = "bhasha_inputs.json"  # inside checkpoints/: the input key the checkpoints were made on
 
@@ -104,7 +104,7 @@ def train(cfg: BuildConfig, layout: RunLayout, resume: bool = False, force: bool
     cfg, micro_batch = choose_micro_batch(cfg, model)
     dataset = build_dataset(rows, tokenizer)
     ckpt = start_or_resume(layout, resume, force, inputs_sha256)
-    callbacks = [*(extra_callbacks or []), *keep_checkpointing(micro_batch)]
+    callbacks = list(extra_callbacks or [])
     trainer, packing = build_trainer(cfg, layout, model, tokenizer, dataset, stop_after_steps, callbacks,
                                      checkpointing_set=micro_batch["mode"] != "fixed")
     result, seconds = fit(trainer, ckpt)
@@ -147,14 +147,14 @@ def choose_micro_batch(cfg: BuildConfig, model: Any) -> tuple[BuildConfig, dict[
     Candidates: every divisor b of train.effective_batch (grad_accum = effective / b keeps the effective
     batch, so the loss curve is the same). Each trial runs one warm-up and two timed forward + backward
     passes of b rows x model.max_seq_length random tokens on the loaded model (no optimizer step: the
-    weights do not change) and reads the peak memory; a trial over train.vram_budget_gib (default
-    0.875 x the card: 14 GiB on a 16 GB card) or out of memory stops that climb.
+    weights do not change) and reads the peak memory; a trial over the VRAM budget (core/vram.py vram_budget:
+    0.875 x the card, 14 GiB on a 16 GB card; "auto": 0.875 x the detected card) or out of memory
+    stops that climb.
       1. b climbs with every layer checkpointed (or as configured) while it fits;
-      2. with checkpointing "auto" on the hf backend, for the largest fitting b and the one below it,
-         fewer decoder layers are checkpointed (all, 3/4, 1/2, 1/4, none) while it fits: activations are
-         kept only where memory allows, recomputed elsewhere. (Unsloth's trainer keeps its offloaded
-         checkpointing on every layer whatever the flags say — measured on an H200 — so with Unsloth
-         only the micro-batch is probed.)
+      2. with checkpointing "auto", for the largest fitting b and the one below it, fewer decoder layers
+         are checkpointed (all, 3/4, 1/2, 1/4, none) while it fits: activations are kept only where
+         memory allows, recomputed elsewhere. The layout is pinned (core/checkpointing.py), so it
+         holds inside Unsloth's trainer too, which otherwise re-arms every layer at each step.
     The fastest fitting trial wins. Without CUDA nothing is measured: b = the largest divisor <= 8, all
     layers checkpointed. Returns the concrete config (batch_size, grad_accum, gradient_checkpointing,
     checkpointed_layers) and the record the manifest keeps."""
@@ -171,18 +171,12 @@ def choose_micro_batch(cfg: BuildConfig, model: Any) -> tuple[BuildConfig, dict[
     full = n_layers if train_cfg.gradient_checkpointing else 0
     record: dict[str, Any] = {"mode": "probed", "effective_batch": effective, "decoder_layers": n_layers,
                               "candidates": []}
-    if train_cfg.gradient_checkpointing == "auto" and cfg.train.backend != "hf":
-        # Measured on an H200 (2026-11-30): Unsloth's training path keeps its offloaded checkpointing on
-        # every layer whatever the per-layer flags say (a 21-of-28 layout trained at the all-layers peak),
-        # though a bare forward + backward honours them. So with Unsloth only the micro-batch is probed.
-        record["checkpointing"] = "every layer (Unsloth's trainer ignores per-layer flags)"
     if not torch.cuda.is_available():
         best = {"batch_size": max(s for s in sizes if s <= 8) if len(sizes) > 1 else sizes[0], "checkpointed": full}
         record.update(mode="default (no CUDA: nothing to measure)")
     else:
-        card = train_cfg.gpu_memory_gib or torch.cuda.get_device_properties(0).total_memory / 2**30
-        budget = train_cfg.vram_budget_gib or 0.875 * card
-        record["budget_gib"] = round(budget, 2)
+        budget, source = vram_budget(cfg)
+        record.update(budget_gib=round(budget, 2), budget_source=source)
 
         def trial(b: int, checkpointed: int) -> bool:
             set_checkpointing(model, checkpointed)
@@ -196,7 +190,7 @@ def choose_micro_batch(cfg: BuildConfig, model: Any) -> tuple[BuildConfig, dict[
             if not trial(b, full):
                 break
             fitting_sizes.append(b)
-        if train_cfg.gradient_checkpointing == "auto" and cfg.train.backend == "hf":
+        if train_cfg.gradient_checkpointing == "auto":
             for b in fitting_sizes[-2:]:
                 for checkpointed in sorted({n_layers * q // 4 for q in (3, 2, 1, 0)}, reverse=True):
                     if not trial(b, checkpointed):
@@ -207,56 +201,37 @@ def choose_micro_batch(cfg: BuildConfig, model: Any) -> tuple[BuildConfig, dict[
                              f"model.max_seq_length {cfg.model.max_seq_length}: lower the sequence length")
         best = max(fitting, key=lambda c: c["tokens_per_s"])
     set_checkpointing(model, best["checkpointed"])
-    checkpointing = best["checkpointed"] > 0 if n_layers else bool(train_cfg.gradient_checkpointing)
+    any_checkpointed = best["checkpointed"] > 0 if n_layers else bool(train_cfg.gradient_checkpointing)
     chosen = {"batch_size": best["batch_size"], "grad_accum": effective // best["batch_size"],
-              "gradient_checkpointing": checkpointing}
+              "gradient_checkpointing": any_checkpointed}
     record.update(chosen={**chosen, "checkpointed_layers": best["checkpointed"]})
     print(f"micro-batch: {chosen['batch_size']} x grad_accum {chosen['grad_accum']}, activation checkpointing on "
           f"{best['checkpointed']} of {n_layers} layers ({record['mode']})", flush=True)
     return cfg.model_copy(update={"train": train_cfg.model_copy(update=chosen)}), record
 
 
-def keep_checkpointing(record: dict[str, Any]) -> list[Any]:
-    """A callback that re-applies a probed per-layer checkpointing layout before every step (Unsloth's
-    GPU training entry re-arms checkpointing on every layer when training starts: seen on an H200,
-    where a 21-of-28 layout trained at the all-layers peak); none when nothing was probed."""
-    chosen = record.get("chosen") or {}
-    if record.get("mode") != "probed" or "checkpointed_layers" not in chosen:
-        return []
-    from transformers import TrainerCallback
-
-    class KeepCheckpointing(TrainerCallback):
-        def on_step_begin(self, args, state, control, model=None, **kw):
-            if model is not None:
-                set_checkpointing(model, chosen["checkpointed_layers"])
-
-    return [KeepCheckpointing()]
-
-
 def decoder_layers(model: Any) -> list[Any]:
-    """The transformer blocks (modules carrying a gradient_checkpointing flag, the top model excluded)."""
-    return [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")
-            and isinstance(getattr(m, "gradient_checkpointing", None), bool)]
+    """The transformer blocks (core/checkpointing.py)."""
+    return checkpointing.decoder_layers(model)
 
 
 def set_checkpointing(model: Any, checkpointed: int | bool) -> None:
-    """Checkpoint the first `checkpointed` decoder layers (True: every layer as loaded, False/0: none).
+    """Checkpoint the first `checkpointed` decoder layers (True: every layer as loaded, False/0: none),
+    pinned so that Unsloth's trainer cannot switch the others back on (core/checkpointing.py).
 
-    transformers' decoder layers (GradientCheckpointingLayer, which Unsloth's forward defers to) read
-    their own flag at each call, so this switches per layer at run time. Layers can only be switched
-    on when the model was loaded with checkpointing (its checkpoint function installed): the flags it
-    was loaded with are kept as the "on" state."""
+    Layers can only be switched on when the model was loaded with checkpointing (its checkpoint
+    function installed): the flags it was loaded with are kept as the "on" state."""
     flagged = [m for m in model.modules() if isinstance(getattr(m, "gradient_checkpointing", None), bool)]
+    layers = decoder_layers(model)
     loaded = model.__dict__.setdefault("_bhasha_loaded_checkpointing", {id(m): m.gradient_checkpointing
                                                                          for m in flagged})
-    layers = decoder_layers(model)
     count = len(layers) if checkpointed is True else int(checkpointed)
-    keep = {id(m) for m in layers[:count]}
+    armed = [loaded.get(id(m), False) for m in layers]
+    count = min(count, armed.index(False) if False in armed else len(layers))
+    checkpointing.pin(model, count, layers)
     partial = 0 < count < len(layers)
     for m in flagged:
-        if m in layers:
-            m.gradient_checkpointing = loaded[id(m)] and id(m) in keep
-        else:  # the model-level flag would wrap every layer: off when only some layers checkpoint
+        if m not in layers:  # the model-level flag would wrap every layer: off when only some layers checkpoint
             m.gradient_checkpointing = loaded[id(m)] and count > 0 and not partial
 
 

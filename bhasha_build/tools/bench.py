@@ -1,15 +1,20 @@
 """GPU training benchmark: the project's train path vs a plain HF + PEFT + bitsandbytes QLoRA loop
 vs a raw Unsloth loop, at the exact Qwen2.5 architecture, in ONE run on ONE card. JSON out.
 
-Parts (each in its own process: importing unsloth patches transformers, and memory peaks must not
-leak between parts):
+Parts (each in its own, fresh process that imports what the CLI imports in the CLI's order: unsloth
+first for the project and the bare Unsloth loop, never for the HF baselines; memory peaks must not
+leak between parts either):
   project_dense   bhasha_build.stages.train.train() on dense 2048-token rows (packing off, bs 8)
+  project_16gb    the train stage as a 16 GB card runs it: micro-batch and per-layer checkpointing
+                  probed within 14 GiB (0.875 x --card-gib), the layout pinned through Unsloth's trainer
+  project_full_card  the same with train.vram_budget_gib = "auto": 0.875 x the detected card
   project_dense_nockpt  the same with activation checkpointing off (a lever: speed vs memory)
   project_dense_auto    the same effective batch with train.batch_size = "auto" and
                   gradient_checkpointing = "auto": micro-batch and checkpointing probed on the card
                   within the VRAM budget of a --card-gib card (0.875 x 16 GB = 14 GiB by default)
   baseline_trl    what HF users run: TRL SFTTrainer + PEFT + bitsandbytes nf4 (double quant, bf16
                   compute), gradient checkpointing (non-reentrant), paged_adamw_8bit; same rows/LoRA
+  baseline_trl_nockpt  the same without checkpointing (TRL's best where memory allows)
   baseline_hf     plain transformers + peft + bitsandbytes 4-bit loop, same LoRA/seq/optimizer/batch,
                   PEFT's documented QLoRA recipe (prepare_model_for_kbit_training: fp32 norms/head)
   baseline_hf_lean  the same without the fp32 upcast (bf16 head, gradient checkpointing): a stronger
@@ -20,10 +25,16 @@ leak between parts):
   project_ocr_padding_free  the same forced to padding-free packing (exact isolation)
   project_ocr_unpacked  the same rows without packing (what packing buys)
 
+Repeats: --repeats N runs every part N times, the order reversed on every other repeat (ABC CBA ABC),
+and reports each part's median tokens/s with its spread (min, max, (max - min) / median); ratios are
+medians' ratios, with the per-repeat ratios beside them (one card gives +-10 % between runs).
+
 tokens/s is measured after warm-up steps; useful tokens are non-padding tokens; peak memory is
 torch.cuda.max_memory_allocated. Ratios: every project part against the STRONGEST baseline of the same
-run (the headline), plus secondary rows. Knobs: --size (1.5B|0.5B), --steps, --warmup, --batch, --seq,
---card-gib, --mode (all|project|baseline|raw|levers|headline|ocr|<part>[,<part>...]), --profile, --out.
+run (the headline), plus secondary rows; `headline_16gb`: project_16gb against the strongest baseline
+(TRL or bare Unsloth) whose peak fits the 16 GB budget. Knobs: --size (1.5B|0.5B), --steps, --warmup,
+--batch, --seq, --card-gib, --repeats, --mode (all|project|baseline|raw|levers|headline|speed|ocr|
+<part>[,<part>...]), --profile, --out.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import datetime as dt
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,12 +57,20 @@ from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.manifest import Manifest
 
 PARTS = ["project_dense", "baseline_trl", "baseline_hf", "baseline_hf_lean", "raw_unsloth", "project_dense_nockpt",
-         "project_dense_auto", "project_ocr", "project_ocr_padding_free", "project_ocr_unpacked"]
+         "project_dense_auto", "project_ocr", "project_ocr_padding_free", "project_ocr_unpacked", "project_16gb",
+         "project_full_card", "baseline_trl_nockpt"]
 MODES = {"all": PARTS, "project": ["project_dense"], "baseline": ["baseline_trl", "baseline_hf", "baseline_hf_lean"],
          "raw": ["raw_unsloth"], "levers": ["project_dense", "project_dense_nockpt", "project_dense_auto"],
          "headline": ["project_dense", "project_dense_auto", "baseline_trl", "baseline_hf_lean", "raw_unsloth"],
-         "ocr": ["project_ocr", "project_ocr_padding_free", "project_ocr_unpacked"]}
-BASELINES = ("baseline_trl", "baseline_hf", "baseline_hf_lean")  # the headline ratio uses the strongest measured
+         "ocr": ["project_ocr", "project_ocr_padding_free", "project_ocr_unpacked"],
+         "speed": ["project_16gb", "project_full_card", "baseline_trl", "raw_unsloth"]}
+BASELINES = ("baseline_trl", "baseline_trl_nockpt", "baseline_hf", "baseline_hf_lean")  # the strongest HF path
+UNSLOTH_PARTS = ("raw_unsloth",)  # bare Unsloth: imports unsloth itself, first
+# What each part imports before its work, in this order (the CLI: config, then unsloth, then the stages'
+# transformers/peft/trl); the HF baselines never import unsloth, which would patch what they measure.
+CLI_IMPORTS = ("unsloth", "transformers", "peft", "trl")
+HF_IMPORTS = ("transformers", "peft", "trl", "bitsandbytes")
+WATCHED = ("unsloth", "transformers", "peft", "trl")
 
 
 def _env() -> dict[str, str]:
@@ -78,6 +98,83 @@ def write_train_split(layout: RunLayout, rows: list[dict[str, str]]) -> None:
     are synthetic, not data-stage output, so the train stage's input check has a record to verify)."""
     atomic_write_jsonl(layout.train_split, rows)
     Manifest(layout.root).artifact("train_split", layout.train_split)
+
+
+def part_imports(part: str) -> tuple[str, ...]:
+    """The modules a part's process imports first, in order: the CLI's order (tasks.py: config, then
+    stages.train.import_unsloth_first, then the stages) for the project and bare Unsloth; HF's for the
+    baselines."""
+    return HF_IMPORTS if part in BASELINES else CLI_IMPORTS
+
+
+def import_like_the_cli(part: str) -> list[str]:
+    """Import what `part` needs in part_imports' order; returns the order in which the watched packages
+    (unsloth, transformers, peft, trl) first appeared in sys.modules, as evidence for the record."""
+    import importlib
+
+    if part_imports(part)[0] == "unsloth":
+        from bhasha_build.core.config import BuildConfig
+        from bhasha_build.stages.train import import_unsloth_first
+
+        import_unsloth_first(BuildConfig.model_validate({"train": {"backend": "unsloth"}}))
+    for name in part_imports(part):
+        importlib.import_module(name)
+    return imported_order()
+
+
+class _ImportLog:
+    """A meta-path finder that only notes the first import of each watched top-level package (Python asks
+    the finders only for modules not yet in sys.modules) and lets the real finders load it."""
+
+    def __init__(self) -> None:
+        self.order = [name for name in WATCHED if name in sys.modules]  # already there: nothing to order
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name in WATCHED and name not in self.order:
+            self.order.append(name)
+
+
+_IMPORT_LOG: _ImportLog | None = None
+
+
+def watch_imports() -> None:
+    """Start noting the watched packages' first imports (before anything imports them)."""
+    global _IMPORT_LOG
+    if _IMPORT_LOG is None:
+        _IMPORT_LOG = _ImportLog()
+        sys.meta_path.insert(0, _IMPORT_LOG)
+
+
+def imported_order() -> list[str]:
+    """The watched packages in the order they were first imported (sys.modules' order is no evidence:
+    Unsloth's CPU fallback re-inserts itself)."""
+    return list(_IMPORT_LOG.order) if _IMPORT_LOG else [name for name in sys.modules if name in WATCHED]
+
+
+def schedule(parts: list[str], repeats: int) -> list[tuple[int, str]]:
+    """(repeat, part) in run order: the parts' order reversed on every other repeat, so no part always
+    runs first (a cold card) or right after the same neighbour."""
+    return [(r, part) for r in range(repeats) for part in (parts if r % 2 == 0 else parts[::-1])]
+
+
+def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A part's repeated runs as one result: the median run's figures, plus min/max/spread of tokens/s
+    and the largest peak memory. Failed runs are counted, not averaged."""
+    ok = [r for r in runs if r.get("tokens_per_s")]
+    out: dict[str, Any] = {"runs": runs, "repeats_ok": len(ok), "repeats_failed": len(runs) - len(ok)}
+    if not ok:
+        out["error"] = next((r["error"] for r in runs if r.get("error")), "no run measured tokens/s")
+        return out
+    tps = sorted(r["tokens_per_s"] for r in ok)
+    median = statistics.median(tps)
+    middle = min(ok, key=lambda r: abs(r["tokens_per_s"] - median))
+    out.update({k: v for k, v in middle.items() if k not in ("wall_s", "repeat")})
+    out.update(tokens_per_s=round(median, 1), tokens_per_s_min=tps[0], tokens_per_s_max=tps[-1],
+               spread_pct=round(100 * (tps[-1] - tps[0]) / median, 1) if median else None)
+    peaks = [r["peak_memory_gib"] for r in ok if r.get("peak_memory_gib") is not None]
+    if peaks:
+        out["peak_memory_gib_max"] = max(peaks)
+    return out
 
 
 def _bench_config(model_dir: Path, run_dir: Path, args: argparse.Namespace, packing: bool, steps: int,
@@ -136,6 +233,15 @@ def _project_part(model_dir: Path, args: argparse.Namespace, rows_kind: str, pac
     timed = [r for r in log if r["step"] > args.warmup and r.get("tokens_per_s")]
     tps = sorted(r["tokens_per_s"] for r in timed)
     median = tps[len(tps) // 2] if tps else None
+    micro = summary.get("micro_batch") or {}
+    chosen = micro.get("chosen") or {}
+    probe = next((c for c in micro.get("candidates", []) if c.get("batch_size") == chosen.get("batch_size")
+                  and c.get("checkpointed") == chosen.get("checkpointed_layers")), None)
+    if probe and median:  # does training run at what the probe measured (forward + backward, no optimizer)?
+        profile["probe"] = {"tokens_per_s": probe["tokens_per_s"], "peak_gib": probe["peak_gib"],
+                            "trained_vs_probe_speed": round(median / probe["tokens_per_s"], 3),
+                            "trained_vs_probe_peak": round((summary.get("peak_memory_gib") or 0) / probe["peak_gib"],
+                                                           3)}
     return {"tokens_per_s": median, "useful_tokens_per_s": median,
             "peak_memory_gib": summary.get("peak_memory_gib"), "steps_timed": len(timed),
             "optim_used": summary.get("optim_used"), "packing": packing, "rows": rows_kind,
@@ -238,9 +344,10 @@ def _baseline_part(model_dir: Path, args: argparse.Namespace, lean: bool = False
     return _timed_loop(model, optimizer, args, model.config.vocab_size)
 
 
-def _baseline_trl_part(model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+def _baseline_trl_part(model_dir: Path, args: argparse.Namespace, checkpointing: bool = True) -> dict[str, Any]:
     """What HF users run: TRL SFTTrainer + PEFT LoRA + bitsandbytes nf4 (double quant, bf16 compute),
-    gradient checkpointing (non-reentrant), paged_adamw_8bit; the same rows, batch, LoRA and length."""
+    gradient checkpointing (non-reentrant; off with checkpointing=False), paged_adamw_8bit; the same
+    rows, batch, LoRA and length."""
     import torch
     from datasets import Dataset
     from transformers import AutoTokenizer, TrainerCallback
@@ -270,13 +377,15 @@ def _baseline_trl_part(model_dir: Path, args: argparse.Namespace) -> dict[str, A
             peft_config=_lora(),
             args=SFTConfig(output_dir=tmp, per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
                            max_steps=steps, max_length=args.seq, packing=False, completion_only_loss=True,
-                           gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False},
+                           gradient_checkpointing=checkpointing,
+                           gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
                            optim="paged_adamw_8bit", learning_rate=1e-4, bf16=True, logging_steps=1,
                            save_strategy="no", report_to=[], disable_tqdm=True, dataloader_num_workers=0))
         torch.cuda.reset_peak_memory_stats()
         trainer.train()
     return {**_timing(times, args),
-            "recipe": "TRL SFTTrainer + PEFT + bnb nf4 double-quant bf16, grad ckpt non-reentrant, paged_adamw_8bit"}
+            "recipe": "TRL SFTTrainer + PEFT + bnb nf4 double-quant bf16, "
+                      f"{'grad ckpt non-reentrant' if checkpointing else 'no checkpointing'}, paged_adamw_8bit"}
 
 
 def _raw_unsloth_part(model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -310,8 +419,16 @@ def run_part(part: str, model_dir: Path, args: argparse.Namespace) -> dict[str, 
     if part == "project_dense_auto":  # the same effective batch, micro-batch and checkpointing probed on the card
         return _project_part(model_dir, args, "dense", packing=False, batch_size="auto", effective_batch=args.batch,
                              gradient_checkpointing="auto")
+    if part == "project_16gb":  # the 16 GB card's budget (0.875 x --card-gib), micro-batch + per-layer layout probed
+        return _project_part(model_dir, args, "dense", packing=False, batch_size="auto", effective_batch=args.batch,
+                             gradient_checkpointing="auto")
+    if part == "project_full_card":  # the same probe within 0.875 x the detected card
+        return _project_part(model_dir, args, "dense", packing=False, batch_size="auto", effective_batch=args.batch,
+                             gradient_checkpointing="auto", vram_budget_gib="auto", gpu_memory_gib=None)
     if part == "baseline_trl":
         return _baseline_trl_part(model_dir, args)
+    if part == "baseline_trl_nockpt":
+        return _baseline_trl_part(model_dir, args, checkpointing=False)
     if part == "baseline_hf":
         return _baseline_part(model_dir, args)
     if part == "baseline_hf_lean":
@@ -321,9 +438,11 @@ def run_part(part: str, model_dir: Path, args: argparse.Namespace) -> dict[str, 
     raise ValueError(part)
 
 
-def _ratios(results: dict[str, Any]) -> dict[str, Any]:
+def _ratios(results: dict[str, Any], card_gib: float = 16.0) -> dict[str, Any]:
     """Each project part against the STRONGEST baseline measured in this run (the headline), and the
-    secondary rows (each baseline, bare Unsloth, what packing buys)."""
+    secondary rows (each baseline, bare Unsloth, what packing buys). headline_16gb: project_16gb against
+    the fastest of the HF baselines and bare Unsloth whose peak fits 0.875 x card_gib; full_card:
+    project_full_card against the fastest of them all."""
     def tps(name: str) -> float | None:
         return (results.get(name) or {}).get("tokens_per_s")
 
@@ -332,10 +451,27 @@ def _ratios(results: dict[str, Any]) -> dict[str, Any]:
     if measured:
         strongest = max(measured, key=lambda b: measured[b])
         out["strongest_baseline"] = strongest
-        for part in ("project_dense", "project_dense_auto", "project_dense_nockpt"):
+        for part in ("project_dense", "project_dense_auto", "project_dense_nockpt", "project_16gb",
+                     "project_full_card"):
             if tps(part):
                 out[f"{part}_vs_strongest_baseline"] = round(tps(part) / measured[strongest], 3)
+    budget = 0.875 * card_gib
+    fits = {b: tps(b) for b in (*BASELINES, *UNSLOTH_PARTS) if tps(b)
+            and (results[b].get("peak_memory_gib_max") or results[b].get("peak_memory_gib") or 0) <= budget}
+    if fits and tps("project_16gb"):
+        best = max(fits, key=lambda b: fits[b])
+        out["headline_16gb"] = {"project": "project_16gb", "baseline": best, "budget_gib": round(budget, 2),
+                                "ratio": round(tps("project_16gb") / fits[best], 3)}
+    every = {b: tps(b) for b in (*BASELINES, *UNSLOTH_PARTS) if tps(b)}
+    if every and tps("project_full_card"):
+        best = max(every, key=lambda b: every[b])
+        out["full_card"] = {"project": "project_full_card", "baseline": best,
+                            "ratio": round(tps("project_full_card") / every[best], 3)}
     pairs = {"project_vs_baseline_trl": ("project_dense", "baseline_trl"),
+             "project_16gb_vs_baseline_trl": ("project_16gb", "baseline_trl"),
+             "project_16gb_vs_raw_unsloth": ("project_16gb", "raw_unsloth"),
+             "project_full_card_vs_raw_unsloth": ("project_full_card", "raw_unsloth"),
+             "project_full_card_vs_baseline_trl_nockpt": ("project_full_card", "baseline_trl_nockpt"),
              "project_vs_baseline_peft_recipe": ("project_dense", "baseline_hf"),
              "project_vs_baseline_lean": ("project_dense", "baseline_hf_lean"),
              "project_vs_raw_unsloth": ("project_dense", "raw_unsloth"),
@@ -362,10 +498,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="torch.profiler table for project parts")
     parser.add_argument("--card-gib", type=float, default=16.0,
                         help="card size the VRAM budget is computed for (auto parts: 0.875 x this)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of every part, the order reversed on every other repeat; median and spread")
+    parser.add_argument("--imports-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    if args.part:  # child process: one part, JSON on the last stdout line
-        result = run_part(args.part, Path(args.model_dir), args)
+    if args.part:  # child process: the CLI's imports first, then one part, JSON on the last stdout line
+        watch_imports()
+        order = import_like_the_cli(args.part)
+        if args.imports_only:
+            print("BENCH_IMPORTS " + json.dumps(order), flush=True)
+            return 0
+        result = {**run_part(args.part, Path(args.model_dir), args), "import_order": order}
         print("BENCH_RESULT " + json.dumps(result), flush=True)
         return 0
 
@@ -382,29 +526,59 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         build_qwen25_shaped(model_dir, args.size)
         print(f"built random-init Qwen2.5-{args.size} shape in {time.monotonic() - t0:.0f}s", flush=True)
-    results: dict[str, Any] = {}
     gpu = _gpu()
-    for part in parts:
-        t0 = time.monotonic()
-        cmd = [sys.executable, "-m", "bhasha_build.tools.bench", "--part", part, "--model-dir", str(model_dir),
-               "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
-               "--seq", str(args.seq), "--card-gib", str(args.card_gib), *(["--profile"] if args.profile else [])]
-        print("+", " ".join(cmd), flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
-        line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("BENCH_RESULT ")), None)
-        if proc.returncode != 0 or line is None:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-            results[part] = {"error": "\n".join(tail)}
-        else:
-            results[part] = json.loads(line.removeprefix("BENCH_RESULT "))
-        results[part]["wall_s"] = round(time.monotonic() - t0, 1)
-        print(part, json.dumps(results[part]), flush=True)
-        report = {"date": dt.date.today().isoformat(), "gpu": gpu, "size": args.size, "seq": args.seq,
-                  "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "card_gib": args.card_gib,
-                  "results": results, "ratios": _ratios(results)}
-        atomic_write_json(args.out, report)  # after each part: a cut run keeps the parts done
+    runs: dict[str, list[dict[str, Any]]] = {part: [] for part in parts}
+    report: dict[str, Any] = {}
+    for repeat, part in schedule(parts, args.repeats):
+        result = run_child(part, model_dir, args)
+        result["repeat"] = repeat
+        runs[part].append(result)
+        print(f"repeat {repeat} {part}", json.dumps(result), flush=True)
+        report = build_report(args, gpu, model_dir, parts, runs)
+        atomic_write_json(args.out, report)  # after each run: a cut run keeps the runs done
     print(json.dumps(report["ratios"], indent=2))
     return 0
+
+
+def run_child(part: str, model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """One part in a fresh process; its result, or its error's last lines."""
+    t0 = time.monotonic()
+    cmd = [sys.executable, "-m", "bhasha_build.tools.bench", "--part", part, "--model-dir", str(model_dir),
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
+           "--seq", str(args.seq), "--card-gib", str(args.card_gib), *(["--profile"] if args.profile else [])]
+    print("+", " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+    line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("BENCH_RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
+        result: dict[str, Any] = {"error": "\n".join(tail)}
+    else:
+        result = json.loads(line.removeprefix("BENCH_RESULT "))
+    result["wall_s"] = round(time.monotonic() - t0, 1)
+    return result
+
+
+def build_report(args: argparse.Namespace, gpu: dict[str, Any], model_dir: Path, parts: list[str],
+                 runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The JSON: each part's median and spread over its repeats, the medians' ratios, and each repeat's
+    own ratios (parts of one repeat ran back to back) with their range."""
+    results = {part: summarize_runs(part_runs) for part, part_runs in runs.items() if part_runs}
+    repeats = sorted({r["repeat"] for part_runs in runs.values() for r in part_runs})
+    per_repeat = [_ratios({p: next((r for r in runs[p] if r["repeat"] == k), {}) for p in parts}, args.card_gib)
+                  for k in repeats]
+    spread: dict[str, Any] = {}
+    for key in {k for ratios in per_repeat for k, v in ratios.items() if isinstance(v, float)}:
+        values = sorted(r[key] for r in per_repeat if isinstance(r.get(key), float))
+        spread[key] = {"min": values[0], "max": values[-1], "n": len(values)}
+    from bhasha_build.core.tiny import MARKER_FILE
+
+    marker = model_dir / MARKER_FILE
+    return {"date": dt.date.today().isoformat(), "gpu": gpu, "size": args.size, "seq": args.seq,
+            "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "card_gib": args.card_gib,
+            "repeats": args.repeats, "order": [f"{r}:{p}" for r, p in schedule(parts, args.repeats)],
+            "weights": "random-init shape (core/tiny.build_qwen25_shaped)" if marker.exists() else str(model_dir),
+            "results": results, "ratios": _ratios(results, args.card_gib), "ratios_per_repeat": per_repeat,
+            "ratios_range": spread}
 
 
 if __name__ == "__main__":
