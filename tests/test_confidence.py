@@ -7,12 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,49 +166,18 @@ def test_the_contract_server_answers_logprobs_like_ollama_0_24(tiny_f16: Path) -
         assert "logprobs" not in plain  # only when asked, as Ollama
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def real_ollama() -> Iterator[str]:
-    """A real Ollama (BHASHA_OLLAMA_BIN: its `ollama` binary, e.g. 0.24.0 from ../shared/ollama) on a free
-    port with a temporary HOME and model store; skipped without the binary."""
-    binary = os.environ.get("BHASHA_OLLAMA_BIN")
-    if not binary or not Path(binary).is_file():
-        pytest.skip("BHASHA_OLLAMA_BIN (a real ollama binary) not set")
-    home = tempfile.mkdtemp(prefix="bhasha-ollama-")
-    url = f"127.0.0.1:{_free_port()}"
-    env = {**os.environ, "HOME": home, "OLLAMA_MODELS": f"{home}/models", "OLLAMA_HOST": url}
-    proc = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        client = OllamaClient(url, timeout=5)
-        for _ in range(100):
-            try:
-                client.version()
-                break
-            except Exception:
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def test_real_ollama_logprobs_match_the_contract_server(tiny_f16: Path, real_ollama: str) -> None:
+def test_real_ollama_logprobs_match_the_contract_server(real_ollama: Any, tiny_f16: Path) -> None:
     from ollama_server import OllamaContractServer
 
-    real = OllamaClient(real_ollama, timeout=120)
-    _create(real, tiny_f16, "tiny")
+    real = OllamaClient(real_ollama.url, timeout=120)  # the session's real Ollama (conftest.real_ollama)
+    _create(real, tiny_f16, "confidence-tiny")
     with OllamaContractServer() as server:
         contract = OllamaClient(server.url)
         _create(contract, tiny_f16, "tiny")
         for text in LINES:
-            want = _logprobs(real, "tiny", text)
+            want = _logprobs(real, "confidence-tiny", text)
             got = _logprobs(contract, "tiny", text)
-            streamed = _logprobs(real, "tiny", text, stream=True)
+            streamed = _logprobs(real, "confidence-tiny", text, stream=True)
             assert got["message"] == want["message"] == streamed["message"]
             assert got["done_reason"] == want["done_reason"]
             real_tokens, ours = from_ollama(want["logprobs"]), from_ollama(got["logprobs"])

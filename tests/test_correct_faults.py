@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -439,7 +440,9 @@ SERVER = textwrap.dedent("""
     server.models["bhasha-ocr:latest"] = {{
         "name": "bhasha-ocr:latest", "files": {{}}, "gguf": "sha256:" + "0" * 64, "template": "{{{{ .Prompt }}}}",
         "system": SYSTEM_PROMPT, "parameters": params, "messages": [], "license": [],
-        "digest": hashlib.sha256(b"rules").hexdigest(), "size": 1, "modified_at": _now()}}
+        "digest": hashlib.sha256(b"rules").hexdigest(), "size": 1, "modified_at": _now(),
+        "details": {{"parent_model": "", "format": "gguf", "family": "qwen2", "families": ["qwen2"],
+                     "parameter_size": "", "quantization_level": ""}}, "model_info": {{}}, "tensors": []}}
     chats = 0
     lock = threading.Lock()
 
@@ -473,6 +476,15 @@ def _server(port: int, die_after: int, stall: bool = False) -> subprocess.Popen[
     assert proc.stdout is not None
     assert proc.stdout.readline().split() == ["port", str(port)]
     return proc
+
+
+def _line_within(stream: Any, seconds: float, client: subprocess.Popen[str]) -> str:
+    """The next line the server prints, or a failure showing why the client never asked (no hang)."""
+    ready, _, _ = select.select([stream], [], [], seconds)
+    if not ready:
+        client.kill()
+        pytest.fail(f"the server was not asked within {seconds:g}s; client: {client.communicate()[1][-2000:]}")
+    return str(stream.readline())
 
 
 def _chats(proc: subprocess.Popen[str]) -> int:
@@ -550,7 +562,7 @@ def test_one_ctrl_c_while_the_server_stalls_exits_at_once_without_tracebacks(tmp
                 cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env={**os.environ, "PYTHONPATH": str(REPO)})
             assert server.stdout is not None
-            assert server.stdout.readline().strip() == "asked"  # a request is in flight, stalled
+            assert _line_within(server.stdout, 60, proc).strip() == "asked"  # a request is in flight, stalled
             time.sleep(0.3)
             started = time.perf_counter()
             for _ in range(presses):
