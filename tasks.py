@@ -250,7 +250,8 @@ def _print_promotion(path) -> None:
                  host="the serving Ollama (default deploy.host / OLLAMA_HOST)",
                  note="free text recorded as what triggered the rollback"), iterable=["set"])
 def rollback(c, profile=None, run=None, config=None, set=None, name=None, host=None, note=None):
-    """Restore the newest kept <name>:prev-<stamp> (promote's own tags only; proven by the sanity prompt first); rollback.json in the run."""
+    """Restore the newest kept <name>:prev-<stamp> (promote's own tags only; proven by the sanity prompt
+    first); rollback.json in the run."""
     from bhasha_build.stages.promote import rollback as do_rollback
     from bhasha_build.stages.promote import summary_lines
 
