@@ -159,6 +159,29 @@ def jsonl_lines(text: str) -> list[str]:
     return text.split("\n")
 
 
+def jsonl_objects(path: str | Path, error: Callable[[str], Exception],
+                  missing: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSON Lines file. A missing or unreadable file, a
+    line that is not JSON or not an object: ``error`` raised with one line naming path[:line] and the
+    reason (``missing`` says what the file should have been)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: not found ({missing})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot read ({exc})") from None
+    for no, line in enumerate(jsonl_lines(text), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(f"{path}:{no}: not JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise error(f"{path}:{no}: expected a JSON object")
+        yield no, obj
+
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 

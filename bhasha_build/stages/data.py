@@ -106,7 +106,7 @@ import regex
 from bhasha_build.core import chat, metrics
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_dir, jsonl_lines, jsonl_text, sha256_path
+from bhasha_build.core.fsutil import atomic_dir, jsonl_objects, jsonl_text, sha256_path
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.review import DECISIONS, ReviewFormatError, is_review_row, review_pair
 from bhasha_build.core.text import LANG_SCRIPTS, ZWJ_RULES, detect_script, foreign_fraction, normalize_text
@@ -880,25 +880,7 @@ def summary_line(stats: Mapping[str, Any]) -> str:
 
 def load_rows(path: str | Path) -> list[dict[str, Any]]:
     """Read a split written by ``prepare`` (train.jsonl / eval.jsonl) back into dicts."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{p}: not found (run the data stage first)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{p}: cannot read ({exc})") from None
-    rows: list[dict[str, Any]] = []
-    for no, line in enumerate(jsonl_lines(text), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{p}:{no}: not JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{p}:{no}: expected a JSON object")
-        rows.append(obj)
-    return rows
+    return [obj for _, obj in jsonl_objects(path, DataError, "run the data stage first")]
 
 
 # --- the stage -------------------------------------------------------------------------------

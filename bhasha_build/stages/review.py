@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_write_text, jsonl_lines
+from bhasha_build.core.fsutil import atomic_write_text, jsonl_objects
 from bhasha_build.core.review import grapheme_diff
 
 TEMPLATE = Path(__file__).with_name("review_page.html")
@@ -53,21 +53,9 @@ def confidence_of(record: dict[str, Any]) -> float | None:
 
 def read_records(path: Path) -> list[dict[str, Any]]:
     """corrections.jsonl's records; a line that is not a record is one error naming file:line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ReviewError(f"{path}: not found (a corrections.jsonl written by `invoke correct`)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReviewError(f"{path}: cannot read ({exc})") from None
     records = []
-    for no, line in enumerate(jsonl_lines(text), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ReviewError(f"{path}:{no}: not JSON ({exc.msg})") from None
-        if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in ("file", "input", "output")) \
+    for no, rec in jsonl_objects(path, ReviewError, "a corrections.jsonl written by `invoke correct`"):
+        if not all(isinstance(rec.get(k), str) for k in ("file", "input", "output")) \
                 or not isinstance(rec.get("line"), int):
             raise ReviewError(f"{path}:{no}: not a corrections record (file, line, input, output)")
         records.append(rec)

@@ -22,13 +22,12 @@ Knobs: data.zwj_policy (how correct segments a line; the text itself is written 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from bhasha_build.core.config import BuildConfig
-from bhasha_build.core.fsutil import atomic_write_bytes, jsonl_lines
+from bhasha_build.core.fsutil import atomic_write_bytes, jsonl_lines, jsonl_objects
 from bhasha_build.core.review import DECISIONS, ReviewFormatError, ReviewPair, review_pair
 from bhasha_build.stages import correct as cr
 from bhasha_build.stages.review import ReviewError
@@ -48,23 +47,10 @@ class _WholeLines:
 
 def read_review(path: Path) -> list[ReviewPair]:
     """The decisions in a review.jsonl; a bad row is one error naming file:line and the reason."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ReviewError(f"{path}: not found (the review.jsonl exported from review.html)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReviewError(f"{path}: cannot read ({exc})") from None
     pairs: dict[tuple[str, int], ReviewPair] = {}
-    for no, line in enumerate(jsonl_lines(text), 1):
-        if not line.strip():
-            continue
+    for no, fields in jsonl_objects(path, ReviewError, "the review.jsonl exported from review.html"):
         try:
-            fields = json.loads(line)
-            if not isinstance(fields, dict):
-                raise ReviewFormatError("not a JSON object")
             pair = review_pair(fields)
-        except json.JSONDecodeError as exc:
-            raise ReviewError(f"{path}:{no}: not JSON ({exc.msg})") from None
         except ReviewFormatError as exc:
             raise ReviewError(f"{path}:{no}: {exc}") from None
         pairs[(pair.file, pair.line)] = pair  # a later decision on the same line wins

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bhasha_build.core.baselines import BASELINES, run_baselines, strongest_of
-from bhasha_build.core.fsutil import atomic_write_json
+from bhasha_build.core.fsutil import atomic_write_json, jsonl_objects
 from bhasha_build.core.metrics import score
 
 ROW_FIELDS = {"set", "id", "lang", "noisy", "clean", "guard", *BASELINES}
@@ -32,14 +32,8 @@ ROW_FIELDS = {"set", "id", "lang", "noisy", "clean", "guard", *BASELINES}
 
 def load(path: Path) -> list[dict[str, Any]]:
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"{path}:{n}: not JSON ({exc.msg})") from None
-        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("noisy", "clean")):
+    for n, row in jsonl_objects(path, SystemExit, "a predictions JSON Lines file"):
+        if not all(isinstance(row.get(k), str) for k in ("noisy", "clean")):
             raise SystemExit(f"{path}:{n}: a row needs string 'noisy' and 'clean'")
         rows.append(row)
     return rows
