@@ -354,7 +354,8 @@ def stubbed_answers(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(deploy_stage, "check_served_model", sane)
     monkeypatch.setattr(promote_stage, "check_served_model", sane)
-    monkeypatch.setattr(promote_stage, "answers", lambda client, name, rows, config, layout=None: [r["clean"] for r in rows])
+    monkeypatch.setattr(promote_stage, "answers",
+                        lambda client, name, rows, config, layout=None: [r["clean"] for r in rows])
 
 
 @pytest.fixture
