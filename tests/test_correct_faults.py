@@ -439,7 +439,10 @@ SERVER = textwrap.dedent("""
     server.models["bhasha-ocr:latest"] = {{
         "name": "bhasha-ocr:latest", "files": {{}}, "gguf": "sha256:" + "0" * 64, "template": "{{{{ .Prompt }}}}",
         "system": SYSTEM_PROMPT, "parameters": params, "messages": [], "license": [],
-        "digest": hashlib.sha256(b"rules").hexdigest(), "size": 1, "modified_at": _now()}}
+        "digest": hashlib.sha256(b"rules").hexdigest(), "size": 1, "modified_at": _now(),
+        # what the contract server's /api/show and /api/tags report for a blob that is not a GGUF
+        "details": {{"parent_model": "", "format": "gguf", "family": "qwen2", "families": ["qwen2"],
+                    "parameter_size": "", "quantization_level": ""}}, "model_info": {{}}, "tensors": []}}
     chats = 0
     lock = threading.Lock()
 
