@@ -218,7 +218,7 @@ MAX_JOBS = 64  # the most requests `correct` keeps in flight (correct.jobs, --jo
 
 
 class CorrectConfig(Section):
-    """`invoke correct` (stages/correct.py): how users' documents are sent to the model."""
+    """`invoke correct` (stages/correct/): how users' documents are sent to the model."""
 
     # requests in flight (Ollama serves OLLAMA_NUM_PARALLEL at once; 4 measured best)
     jobs: int = Field(4, ge=1, le=MAX_JOBS)

@@ -14,7 +14,7 @@
                                socket read (the process exiting closes their connections, which ends
                                the server's work on them)
 
-Used by `invoke correct` (stages/correct.py). Knobs: the callers pass limit, retries and backoff
+Used by `invoke correct` (stages/correct/). Knobs: the callers pass limit, retries and backoff
 (correct.stop_after_failures, correct.retries, correct.backoff_s).
 """
 

@@ -39,7 +39,7 @@ DIR_MODE = 0o755
 def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> None:
     """Write `data` to a temp file beside `path` (fsync), then rename it over `path`. `fsync=False`
     keeps the atomic rename but skips the flush to disk, for outputs whose writer verifies them on
-    the next run anyway (stages/correct.py checks each output's sha256 against its journal)."""
+    the next run anyway (stages/correct/ checks each output's sha256 against its journal)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -170,7 +170,7 @@ def load_qwen25_tokenizer() -> Any:
 
 def qwen25_fast_tokenizer() -> Any:
     """The same tokenizer as a bare ``tokenizers.Tokenizer`` (no transformers import: cheap to load),
-    for clients that only count tokens (stages/correct.py with an Ollama server)."""
+    for clients that only count tokens (stages/correct/backends.py with an Ollama server)."""
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(str(qwen25_tokenizer_dir() / "tokenizer.json"))

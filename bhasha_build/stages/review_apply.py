@@ -5,7 +5,7 @@
 ``review`` is a review.html export (core/review.py); ``out`` the `correct` output folder it was made
 from (its ``file`` fields are relative to it). Each decided line of a corrected file is set to the
 decision's ``text`` — accepted: what `correct` wrote, rejected: the line's input, edited: the
-reviewer's text — through correct.py's own layout-keeping renderer (``Planner`` + ``render_line``),
+reviewer's text — through stages/correct's own layout-keeping renderer (``Planner`` + ``render_line``),
 so indentation, blank lines, page breaks, line endings, a BOM and JSONL rows' other fields stay
 byte for byte as they were (JSONL rows get the text as ``corrected``).
 
