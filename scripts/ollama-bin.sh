@@ -6,7 +6,7 @@
 #   1. BHASHA_OLLAMA_BIN already set: printed as it is (the user's own build);
 #   2. else the CPU build kept beside the clone, <shared>/ollama/ollama-0.24.0-linux-amd64.tar.xz
 #      (<shared> = BHASHA_SHARED_DIR, default ../shared next to the repository root, as CI lays
-#      it out): its sha256 is checked, then it is unpacked once into the cache
+#      it out: ../shared/ollama/): its sha256 is checked, then it is unpacked once into the cache
 #      (BHASHA_OLLAMA_CACHE, default ~/.cache/bhasha-build/ollama-0.24.0) and the cached binary
 #      printed. The unpacked copy is built aside and renamed into place, so a killed or parallel
 #      run never leaves a half-unpacked cache.
