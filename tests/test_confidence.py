@@ -148,8 +148,10 @@ def test_the_contract_server_answers_logprobs_like_ollama_0_24(tiny_f16: Path) -
                 streamed = _logprobs(client, "tiny", text, stream=True)
                 assert whole["message"] == streamed["message"]
                 assert [e["bytes"] for e in whole["logprobs"]] == [e["bytes"] for e in streamed["logprobs"]]
+                # 1e-3 as against llama.cpp below: the image's generic x86-64 llama.cpp build (no
+                # -march=native) differs by 1.3e-4 between the streamed and the whole evaluation
                 assert [e["logprob"] for e in whole["logprobs"]] == pytest.approx(
-                    [e["logprob"] for e in streamed["logprobs"]], abs=1e-4)
+                    [e["logprob"] for e in streamed["logprobs"]], abs=1e-3)
                 entries = whole["logprobs"]
                 assert all(set(e) == {"token", "logprob", "bytes", "top_logprobs"} for e in entries)
                 assert all(len(e["top_logprobs"]) == 2 and e["top_logprobs"][0]["logprob"] >= e["logprob"] - 1e-6
