@@ -55,6 +55,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -153,6 +154,13 @@ def _go_value(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     return json.dumps(str(value), ensure_ascii=False)
+
+
+def free_port() -> int:
+    """A loopback port free right now (the tests' servers bind it next)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _now() -> str:

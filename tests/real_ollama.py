@@ -16,13 +16,13 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import requests
+from ollama_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 VERSION = "0.24.0"
@@ -48,12 +48,6 @@ def find_binary() -> str | None:
     return proc.stdout.strip() or None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when the test process dies (even by SIGKILL), so no server
     outlives the session; its own process group, so teardown can stop the runners it spawned too."""
@@ -76,7 +70,7 @@ class RealOllama:
         self.home.mkdir(parents=True, exist_ok=True)
         self.models.mkdir(parents=True, exist_ok=True)
         for attempt in range(3):  # the free port can be taken between the probe and the bind
-            port = _free_port()
+            port = free_port()
             self.url = f"http://127.0.0.1:{port}"
             env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_")}
             env.update(HOME=str(self.home), OLLAMA_MODELS=str(self.models), OLLAMA_HOST=f"127.0.0.1:{port}",

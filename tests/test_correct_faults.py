@@ -16,7 +16,6 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ollama_server import free_port
 from test_correct import FIXES, RuleBackend, _cfg
 
 from bhasha_build.core import guard as guard_mod
@@ -464,12 +464,6 @@ SERVER = textwrap.dedent("""
 """).format(tests=str(TESTS), fixes=FIXES)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _server(port: int, die_after: int, stall: bool = False) -> subprocess.Popen[str]:
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port), str(die_after), str(int(stall))], cwd=REPO,
                             text=True, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -502,7 +496,7 @@ def _book(src: Path, pages: int = 6, lines: int = 10) -> None:
 def test_a_server_killed_mid_run_stops_the_run_within_seconds_and_a_rerun_resumes(tmp_path: Path) -> None:
     src, out = tmp_path / "book", tmp_path / "out"
     _book(src)
-    port = _free_port()
+    port = free_port()
     host = f"http://127.0.0.1:{port}"
     cfg = _cfg("correct.retries=3", "correct.backoff_s=0.5", "correct.timeout_s=30")
     server = _server(port, die_after=14)
@@ -550,7 +544,7 @@ def test_one_ctrl_c_while_the_server_stalls_exits_at_once_without_tracebacks(tmp
     src = tmp_path / "book"
     _book(src, pages=2, lines=4)
     for presses in (1, 3):
-        port = _free_port()
+        port = free_port()
         server = _server(port, die_after=10_000, stall=True)
         proc = None
         try:

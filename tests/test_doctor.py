@@ -4,12 +4,12 @@ a fake nvidia-smi on PATH for the driver/memory rules, and the disk/toolchain ch
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from ollama_server import free_port
 
 from bhasha_build.core.config import load_config
 from bhasha_build.tools import doctor as doc
@@ -72,12 +72,6 @@ def ollama_stub():
     for server in servers:
         server.shutdown()
         server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def by_name(checks):

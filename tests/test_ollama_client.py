@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import stat
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from ollama_server import OllamaContractServer
+from ollama_server import OllamaContractServer, free_port
 
 from bhasha_build.core.ollama import (
     COMPOSE_HINT,
@@ -51,12 +50,6 @@ def fake_gguf(tmp_path: Path) -> Path:
     path = tmp_path / "model-q4_k_m.gguf"
     path.write_bytes(b"GGUF\x03\x00\x00\x00" + os.urandom(4096))
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- host and version parsing -----------------------------------------------------------------
@@ -120,7 +113,7 @@ def test_new_enough(version: str) -> None:
 
 
 def test_unreachable_names_the_compose_command() -> None:
-    client = OllamaClient(f"127.0.0.1:{_free_port()}", timeout=5)
+    client = OllamaClient(f"127.0.0.1:{free_port()}", timeout=5)
     with pytest.raises(OllamaUnreachableError) as err:
         client.version()
     message = str(err.value)
