@@ -22,7 +22,8 @@
 #   place) and, when the pairs were made on the box, quality-train.tar.xz.partNN (carry them next time).
 # Knobs (env): OUT (default /tmp/quality-out), WORK (default /tmp/quality-work), SLICES, BUNDLE (default
 #   .carry/tess), TRAIN_PAIRS (default .carry/quality-train), HELDOUT_ROWS (default 300; dry run 5),
-#   SWEEP (default bench/quality/sweep.toml).
+#   SWEEP (default bench/quality/sweep.toml), EVAL_SYSTEMS (default gguf,zeroshot), LLAMA_WAIT (a file to wait for before using llama.cpp: the
+#   background CUDA build of scripts/gpu-quality-lease.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -108,6 +109,9 @@ for V in "${VARIANTS[@]}"; do
   # ---- 3. llama.cpp with CUDA (issue 23's script), once
   if [ $DRY = 0 ] && [ $LLAMA_READY = 0 ]; then
     [ -f scripts/gpu-llama-cuda.sh ] || { echo "gpu-quality: scripts/gpu-llama-cuda.sh missing (issue 23)" >&2; exit 1; }
+    if [ -n "${LLAMA_WAIT:-}" ]; then  # a background build (scripts/gpu-quality-lease.sh) touches it when done
+      while [ ! -f "$LLAMA_WAIT" ]; do sleep 5; done
+    fi
     # shellcheck disable=SC1091
     source scripts/gpu-llama-cuda.sh
     set -euo pipefail
@@ -118,7 +122,7 @@ for V in "${VARIANTS[@]}"; do
   if [ "$STAGE" = screen ]; then ERRORS=(--errors synthetic); else ERRORS=(--errors real --heldout-rows "$HELDOUT_ROWS"); fi
   rc=0
   $PY -m bhasha_build.tools.learning_signal finish "${ERRORS[@]}" --profile "$PROFILE" "${SETARGS[@]}" \
-    --eval-systems gguf,zeroshot --out "$WORK/$V.json" > "$WORK/$V.finish.log" 2>&1 || rc=$?
+    --eval-systems "${EVAL_SYSTEMS:-gguf,zeroshot}" --out "$WORK/$V.json" > "$WORK/$V.finish.log" 2>&1 || rc=$?
   if [ $rc != 0 ] && [ $rc != 2 ]; then tail -20 "$WORK/$V.finish.log"; exit 1; fi  # 2: the gate's verdict
   stamp "$V scored (verdict exit $rc)"
   # ---- 5. the record (+ predictions beside it)

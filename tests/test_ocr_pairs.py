@@ -125,3 +125,24 @@ def test_shipped_samples_match_their_summaries() -> None:
         assert all(r["lang"] == lang and r["ocr"]["font"] and r["ocr"]["engine"] for r in rows)
         assert corpus_cer([r["noisy"] for r in rows], [r["clean"] for r in rows]) == pytest.approx(summary["cer"],
                                                                                                    abs=1e-4)
+
+
+@needs_tesseract
+def test_a_tesseract_crash_on_one_image_costs_that_render_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """Tesseract 5.3.0 died of SIGFPE on one damaged Bengali render on the GPU box (2026-12-02), which failed
+    the whole pairs run: now the chunk is read image by image and only the crashing render is lost, counted."""
+    real = shutil.which("tesseract")
+    wrapper = tmp_path / "bin" / "tesseract"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/bash\ncase "$1" in *0001.png) kill -FPE $$;; *.txt) grep -q 0001.png "$1" && kill -FPE $$;; esac\n'
+                       f'exec {real} "$@"\n', encoding="utf-8")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("BHASHA_OCR_CACHE", str(tmp_path / "cache"))
+    src = _lines(tmp_path, "hi", 4)
+    info = op.ocr_pairs(src, tmp_path / "p.jsonl", "hi", workers=1, seed=5, progress=False)
+    assert info["lines"] == 4 and info["pairs"] + info["empty_ocr"] == 3 and info["ocr_failed"] == 1
+    assert info["failed_rows"][0]["error"].startswith("tesseract exited -8")
+    again = op.ocr_pairs(src, tmp_path / "q.jsonl", "hi", workers=1, seed=5, progress=False)
+    assert again["ocr_lines"] == 0 and again["ocr_failed"] == 1  # the crash is cached like any reading

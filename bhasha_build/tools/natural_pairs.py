@@ -222,7 +222,7 @@ def make_train(out: str | Path, natural: str | Path = NATURAL, pairs: int = 2000
                 atomic_write_jsonl(src, ({"id": f"{i}-v{k}", "lang": lang, "clean": t} for i, t in chosen))
                 dst = Path(tmp) / f"ocr-v{k}.jsonl"
                 info = ocr_pairs(src, dst, lang, fonts=font_spec, degrade="train", seed=seed + k, workers=workers)
-                summaries.append({k2: info[k2] for k2 in ("lines", "pairs", "empty_ocr", "identity_rows", "cer",
+                summaries.append({k2: info[k2] for k2 in ("lines", "pairs", "empty_ocr", "ocr_failed", "identity_rows", "cer",
                                                           "seconds", "lines_per_s", "cached_lines")})
                 rows += [json.loads(x) for x in dst.read_text(encoding="utf-8").splitlines() if x.strip()]
                 fonts_info, engine = info["fonts"], info["engine"]

@@ -308,18 +308,38 @@ def ocr_chunk(job: dict[str, Any]) -> list[dict[str, Any]]:
             results.append({"font": font[0], "degrade": {"preset": job["preset"], **params}})
         listing = Path(tmp) / "images.txt"
         listing.write_text("\n".join(paths) + "\n", encoding="utf-8")
-        argv = [job["tesseract"], str(listing), "stdout", "-l", job["tess_lang"], "--psm", str(job["psm"]),
-                "--dpi", "300"]
-        done = subprocess.run(argv, capture_output=True, check=False, env={**os.environ, "OMP_THREAD_LIMIT": "1"})
+        done = _tesseract_run(job, str(listing))
+        if done.returncode < 0:  # killed by a signal (Tesseract 5.3.0 dies of SIGFPE on some damaged images):
+            for result, path in zip(results, paths, strict=True):  # read the chunk's images one by one
+                one = _tesseract_run(job, path)
+                if one.returncode != 0:
+                    result["noisy"], result["ocr_error"] = None, _exit_reason(one)
+                else:
+                    result["noisy"] = _page_text(one.stdout.decode("utf-8").split("\f")[0])
+            return results
     if done.returncode != 0:
-        err = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise OcrError(f"tesseract exited {done.returncode}: {err[-1] if err else 'no message'}")
+        raise OcrError(_exit_reason(done))
     pages = done.stdout.decode("utf-8").split("\f")  # the text renderer separates pages with a form feed
     if len(pages) != len(paths):
         raise OcrError(f"tesseract returned {len(pages)} pages for {len(paths)} images")
     for result, page in zip(results, pages, strict=True):
-        result["noisy"] = unicodedata.normalize("NFC", " ".join(page.split("\n")).strip())
+        result["noisy"] = _page_text(page)
     return results
+
+
+def _tesseract_run(job: dict[str, Any], image_or_listing: str) -> subprocess.CompletedProcess[bytes]:
+    argv = [job["tesseract"], image_or_listing, "stdout", "-l", job["tess_lang"], "--psm", str(job["psm"]),
+            "--dpi", "300"]
+    return subprocess.run(argv, capture_output=True, check=False, env={**os.environ, "OMP_THREAD_LIMIT": "1"})
+
+
+def _exit_reason(done: subprocess.CompletedProcess[bytes]) -> str:
+    err = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    return f"tesseract exited {done.returncode}: {err[-1] if err else 'no message'}"
+
+
+def _page_text(page: str) -> str:
+    return unicodedata.normalize("NFC", " ".join(page.split("\n")).strip())
 
 
 def _cache_file(lang: str, fonts: Sequence[tuple[str, str]], preset: str, seed: int, psm: int,
@@ -395,11 +415,15 @@ def ocr_pairs(input: str | Path, out: str | Path, lang: str, fonts: str = "train
         atomic_write_jsonl(cache_path, ({"h": h, "r": r} for h, r in sorted(merged.items())))
         cached = merged
     engine_tag = {"engine": engine["tesseract"], "traineddata": f"{tess_lang} {engine['traineddata_package']}"}
-    pairs, empty = [], []
+    pairs, empty, failed = [], [], []
     for (no, _, row_id), clean in zip(rows, cleans, strict=True):
         result = cached[_hash(clean)]
         row_id = row_id or f"{lang}-ocr-{no:05d}"
         ocr = {"font": result["font"], "degrade": result["degrade"], **engine_tag}
+        if result.get("ocr_error"):  # Tesseract crashed on this image alone: counted, not a pair
+            failed.append({"id": row_id, "font": result["font"], "degrade": result["degrade"],
+                           "error": result["ocr_error"]})
+            continue
         if not result["noisy"]:
             empty.append({"id": row_id, "font": result["font"], "degrade": result["degrade"]})
             continue
@@ -408,7 +432,7 @@ def ocr_pairs(input: str | Path, out: str | Path, lang: str, fonts: str = "train
     summary = {
         "input": str(src), "out": str(dst), "lang": lang, "lines": len(rows), "other_lang_lines": len(read) - len(rows),
         "pairs": len(pairs),
-        "empty_ocr": len(empty), "empty_rows": empty,
+        "empty_ocr": len(empty), "empty_rows": empty, "ocr_failed": len(failed), "failed_rows": failed,
         "identity_rows": sum(1 for r in pairs if r["noisy"] == r["clean"]),
         "cer": round(corpus_cer([r["noisy"] for r in pairs], [r["clean"] for r in pairs]), 4) if pairs else None,
         "fonts": {name: path for name, path in font_list}, "degrade": degrade,

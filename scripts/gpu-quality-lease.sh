@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Issue 22's quality runs as ONE lease sequence on one warm device machine: a background run (setsid) that
+# makes the training pairs, builds llama.cpp with CUDA and trains/scores the variants, fed by short calls that
+# carry what does not fit one call (the wheels, the Tesseract bundle, the model's GGUF slices) and followed
+# by `wait` calls that bring results back. Every call must start within the machine's 30 s warm window: a
+# machine given back takes the background run and /tmp with it.
+#
+#   here, once:  scripts/gpu-quality-lease.sh prepare [MODEL]   .carry/gpu (wheels, slim sdist, converter),
+#                                                               .carry/tess (Tesseract bundle), .carry/slices/sNN
+#                                                               (the pinned GGUF in 55 MB slices: 64 MiB a call
+#                                                               with the ~10 MB repo), and prints the calls
+#   the box:     call 1  carry [.carry/tess, .carry/gpu/whl, .carry/gpu/llama, .carry/gpu/toolchain]
+#                        bash scripts/gpu-quality-lease.sh start VARIANT...
+#                calls   carry [.carry/slice]   (here, before each: scripts/gpu-quality-lease.sh next-slice)
+#                        bash scripts/gpu-quality-lease.sh put-slice [--last]
+#                then    bash scripts/gpu-quality-lease.sh wait 570        (again until `done`)
+#                        (optional first carry: .carry/quality-train = quality-train.tar.xz.partNN from an
+#                        earlier lease: the Tesseract step is skipped)
+#
+# The background run (`run`), in a snapshot of the repo under $LEASE/repo (later calls may change the tree):
+#   1. scripts/gpu-env.sh: the carried wheels into /tmp/site, offline environment;
+#   2. training pairs: unpacked from .carry/quality-train, else scripts/gpu-tess-pairs.sh on every core
+#      (the bundle), packed as quality-train.tar.xz.partNN for the next lease;
+#   3. llama.cpp with CUDA (scripts/gpu-llama-cuda.sh) in the background at nice 19 on LLAMA_JOBS cores,
+#      overlapping the first training;
+#   4. waits for the slices (put-slice --last marks them complete);
+#   5. per variant: scripts/gpu-quality.sh VARIANT (data -> train -> export -> scoring -> bench/quality record),
+#      with LLAMA_WAIT so scoring starts once the CUDA build is done.
+# `wait` follows the steps and copies what is new in $LEASE/back (pairs parts, quality-results-<variant>.tar.xz,
+# steps.log, logs) to $OUT: at most 8 files of <= 16 MiB a call, each file once.
+# DRY=1 runs the same chain here on CPU (gpu-quality.sh --dry-run, no CUDA build, no slices).
+# Knobs (env): LEASE_DIR (/tmp/qlease), LLAMA_JOBS (12), MODEL (pypi:qwen2.5-coder-0.5b-instruct), DRY,
+#   EVAL_SYSTEMS (gguf: the screens skip the zero-shot export).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+LEASE=${LEASE_DIR:-/tmp/qlease}
+MODEL=${MODEL:-pypi:qwen2.5-coder-0.5b-instruct}
+SLICE_BYTES=55000000
+
+step() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$LEASE/steps.log"; }
+
+prepare() {  # here
+  local model=${1:-$MODEL} py=${PYTHON:-$PWD/.venv/bin/python}
+  [ -d .carry/gpu/whl ] || bash scripts/gpu-bench-real.sh prepare .carry
+  ls .carry/tess/tess-bundle.tar.xz.part* >/dev/null 2>&1 || bash scripts/tess-bundle.sh
+  local gguf
+  gguf=$(PYTHONPATH=$PWD "$py" -c "from bhasha_build.core import weights as w; print(w.ensure('$model').parent / w.GGUF_NAME)") \
+    || { echo "prepare: fetch $model here first (python -m bhasha_build.core.weights fetch $model)" >&2; return 1; }
+  rm -rf .carry/slices .carry/slice && mkdir -p .carry/slices .carry/slice
+  (cd .carry/slices && split -b "$SLICE_BYTES" -d -a 2 "$gguf" s)
+  du -sh .carry/gpu/whl .carry/gpu/llama .carry/gpu/toolchain .carry/tess .carry/slices
+  echo "calls: 1 start (tess + gpu), then $(ls .carry/slices | wc -l) x put-slice (the last with --last), then wait"
+}
+
+next_slice() {  # here: move the next slice into .carry/slice (hard link; what the next call carries)
+  rm -f .carry/slice/*
+  local s
+  s=$(ls .carry/slices | head -1)
+  [ -n "$s" ] || { echo "no slices left"; return 1; }
+  mv ".carry/slices/$s" .carry/slice/
+  echo "$s ($(ls .carry/slices | wc -l) left)"
+}
+
+put_slice() {  # the box
+  mkdir -p /tmp/gguf-slices
+  cp .carry/slice/s* /tmp/gguf-slices/ && ls /tmp/gguf-slices | tr '\n' ' '
+  if [ "${1:-}" = --last ]; then touch /tmp/gguf-slices/.complete; echo "(complete)"; fi
+  tail -3 "$LEASE/steps.log" 2>/dev/null
+}
+
+run() {
+  local variants=("$@") dry=${DRY:-0}
+  step "start: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1); variants ${variants[*]}"
+  cd "$LEASE/repo" || return 1
+  mkdir -p "$LEASE/back" "$LEASE/work"
+  local carry=$LEASE/carry
+  if [ "$dry" = 0 ]; then
+    # shellcheck source=scripts/gpu-env.sh
+    WHEELS=$carry/gpu/whl source scripts/gpu-env.sh
+    export BHASHA_TOOLCHAIN_CACHE=$carry/gpu/toolchain
+  fi
+  # ---- 2. pairs
+  export PAIRS=/tmp/quality-train
+  if [ ! -f "$PAIRS/train.json" ] && ls "$carry"/quality-train/quality-train.tar.xz* >/dev/null 2>&1; then
+    mkdir -p "$PAIRS" && cat "$carry"/quality-train/quality-train.tar.xz* | tar -C "$PAIRS" -xJ
+    step "pairs: unpacked from the carried parts"
+  fi
+  if [ ! -f "$PAIRS/train.json" ]; then
+    step "pairs: Tesseract on $(nproc) cores"
+    local pair_env=()
+    if [ "$dry" = 1 ]; then pair_env=(PAIRS_PER_LANG=30 RENDERS=2 MIN_CHANGED=0 WORKERS=2 PY=${PY:-python3}); fi
+    env "${pair_env[@]}" BUNDLE="$carry/tess" bash scripts/gpu-tess-pairs.sh > "$LEASE/back/pairs.log" 2>&1 \
+      || { step "pairs failed: $(tail -2 "$LEASE/back/pairs.log")"; touch "$LEASE/done"; return 1; }
+    tar -C "$PAIRS" -cJf - . | split -b 15m -d -a 2 - "$LEASE/back/quality-train.tar.xz.part"
+    step "pairs made: $(python3 -c "import json; d=json.load(open('$PAIRS/train.json')); print({k: v.get('pairs', v) if isinstance(v, dict) else v for k, v in d.get('langs', d).items()} if isinstance(d, dict) else d)" 2>&1 | cut -c1-300)"
+  fi
+  # ---- 3. llama.cpp with CUDA, in the background
+  local llama_wait=""
+  if [ "$dry" = 0 ]; then
+    llama_wait=$LEASE/llama.done
+    # shellcheck disable=SC2016
+    (LLAMA_SDIST=$(ls "$carry"/gpu/llama/llama_cpp_python-*-slim.tar.xz | head -1) LLAMA_CUDA_JOBS=${LLAMA_JOBS:-12} \
+       LLAMA_CUDA_PREFIX=/tmp/llama-cuda nice -n 19 bash -c 'SECONDS=0; bash scripts/gpu-llama-cuda.sh; echo "rc=$? seconds=$SECONDS"' \
+       > "$LEASE/back/llama-build.log" 2>&1; step "llama.cpp CUDA build: $(tail -1 "$LEASE/back/llama-build.log")"; touch "$llama_wait") &
+    # ---- 4. the weights
+    while [ ! -f /tmp/gguf-slices/.complete ]; do sleep 5; done
+    step "slices complete: $(du -sh /tmp/gguf-slices | cut -f1)"
+  fi
+  # ---- 5. the variants
+  local v rc
+  for v in "${variants[@]}"; do
+    step "variant $v"
+    local dry_arg=()
+    [ "$dry" = 1 ] && dry_arg=(--dry-run)
+    EVAL_SYSTEMS=${EVAL_SYSTEMS:-gguf} LLAMA_WAIT=$llama_wait OUT=$LEASE/work/out-$v WORK=$LEASE/work SLICES=/tmp/gguf-slices \
+      WHEELS=$carry/gpu/whl bash scripts/gpu-quality.sh "${dry_arg[@]}" "$v" > "$LEASE/back/quality-$v.log" 2>&1
+    rc=$?
+    [ -f "$LEASE/work/out-$v/quality-results.tar.xz" ] && cp "$LEASE/work/out-$v/quality-results.tar.xz" "$LEASE/back/quality-results-$v.tar.xz"
+    step "variant $v: rc=$rc; $(grep 'gpu-quality:' "$LEASE/back/quality-$v.log" | tail -1)"
+  done
+  wait
+  step done
+  touch "$LEASE/done"
+}
+
+start() {  # the box, call 1: snapshot the repo and the carried folders, then run in the background
+  rm -rf "$LEASE" && mkdir -p "$LEASE/repo" "$LEASE/carry"
+  tar -C . --exclude ./.carry --exclude ./.git --exclude ./.venv --exclude ./runs -cf - . | tar -C "$LEASE/repo" -xf -
+  [ -d .carry ] && tar -C .carry --exclude ./slices --exclude ./slice -cf - . | tar -C "$LEASE/carry" -xf -
+  LEASE_DIR=$LEASE setsid nohup bash "$LEASE/repo/scripts/gpu-quality-lease.sh" run "$@" > "$LEASE/run.log" 2>&1 < /dev/null &
+  sleep 3
+  cat "$LEASE/steps.log" "$LEASE/run.log" 2>/dev/null | tail -5
+}
+
+collect() {  # new files of $LEASE/back to $OUT, each once, at most 8 (<= 16 MiB each)
+  local out=${OUT:?collect needs \$OUT} n=0 f
+  cp "$LEASE/steps.log" "$out/" 2>/dev/null && n=1
+  touch "$LEASE/returned"
+  for f in "$LEASE"/back/*; do
+    [ -f "$f" ] || continue
+    case "$f" in *.log) continue ;; esac
+    grep -qxF "$f" "$LEASE/returned" && continue
+    [ "$n" -lt 7 ] || break
+    cp "$f" "$out/" && echo "$f" >> "$LEASE/returned" && n=$((n + 1))
+  done
+  tar -C "$LEASE/back" -czf "$out/logs.tgz" --exclude '*.part*' --exclude '*.tar.xz' . 2>/dev/null
+  ls -la "$out"
+}
+
+wait_for() {
+  local limit=${1:-570} t0=$SECONDS
+  while [ ! -f "$LEASE/done" ] && [ $((SECONDS - t0)) -lt "$limit" ]; do sleep 10; done
+  cat "$LEASE/steps.log"
+  tail -2 "$LEASE/back/pairs.log" "$LEASE/back/llama-build.log" 2>/dev/null
+  for f in "$LEASE"/back/quality-*.log; do [ -f "$f" ] && { echo "== $f"; grep -vE 'it/s\]|^\s*$' "$f" | tail -6; }; done
+  [ -f "$LEASE/done" ] && echo "LEASE DONE"
+  collect
+}
+
+case "${1:-}" in
+  prepare) shift; prepare "$@" ;;
+  next-slice) next_slice ;;
+  put-slice) shift; put_slice "$@" ;;
+  start) shift; start "$@" ;;
+  run) shift; run "$@" ;;
+  wait) wait_for "${2:-570}" ;;
+  collect) collect ;;
+  *) echo "usage: $0 prepare [MODEL] | next-slice | start VARIANT... | put-slice [--last] | wait SECONDS | collect" >&2; exit 2 ;;
+esac
