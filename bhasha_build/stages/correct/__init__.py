@@ -153,6 +153,7 @@ __all__ = [
     "Document",
     "FileRun",
     "GgufBackend",
+    "InputError",
     "Journal",
     "Line",
     "OllamaBackend",
@@ -168,7 +169,6 @@ __all__ = [
     "_split_physical",
     "attach_reference",
     "check_jobs",
-    "check_output_paths",
     "correct",
     "input_files",
     "judge",
@@ -194,10 +194,7 @@ def input_files(src: Path, out: Path) -> list[tuple[Path, str]]:
 
 def _input_files(src: Path, out: Path) -> tuple[list[tuple[Path, str]], list[str]]:
     suffixes = TEXT_SUFFIXES + JSONL_SUFFIXES
-    try:
-        files, skipped = walk(src, suffixes)
-    except InputError as exc:
-        raise CorrectError(str(exc)) from None
+    files, skipped = walk(src, suffixes)
     out_r = out.resolve()
     files = [(p, rel) for p, rel in files if not p.resolve().is_relative_to(out_r)]
     if not files and not skipped:
@@ -231,7 +228,7 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
     if lang is not None and lang not in LANG_SCRIPTS:
         raise CorrectError(f"--lang {lang!r}: unknown language code (known: {', '.join(sorted(LANG_SCRIPTS))})")
     check_jobs(jobs)
-    check_output_paths(src, out_dir)
+    check_paths(src, out_dir)
     layout = CorrectOutput(out_dir)
     files, refused = _input_files(src, out_dir)
     if clash := [rel for _, rel in files if rel in layout.reserved()]:
@@ -273,7 +270,7 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
         print(f"warning: {problem}", file=progress_stream or sys.stderr, flush=True)
     if not docs:
         raise CorrectError(f"{shown(src)}: nothing to correct: {refused[0] if refused else 'no files'}")
-    _make_output(out_dir)
+    make_output(out_dir)
 
     todo = [(run, run.doc.pieces[i]) for run in runs for i in sorted(run.pending)]
     lines_todo = sum(len(run.line_left) for run in runs)
@@ -360,21 +357,6 @@ def check_jobs(jobs: int | None) -> None:
         raise CorrectError(f"--jobs {jobs}: requests in flight must be a whole number from 1 to {MAX_JOBS}")
 
 
-def check_output_paths(src: Path, out: Path) -> None:
-    """The output folder can be made and never overlaps the input (either way round): one line if not."""
-    try:
-        check_paths(src, out)
-    except InputError as exc:
-        raise CorrectError(str(exc)) from None
-
-
-def _make_output(out: Path) -> None:
-    try:
-        make_output(out)
-    except InputError as exc:
-        raise CorrectError(str(exc)) from None
-
-
 def run(cfg: BuildConfig, src: str | Path, out: str | Path | None = None, *, gguf: str | Path | None = None,
         name: str | None = None, host: str | None = None, lang: str | None = None,
         reference: str | Path | None = None, jobs: int | None = None, progress: bool = True) -> dict[str, Any]:
@@ -383,7 +365,7 @@ def run(cfg: BuildConfig, src: str | Path, out: str | Path | None = None, *, ggu
     if not Path(src).exists():
         raise CorrectError(f"{shown(src)}: input not found")
     check_jobs(jobs)  # every argument checked before the backend is opened: one line, at once
-    check_output_paths(Path(src), Path(out or cfg.layout.corrected))
+    check_paths(Path(src), Path(out or cfg.layout.corrected))
     backend = open_backend(cfg, gguf=gguf, name=name, host=host)
     try:
         return correct(src, out or cfg.layout.corrected, backend, cfg, lang=lang, reference=reference, jobs=jobs,
