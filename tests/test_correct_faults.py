@@ -341,6 +341,18 @@ def test_jobs_out_of_range_is_one_line_from_invoke(tmp_path: Path, jobs: str) ->
         _correct(src, tmp_path / "out", jobs=int(jobs) if jobs.lstrip("-").isdigit() else -5)
 
 
+def test_the_jobs_rule_has_one_owner_for_the_cli_and_the_stage() -> None:
+    # tasks.py passes --jobs as text, the stage gets numbers: both go through cr.check_jobs
+    assert cr.check_jobs(None) is None
+    assert cr.check_jobs(" 8 ") == 8 and cr.check_jobs(MAX_JOBS) == MAX_JOBS and cr.check_jobs("1") == 1
+    for bad in (0, MAX_JOBS + 1, "-1", "abc", "", "2.5", True):
+        with pytest.raises(cr.CorrectError, match=rf"^--jobs .*: requests in flight must be a whole number from 1 to "
+                                                  rf"{MAX_JOBS}$"):
+            cr.check_jobs(bad)
+    tasks_py = (REPO / "tasks.py").read_text(encoding="utf-8")
+    assert "MAX_JOBS" not in tasks_py and "check_jobs" in tasks_py  # the CLI keeps no copy of the rule
+
+
 # ---------------------------------------------------------------------------------- every row scored
 
 

@@ -227,7 +227,7 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
     src, out_dir = Path(src), Path(out)
     if lang is not None and lang not in LANG_SCRIPTS:
         raise CorrectError(f"--lang {lang!r}: unknown language code (known: {', '.join(sorted(LANG_SCRIPTS))})")
-    check_jobs(jobs)
+    jobs = check_jobs(jobs)
     check_paths(src, out_dir)
     layout = CorrectOutput(out_dir)
     files, refused = _input_files(src, out_dir)
@@ -351,10 +351,16 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
     return summary
 
 
-def check_jobs(jobs: int | None) -> None:
-    """--jobs: requests in flight, 1 to MAX_JOBS (the config's own bound on correct.jobs)."""
-    if jobs is not None and not 1 <= jobs <= MAX_JOBS:
-        raise CorrectError(f"--jobs {jobs}: requests in flight must be a whole number from 1 to {MAX_JOBS}")
+def check_jobs(jobs: Any) -> int | None:
+    """--jobs (a number, or its text as the CLI passes it): requests in flight, 1 to MAX_JOBS (the
+    config's own bound on correct.jobs); None (unset) stays None. The one owner of the rule: tasks.py
+    calls it too."""
+    if jobs is None:
+        return None
+    text = str(jobs).strip()
+    if isinstance(jobs, bool) or not text.isdigit() or not 1 <= int(text) <= MAX_JOBS:
+        raise CorrectError(f"--jobs {text!r}: requests in flight must be a whole number from 1 to {MAX_JOBS}")
+    return int(text)
 
 
 def run(cfg: BuildConfig, src: str | Path, out: str | Path | None = None, *, gguf: str | Path | None = None,
@@ -364,7 +370,7 @@ def run(cfg: BuildConfig, src: str | Path, out: str | Path | None = None, *, ggu
     corrected/ folder), close."""
     if not Path(src).exists():
         raise CorrectError(f"{shown(src)}: input not found")
-    check_jobs(jobs)  # every argument checked before the backend is opened: one line, at once
+    jobs = check_jobs(jobs)  # every argument checked before the backend is opened: one line, at once
     check_paths(Path(src), Path(out or cfg.layout.corrected))
     backend = open_backend(cfg, gguf=gguf, name=name, host=host)
     try:
