@@ -228,13 +228,18 @@ def promote(c, profile=None, run=None, config=None, set=None, name=None, host=No
     print("\n".join(summary_lines(report)))
 
 
+def _checked(check: Callable[..., Any], *args: Any) -> Any:
+    """An argument check run before any work: its BhashaError becomes one `error:` line, exit 1."""
+    try:
+        return check(*args)
+    except BhashaError as exc:
+        raise Exit(f"error: {exc}", code=1) from None
+
+
 def _server(host, cfg) -> str:
     from bhasha_build.core.ollama import server_url
 
-    try:
-        return server_url(host, cfg.deploy.host)
-    except BhashaError as exc:
-        raise Exit(f"error: {exc}", code=1) from None
+    return _checked(server_url, host, cfg.deploy.host)
 
 
 def _print_promotion(path) -> None:
@@ -307,7 +312,7 @@ def correct(c, input=None, out=None, profile=None, run=None, config=None, set=No
     review.html beside corrections.jsonl. With --apply, the reviewer's decisions go into the files."""
     from bhasha_build.stages import correct as cr
 
-    jobs = _jobs(jobs)
+    jobs = _checked(cr.check_jobs, jobs)  # the stage owns the rule
     cfg = _config(profile, run, config, set, verbose)
     target = out or str(cfg.layout.corrected)
     if apply:
@@ -342,18 +347,6 @@ def review(c, corrections=None, out=None, profile=None, run=None, config=None, s
     result = _call(f"review {corrections} -> {out or Path(corrections).with_name(rv.PAGE_NAME)}",
                    lambda: rv.write_page(corrections, out))
     print(rv.summary_line(result))
-
-
-def _jobs(value: Any) -> int | None:
-    """--jobs as a number from 1 to config.MAX_JOBS (correct.jobs' own bound), else one error line."""
-    from bhasha_build.core.config import MAX_JOBS
-
-    if value is None:
-        return None
-    text = str(value).strip()
-    if not text.isdigit() or not 1 <= int(text) <= MAX_JOBS:
-        raise Exit(f"error: --jobs {text!r}: requests in flight must be a whole number from 1 to {MAX_JOBS}", code=1)
-    return int(text)
 
 
 @task(help={"force": "redo every stage", "run": "run name (default demo)"})

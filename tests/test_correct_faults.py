@@ -76,7 +76,7 @@ def test_overlapping_input_and_output_are_refused_before_anything_is_written(tmp
         src, out = book / "page.txt", book / "page.txt"
     before = _tree(book)
     backend = RuleBackend()
-    with pytest.raises(cr.CorrectError) as err:
+    with pytest.raises(cr.InputError) as err:
         _correct(src, out, backend)
     line = _one_line(err.value).replace(str(tmp_path), "")
     assert "must not" in line, line
@@ -305,7 +305,7 @@ def test_a_file_name_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     assert len(warned) == 1 and "page.txt" in warned[0]
     assert summary["refused_files"] == 1
     json.dumps(summary, ensure_ascii=False).encode("utf-8")  # the summary itself is writable UTF-8
-    with pytest.raises(cr.CorrectError) as err_single:
+    with pytest.raises(cr.InputError) as err_single:
         _correct(src / bad, tmp_path / "out2")
     assert "name is not UTF-8" in _one_line(err_single.value)
 
@@ -320,7 +320,7 @@ def test_an_output_that_cannot_be_a_folder_is_one_line(tmp_path: Path, out: str)
         out = str(tmp_path / "a" / "out")
     before = sha256_file("/etc/passwd")
     backend = RuleBackend()
-    with pytest.raises(cr.CorrectError) as err:
+    with pytest.raises(cr.InputError) as err:
         _correct(src, Path(out), backend)
     assert out.split("/")[1] in _one_line(err.value)
     assert sha256_file("/etc/passwd") == before and backend.sent == []
@@ -339,6 +339,18 @@ def test_jobs_out_of_range_is_one_line_from_invoke(tmp_path: Path, jobs: str) ->
     assert len(errors) == 1 and "--jobs" in errors[0] and f"1 to {MAX_JOBS}" in errors[0], proc.stderr
     with pytest.raises(cr.CorrectError, match=r"jobs"):
         _correct(src, tmp_path / "out", jobs=int(jobs) if jobs.lstrip("-").isdigit() else -5)
+
+
+def test_the_jobs_rule_has_one_owner_for_the_cli_and_the_stage() -> None:
+    # tasks.py passes --jobs as text, the stage gets numbers: both go through cr.check_jobs
+    assert cr.check_jobs(None) is None
+    assert cr.check_jobs(" 8 ") == 8 and cr.check_jobs(MAX_JOBS) == MAX_JOBS and cr.check_jobs("1") == 1
+    for bad in (0, MAX_JOBS + 1, "-1", "abc", "", "2.5", True):
+        with pytest.raises(cr.CorrectError, match=rf"^--jobs .*: requests in flight must be a whole number from 1 to "
+                                                  rf"{MAX_JOBS}$"):
+            cr.check_jobs(bad)
+    tasks_py = (REPO / "tasks.py").read_text(encoding="utf-8")
+    assert "MAX_JOBS" not in tasks_py and "check_jobs" in tasks_py  # the CLI keeps no copy of the rule
 
 
 # ---------------------------------------------------------------------------------- every row scored

@@ -3,8 +3,11 @@
 ``prepare(input_path, out_dir, cfg, tokenizer=None)`` writes ``out_dir/{train,eval,rejects}.jsonl``
 and ``out_dir/stats.json`` (built in a temp folder beside ``out_dir`` and swapped in whole, so a
 reader never sees half a file nor a new train split next to an old eval split) and returns the
-stats. ``run`` is the stage's work under the contract (stages/pipeline.py): for tiny runs it first
-builds the base model on the input's text, then prepares the splits (core/layout.py names them).
+stats. Its steps, in order: ``read_sources``, ``dedupe``, ``check_rows``, ``split_pairs``,
+``cap_unchanged``, ``mix_chats``, ``in_hash_order`` (+ unique ids), ``check_kept``, ``build_stats``,
+``write_splits`` (tests/test_data_contract.py holds their outputs to recorded bytes). ``run`` is
+the stage's work under the contract (stages/pipeline.py): for tiny runs it first builds the base
+model on the input's text, then prepares the splits (core/layout.py names them).
 
 Input: a file or a folder (not recursive) of ``.jsonl`` / ``.csv`` / ``.tsv``. Fields ``noisy``,
 ``clean``, ``lang``, ``id`` (optional); aliases ``ocr``/``input``/``source`` → noisy,
@@ -658,6 +661,34 @@ def _unique_ids(rows: list[Row]) -> None:
             row.id = f"{base}~{seen[base]}"
 
 
+@dataclass
+class Sources:
+    """Every valid row read (input, chat input, review folder; rejects are in the Tally) and its files."""
+
+    rows: list[Row]
+    truncated: int  # rows over model.max_seq_length kept for the trainer to truncate (too_long="truncate")
+    files: list[Path]
+    chat_files: list[Path]
+    review_files: list[Path]
+
+
+@dataclass
+class Splits:
+    """The kept rows on their way to the files: pairs and chat rows, train and eval, what was left out."""
+
+    kept: list[Row]
+    duplicates: int
+    dup_by_lang: Counter[str]
+    pairs: list[Row]
+    chats: list[Row]
+    train_pairs: list[Row]
+    eval_pairs: list[Row]
+    unchanged_dropped: dict[str, int]
+    chat_used: list[Row]
+    chat_unused: list[Row]
+    train: list[Row]
+
+
 def prepare(
     input_path: str | Path | None, out_dir: str | Path, cfg: BuildConfig, tokenizer: Any = None,
     tokenizer_source: str | None = None,
@@ -669,8 +700,28 @@ def prepare(
     """
     src = Path(input_path) if input_path is not None else cfg.resolve_path(cfg.data.input)
     out = Path(out_dir)
-    seed, dcfg = cfg.seed, cfg.data
-    tally = Tally()
+    seed = cfg.seed
+    tally, warnings = Tally(), list[str]()
+    sources = read_sources(src, out, cfg, tally, tokenizer, warnings)
+    kept, duplicates, dup_by_lang = dedupe(sources.rows)
+    pairs, chats = check_rows(src, tally, kept, duplicates)
+    train_pairs, eval_pairs = split_pairs(pairs, seed, cfg.data.eval_fraction, warnings)
+    train_pairs, unchanged_dropped = cap_unchanged(train_pairs, cfg.data.max_unchanged_fraction, seed)
+    chat_used, chat_unused = mix_chats(chats, len(train_pairs), cfg, warnings)
+    train, eval_pairs = in_hash_order(train_pairs + chat_used, seed), in_hash_order(eval_pairs, seed)
+    _unique_ids(train + eval_pairs)
+    splits = Splits(kept, duplicates, dup_by_lang, pairs, chats, train_pairs, eval_pairs, unchanged_dropped,
+                    chat_used, chat_unused, train)
+    check_kept(splits)
+    stats = build_stats(sources, splits, tally, cfg, tokenizer, tokenizer_source, warnings)
+    write_splits(out, train, eval_pairs, tally.rejects, stats)
+    return stats
+
+
+def read_sources(src: Path, out: Path, cfg: BuildConfig, tally: Tally, tokenizer: Any,
+                 warnings: list[str]) -> Sources:
+    """Read and validate the input, then data.chat_input and data.review_dir (rejects into the tally)."""
+    dcfg = cfg.data
     files = input_files(src, exclude=out)
     root = src if src.is_dir() else src.parent
     rows, truncated = read_rows(files, cfg, tally, tokenizer, label_root=root)
@@ -682,7 +733,6 @@ def prepare(
         rows += chat_rows
         truncated += chat_truncated
     review_files: list[Path] = []
-    warnings: list[str] = []
     if dcfg.review_dir:  # the reviewers' exports (review.jsonl files), mixed into every run
         review_src = cfg.resolve_path(dcfg.review_dir)
         review_files = review_dir_files(review_src, exclude=out)
@@ -691,8 +741,11 @@ def prepare(
         review_rows, review_truncated = read_rows(review_files, cfg, tally, tokenizer, label_root=review_src)
         rows += review_rows
         truncated += review_truncated
+    return Sources(rows, truncated, files, chat_files, review_files)
 
-    # Exact duplicates: first occurrence kept; every later one counted, not rejected.
+
+def dedupe(rows: list[Row]) -> tuple[list[Row], int, Counter[str]]:
+    """Exact duplicates: the first occurrence kept, every later one counted (per language), not rejected."""
     unique: dict[str, Row] = {}
     duplicates = 0
     dup_by_lang: Counter[str] = Counter()
@@ -702,7 +755,11 @@ def prepare(
             dup_by_lang[row.lang or "chat"] += 1
         else:
             unique[row.key] = row
-    kept = list(unique.values())
+    return list(unique.values()), duplicates, dup_by_lang
+
+
+def check_rows(src: Path, tally: Tally, kept: list[Row], duplicates: int) -> tuple[list[Row], list[Row]]:
+    """Check rows_read = kept + rejected + duplicates and that OCR pairs are left; returns (pairs, chats)."""
     rejected = len(tally.rejects)
     if tally.rows_read != len(kept) + rejected + duplicates:
         raise AssertionError(
@@ -714,9 +771,14 @@ def prepare(
     chats = [r for r in kept if r.is_chat]
     if not pairs:
         raise DataError(f"{src}: no valid OCR pairs ({len(chats)} chat rows only, {rejected} rejected)")
+    return pairs, chats
 
-    train_pairs = [r for r in pairs if split_fraction(r.clean, seed) >= dcfg.eval_fraction]
-    eval_pairs = [r for r in pairs if split_fraction(r.clean, seed) < dcfg.eval_fraction]
+
+def split_pairs(pairs: list[Row], seed: int, eval_fraction: float,
+                warnings: list[str]) -> tuple[list[Row], list[Row]]:
+    """(train, eval) by the seeded hash of the clean text; an empty eval gets the smallest-hash clean text."""
+    train_pairs = [r for r in pairs if split_fraction(r.clean, seed) >= eval_fraction]
+    eval_pairs = [r for r in pairs if split_fraction(r.clean, seed) < eval_fraction]
     distinct_clean = {r.clean for r in pairs}
     if not eval_pairs and len(distinct_clean) > 1:
         first = min(distinct_clean, key=lambda c: split_fraction(c, seed))
@@ -725,97 +787,77 @@ def prepare(
         warnings.append("hash split left eval empty; moved the clean text with the smallest hash to eval")
     elif not eval_pairs:
         warnings.append("only one distinct clean text: eval split is empty")
+    return train_pairs, eval_pairs
 
-    train_pairs, unchanged_dropped = cap_unchanged(train_pairs, dcfg.max_unchanged_fraction, seed)
 
-    # Mixing: chat rows make up mix_ratio of train; a deterministic subset when there are more.
-    want = round(dcfg.mix_ratio * len(train_pairs) / (1 - dcfg.mix_ratio)) if dcfg.mix_ratio > 0 else 0
-    chats.sort(key=lambda r: split_fraction(r.key, seed))
-    chat_used, chat_unused = chats[:want], chats[want:]
-    if chats and dcfg.mix_ratio == 0:
+def mix_chats(chats: list[Row], n_train_pairs: int, cfg: BuildConfig,
+              warnings: list[str]) -> tuple[list[Row], list[Row]]:
+    """(used, unused) chat rows: used ones make up data.mix_ratio of train (the smallest seeded hashes)."""
+    ratio = cfg.data.mix_ratio
+    want = round(ratio * n_train_pairs / (1 - ratio)) if ratio > 0 else 0
+    ordered = in_hash_order(chats, cfg.seed)
+    chat_used, chat_unused = ordered[:want], ordered[want:]
+    if chats and ratio == 0:
         warnings.append(f"{len(chats)} chat rows not used: data.mix_ratio is 0")
     elif len(chat_used) < want:
         warnings.append(f"only {len(chat_used)} chat rows for the {want} that data.mix_ratio asks for")
-    train = train_pairs + chat_used
-    train.sort(key=lambda r: split_fraction(r.key, seed))
-    eval_pairs.sort(key=lambda r: split_fraction(r.key, seed))
-    _unique_ids(train + eval_pairs)
-    if len(kept) != len(train) + len(eval_pairs) + len(chat_unused) + sum(unchanged_dropped.values()):
+    return chat_used, chat_unused
+
+
+def in_hash_order(rows: list[Row], seed: int) -> list[Row]:
+    """Rows sorted by the seeded hash of their key, so outputs do not depend on input row order."""
+    return sorted(rows, key=lambda r: split_fraction(r.key, seed))
+
+
+def check_kept(s: Splits) -> None:
+    """Check kept = train + eval + unused chat rows + unchanged dropped."""
+    if len(s.kept) != len(s.train) + len(s.eval_pairs) + len(s.chat_unused) + sum(s.unchanged_dropped.values()):
         raise AssertionError("kept rows do not add up to train + eval + unused chat rows + unchanged dropped")
 
-    by_lang: dict[str, dict[str, int]] = {}
-    for name, group in (("train", train_pairs), ("eval", eval_pairs)):
-        for row in group:
-            entry = by_lang.setdefault(row.lang or "?", {"kept": 0, "train": 0, "eval": 0})
-            entry["kept"] += 1
-            entry[name] += 1
-    for lang, n in tally.rejected_by_lang.items():
-        by_lang.setdefault(lang, {"kept": 0, "train": 0, "eval": 0})["rejected"] = n
-    for lang, n in dup_by_lang.items():
-        if lang in by_lang:
-            by_lang[lang]["duplicates_dropped"] = n
-    for entry in by_lang.values():
-        entry.setdefault("rejected", 0)
-        entry.setdefault("duplicates_dropped", 0)
 
-    noisy_to_clean: dict[tuple[str | None, str], set[str]] = {}
-    for row in pairs:
-        noisy_to_clean.setdefault((row.lang, row.noisy), set()).add(row.clean)
-    conflicting = sum(1 for cleans in noisy_to_clean.values() if len(cleans) > 1)
-
-    lengths = [r.tokens for r in kept]
-    max_len = cfg.model.max_seq_length
-    pct = _percentiles(lengths)
-    pair_dicts = [r.out() for r in pairs]
-    stats: dict[str, Any] = {
-        "input": [str(p) for p in files],
-        "chat_input": [str(p) for p in chat_files],
+def build_stats(sources: Sources, s: Splits, tally: Tally, cfg: BuildConfig, tokenizer: Any,
+                tokenizer_source: str | None, warnings: list[str]) -> dict[str, Any]:
+    """stats.json: every count (they add up), the split, the mix, per language, lengths, normalization."""
+    dcfg = cfg.data
+    rejected = len(tally.rejects)
+    return {
+        "input": [str(p) for p in sources.files],
+        "chat_input": [str(p) for p in sources.chat_files],
         "rows_read": tally.rows_read,
-        "kept": len(kept),
+        "kept": len(s.kept),
         "rejected": rejected,
-        "duplicates_dropped": duplicates,
+        "duplicates_dropped": s.duplicates,
         "duplicates_count_as_rejects": False,
         "accounting": (
             "rows_read = kept + rejected + duplicates_dropped; kept = train_rows + eval_rows + chat_unused"
-            + (" + unchanged_dropped" if unchanged_dropped else "")
+            + (" + unchanged_dropped" if s.unchanged_dropped else "")
         ),
-        **({"unchanged_dropped": sum(unchanged_dropped.values()),
-            "unchanged_cap": {"max_fraction": dcfg.max_unchanged_fraction, "dropped_by_lang": unchanged_dropped,
-                              "train_unchanged_fraction": _unchanged_shares(train_pairs)}}
+        **({"unchanged_dropped": sum(s.unchanged_dropped.values()),
+            "unchanged_cap": {"max_fraction": dcfg.max_unchanged_fraction, "dropped_by_lang": s.unchanged_dropped,
+                              "train_unchanged_fraction": _unchanged_shares(s.train_pairs)}}
            if dcfg.max_unchanged_fraction < 1.0 else {}),
         "blank_lines_skipped": tally.blank_lines,
-        "train_rows": len(train),
-        "eval_rows": len(eval_pairs),
-        "train_pairs": len(train_pairs),
-        "chat": {"valid": len(chats), "used": len(chat_used), "unused": len(chat_unused)},
-        "chat_unused": len(chat_unused),
+        "train_rows": len(s.train),
+        "eval_rows": len(s.eval_pairs),
+        "train_pairs": len(s.train_pairs),
+        "chat": {"valid": len(s.chats), "used": len(s.chat_used), "unused": len(s.chat_unused)},
+        "chat_unused": len(s.chat_unused),
         "mix": {
             "requested_ratio": dcfg.mix_ratio,
-            "achieved_ratio": round(len(chat_used) / len(train), 4) if train else 0.0,
-            "chat_rows_train": len(chat_used),
-            "pair_rows_train": len(train_pairs),
+            "achieved_ratio": round(len(s.chat_used) / len(s.train), 4) if s.train else 0.0,
+            "chat_rows_train": len(s.chat_used),
+            "pair_rows_train": len(s.train_pairs),
         },
         "split": {
             "method": "sha256(seed \\0 normalized clean) / 2**64 < eval_fraction",
-            "seed": seed,
+            "seed": cfg.seed,
             "eval_fraction": dcfg.eval_fraction,
-            "achieved_eval_fraction": round(len(eval_pairs) / len(pairs), 4),
+            "achieved_eval_fraction": round(len(s.eval_pairs) / len(s.pairs), 4),
         },
-        "by_lang": dict(sorted(by_lang.items())),
+        "by_lang": by_lang_counts(s, tally),
         "rejects_by_reason": dict(sorted(tally.reasons.items())),
-        "conflicting_noisy": conflicting,
-        "token_lengths": {
-            "method": "tokenizer" if tokenizer is not None else "char_estimate",
-            **({"tokenizer": tokenizer_source} if tokenizer_source else {}),
-            "note": "chat-formatted (system + user noisy + assistant clean)"
-            + ("" if tokenizer is not None else "; estimate = ASCII chars/3 + other code points*1.5"),
-            "max_seq_length": max_len,
-            **pct,
-            "p99_share_of_max": round(pct["p99"] / max_len, 3),
-            "over_max": sum(1 for n in lengths if n > max_len),
-            "too_long_policy": dcfg.too_long,
-            "truncated_rows": truncated,
-        },
+        "conflicting_noisy": conflicting_noisy(s.pairs),
+        "token_lengths": token_length_stats(s.kept, cfg, tokenizer, tokenizer_source, sources.truncated),
         "normalization": {
             "unicode": "NFC (nukta letters U+0958-095F, U+09DC/DD/DF end as base + nukta)",
             "zwj_policy": dcfg.zwj_policy,
@@ -824,25 +866,74 @@ def prepare(
             "untouched": "danda/|, digits, avagraha, punctuation",
         },
         "identity": {
-            "all": metrics.identity_baseline(pair_dicts),
-            "train": metrics.identity_baseline([r.out() for r in train_pairs]),
-            "eval": metrics.identity_baseline([r.out() for r in eval_pairs]),
+            "all": metrics.identity_baseline([r.out() for r in s.pairs]),
+            "train": metrics.identity_baseline([r.out() for r in s.train_pairs]),
+            "eval": metrics.identity_baseline([r.out() for r in s.eval_pairs]),
         },
-        "review": _review_stats(rows, kept, train_pairs, eval_pairs, review_files),
+        "review": _review_stats(sources.rows, s.kept, s.train_pairs, s.eval_pairs, sources.review_files),
         "warnings": warnings,
     }
 
-    # The four files are built in a temp folder and swapped in whole: a reader never pairs a new
-    # train.jsonl with an old eval.jsonl, whatever moment a crash comes.
+
+def by_lang_counts(s: Splits, tally: Tally) -> dict[str, dict[str, int]]:
+    """Per language (sorted): kept, train and eval pairs, rejected rows, duplicates dropped."""
+    by_lang: dict[str, dict[str, int]] = {}
+    for name, group in (("train", s.train_pairs), ("eval", s.eval_pairs)):
+        for row in group:
+            entry = by_lang.setdefault(row.lang or "?", {"kept": 0, "train": 0, "eval": 0})
+            entry["kept"] += 1
+            entry[name] += 1
+    for lang, n in tally.rejected_by_lang.items():
+        by_lang.setdefault(lang, {"kept": 0, "train": 0, "eval": 0})["rejected"] = n
+    for lang, n in s.dup_by_lang.items():
+        if lang in by_lang:
+            by_lang[lang]["duplicates_dropped"] = n
+    for entry in by_lang.values():
+        entry.setdefault("rejected", 0)
+        entry.setdefault("duplicates_dropped", 0)
+    return dict(sorted(by_lang.items()))
+
+
+def conflicting_noisy(pairs: list[Row]) -> int:
+    """How many (lang, noisy) texts have more than one clean text among the pairs."""
+    noisy_to_clean: dict[tuple[str | None, str], set[str]] = {}
+    for row in pairs:
+        noisy_to_clean.setdefault((row.lang, row.noisy), set()).add(row.clean)
+    return sum(1 for cleans in noisy_to_clean.values() if len(cleans) > 1)
+
+
+def token_length_stats(kept: list[Row], cfg: BuildConfig, tokenizer: Any, tokenizer_source: str | None,
+                       truncated: int) -> dict[str, Any]:
+    """stats' token_lengths: how they were counted, percentiles against model.max_seq_length, rows over it."""
+    lengths = [r.tokens for r in kept]
+    max_len = cfg.model.max_seq_length
+    pct = _percentiles(lengths)
+    return {
+        "method": "tokenizer" if tokenizer is not None else "char_estimate",
+        **({"tokenizer": tokenizer_source} if tokenizer_source else {}),
+        "note": "chat-formatted (system + user noisy + assistant clean)"
+        + ("" if tokenizer is not None else "; estimate = ASCII chars/3 + other code points*1.5"),
+        "max_seq_length": max_len,
+        **pct,
+        "p99_share_of_max": round(pct["p99"] / max_len, 3),
+        "over_max": sum(1 for n in lengths if n > max_len),
+        "too_long_policy": cfg.data.too_long,
+        "truncated_rows": truncated,
+    }
+
+
+def write_splits(out: Path, train: list[Row], eval_pairs: list[Row], rejects: list[dict[str, str]],
+                 stats: dict[str, Any]) -> None:
+    """Write the four files into a temp folder and swap it in whole as ``out`` (RunLayout's names)."""
+    # A reader never pairs a new train.jsonl with an old eval.jsonl, whatever moment a crash comes.
     with atomic_dir(out) as tmp:
         written = RunLayout(tmp.parent)  # only for the file names inside data/
         names = {"train": written.train_split.name, "eval": written.eval_split.name,
                  "rejects": written.rejects.name, "stats": written.data_stats.name}
         (tmp / names["train"]).write_text(jsonl_text([r.out() for r in train]), encoding="utf-8")
         (tmp / names["eval"]).write_text(jsonl_text([r.out() for r in eval_pairs]), encoding="utf-8")
-        (tmp / names["rejects"]).write_text(jsonl_text(tally.rejects), encoding="utf-8")
+        (tmp / names["rejects"]).write_text(jsonl_text(rejects), encoding="utf-8")
         (tmp / names["stats"]).write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    return stats
 
 
 def review_dir_files(path: Path, exclude: Path | None = None) -> list[Path]:

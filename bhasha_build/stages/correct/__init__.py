@@ -153,6 +153,7 @@ __all__ = [
     "Document",
     "FileRun",
     "GgufBackend",
+    "InputError",
     "Journal",
     "Line",
     "OllamaBackend",
@@ -168,7 +169,6 @@ __all__ = [
     "_split_physical",
     "attach_reference",
     "check_jobs",
-    "check_output_paths",
     "correct",
     "input_files",
     "judge",
@@ -194,10 +194,7 @@ def input_files(src: Path, out: Path) -> list[tuple[Path, str]]:
 
 def _input_files(src: Path, out: Path) -> tuple[list[tuple[Path, str]], list[str]]:
     suffixes = TEXT_SUFFIXES + JSONL_SUFFIXES
-    try:
-        files, skipped = walk(src, suffixes)
-    except InputError as exc:
-        raise CorrectError(str(exc)) from None
+    files, skipped = walk(src, suffixes)
     out_r = out.resolve()
     files = [(p, rel) for p, rel in files if not p.resolve().is_relative_to(out_r)]
     if not files and not skipped:
@@ -230,8 +227,8 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
     src, out_dir = Path(src), Path(out)
     if lang is not None and lang not in LANG_SCRIPTS:
         raise CorrectError(f"--lang {lang!r}: unknown language code (known: {', '.join(sorted(LANG_SCRIPTS))})")
-    check_jobs(jobs)
-    check_output_paths(src, out_dir)
+    jobs = check_jobs(jobs)
+    check_paths(src, out_dir)
     layout = CorrectOutput(out_dir)
     files, refused = _input_files(src, out_dir)
     if clash := [rel for _, rel in files if rel in layout.reserved()]:
@@ -273,7 +270,7 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
         print(f"warning: {problem}", file=progress_stream or sys.stderr, flush=True)
     if not docs:
         raise CorrectError(f"{shown(src)}: nothing to correct: {refused[0] if refused else 'no files'}")
-    _make_output(out_dir)
+    make_output(out_dir)
 
     todo = [(run, run.doc.pieces[i]) for run in runs for i in sorted(run.pending)]
     lines_todo = sum(len(run.line_left) for run in runs)
@@ -354,25 +351,16 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
     return summary
 
 
-def check_jobs(jobs: int | None) -> None:
-    """--jobs: requests in flight, 1 to MAX_JOBS (the config's own bound on correct.jobs)."""
-    if jobs is not None and not 1 <= jobs <= MAX_JOBS:
-        raise CorrectError(f"--jobs {jobs}: requests in flight must be a whole number from 1 to {MAX_JOBS}")
-
-
-def check_output_paths(src: Path, out: Path) -> None:
-    """The output folder can be made and never overlaps the input (either way round): one line if not."""
-    try:
-        check_paths(src, out)
-    except InputError as exc:
-        raise CorrectError(str(exc)) from None
-
-
-def _make_output(out: Path) -> None:
-    try:
-        make_output(out)
-    except InputError as exc:
-        raise CorrectError(str(exc)) from None
+def check_jobs(jobs: Any) -> int | None:
+    """--jobs (a number, or its text as the CLI passes it): requests in flight, 1 to MAX_JOBS (the
+    config's own bound on correct.jobs); None (unset) stays None. The one owner of the rule: tasks.py
+    calls it too."""
+    if jobs is None:
+        return None
+    text = str(jobs).strip()
+    if isinstance(jobs, bool) or not text.isdigit() or not 1 <= int(text) <= MAX_JOBS:
+        raise CorrectError(f"--jobs {text!r}: requests in flight must be a whole number from 1 to {MAX_JOBS}")
+    return int(text)
 
 
 def run(cfg: BuildConfig, src: str | Path, out: str | Path | None = None, *, gguf: str | Path | None = None,
@@ -382,8 +370,8 @@ def run(cfg: BuildConfig, src: str | Path, out: str | Path | None = None, *, ggu
     corrected/ folder), close."""
     if not Path(src).exists():
         raise CorrectError(f"{shown(src)}: input not found")
-    check_jobs(jobs)  # every argument checked before the backend is opened: one line, at once
-    check_output_paths(Path(src), Path(out or cfg.layout.corrected))
+    jobs = check_jobs(jobs)  # every argument checked before the backend is opened: one line, at once
+    check_paths(Path(src), Path(out or cfg.layout.corrected))
     backend = open_backend(cfg, gguf=gguf, name=name, host=host)
     try:
         return correct(src, out or cfg.layout.corrected, backend, cfg, lang=lang, reference=reference, jobs=jobs,

@@ -2,7 +2,8 @@
 
 ``OllamaBackend`` (the deployed model through the project's REST client) and ``GgufBackend``
 (llama.cpp on a GGUF); ``open_backend`` picks one from the arguments and the run. ``CorrectError`` is
-the one-line failure of every part of `correct`.
+the one-line failure of every part of `correct` but its paths: an input or output folder that cannot
+be used as given is ``core.inputs.InputError`` (a BhashaError too, so the CLI prints it as one line).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from bhasha_build.stages.pipeline import verify_artifact
 
 
 class CorrectError(BhashaError):
-    """A one-line `correct` failure (input, output folder, backend, or lines that failed)."""
+    """A one-line `correct` failure (arguments, references, backend, or lines that failed)."""
 
 
 @dataclass(frozen=True)
