@@ -247,8 +247,8 @@ def _probe_on_a_mock_card(monkeypatch: pytest.MonkeyPatch, card_gib: float, over
                     "peak_gib": 1.6 + 0.45 * batch * (1 + kept * 7)}
 
     @contextmanager
-    def mock_probe(trainer: Any, model: Any, seq_len: int, effective: int):
-        assert trainer == "the stage's trainer"
+    def mock_probe(make_trainer: Any, model: Any, seq_len: int, effective: int):
+        assert make_trainer() == "the stage's trainer"
         yield MockSteps()
 
     monkeypatch.setattr(probe, "step_probe", mock_probe)

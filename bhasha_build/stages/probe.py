@@ -93,9 +93,9 @@ def choose_micro_batch(cfg: BuildConfig, model: Any,
                       measures=f"optimizer steps: {WARMUP_STEPS} warm-up + {TIMED_STEPS} timed per layout "
                                "(collate, forward + backward x grad_accum, clip, optimizer step, zero_grad)")
         t0 = time.monotonic()
-        concrete = train_cfg.model_copy(update={"batch_size": sizes[-1], "grad_accum": effective // sizes[-1]})
-        trainer = make_trainer(cfg.model_copy(update={"train": concrete}))
-        with step_probe(trainer, model, cfg.model.max_seq_length, effective) as probe:
+        concrete = cfg.model_copy(update={"train": train_cfg.model_copy(
+            update={"batch_size": sizes[-1], "grad_accum": effective // sizes[-1]})})
+        with step_probe(lambda: make_trainer(concrete), model, cfg.model.max_seq_length, effective) as probe:
             record["optimizer"] = probe.optimizer_name
 
             def trial(b: int, checkpointed: int) -> bool:
@@ -257,15 +257,18 @@ class StepProbe:
 
 
 @contextmanager
-def step_probe(trainer: Any, model: Any, seq_len: int, effective_batch: int) -> Iterator[StepProbe]:
-    """A StepProbe; on leaving (also on an error) the trainable weights, the gradients and the RNG states
-    are as they were on entering, and the probe's optimizer is dropped."""
+def step_probe(make_trainer: Callable[[], Any], model: Any, seq_len: int, effective_batch: int
+               ) -> Iterator[StepProbe]:
+    """A StepProbe on the trainer `make_trainer()` builds; on leaving (also on an error) the trainable
+    weights, the gradients and the RNG states are as they were on entering (building a Trainer re-seeds
+    them too), and the probe's optimizer is dropped."""
     import torch
 
     saved = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
     rng = _rng_state()
-    probe = None
+    trainer = probe = None
     try:
+        trainer = make_trainer()
         probe = StepProbe(trainer, model, seq_len, effective_batch)
         yield probe
     finally:
@@ -277,7 +280,8 @@ def step_probe(trainer: Any, model: Any, seq_len: int, effective_batch: int) -> 
         _set_rng_state(rng)
         if probe is not None:
             probe.optimizer.state.clear()
-        trainer.optimizer = None
+        if trainer is not None:
+            trainer.optimizer = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
