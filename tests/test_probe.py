@@ -117,7 +117,7 @@ def test_the_probe_takes_real_optimizer_steps_and_leaves_weights_and_rng_as_they
     assert record["mode"] == "probed" and len(seen["trainers"]) == 1
     assert [c["batch_size"] for c in trials[:3]] == [1, 2, 4]  # the climb with every layer checkpointed
     assert {c["checkpointed"] for c in trials[3:]} == {3, 2, 1, 0}  # then fewer layers, at mb 4 and 2
-    assert all(c["tokens_per_s"] > 0 and c["step_s"] > 0 and c["peak_gib"] is None for c in trials)
+    assert all(c["tokens_per_s"] > 0 and c["step_s"] > 0 and c["peak_gib"] is None and c["fits"] for c in trials)
     # Every trial: 1 warm-up + 2 timed optimizer steps, each of grad_accum = 4 / mb forward + backward passes
     # through the trainer's training_step; the optimizer is the trainer's (train.optim, its lr and decay).
     assert record["probe_optimizer_steps"] == len(seen["steps"]) == 3 * len(trials)
@@ -211,3 +211,51 @@ def test_the_train_stage_records_the_probed_layout_and_both_speeds_and_trains_as
     for ours, ref in zip(log, runs["fixed"][1], strict=True):
         assert ours["loss"] == pytest.approx(ref["loss"], rel=1e-3, abs=1e-4), (log, runs["fixed"][1])
     assert not any(Path(tiny_run.runs_dir).glob("*/checkpoints/bhasha-probe-*"))
+
+
+def _rank_probes(rank: int, port: int, out: str) -> None:
+    """One rank of a 2-process gloo group choosing a micro-batch (effective 4) from mocked measurements that
+    differ between the ranks: rank 1 does not fit micro-batch 4 and measures micro-batch 1 fastest."""
+    import os
+    from contextlib import contextmanager
+
+    import torch.distributed as torch_dist
+
+    from bhasha_build.core.config import load_config
+    from bhasha_build.stages import probe
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch_dist.init_process_group("gloo", rank=rank, world_size=2)
+
+    class Steps:
+        optimizer_name, steps = "mock", 0
+
+        def measure(self, batch: int) -> dict[str, Any]:
+            speed = {1: 5000.0, 2: 1000.0, 4: 900.0} if rank else {1: 1000.0, 2: 2000.0, 4: 4000.0}
+            return {"tokens_per_s": speed[batch], "peak_gib": 20.0 if rank and batch == 4 else 1.0}
+
+    @contextmanager
+    def steps(make_trainer: Any, model: Any, seq_len: int, effective: int):
+        yield Steps()
+
+    probe.measures_here = lambda: True
+    probe.step_probe = steps
+    cfg = load_config(env={}, overrides=['train.batch_size="auto"', "train.effective_batch=4",
+                                         "train.vram_budget_gib=8"])
+    from test_train import _tiny_qwen
+
+    _, record = probe.choose_micro_batch(cfg, _tiny_qwen(2), lambda probe_cfg: None)
+    Path(out, f"rank{rank}.json").write_text(json.dumps(record))
+    torch_dist.destroy_process_group()
+
+
+def test_under_torchrun_the_ranks_agree_on_what_fits_and_take_rank_0s_choice(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+    from ollama_server import free_port
+
+    mp.spawn(_rank_probes, args=(free_port(), str(tmp_path)), nprocs=2)
+    records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for record in records:  # micro-batch 4 fits rank 0 only: neither rank takes it; rank 0's fastest is 2
+        assert [(c["batch_size"], c["fits"]) for c in record["candidates"]] == [(1, True), (2, True), (4, False)]
+        assert (record["chosen"]["batch_size"], record["chosen"]["grad_accum"]) == (2, 2)
+    assert [r["chosen"]["probe_tokens_per_s"] for r in records] == [2000.0, 1000.0]  # each rank's own figure

@@ -101,9 +101,10 @@ def choose_micro_batch(cfg: BuildConfig, model: Any,
             def trial(b: int, checkpointed: int) -> bool:
                 checkpointed = set_checkpointing(model, checkpointed)  # what the model can do: recorded as run
                 result = {"batch_size": b, "checkpointed": checkpointed, **probe.measure(b)}
-                record["candidates"].append(result)
                 fits = not result.get("oom") and (result["peak_gib"] is None or result["peak_gib"] <= budget)
-                return bool(dist.all_agree(fits))
+                result["fits"] = dist.all_agree(fits)  # on every rank, or the ranks' climbs part ways
+                record["candidates"].append(result)
+                return result["fits"]
 
             fitting_sizes = []
             for b in sizes:
@@ -117,8 +118,7 @@ def choose_micro_batch(cfg: BuildConfig, model: Any,
                             break
             record["probe_optimizer_steps"] = probe.steps
         record["probe_seconds"] = round(time.monotonic() - t0, 2)
-        fitting = [i for i, c in enumerate(record["candidates"]) if not c.get("oom")
-                   and (c["peak_gib"] is None or c["peak_gib"] <= budget)]
+        fitting = [i for i, c in enumerate(record["candidates"]) if c["fits"]]
         if not fitting:
             raise ProbeError(f"no micro-batch of {sizes} fits train.vram_budget_gib {budget:.1f} GiB at "
                              f"model.max_seq_length {cfg.model.max_seq_length}: lower the sequence length")
