@@ -279,11 +279,21 @@ def step_probe(make_trainer: Callable[[], Any], model: Any, seq_len: int, effect
         model.zero_grad(set_to_none=True)
         _set_rng_state(rng)
         if probe is not None:
-            probe.optimizer.state.clear()
+            _drop_state(probe.optimizer)
         if trainer is not None:
             trainer.optimizer = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _drop_state(optimizer: Any) -> None:
+    """Free the optimizer's state (bitsandbytes' paged optimizers also list their state buffers in a global
+    page manager, which would keep them)."""
+    buffers = {id(t) for state in optimizer.state.values() for t in state.values() if hasattr(t, "data_ptr")}
+    optimizer.state.clear()
+    manager = getattr(optimizer, "page_mng", None)
+    if manager is not None and isinstance(getattr(manager, "paged_tensors", None), list):
+        manager.paged_tensors[:] = [t for t in manager.paged_tensors if id(t) not in buffers]
 
 
 def _rng_state() -> dict[str, Any]:
