@@ -223,7 +223,8 @@ def test_vram_budget_auto_takes_the_detected_card_and_gpu16gb_keeps_14_gib(monke
         vram.vram_budget(auto)
 
 
-def _probe_on_a_mock_card(monkeypatch: pytest.MonkeyPatch, card_gib: float, overrides: list[str]) -> dict[str, Any]:
+def _probe_on_a_mock_card(monkeypatch: pytest.MonkeyPatch, card_gib: float, overrides: list[str],
+                          armed: bool = True) -> dict[str, Any]:
     """choose_micro_batch on the tiny model with a mock card and the step measurements mocked: a trial's
     peak grows with the micro-batch and with every layer that keeps its activations (the H200 shape of
     bench/RESULTS.md, scaled: 1.6 GiB + 0.45 GiB per row, +0.45 GiB per row and un-checkpointed layer of
@@ -235,6 +236,8 @@ def _probe_on_a_mock_card(monkeypatch: pytest.MonkeyPatch, card_gib: float, over
     from bhasha_build.stages import train as train_stage
 
     model = _tiny_qwen(4)
+    if not armed:  # loaded without checkpointing: no layer can be switched on
+        model.gradient_checkpointing_disable()
     monkeypatch.setattr(probe, "measures_here", lambda: True)
     monkeypatch.setattr(vram, "detected_card", lambda: ("mock card", card_gib))
 
@@ -279,3 +282,12 @@ def test_the_probe_checkpoints_only_what_the_16gb_budget_needs_and_nothing_on_a_
     # mb 8 with 2 layers kept: 1.6 + 3.6 x 15 = 55.6 GiB fits 60; 3 kept (80.8) does not
     assert mid["chosen"]["checkpointed_layers"] == 2 and mid["pinned"] == [True, True, False, False]
     assert mid["config"] == (8, 1, True)
+
+
+def test_a_model_loaded_without_checkpointing_is_probed_once_per_micro_batch_and_recorded_as_such(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    record = _probe_on_a_mock_card(monkeypatch, 139.8, ['train.vram_budget_gib="auto"'], armed=False)
+    trials = [(c["batch_size"], c["checkpointed"]) for c in record["candidates"]]
+    assert trials == [(1, 0), (2, 0), (4, 0), (8, 0)]  # every layout asked for runs as none: measured once
+    assert record["chosen"]["checkpointed_layers"] == 0 and record["config"] == (8, 1, False)
+    assert record["pinned"] == [False] * 4

@@ -88,42 +88,7 @@ def choose_micro_batch(cfg: BuildConfig, model: Any,
         best = {"batch_size": max(s for s in sizes if s <= 8) if len(sizes) > 1 else sizes[0], "checkpointed": full}
         record.update(mode="default (no CUDA: nothing to measure)")
     else:
-        budget, source = vram_budget(cfg)
-        record.update(budget_gib=round(budget, 2), budget_source=source,
-                      measures=f"optimizer steps: {WARMUP_STEPS} warm-up + {TIMED_STEPS} timed per layout "
-                               "(collate, forward + backward x grad_accum, clip, optimizer step, zero_grad)")
-        t0 = time.monotonic()
-        concrete = cfg.model_copy(update={"train": train_cfg.model_copy(
-            update={"batch_size": sizes[-1], "grad_accum": effective // sizes[-1]})})
-        with step_probe(lambda: make_trainer(concrete), model, cfg.model.max_seq_length, effective) as probe:
-            record["optimizer"] = probe.optimizer_name
-
-            def trial(b: int, checkpointed: int) -> bool:
-                checkpointed = set_checkpointing(model, checkpointed)  # what the model can do: recorded as run
-                result = {"batch_size": b, "checkpointed": checkpointed, **probe.measure(b)}
-                fits = not result.get("oom") and (result["peak_gib"] is None or result["peak_gib"] <= budget)
-                result["fits"] = dist.all_agree(fits)  # on every rank, or the ranks' climbs part ways
-                record["candidates"].append(result)
-                return result["fits"]
-
-            fitting_sizes = []
-            for b in sizes:
-                if not trial(b, full):
-                    break
-                fitting_sizes.append(b)
-            if train_cfg.gradient_checkpointing == "auto":
-                for b in fitting_sizes[-2:]:
-                    for checkpointed in sorted({n_layers * q // 4 for q in (3, 2, 1, 0)}, reverse=True):
-                        if not trial(b, checkpointed):
-                            break
-            record["probe_optimizer_steps"] = probe.steps
-        record["probe_seconds"] = round(time.monotonic() - t0, 2)
-        fitting = [i for i, c in enumerate(record["candidates"]) if c["fits"]]
-        if not fitting:
-            raise ProbeError(f"no micro-batch of {sizes} fits train.vram_budget_gib {budget:.1f} GiB at "
-                             f"model.max_seq_length {cfg.model.max_seq_length}: lower the sequence length")
-        index = dist.from_main(max(fitting, key=lambda i: record["candidates"][i]["tokens_per_s"]))
-        best = record["candidates"][index]
+        best = climb(cfg, model, make_trainer, sizes, full, record)
     checkpointed = set_checkpointing(model, best["checkpointed"])
     any_checkpointed = checkpointed > 0 if n_layers else bool(train_cfg.gradient_checkpointing)
     chosen = {"batch_size": best["batch_size"], "grad_accum": effective // best["batch_size"],
@@ -136,6 +101,52 @@ def choose_micro_batch(cfg: BuildConfig, model: Any,
           + (f", {best['tokens_per_s']:.0f} tok/s per optimizer step" if "tokens_per_s" in best else "") + ")",
           flush=True)
     return cfg.model_copy(update={"train": train_cfg.model_copy(update=chosen)}), record
+
+
+def climb(cfg: BuildConfig, model: Any, make_trainer: Callable[[BuildConfig], Any], sizes: list[int], full: int,
+          record: dict[str, Any]) -> dict[str, Any]:
+    """The measured climb of the module docstring; every trial lands in record["candidates"]. Returns the
+    fastest trial that fits (rank 0's, under torchrun)."""
+    train_cfg, effective = cfg.train, record["effective_batch"]
+    n_layers = record["decoder_layers"]
+    budget, source = vram_budget(cfg)
+    record.update(budget_gib=round(budget, 2), budget_source=source,
+                  measures=f"optimizer steps: {WARMUP_STEPS} warm-up + {TIMED_STEPS} timed per layout "
+                           "(collate, forward + backward x grad_accum, clip, optimizer step, zero_grad)")
+    t0 = time.monotonic()
+    concrete = cfg.model_copy(update={"train": train_cfg.model_copy(
+        update={"batch_size": sizes[-1], "grad_accum": effective // sizes[-1]})})
+    with step_probe(lambda: make_trainer(concrete), model, cfg.model.max_seq_length, effective) as probe:
+        record["optimizer"] = probe.optimizer_name
+
+        def trial(b: int, checkpointed: int) -> bool:
+            checkpointed = set_checkpointing(model, checkpointed)  # what the model can do: recorded as run
+            done = [c for c in record["candidates"] if (c["batch_size"], c["checkpointed"]) == (b, checkpointed)]
+            if done:  # a model loaded without checkpointing runs every layout as none: measured once
+                return done[0]["fits"]
+            result = {"batch_size": b, "checkpointed": checkpointed, **probe.measure(b)}
+            fits = not result.get("oom") and (result["peak_gib"] is None or result["peak_gib"] <= budget)
+            result["fits"] = dist.all_agree(fits)  # on every rank, or the ranks' climbs part ways
+            record["candidates"].append(result)
+            return result["fits"]
+
+        fitting_sizes = []
+        for b in sizes:
+            if not trial(b, full):
+                break
+            fitting_sizes.append(b)
+        if train_cfg.gradient_checkpointing == "auto":
+            for b in fitting_sizes[-2:]:
+                for checkpointed in sorted({n_layers * q // 4 for q in (3, 2, 1, 0)}, reverse=True):
+                    if not trial(b, checkpointed):
+                        break
+        record["probe_optimizer_steps"] = probe.steps
+    record["probe_seconds"] = round(time.monotonic() - t0, 2)
+    fitting = [i for i, c in enumerate(record["candidates"]) if c["fits"]]
+    if not fitting:
+        raise ProbeError(f"no micro-batch of {sizes} fits train.vram_budget_gib {budget:.1f} GiB at "
+                         f"model.max_seq_length {cfg.model.max_seq_length}: lower the sequence length")
+    return record["candidates"][dist.from_main(max(fitting, key=lambda i: record["candidates"][i]["tokens_per_s"]))]
 
 
 def record_trained(record: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
