@@ -99,3 +99,18 @@ def test_each_part_imports_like_the_cli_in_a_fresh_process() -> None:
 
     assert order("project_16gb") == ["unsloth", "transformers", "peft", "trl"]
     assert order("baseline_trl") == ["transformers", "peft", "trl"]
+
+
+def test_a_probed_part_carries_the_probes_step_speed_beside_the_trained_one() -> None:
+    from bhasha_build.tools.bench import probe_vs_trained
+
+    micro = {"mode": "probed", "measures": "optimizer steps", "probe_seconds": 21.5,
+             "chosen": {"batch_size": 8, "checkpointed_layers": 21, "probe_tokens_per_s": 40_000.0,
+                        "probe_peak_gib": 9.0},
+             "trained": {"tokens_per_s": 37_000.0, "peak_gib": 8.5}}
+    out = probe_vs_trained(micro, 38_000.0, 8.4)
+    assert (out["probe_step_tokens_per_s"], out["trained_tokens_per_s"]) == (40_000.0, 38_000.0)
+    assert out["stage_trained_tokens_per_s"] == 37_000.0  # the stage's all-steps median, from the manifest
+    assert out["probe"] == {"tokens_per_s": 40_000.0, "peak_gib": 9.0, "measures": "optimizer steps",
+                            "seconds": 21.5, "trained_vs_probe_speed": 0.95, "trained_vs_probe_peak": 0.933}
+    assert probe_vs_trained({"mode": "fixed", "batch_size": 8}, 38_000.0, 8.4) == {}  # nothing probed

@@ -114,8 +114,8 @@ def test_the_probed_layout_holds_inside_unsloths_trainer(tmp_path: Any, monkeypa
     pipeline.run_data(cfg)
     probe = train_stage.choose_micro_batch
 
-    def probe_then_one_layer(cfg: Any, model: Any) -> tuple[Any, dict[str, Any]]:
-        chosen, record = probe(cfg, model)
+    def probe_then_one_layer(cfg: Any, model: Any, make_trainer: Any = None) -> tuple[Any, dict[str, Any]]:
+        chosen, record = probe(cfg, model, make_trainer)
         train_stage.set_checkpointing(model, 1)  # what a probe that chose 1 of the layers leaves
         return chosen, {**record, "mode": "probed", "chosen": {**record.get("chosen", {}), "checkpointed_layers": 1}}
 

@@ -223,28 +223,41 @@ def test_vram_budget_auto_takes_the_detected_card_and_gpu16gb_keeps_14_gib(monke
         vram.vram_budget(auto)
 
 
-def _probe_on_a_mock_card(monkeypatch: pytest.MonkeyPatch, card_gib: float, overrides: list[str]) -> dict[str, Any]:
-    """choose_micro_batch on the tiny model with CUDA and the trial measurements mocked: a trial's peak
-    grows with the micro-batch and with every layer that keeps its activations (the H200 shape of
+def _probe_on_a_mock_card(monkeypatch: pytest.MonkeyPatch, card_gib: float, overrides: list[str],
+                          armed: bool = True) -> dict[str, Any]:
+    """choose_micro_batch on the tiny model with a mock card and the step measurements mocked: a trial's
+    peak grows with the micro-batch and with every layer that keeps its activations (the H200 shape of
     bench/RESULTS.md, scaled: 1.6 GiB + 0.45 GiB per row, +0.45 GiB per row and un-checkpointed layer of
-    4), and un-checkpointed layers run faster."""
-    import torch
+    4), and un-checkpointed layers run faster. (tests/test_probe.py runs the real steps.)"""
+    from contextlib import contextmanager
 
     from bhasha_build.core import vram
+    from bhasha_build.stages import probe
     from bhasha_build.stages import train as train_stage
 
     model = _tiny_qwen(4)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    if not armed:  # loaded without checkpointing: no layer can be switched on
+        model.gradient_checkpointing_disable()
+    monkeypatch.setattr(probe, "measures_here", lambda: True)
     monkeypatch.setattr(vram, "detected_card", lambda: ("mock card", card_gib))
 
-    def trial(model: Any, batch: int, seq: int) -> dict[str, Any]:
-        kept = sum(not m.gradient_checkpointing for m in train_stage.decoder_layers(model))
-        return {"tokens_per_s": 1000.0 * batch * (1 + 0.1 * kept), "peak_gib": 1.6 + 0.45 * batch * (1 + kept * 7)}
+    class MockSteps:
+        optimizer_name, steps = "mock", 0
 
-    monkeypatch.setattr(train_stage, "_time_micro_batch", trial)
+        def measure(self, batch: int) -> dict[str, Any]:
+            kept = sum(not m.gradient_checkpointing for m in train_stage.decoder_layers(model))
+            return {"tokens_per_s": 1000.0 * batch * (1 + 0.1 * kept),
+                    "peak_gib": 1.6 + 0.45 * batch * (1 + kept * 7)}
+
+    @contextmanager
+    def mock_probe(make_trainer: Any, model: Any, seq_len: int, effective: int):
+        assert make_trainer() == "the stage's trainer"
+        yield MockSteps()
+
+    monkeypatch.setattr(probe, "step_probe", mock_probe)
     cfg = load_config(env={}, overrides=['train.batch_size="auto"', "train.effective_batch=8",
                                          'train.gradient_checkpointing="auto"', *overrides])
-    chosen, record = train_stage.choose_micro_batch(cfg, model)
+    chosen, record = train_stage.choose_micro_batch(cfg, model, lambda probe_cfg: "the stage's trainer")
     from bhasha_build.core.checkpointing import pinned_layout
 
     record["pinned"] = pinned_layout(model)
@@ -258,13 +271,23 @@ def test_the_probe_checkpoints_only_what_the_16gb_budget_needs_and_nothing_on_a_
     assert small["budget_gib"] == 14.0 and small["budget_source"] == "0.875 x train.gpu_memory_gib 16"
     # mb 8: 1.6 + 3.6 x (1 + 7k) fits 14 GiB for no kept layer; mb 4 keeps one: 1.6 + 1.8 x 8 = 16 > 14, so none
     assert small["chosen"] == {"batch_size": 8, "grad_accum": 1, "gradient_checkpointing": True,
-                               "checkpointed_layers": 4}
+                               "checkpointed_layers": 4, "probe_tokens_per_s": 8000.0, "probe_peak_gib": 5.2}
     big = _probe_on_a_mock_card(monkeypatch, 139.8, ['train.vram_budget_gib="auto"'])
     assert big["budget_gib"] == round(0.875 * 139.8, 2) and "mock card" in big["budget_source"]
     assert big["chosen"] == {"batch_size": 8, "grad_accum": 1, "gradient_checkpointing": False,
-                             "checkpointed_layers": 0}
+                             "checkpointed_layers": 0, "probe_tokens_per_s": 11200.0,
+                             "probe_peak_gib": pytest.approx(1.6 + 3.6 * 29)}
     assert big["pinned"] == [False] * 4 and big["config"] == (8, 1, False)
     mid = _probe_on_a_mock_card(monkeypatch, 139.8, ["train.vram_budget_gib=60"])
     # mb 8 with 2 layers kept: 1.6 + 3.6 x 15 = 55.6 GiB fits 60; 3 kept (80.8) does not
     assert mid["chosen"]["checkpointed_layers"] == 2 and mid["pinned"] == [True, True, False, False]
     assert mid["config"] == (8, 1, True)
+
+
+def test_a_model_loaded_without_checkpointing_is_probed_once_per_micro_batch_and_recorded_as_such(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    record = _probe_on_a_mock_card(monkeypatch, 139.8, ['train.vram_budget_gib="auto"'], armed=False)
+    trials = [(c["batch_size"], c["checkpointed"]) for c in record["candidates"]]
+    assert trials == [(1, 0), (2, 0), (4, 0), (8, 0)]  # every layout asked for runs as none: measured once
+    assert record["chosen"]["checkpointed_layers"] == 0 and record["config"] == (8, 1, False)
+    assert record["pinned"] == [False] * 4

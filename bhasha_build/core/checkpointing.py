@@ -1,6 +1,6 @@
 """Partial activation checkpointing that holds inside Unsloth's trainer.
 
-The micro-batch probe (stages/train.py choose_micro_batch) may choose to checkpoint only the first k
+The micro-batch probe (stages/probe.py choose_micro_batch) may choose to checkpoint only the first k
 decoder layers: their activations are recomputed in backward, the others keep theirs. transformers'
 decoder layers (GradientCheckpointingLayer) read `self.gradient_checkpointing` at every call and then
 run `self._gradient_checkpointing_func` (Unsloth's offloaded checkpoint once Unsloth armed the model),

@@ -136,7 +136,7 @@ class TrainConfig(Section):
     lr_scheduler: str = "linear"
     warmup_steps: int = Field(5, ge=0)
     # rows per device per micro-step, or "auto": the micro-batch (a divisor of train.effective_batch)
-    # that measures fastest on the card within train.vram_budget_gib (stages/train.py choose_micro_batch)
+    # whose optimizer steps measure fastest on the card within train.vram_budget_gib (stages/probe.py)
     batch_size: int | Literal["auto"] = Field(2)
     grad_accum: int = Field(4, ge=1)
     effective_batch: int | None = Field(None, ge=1)  # rows per optimizer step per device, for batch_size="auto"

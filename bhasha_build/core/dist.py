@@ -51,6 +51,32 @@ def destroy() -> None:
         dist.destroy_process_group()
 
 
+def _tensor(dist: Any, values: list[int]):
+    torch = sys.modules["torch"]  # a process group is up: torch is imported
+    device = f"cuda:{local_rank()}" if dist.get_backend() == "nccl" else "cpu"
+    return torch.tensor(values, dtype=torch.int64, device=device)
+
+
+def all_agree(flag: bool) -> bool:
+    """True only when `flag` is true on every rank (the flag itself on a single process)."""
+    dist = _initialized()
+    if not dist:
+        return flag
+    t = _tensor(dist, [int(bool(flag))])
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def from_main(value: int) -> int:
+    """Global rank 0's `value` on every rank (the value itself on a single process)."""
+    dist = _initialized()
+    if not dist:
+        return value
+    t = _tensor(dist, [int(value)])
+    dist.broadcast(t, src=0)
+    return int(t.item())
+
+
 ENGINE = "torchrun+ddp"  # torch DDP via the transformers Trainer (accelerate)
 
 

@@ -47,7 +47,7 @@ def estimate_vram_gib(cfg: BuildConfig, model_config: dict[str, Any]) -> dict[st
     lora_params = layers * cfg.lora.r * sum(lora_dims[m] for m in cfg.lora.target_modules)
     opt_bytes_per = 2.0 if "8bit" in cfg.train.optim else 8.0
     lora_bytes = lora_params * (4 + 4 + opt_bytes_per)
-    # batch_size "auto" is probed on the card (stages/train.py); the preflight checks the smallest micro-batch
+    # batch_size "auto" is probed on the card (stages/probe.py); the preflight checks the smallest micro-batch
     batch = 1 if cfg.train.batch_size == "auto" else cfg.train.batch_size
     tokens = batch * cfg.model.max_seq_length
     if cfg.train.backend == "unsloth":

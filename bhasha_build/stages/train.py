@@ -16,6 +16,8 @@ Knobs (section.key — what it does):
   train.packing          bin-pack short rows into max_seq_length rows (TRL best-fit decreasing)
   train.packing_strategy auto | padding_free | dense_rows (below)
   train.gradient_checkpointing   Unsloth's offloaded checkpointing / HF's non-reentrant one
+  train.batch_size = "auto" / train.gradient_checkpointing = "auto"   micro-batch and per-layer checkpointing
+                         chosen by timing real optimizer steps of this trainer (stages/probe.py)
   train.save_steps / train.save_total_limit   checkpoints for --resume
   train.logging_steps    train_log.jsonl cadence
   train.gpu_memory_gib   card size for the VRAM preflight (core/vram.py); None = detect
@@ -54,12 +56,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bhasha_build.core import checkpointing, dist, models
+from bhasha_build.core import dist, models
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_dir, atomic_write_json, atomic_write_text, save_figure
 from bhasha_build.core.layout import RunLayout
-from bhasha_build.core.vram import vram_budget, vram_preflight
+from bhasha_build.core.vram import vram_preflight
+from bhasha_build.stages.probe import choose_micro_batch, decoder_layers, record_trained, set_checkpointing
+
+__all__ = ["choose_micro_batch", "decoder_layers", "run", "set_checkpointing", "train"]  # + the probe's, re-exported
 
 INPUTS_RECORD = "bhasha_inputs.json"  # inside checkpoints/: the input key the checkpoints were made on
 
@@ -101,15 +106,16 @@ def train(cfg: BuildConfig, layout: RunLayout, resume: bool = False, force: bool
     preflight = preflight_if_gpu(cfg, model_dir)
     set_seed(cfg.seed)
     model, tokenizer = (load_unsloth if cfg.train.backend == "unsloth" else load_hf)(cfg, model_dir)
-    cfg, micro_batch = choose_micro_batch(cfg, model)
     dataset = build_dataset(rows, tokenizer)
+    cfg, micro_batch = choose_micro_batch(  # stages/probe.py: times optimizer steps of this trainer
+        cfg, model, lambda probe_cfg: probe_trainer(probe_cfg, layout, model, tokenizer, dataset))
     ckpt = start_or_resume(layout, resume, force, inputs_sha256)
     callbacks = list(extra_callbacks or [])
     trainer, packing = build_trainer(cfg, layout, model, tokenizer, dataset, stop_after_steps, callbacks,
                                      checkpointing_set=micro_batch["mode"] != "fixed")
     result, seconds = fit(trainer, ckpt)
     summary = summarize(cfg, layout, trainer, result, seconds, ckpt, packing, preflight)
-    summary["micro_batch"] = micro_batch
+    summary["micro_batch"] = record_trained(micro_batch, summary)  # the probe's step tok/s beside the trained
     if stop_after_steps and trainer.state.global_step < (trainer.state.max_steps or 0):
         summary["interrupted"] = True
     if not dist.is_main_process() or summary.get("interrupted"):
@@ -139,126 +145,6 @@ def preflight_if_gpu(cfg: BuildConfig, model_dir: Path) -> dict[str, Any]:
     import torch
 
     return vram_preflight(cfg, model_dir) if torch.cuda.is_available() or cfg.train.gpu_memory_gib else {}
-
-
-def choose_micro_batch(cfg: BuildConfig, model: Any) -> tuple[BuildConfig, dict[str, Any]]:
-    """Settle train.batch_size = "auto" and train.gradient_checkpointing = "auto" by measuring on the card.
-
-    Candidates: every divisor b of train.effective_batch (grad_accum = effective / b keeps the effective
-    batch, so the loss curve is the same). Each trial runs one warm-up and two timed forward + backward
-    passes of b rows x model.max_seq_length random tokens on the loaded model (no optimizer step: the
-    weights do not change) and reads the peak memory; a trial over the VRAM budget (core/vram.py vram_budget:
-    0.875 x the card, 14 GiB on a 16 GB card; "auto": 0.875 x the detected card) or out of memory
-    stops that climb.
-      1. b climbs with every layer checkpointed (or as configured) while it fits;
-      2. with checkpointing "auto", for the largest fitting b and the one below it, fewer decoder layers
-         are checkpointed (all, 3/4, 1/2, 1/4, none) while it fits: activations are kept only where
-         memory allows, recomputed elsewhere. The layout is pinned (core/checkpointing.py), so it
-         holds inside Unsloth's trainer too, which otherwise re-arms every layer at each step.
-    The fastest fitting trial wins. Without CUDA nothing is measured: b = the largest divisor <= 8, all
-    layers checkpointed. Returns the concrete config (batch_size, grad_accum, gradient_checkpointing,
-    checkpointed_layers) and the record the manifest keeps."""
-    import torch
-
-    train_cfg = cfg.train
-    if train_cfg.batch_size != "auto" and train_cfg.gradient_checkpointing != "auto":
-        return cfg, {"mode": "fixed", "batch_size": train_cfg.batch_size, "grad_accum": train_cfg.grad_accum}
-    effective = train_cfg.effective_batch or train_cfg.batch_size * train_cfg.grad_accum
-    sizes = [b for b in range(1, effective + 1) if effective % b == 0]
-    if train_cfg.batch_size != "auto":
-        sizes = [train_cfg.batch_size]
-    n_layers = len(decoder_layers(model))
-    full = n_layers if train_cfg.gradient_checkpointing else 0
-    record: dict[str, Any] = {"mode": "probed", "effective_batch": effective, "decoder_layers": n_layers,
-                              "candidates": []}
-    if not torch.cuda.is_available():
-        best = {"batch_size": max(s for s in sizes if s <= 8) if len(sizes) > 1 else sizes[0], "checkpointed": full}
-        record.update(mode="default (no CUDA: nothing to measure)")
-    else:
-        budget, source = vram_budget(cfg)
-        record.update(budget_gib=round(budget, 2), budget_source=source)
-
-        def trial(b: int, checkpointed: int) -> bool:
-            set_checkpointing(model, checkpointed)
-            result = {"batch_size": b, "checkpointed": checkpointed,
-                      **_time_micro_batch(model, b, cfg.model.max_seq_length)}
-            record["candidates"].append(result)
-            return not result.get("oom") and result["peak_gib"] <= budget
-
-        fitting_sizes = []
-        for b in sizes:
-            if not trial(b, full):
-                break
-            fitting_sizes.append(b)
-        if train_cfg.gradient_checkpointing == "auto":
-            for b in fitting_sizes[-2:]:
-                for checkpointed in sorted({n_layers * q // 4 for q in (3, 2, 1, 0)}, reverse=True):
-                    if not trial(b, checkpointed):
-                        break
-        fitting = [c for c in record["candidates"] if not c.get("oom") and c["peak_gib"] <= budget]
-        if not fitting:
-            raise TrainError(f"no micro-batch of {sizes} fits train.vram_budget_gib {budget:.1f} GiB at "
-                             f"model.max_seq_length {cfg.model.max_seq_length}: lower the sequence length")
-        best = max(fitting, key=lambda c: c["tokens_per_s"])
-    set_checkpointing(model, best["checkpointed"])
-    any_checkpointed = best["checkpointed"] > 0 if n_layers else bool(train_cfg.gradient_checkpointing)
-    chosen = {"batch_size": best["batch_size"], "grad_accum": effective // best["batch_size"],
-              "gradient_checkpointing": any_checkpointed}
-    record.update(chosen={**chosen, "checkpointed_layers": best["checkpointed"]})
-    print(f"micro-batch: {chosen['batch_size']} x grad_accum {chosen['grad_accum']}, activation checkpointing on "
-          f"{best['checkpointed']} of {n_layers} layers ({record['mode']})", flush=True)
-    return cfg.model_copy(update={"train": train_cfg.model_copy(update=chosen)}), record
-
-
-def decoder_layers(model: Any) -> list[Any]:
-    """The transformer blocks (core/checkpointing.py)."""
-    return checkpointing.decoder_layers(model)
-
-
-def set_checkpointing(model: Any, checkpointed: int | bool) -> None:
-    """Checkpoint the first `checkpointed` decoder layers (True: every layer as loaded, False/0: none),
-    pinned so that Unsloth's trainer cannot switch the others back on (core/checkpointing.py).
-
-    Layers can only be switched on when the model was loaded with checkpointing (its checkpoint
-    function installed): the flags it was loaded with are kept as the "on" state."""
-    flagged = [m for m in model.modules() if isinstance(getattr(m, "gradient_checkpointing", None), bool)]
-    layers = decoder_layers(model)
-    loaded = model.__dict__.setdefault("_bhasha_loaded_checkpointing", {id(m): m.gradient_checkpointing
-                                                                         for m in flagged})
-    count = len(layers) if checkpointed is True else int(checkpointed)
-    armed = [loaded.get(id(m), False) for m in layers]
-    count = min(count, armed.index(False) if False in armed else len(layers))
-    checkpointing.pin(model, count, layers)
-    partial = 0 < count < len(layers)
-    for m in flagged:
-        if m not in layers:  # the model-level flag would wrap every layer: off when only some layers checkpoint
-            m.gradient_checkpointing = loaded[id(m)] and count > 0 and not partial
-
-
-def _time_micro_batch(model: Any, batch: int, seq: int) -> dict[str, Any]:
-    import torch
-
-    vocab = model.get_input_embeddings().weight.shape[0]
-    ids = torch.randint(0, vocab, (batch, seq), device="cuda")
-    model.train()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    times = []
-    try:
-        for _ in range(3):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            model(input_ids=ids, labels=ids).loss.backward()
-            torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-    except torch.OutOfMemoryError:
-        return {"oom": True}
-    finally:
-        model.zero_grad(set_to_none=True)
-        del ids
-    peak = torch.cuda.max_memory_allocated() / 2**30
-    torch.cuda.empty_cache()
-    return {"tokens_per_s": round(batch * seq / (sum(times[1:]) / 2), 1), "peak_gib": round(peak, 3)}
 
 
 def build_dataset(rows: list[dict[str, Any]], tokenizer: Any):
@@ -323,7 +209,6 @@ def build_trainer(cfg: BuildConfig, layout: RunLayout, model: Any, tokenizer: An
     checkpointing_set: the layers' checkpointing was chosen per layer (choose_micro_batch): the
     Trainer must not switch it on for every layer at train start."""
     from transformers import TrainerCallback
-    from trl import SFTTrainer
 
     callbacks = [_progress_callback(layout.train_log, cfg.train.max_steps if cfg.train.max_steps > 0 else None)]
     if stop_after_steps:
@@ -336,6 +221,35 @@ def build_trainer(cfg: BuildConfig, layout: RunLayout, model: Any, tokenizer: An
         callbacks.append(StopAfter())
     callbacks += extra_callbacks or []
     args = make_sft_config(cfg, layout, checkpointing_set=checkpointing_set)
+    trainer, packing = sft_trainer(cfg, args, model, tokenizer, dataset, callbacks)
+    for cb in list(trainer.callback_handler.callbacks):  # our callback prints progress instead
+        if type(cb).__name__ in ("PrinterCallback", "ProgressCallback") and cb is not callbacks[0]:
+            trainer.remove_callback(cb)
+    return trainer, packing
+
+
+PROBE_ROWS = 16  # rows of the train split the probe's trainer is built on (its rows are synthetic)
+
+
+def probe_trainer(cfg: BuildConfig, layout: RunLayout, model: Any, tokenizer: Any, dataset: Any) -> Any:
+    """The trainer whose optimizer steps the probe times (stages/probe.py): built as build_trainer builds
+    training's (SFTConfig, trainer class, collator, optimizer settings), on the first PROBE_ROWS rows (TRL
+    prepares only those) and a throw-away output folder; no callbacks, it never runs train()."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bhasha-probe-") as tmp:  # Trainer() makes its output folder
+        args = make_sft_config(cfg, layout, checkpointing_set=True, output_dir=Path(tmp))
+        trainer, _ = sft_trainer(cfg, args, model, tokenizer, dataset.select(range(min(len(dataset), PROBE_ROWS))),
+                                 [])
+    return trainer
+
+
+def sft_trainer(cfg: BuildConfig, args: Any, model: Any, tokenizer: Any, dataset: Any,
+                callbacks: list[Any]) -> tuple[Any, dict[str, Any]]:
+    """The SFTTrainer class for this device (_trainer_class) with the packing strategy's collator;
+    (trainer, packing facts). Training and the probe both build theirs here."""
+    from trl import SFTTrainer
+
     trainer = _trainer_class(SFTTrainer)(model=model, args=args, train_dataset=dataset,
                                          processing_class=tokenizer, callbacks=callbacks)
     varlen_kernel = varlen_attention_available()  # probed once: it imports optional kernels
@@ -347,9 +261,6 @@ def build_trainer(cfg: BuildConfig, layout: RunLayout, model: Any, tokenizer: An
         trainer.data_collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id,
                                                                 padding_free=False)
         trainer.padding_free = False
-    for cb in list(trainer.callback_handler.callbacks):  # our callback prints progress instead
-        if type(cb).__name__ in ("PrinterCallback", "ProgressCallback") and cb is not callbacks[0]:
-            trainer.remove_callback(cb)
     return trainer, {"packing_strategy": strategy, "varlen_kernel": varlen_kernel}
 
 
@@ -630,7 +541,7 @@ def latest_checkpoint(layout: RunLayout) -> Path | None:
 
 
 def make_sft_config(cfg: BuildConfig, layout: RunLayout, max_steps: int | None = None,
-                    checkpointing_set: bool = False):
+                    checkpointing_set: bool = False, output_dir: Path | None = None):
     import torch
     from trl import SFTConfig
 
@@ -642,7 +553,7 @@ def make_sft_config(cfg: BuildConfig, layout: RunLayout, max_steps: int | None =
         # checkpointing and DDP's gradient hooks don't mix, the non-reentrant kind does.
         ddp = {"ddp_find_unused_parameters": False, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
     return SFTConfig(
-        output_dir=str(layout.checkpoints),
+        output_dir=str(output_dir or layout.checkpoints),
         max_length=cfg.model.max_seq_length,  # TRL's default is 1024
         packing=cfg.train.packing,
         completion_only_loss=True,

@@ -7,6 +7,8 @@ leak between parts either):
   project_dense   bhasha_build.stages.train.train() on dense 2048-token rows (packing off, bs 8)
   project_16gb    the train stage as a 16 GB card runs it: micro-batch and per-layer checkpointing
                   probed within 14 GiB (0.875 x --card-gib), the layout pinned through Unsloth's trainer
+                  (the probe times full optimizer steps, stages/probe.py; each probed part carries
+                  probe_step_tokens_per_s beside trained_tokens_per_s, and probe.trained_vs_probe_speed)
   project_full_card  the same with train.vram_budget_gib = "auto": 0.875 x the detected card
   project_dense_nockpt  the same with activation checkpointing off (a lever: speed vs memory)
   project_dense_auto    the same effective batch with train.batch_size = "auto" and
@@ -233,15 +235,7 @@ def _project_part(model_dir: Path, args: argparse.Namespace, rows_kind: str, pac
     timed = [r for r in log if r["step"] > args.warmup and r.get("tokens_per_s")]
     tps = sorted(r["tokens_per_s"] for r in timed)
     median = tps[len(tps) // 2] if tps else None
-    micro = summary.get("micro_batch") or {}
-    chosen = micro.get("chosen") or {}
-    probe = next((c for c in micro.get("candidates", []) if c.get("batch_size") == chosen.get("batch_size")
-                  and c.get("checkpointed") == chosen.get("checkpointed_layers")), None)
-    if probe and median:  # does training run at what the probe measured (forward + backward, no optimizer)?
-        profile["probe"] = {"tokens_per_s": probe["tokens_per_s"], "peak_gib": probe["peak_gib"],
-                            "trained_vs_probe_speed": round(median / probe["tokens_per_s"], 3),
-                            "trained_vs_probe_peak": round((summary.get("peak_memory_gib") or 0) / probe["peak_gib"],
-                                                           3)}
+    profile.update(probe_vs_trained(summary.get("micro_batch") or {}, median, summary.get("peak_memory_gib")))
     return {"tokens_per_s": median, "useful_tokens_per_s": median,
             "peak_memory_gib": summary.get("peak_memory_gib"), "steps_timed": len(timed),
             "optim_used": summary.get("optim_used"), "packing": packing, "rows": rows_kind,
@@ -250,6 +244,25 @@ def _project_part(model_dir: Path, args: argparse.Namespace, rows_kind: str, pac
             **profile,
             "tokens_per_step": (timed[-1]["num_tokens"] - timed[0]["num_tokens"]) / max(len(timed) - 1, 1)
             if len(timed) > 1 else None}
+
+
+def probe_vs_trained(micro: dict[str, Any], trained_tps: float | None, trained_peak: float | None) -> dict[str, Any]:
+    """Does training run at what the probe measured? The chosen layout's probed optimizer-step tokens/s and
+    peak (the manifest's stages.train.micro_batch.chosen) beside this part's trained median after warm-up
+    (and the stage's own all-steps median, micro_batch.trained); {} when nothing was probed."""
+    chosen = micro.get("chosen") or {}
+    probed = chosen.get("probe_tokens_per_s")
+    if not probed:
+        return {}
+    out: dict[str, Any] = {"probe_step_tokens_per_s": probed, "trained_tokens_per_s": trained_tps,
+                           "stage_trained_tokens_per_s": (micro.get("trained") or {}).get("tokens_per_s"),
+                           "probe": {"tokens_per_s": probed, "peak_gib": chosen.get("probe_peak_gib"),
+                                     "measures": micro.get("measures"), "seconds": micro.get("probe_seconds")}}
+    if trained_tps:
+        out["probe"]["trained_vs_probe_speed"] = round(trained_tps / probed, 3)
+    if trained_peak and chosen.get("probe_peak_gib"):
+        out["probe"]["trained_vs_probe_peak"] = round(trained_peak / chosen["probe_peak_gib"], 3)
+    return out
 
 
 def _profiler_callback(args: argparse.Namespace, sink: dict[str, Any]):

@@ -1,0 +1,326 @@
+"""The train stage's probe: settle train.batch_size = "auto" and train.gradient_checkpointing = "auto"
+by timing real optimizer steps of the stage's own trainer on the card (stages/train.py calls it).
+
+Knobs (section.key — what it does):
+  train.batch_size = "auto"      probe the micro-batch among the divisors of train.effective_batch
+                                 (grad_accum = effective / micro-batch, so the loss curve is the same)
+  train.effective_batch          rows per optimizer step per device
+  train.gradient_checkpointing = "auto"   also probe how many decoder layers to checkpoint: all, 3/4,
+                                 1/2, 1/4, none (activations kept where memory allows, recomputed elsewhere)
+  train.vram_budget_gib / train.gpu_memory_gib   the peak a layout may reach (core/vram.py vram_budget:
+                                 0.875 x the card, 14 GiB on a 16 GB card; "auto": 0.875 x the detected one)
+  model.max_seq_length           the probe's row length: every row full, the worst case for memory
+Constants: WARMUP_STEPS (1) untimed and TIMED_STEPS (2) timed optimizer steps per layout.
+
+One probe step is one optimizer step as the Trainer's inner loop runs it, on the stage's own trainer
+(built by stages/train.py `probe_trainer`: the same SFTConfig, trainer class, collator, optimizer and
+loss path as training): grad_accum micro-batches of synthetic rows (random ids, the first quarter of each
+row masked as a prompt) through the trainer's collator and its `training_step` (its compute_loss: TRL's
+fused loss on the GPU, with its metrics), gradient clipping at train.max_grad_norm, `optimizer.step()`
+(train.optim at train.learning_rate; its state is made on the first step and stays alive, so every
+layout's peak includes it) and `zero_grad()`. Left out: the LR scheduler, logging and callbacks.
+tokens/s = effective batch x max_seq_length / the mean timed step; peak = torch.cuda.max_memory_allocated
+over the layout's steps. On 2026-12-02 (bench/RESULTS.md) a forward + backward probe over-rated the
+trainer by 1.3-1.6x and ranked a layout first that trained slower than checkpointing every layer.
+
+The climb (each trial over the budget, or out of memory, stops its climb):
+  1. the micro-batch climbs with every layer checkpointed (or as configured) while it fits;
+  2. with checkpointing "auto", for the largest fitting micro-batch and the one below it, fewer layers
+     are checkpointed while it fits. The layout is pinned (core/checkpointing.py), so it holds inside
+     Unsloth's trainer too.
+The fastest fitting trial wins. Without CUDA nothing is measured: the largest divisor <= 8, all layers
+checkpointed. Under torchrun every rank probes, the ranks agree on what fits and take rank 0's choice.
+
+After probing, the trainable weights and the RNG states (torch, CUDA, Python, NumPy) are put back and
+the probe's optimizer dropped (training makes its own), so training starts from the weights it would
+have started from without a probe. The record (the manifest's stages.train.micro_batch) keeps every
+trial, the chosen layout with its probed step tokens/s and peak, and after training (`record_trained`)
+the trained tokens/s and peak beside them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from bhasha_build.core import checkpointing, dist
+from bhasha_build.core.config import BuildConfig
+from bhasha_build.core.errors import BhashaError
+from bhasha_build.core.vram import vram_budget
+
+WARMUP_STEPS = 1  # untimed optimizer steps per layout (the first also makes the optimizer's state)
+TIMED_STEPS = 2  # timed optimizer steps per layout
+PROMPT_SHARE = 0.25  # of each synthetic row masked out of the loss, as a prompt is
+
+
+class ProbeError(BhashaError):
+    """No layout fits (one line, with the budget)."""
+
+
+def measures_here() -> bool:
+    """Whether the probe measures on this machine: only on CUDA, where memory and speed are the card's.
+    (Tests point this at the CPU to run the real steps there.)"""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def choose_micro_batch(cfg: BuildConfig, model: Any,
+                       make_trainer: Callable[[BuildConfig], Any] | None = None) -> tuple[BuildConfig, dict[str, Any]]:
+    """The concrete config (batch_size, grad_accum, gradient_checkpointing; the layout pinned on `model`)
+    and the record the manifest keeps. `make_trainer(cfg)` builds the trainer whose optimizer steps are
+    timed (stages/train.py probe_trainer); it is called only when something is measured."""
+    train_cfg = cfg.train
+    if train_cfg.batch_size != "auto" and train_cfg.gradient_checkpointing != "auto":
+        return cfg, {"mode": "fixed", "batch_size": train_cfg.batch_size, "grad_accum": train_cfg.grad_accum}
+    effective = train_cfg.effective_batch or train_cfg.batch_size * train_cfg.grad_accum
+    sizes = [b for b in range(1, effective + 1) if effective % b == 0]
+    if train_cfg.batch_size != "auto":
+        sizes = [train_cfg.batch_size]
+    n_layers = len(decoder_layers(model))
+    full = n_layers if train_cfg.gradient_checkpointing else 0
+    record: dict[str, Any] = {"mode": "probed", "effective_batch": effective, "decoder_layers": n_layers,
+                              "candidates": []}
+    if make_trainer is None or not measures_here():
+        best = {"batch_size": max(s for s in sizes if s <= 8) if len(sizes) > 1 else sizes[0], "checkpointed": full}
+        record.update(mode="default (no CUDA: nothing to measure)")
+    else:
+        best = climb(cfg, model, make_trainer, sizes, full, record)
+    checkpointed = set_checkpointing(model, best["checkpointed"])
+    any_checkpointed = checkpointed > 0 if n_layers else bool(train_cfg.gradient_checkpointing)
+    chosen = {"batch_size": best["batch_size"], "grad_accum": effective // best["batch_size"],
+              "gradient_checkpointing": any_checkpointed}
+    record["chosen"] = {**chosen, "checkpointed_layers": checkpointed}
+    if "tokens_per_s" in best:
+        record["chosen"].update(probe_tokens_per_s=best["tokens_per_s"], probe_peak_gib=best["peak_gib"])
+    print(f"micro-batch: {chosen['batch_size']} x grad_accum {chosen['grad_accum']}, activation checkpointing on "
+          f"{checkpointed} of {n_layers} layers ({record['mode']}"
+          + (f", {best['tokens_per_s']:.0f} tok/s per optimizer step" if "tokens_per_s" in best else "") + ")",
+          flush=True)
+    return cfg.model_copy(update={"train": train_cfg.model_copy(update=chosen)}), record
+
+
+def climb(cfg: BuildConfig, model: Any, make_trainer: Callable[[BuildConfig], Any], sizes: list[int], full: int,
+          record: dict[str, Any]) -> dict[str, Any]:
+    """The measured climb of the module docstring; every trial lands in record["candidates"]. Returns the
+    fastest trial that fits (rank 0's, under torchrun)."""
+    train_cfg, effective = cfg.train, record["effective_batch"]
+    n_layers = record["decoder_layers"]
+    budget, source = vram_budget(cfg)
+    record.update(budget_gib=round(budget, 2), budget_source=source,
+                  measures=f"optimizer steps: {WARMUP_STEPS} warm-up + {TIMED_STEPS} timed per layout "
+                           "(collate, forward + backward x grad_accum, clip, optimizer step, zero_grad)")
+    t0 = time.monotonic()
+    concrete = cfg.model_copy(update={"train": train_cfg.model_copy(
+        update={"batch_size": sizes[-1], "grad_accum": effective // sizes[-1]})})
+    with step_probe(lambda: make_trainer(concrete), model, cfg.model.max_seq_length, effective) as probe:
+        record["optimizer"] = probe.optimizer_name
+
+        def trial(b: int, checkpointed: int) -> bool:
+            checkpointed = set_checkpointing(model, checkpointed)  # what the model can do: recorded as run
+            done = [c for c in record["candidates"] if (c["batch_size"], c["checkpointed"]) == (b, checkpointed)]
+            if done:  # a model loaded without checkpointing runs every layout as none: measured once
+                return done[0]["fits"]
+            result = {"batch_size": b, "checkpointed": checkpointed, **probe.measure(b)}
+            fits = not result.get("oom") and (result["peak_gib"] is None or result["peak_gib"] <= budget)
+            result["fits"] = dist.all_agree(fits)  # on every rank, or the ranks' climbs part ways
+            record["candidates"].append(result)
+            return result["fits"]
+
+        fitting_sizes = []
+        for b in sizes:
+            if not trial(b, full):
+                break
+            fitting_sizes.append(b)
+        if train_cfg.gradient_checkpointing == "auto":
+            for b in fitting_sizes[-2:]:
+                for checkpointed in sorted({n_layers * q // 4 for q in (3, 2, 1, 0)}, reverse=True):
+                    if not trial(b, checkpointed):
+                        break
+        record["probe_optimizer_steps"] = probe.steps
+    record["probe_seconds"] = round(time.monotonic() - t0, 2)
+    fitting = [i for i, c in enumerate(record["candidates"]) if c["fits"]]
+    if not fitting:
+        raise ProbeError(f"no micro-batch of {sizes} fits train.vram_budget_gib {budget:.1f} GiB at "
+                         f"model.max_seq_length {cfg.model.max_seq_length}: lower the sequence length")
+    return record["candidates"][dist.from_main(max(fitting, key=lambda i: record["candidates"][i]["tokens_per_s"]))]
+
+
+def record_trained(record: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """The probe's record with what training then measured beside the probe's figures for the chosen
+    layout: trained tokens/s (the median of train_log.jsonl's non-padding tokens/s) and peak."""
+    chosen = record.get("chosen") or {}
+    trained = {"tokens_per_s": summary.get("tokens_per_s_median"), "peak_gib": summary.get("peak_memory_gib")}
+    if chosen.get("probe_tokens_per_s") and trained["tokens_per_s"]:
+        trained["vs_probe_speed"] = round(trained["tokens_per_s"] / chosen["probe_tokens_per_s"], 3)
+    if chosen.get("probe_peak_gib") and trained["peak_gib"]:
+        trained["vs_probe_peak"] = round(trained["peak_gib"] / chosen["probe_peak_gib"], 3)
+    return {**record, "trained": trained}
+
+
+def decoder_layers(model: Any) -> list[Any]:
+    """The transformer blocks (core/checkpointing.py)."""
+    return checkpointing.decoder_layers(model)
+
+
+def set_checkpointing(model: Any, checkpointed: int | bool) -> int:
+    """Checkpoint the first `checkpointed` decoder layers (True: every layer as loaded, False/0: none),
+    pinned so that Unsloth's trainer cannot switch the others back on (core/checkpointing.py); returns
+    how many layers are checkpointed now.
+
+    Layers can only be switched on when the model was loaded with checkpointing (its checkpoint
+    function installed): the flags it was loaded with are kept as the "on" state."""
+    flagged = [m for m in model.modules() if isinstance(getattr(m, "gradient_checkpointing", None), bool)]
+    layers = decoder_layers(model)
+    loaded = model.__dict__.setdefault("_bhasha_loaded_checkpointing", {id(m): m.gradient_checkpointing
+                                                                         for m in flagged})
+    count = len(layers) if checkpointed is True else int(checkpointed)
+    armed = [loaded.get(id(m), False) for m in layers]
+    count = min(count, armed.index(False) if False in armed else len(layers))
+    checkpointing.pin(model, count, layers)
+    partial = 0 < count < len(layers)
+    for m in flagged:
+        if m not in layers:  # the model-level flag would wrap every layer: off when only some layers checkpoint
+            m.gradient_checkpointing = loaded[id(m)] and count > 0 and not partial
+    return count
+
+
+# ----------------------------------------------------------------------------------------------
+# One real optimizer step, timed
+
+
+class StepProbe:
+    """Times optimizer steps of `trainer` on `model` (see the module docstring); `measure(b)` runs one
+    layout's steps at micro-batch b. Made by `step_probe`, which puts the weights back afterwards."""
+
+    def __init__(self, trainer: Any, model: Any, seq_len: int, effective_batch: int) -> None:
+        import torch
+
+        self.trainer, self.model, self.seq_len, self.effective = trainer, model, seq_len, effective_batch
+        self.optimizer = trainer.optimizer or trainer.create_optimizer()
+        self.optimizer_name = type(self.optimizer).__name__
+        self.device = trainer.args.device
+        self.vocab = model.get_input_embeddings().weight.shape[0]
+        self.rows = torch.Generator().manual_seed(0)  # the synthetic rows' own generator: no global RNG drawn
+        self.steps = 0  # optimizer steps run
+
+    def measure(self, batch: int) -> dict[str, Any]:
+        """One layout's warm-up and timed optimizer steps at micro-batch `batch`: tokens/s per optimizer step
+        and the peak GiB (None off CUDA), or {"oom": True}."""
+        import torch
+
+        cuda = self.device.type == "cuda"
+        examples = self._rows(batch)
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        try:
+            for _ in range(WARMUP_STEPS + TIMED_STEPS):
+                self._sync()
+                t0 = time.perf_counter()
+                self.step(examples, self.effective // batch)
+                self._sync()
+                times.append(time.perf_counter() - t0)
+        except torch.OutOfMemoryError:
+            self.model.zero_grad(set_to_none=True)
+            if cuda:
+                torch.cuda.empty_cache()
+            return {"oom": True}
+        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+        step_s = sum(times[WARMUP_STEPS:]) / TIMED_STEPS
+        if cuda:
+            torch.cuda.empty_cache()
+        return {"tokens_per_s": round(self.effective * self.seq_len / step_s, 1), "step_s": round(step_s, 4),
+                "peak_gib": round(peak, 3) if peak is not None else None}
+
+    def step(self, examples: list[dict[str, list[int]]], grad_accum: int) -> None:
+        """One optimizer step as the Trainer's inner loop runs it: collate, training_step per micro-batch,
+        clip, optimizer step, zero_grad."""
+        trainer, model = self.trainer, self.model
+        collated = [trainer.data_collator(examples) for _ in range(grad_accum)]
+        batches, num_items = trainer.get_batch_samples(iter(collated), grad_accum, self.device)
+        trainer.current_gradient_accumulation_steps = len(batches)
+        for inputs in batches:
+            trainer.training_step(model, inputs, num_items)
+        if trainer.args.max_grad_norm and trainer.args.max_grad_norm > 0:
+            trainer.accelerator.clip_grad_norm_(model.parameters(), trainer.args.max_grad_norm)
+        self.optimizer.step()
+        model.zero_grad()
+        self.steps += 1
+
+    def _rows(self, batch: int) -> list[dict[str, list[int]]]:
+        import torch
+
+        ids = torch.randint(0, self.vocab, (batch, self.seq_len), generator=self.rows)
+        labels = ids.clone()
+        labels[:, : int(self.seq_len * PROMPT_SHARE)] = -100
+        return [{"input_ids": i.tolist(), "labels": lab.tolist()} for i, lab in zip(ids, labels, strict=True)]
+
+    def _sync(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+@contextmanager
+def step_probe(make_trainer: Callable[[], Any], model: Any, seq_len: int, effective_batch: int
+               ) -> Iterator[StepProbe]:
+    """A StepProbe on the trainer `make_trainer()` builds; on leaving (also on an error) the trainable
+    weights, the gradients and the RNG states are as they were on entering (building a Trainer re-seeds
+    them too), and the probe's optimizer is dropped."""
+    import torch
+
+    saved = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
+    rng = _rng_state()
+    trainer = probe = None
+    try:
+        trainer = make_trainer()
+        probe = StepProbe(trainer, model, seq_len, effective_batch)
+        yield probe
+    finally:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in saved:
+                    p.copy_(saved[name].to(p.device))
+        model.zero_grad(set_to_none=True)
+        _set_rng_state(rng)
+        if probe is not None:
+            _drop_state(probe.optimizer)
+        if trainer is not None:
+            trainer.optimizer = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _drop_state(optimizer: Any) -> None:
+    """Free the optimizer's state (bitsandbytes' paged optimizers also list their state buffers in a global
+    page manager, which would keep them)."""
+    buffers = {id(t) for state in optimizer.state.values() for t in state.values() if hasattr(t, "data_ptr")}
+    optimizer.state.clear()
+    manager = getattr(optimizer, "page_mng", None)
+    if manager is not None and isinstance(getattr(manager, "paged_tensors", None), list):
+        manager.paged_tensors[:] = [t for t in manager.paged_tensors if id(t) not in buffers]
+
+
+def _rng_state() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None:
+        torch.cuda.set_rng_state_all(state["cuda"])
