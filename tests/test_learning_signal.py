@@ -325,3 +325,38 @@ def test_answer_lines_asks_only_for_non_blank_lines() -> None:
     assert answer_lines(gen, ["", ""]) == [Answer(""), Answer("")] and len(calls) == 1  # nothing to ask
     with pytest.raises(EvalError, match="1 answers for 2 lines"):
         answer_lines(lambda texts: [Answer("x")], ["a", "b"])
+
+
+def test_heldout_eval_applies_the_threshold_calibrated_on_the_eval_split(tmp_path: Path, monkeypatch) -> None:
+    """correct.min_confidence = "auto": the held-out sets are guarded at the threshold eval calibrated on the
+    EVAL SPLIT (0.8 here), even where a lower one would score better on the held-out rows; each set records
+    the threshold and where it came from."""
+    from bhasha_build.core.config import load_config
+    from bhasha_build.core.fsutil import atomic_write_jsonl
+    from bhasha_build.core.guard import Answer
+    from bhasha_build.core.manifest import Manifest
+    from bhasha_build.stages import evaluate
+
+    good, wrong = "हम बाज़ार जा रहे हैं।", "आज मौसम अच्छा है"
+    held_fix = ("भारत की सरकर ने कहा", "भारत की सरकार ने कहा")
+    replies = {"हम बाजार जा रहे है|": Answer(good, confidence=0.8), wrong: Answer("आज मौसम अच्छा हैं", confidence=0.2),
+               held_fix[0]: Answer(held_fix[1], confidence=0.5)}  # right, but less sure than 0.8
+    monkeypatch.setattr(evaluate, "generate_gguf", lambda cfg, gguf, texts: [replies[t] for t in texts])
+    cfg = load_config(None, env={}, overrides=[f'runs_dir="{tmp_path}"', 'run="cal"', 'correct.min_confidence="auto"',
+                                               "eval.max_over_correction=0.02", "eval.zeroshot=false"])
+    layout = cfg.layout
+    atomic_write_jsonl(layout.eval_split, [{"id": "1", "lang": "hi", "noisy": "हम बाजार जा रहे है|", "clean": good},
+                                           {"id": "2", "lang": "hi", "noisy": wrong, "clean": wrong}])
+    layout.gguf(cfg.export.quant).write_bytes(b"GGUF stand-in")
+    evaluate.evaluate(cfg, layout, systems=("gguf",))
+    from bhasha_build.core.fsutil import sha256_file
+
+    Manifest(layout.root).update(artifacts={"gguf": {"sha256": "g"}, "eval": {
+        "path": "eval.json", "sha256": sha256_file(layout.eval_report), "made_from": {"gguf": "g"}}})
+    atomic_write_jsonl(tmp_path / "in" / ls.HELDOUT_DIR / "indomain-hi.jsonl",
+                       [{"id": "h", "lang": "hi", "noisy": held_fix[0], "clean": held_fix[1]}])
+    s = ls.heldout_eval(cfg, tmp_path / "in")["indomain-hi"]
+    assert s["min_confidence"]["threshold"] == 0.8 and s["min_confidence"]["setting"] == "auto"
+    assert s["min_confidence"]["source"].startswith("eval split (gguf, 2 rows")
+    assert s["raw_cer"] == 0.0 and s["guarded_cer"] == s["identity_cer"] > 0  # held out at 0.8: the fix is kept out
+    assert s["guard_reasons"] == {"low confidence": 1}

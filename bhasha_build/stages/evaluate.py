@@ -22,8 +22,17 @@ correction.
 Confidence: the GGUF systems (llama.cpp) and `served` (Ollama's logprobs) give each reply's
 confidence in its change (core/confidence.py); the guarded output applies correct.min_confidence
 (and correct.lexicon_guard) exactly as `invoke correct` serves (core/guard.serve). eval.json's
-`confidence` per system sweeps the threshold (guarded CER and over-correction at each), records the
-configured point (`chosen`) and the lowest-CER point within eval.max_over_correction (`best`);
+`confidence` per system sweeps the threshold (guarded CER and over-correction at each) and records
+  calibrated  the point CALIBRATION_RULE picks on this EVAL SPLIT (`calibrate`): the lowest guarded CER
+              whose over-correction is <= eval.max_over_correction, ties to the higher threshold (fewer
+              changes for the same CER); when no point is within the bound, the lowest over-correction
+              (ties: lower CER, then higher threshold), with within_bound false;
+  chosen      the point applied: correct.min_confidence as configured, or with "auto" the calibrated one.
+eval.json's `min_confidence` is the run's record (also in the manifest's `eval` section): the setting,
+the threshold applied to the served model (the gguf system's, else served's), where it came from
+("config" or "eval split"), and the calibrated point with its system, rule and row count. With
+correct.min_confidence = "auto", `correct`, promote and learning_signal's held-out scoring apply that
+recorded threshold (`applied_min_confidence`; held-out rows never choose it); with a number, the number.
 confidence.png draws the sweep. Inputs go through `text.normalize_text` with
 data.zwj_policy, as every client sends them.
 
@@ -41,7 +50,7 @@ system's over-correction (share of already-correct inputs it changes, on the gua
 served when guard.enabled, else the raw one) must be at most eval.max_over_correction; and (when
 scored) the GGUF's CER must be below the zero-shot model's.
 
-Knobs: eval.max_rows, eval.max_new_tokens (the least reply budget), correct.min_confidence,
+Knobs: eval.max_rows, eval.max_new_tokens (the least reply budget), correct.min_confidence (a number or "auto"),
 correct.lexicon_guard, eval.gate_margin, eval.gguf_tolerance,
 eval.max_over_correction, eval.zeroshot, guard.*, data.zwj_policy, seed.
 Outputs: runs/<run>/eval.json, eval_predictions.jsonl (per row: each system's reply, guarded output,
@@ -50,6 +59,7 @@ guard reason and confidence, and one column per non-model baseline), cer_by_lang
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -61,10 +71,11 @@ from bhasha_build.core.baselines import BASELINES, run_baselines, strongest_of
 from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, save_figure
+from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, save_figure, sha256_file
 from bhasha_build.core.gguf import LlamaChat, count_tokens_with, gpu_offload
 from bhasha_build.core.guard import Answer, qwen_reply_budgets, reason_kind, reply_budget, serve
 from bhasha_build.core.layout import RunLayout
+from bhasha_build.core.manifest import Manifest
 from bhasha_build.core.metrics import identity_baseline, score
 from bhasha_build.core.ollama import OllamaClient, ask_answers, server_url
 from bhasha_build.core.text import normalize_text
@@ -72,6 +83,9 @@ from bhasha_build.core.text import normalize_text
 SYSTEMS = ("model", "gguf", "zeroshot", "served")  # what `invoke eval` scores unless told --only one
 # correct.min_confidence values eval's sweep scores (plus the configured one)
 THRESHOLDS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+CALIBRATION_RULE = ("on the eval split: the lowest guarded CER whose over-correction <= eval.max_over_correction, "
+                    "ties to the higher threshold; none within: the lowest over-correction")
+CALIBRATED_SYSTEMS = ("gguf", "served")  # whose calibration is the run's (the served model; zeroshot is not it)
 
 
 class EvalError(BhashaError):
@@ -211,25 +225,90 @@ def score_guarded(rows: Sequence[Mapping[str, Any]], hyps: Sequence[str | Answer
     return raw, [k.reason for k in kept], [k.text for k in kept]
 
 
+def calibrate(points: Sequence[Mapping[str, Any]], max_over_correction: float) -> dict[str, Any]:
+    """The sweep point CALIBRATION_RULE picks (a copy, with `within_bound`): among the points whose
+    over-correction is <= max_over_correction the lowest CER, ties to the higher threshold; when none is
+    within, the lowest over-correction (ties: lower CER, then higher threshold)."""
+    within = [p for p in points if p["over_correction_rate"] <= max_over_correction]
+    if within:
+        return {**min(within, key=lambda p: (p["cer"], -p["threshold"])), "within_bound": True}
+    return {**min(points, key=lambda p: (p["over_correction_rate"], p["cer"], -p["threshold"])), "within_bound": False}
+
+
 def confidence_sweep(rows: Sequence[Mapping[str, Any]], answers: Sequence[Answer], cfg: BuildConfig
                      ) -> dict[str, Any] | None:
-    """Guarded CER and over-correction at each confidence threshold (THRESHOLDS and the configured one),
-    the configured point (`chosen`) and the lowest CER within eval.max_over_correction (`best`); None when
-    no reply carried a confidence (a backend without log-probabilities)."""
+    """Guarded CER and over-correction at each confidence threshold (THRESHOLDS and a configured number),
+    the calibrated point (`calibrate`, on these rows: the eval split) and the applied one (`chosen`: the
+    configured number, or the calibrated one with "auto"); None when no reply carried a confidence (a
+    backend without log-probabilities)."""
     if not any(a.confidence is not None for a in answers):
         return None
+    setting = cfg.correct.min_confidence
     points = []
-    for threshold in sorted({*THRESHOLDS, cfg.correct.min_confidence}):
+    for threshold in sorted({*THRESHOLDS, *([setting] if setting != "auto" else [])}):
         _, reasons, kept = score_guarded(rows, answers, cfg, threshold)
         block = score(rows, kept)["overall"]
         points.append({"threshold": threshold, "cer": block["cer"],
                        "over_correction_rate": block["over_correction_rate"],
                        "changed_rows": sum(k != r["noisy"] for k, r in zip(kept, rows, strict=True)),
                        "low_confidence_rows": sum(1 for why in reasons if why and why.startswith("low confidence"))})
-    within = [p for p in points if p["over_correction_rate"] <= cfg.eval.max_over_correction]
-    chosen = next(p for p in points if p["threshold"] == cfg.correct.min_confidence)
-    return {"points": points, "chosen": chosen, "best": min(within, key=lambda p: (p["cer"], p["threshold"]))
-            if within else None, "max_over_correction": cfg.eval.max_over_correction}
+    calibrated = calibrate(points, cfg.eval.max_over_correction)
+    chosen = calibrated if setting == "auto" else next(p for p in points if p["threshold"] == setting)
+    return {"points": points, "calibrated": calibrated, "chosen": {k: v for k, v in chosen.items() if k != "within_bound"},
+            "rule": CALIBRATION_RULE, "rows": len(rows), "max_over_correction": cfg.eval.max_over_correction}
+
+
+def run_min_confidence(report: Mapping[str, Any], cfg: BuildConfig) -> dict[str, Any]:
+    """eval.json's `min_confidence`: the setting, the threshold applied to the served model, its source, and
+    the eval split's calibrated point (of the first of CALIBRATED_SYSTEMS with a sweep; None without one)."""
+    setting = cfg.correct.min_confidence
+    system = next((s for s in CALIBRATED_SYSTEMS if (report.get(s) or {}).get("confidence")), None)
+    calibrated = None
+    if system:
+        sweep = report[system]["confidence"]
+        calibrated = {**sweep["calibrated"], "system": system, "split": "eval", "rows": sweep["rows"],
+                      "rule": sweep["rule"]}
+    if setting != "auto":
+        return {"setting": setting, "threshold": setting, "source": "config (correct.min_confidence)",
+                "calibrated": calibrated}
+    return {"setting": "auto", "threshold": calibrated["threshold"] if calibrated else None,
+            "source": f"eval split ({system}, {calibrated['rows']} rows)" if calibrated else
+                      "none: no system with confidences was scored (nothing to calibrate)",
+            "calibrated": calibrated}
+
+
+class CalibrationMissing(EvalError):
+    """correct.min_confidence = "auto" with no usable calibration in the run (one line)."""
+
+
+def applied_min_confidence(cfg: BuildConfig, layout: RunLayout | None = None
+                           ) -> tuple[BuildConfig, dict[str, Any]]:
+    """`cfg` with correct.min_confidence a number, and the record of where it came from: a configured
+    number as it is; "auto" → the threshold the eval stage calibrated on the run's eval split (eval.json
+    `min_confidence`), refused in one line when eval has not run, calibrated nothing, or scored another
+    GGUF than the run's current one (re-run `invoke eval`)."""
+    setting = cfg.correct.min_confidence
+    if setting != "auto":
+        return cfg, {"setting": setting, "threshold": setting, "source": "config (correct.min_confidence)"}
+    layout = layout or cfg.layout
+    path, hint = layout.eval_report, "run `invoke eval` (with the GGUF exported) or set a number"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))["min_confidence"]
+        threshold = record["calibrated"]["threshold"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CalibrationMissing(f'correct.min_confidence = "auto": {path} records no threshold calibrated on '
+                                 f"the eval split; {hint}") from None
+    artifacts = Manifest(layout.root).load().get("artifacts", {})
+    entry = artifacts.get("eval") or {}
+    made_from, gguf_now = entry.get("made_from", {}).get("gguf"), (artifacts.get("gguf") or {}).get("sha256")
+    if entry.get("sha256") != sha256_file(path) or made_from != gguf_now:
+        raise CalibrationMissing(f'correct.min_confidence = "auto": {path} is not the eval of the run\'s current '
+                                 f"GGUF (changed since eval recorded it); re-run `invoke eval`")
+    update = {"correct": cfg.correct.model_copy(update={"min_confidence": threshold})}
+    return cfg.model_copy(update=update), {"setting": "auto", "threshold": threshold,
+                                           "source": f"eval split ({record['calibrated'].get('system')}, "
+                                                     f"{record['calibrated'].get('rows')} rows; {path.name})",
+                                           "calibrated": record["calibrated"]}
 
 
 def plot_confidence(report: dict[str, Any], out_png: Path) -> bool:
@@ -338,8 +417,10 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
                               "zwj_policy": cfg.data.zwj_policy}
     outputs, missing = run_baselines(rows, texts)
     predictions: dict[str, list[Any]] = dict(outputs)
+    setting = cfg.correct.min_confidence
+    no_confidence = 0.0 if setting == "auto" else setting  # the baselines' outputs carry none: any threshold
     for name, hyps in outputs.items():
-        report[name] = score_guarded(rows, hyps, cfg)[0]
+        report[name] = score_guarded(rows, hyps, cfg, no_confidence)[0]
     if missing:
         report["lexicon_missing"] = missing  # languages whose lexicon baseline is the rules alone
     gguf = layout.gguf(cfg.export.quant)
@@ -363,8 +444,11 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
                         else (lambda batch: generate_gguf(cfg, gguf, batch)))
             hyps = answer_lines(generate, texts)
         seconds = time.monotonic() - start
-        report[system], reasons, guarded = score_guarded(rows, hyps, cfg)
-        if sweep := confidence_sweep(rows, hyps, cfg):
+        # the threshold applied: the configured number, or ("auto") the one calibrated on this eval split
+        sweep = confidence_sweep(rows, hyps, cfg)
+        threshold = sweep["chosen"]["threshold"] if sweep else no_confidence
+        report[system], reasons, guarded = score_guarded(rows, hyps, cfg, threshold)
+        if sweep:
             report[system]["confidence"] = sweep
         # how fast each path scores (llama.cpp on this CPU, Ollama on its server, transformers on cuda/cpu)
         report[system]["generation"] = {"seconds": round(seconds, 3),
@@ -375,6 +459,7 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
                             f"{system}_confidence": [a.confidence for a in hyps]})
         if system == "gguf":
             report["gguf_file"] = gguf.name
+    report["min_confidence"] = run_min_confidence(report, cfg)
     report["baselines"] = baseline_summary(report)
     report["gate"] = gate(report, cfg)
     atomic_write_jsonl(layout.eval_predictions, ({"id": r.get("id"), "lang": r["lang"], "noisy": r["noisy"],

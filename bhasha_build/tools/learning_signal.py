@@ -27,7 +27,8 @@ mix of REAL Tesseract errors and noise FITTED to them, and judged on held-out re
                        noise comes to the held-out real errors
 The data stage normalizes both sides (data.zwj_policy "auto" drops Tesseract's word-final ZWNJs),
 and so does the held-out eval. `finish` runs every held-out set through the q4_k_m with the
-do-no-harm guard and gives the verdict (`verdict_real`): on EVERY held-out set the guarded CER is at
+do-no-harm guard (its confidence threshold: correct.min_confidence as served; the profile's "auto" is
+the one eval calibrated on the EVAL SPLIT, never on held-out rows) and gives the verdict (`verdict_real`): on EVERY held-out set the guarded CER is at
 most the identity CER and the guarded over-correction at most --max-over-correction (2%); on the
 in-domain sets the raw CER is at least --min-gain (30%) below identity. Tesseract is needed by
 `prepare` only: the input folder (a few MB) travels to the GPU box with the repo.
@@ -301,13 +302,32 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
                  max_rows: int | None = None) -> dict[str, Any]:
     """Every held-out real-OCR set through the q4_k_m (normalized like training, guarded like serving);
     `max_rows`: the first rows of each set only (a CPU scoring a real model for hours). The input folder
-    must have passed check_real_input (phase_finish checks it before the long part)."""
+    must have passed check_real_input (phase_finish checks it before the long part).
+
+    The confidence threshold is never chosen on held-out rows: it is correct.min_confidence as served
+    (evaluate.applied_min_confidence) — with "auto" (the signal-real and real-errors-qwen profiles) the one
+    the eval stage calibrated on the EVAL SPLIT and recorded in eval.json; the zero-shot model gets the
+    threshold eval applied to it on the eval split. Each set records `min_confidence` (threshold, source)."""
     from bhasha_build.core.baselines import run_baselines, strongest_of
     from bhasha_build.core.metrics import cer, identity_baseline, score
     from bhasha_build.core.text import normalize_text
-    from bhasha_build.stages.evaluate import answer_lines, generate_gguf, score_guarded, served, zeroshot_gguf
+    from bhasha_build.stages.evaluate import (
+        answer_lines,
+        applied_min_confidence,
+        generate_gguf,
+        score_guarded,
+        served,
+        zeroshot_gguf,
+    )
     from bhasha_build.tools.noise_fit import read_pairs
 
+    cfg, min_confidence = applied_min_confidence(cfg)
+    threshold = min_confidence["threshold"]
+    zeroshot_threshold = threshold
+    if cfg.layout.eval_report.is_file():  # what eval applied to the zero-shot model on the eval split
+        zeroshot_sweep = (json.loads(cfg.layout.eval_report.read_text(encoding="utf-8")).get("zeroshot") or {}
+                          ).get("confidence")
+        zeroshot_threshold = zeroshot_sweep["chosen"]["threshold"] if zeroshot_sweep else threshold
     gguf = cfg.layout.gguf(cfg.export.quant)
     zeroshot_source = zeroshot_gguf(cfg)
     held = {path.stem: read_pairs(path)[:max_rows] for path in sorted((input_dir / HELDOUT_DIR).glob("*.jsonl"))}
@@ -328,15 +348,15 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
         rows = normalized[name]
         end = start + len(rows)
         hyps = all_hyps[start:end]
-        report, reasons, guarded = score_guarded(rows, hyps, cfg)
+        report, reasons, guarded = score_guarded(rows, hyps, cfg, threshold)
         base = identity_baseline(rows)["overall"]
         baselines, _ = run_baselines(rows)  # the non-model cleanups (core/baselines.py), scored alike
         baseline_cer = {b: score(rows, outs)["overall"]["cer"] for b, outs in baselines.items()}
         zeroshot = None
         if all_zeroshot is not None:
             zeroshot_hyps = all_zeroshot[start:end]
-            zeroshot_report = score_guarded(rows, zeroshot_hyps, cfg)[0]
-            zeroshot = {"raw_cer": zeroshot_report["overall"]["cer"],
+            zeroshot_report = score_guarded(rows, zeroshot_hyps, cfg, zeroshot_threshold)[0]
+            zeroshot = {"min_confidence": zeroshot_threshold, "raw_cer": zeroshot_report["overall"]["cer"],
                         "guarded_cer": served(zeroshot_report)["overall"]["cer"],
                         "raw_over_correction": zeroshot_report["overall"]["over_correction_rate"]}
         tally = {"raw": [0, 0, 0], "guarded": [0, 0, 0]}  # better, same, worse than the input
@@ -359,6 +379,7 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
             "guarded_rows": report["guarded"]["overall"]["guarded_rows"],
             "guard_reasons": report["guarded"]["reasons"],
             "better_same_worse": {k: dict(zip(("better", "same", "worse"), v, strict=True)) for k, v in tally.items()},
+            "min_confidence": min_confidence,
             **({"zeroshot": zeroshot} if zeroshot else {}),
         }
         predictions += [{"set": name, "id": r.get("id"), "noisy": r["noisy"], "clean": r["clean"], "gguf": h.text,
