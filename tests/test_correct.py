@@ -323,7 +323,7 @@ def test_auto_min_confidence_applies_the_runs_eval_split_calibration(tmp_path: P
     unsure = RuleBackend()
     unsure.complete = lambda text, max_tokens: cr.Reply(  # type: ignore[method-assign]
         RuleBackend.complete(RuleBackend(), text, max_tokens).text, "stop", 0.6 if "किताव" in text else 0.95)
-    with pytest.raises(CalibrationMissing, match='"auto": .*eval.json records no threshold'):
+    with pytest.raises(CalibrationMissing, match=r'"auto": .*eval\.json records no threshold'):
         _run(tmp_path, src, unsure, cfg=cfg)
     assert not (tmp_path / "out").exists()
     report = cfg.layout.eval_report

@@ -196,6 +196,9 @@ def test_auto_threshold_is_calibrated_on_the_eval_split_and_applied_from_the_run
     assert sweep["calibrated"]["threshold"] == 0.8 and sweep["chosen"]["threshold"] == 0.8
     assert report["gguf"]["guarded"]["min_confidence"] == 0.8  # the guarded score is at the calibrated point
     assert report["gguf"]["guarded"]["overall"]["over_correction_rate"] == 0.0
+    marks = report["gguf"]["guarded"]["end_marks"]  # the '|' → '।' fix on the one '।'-ending line
+    assert (marks["danda"]["rows"], marks["danda"]["fixed"], marks["other"]["rows"], marks["other"]["changed"]) == (
+        1, 1, 1, 0)
     record = report["min_confidence"]
     assert (record["setting"], record["threshold"], record["calibrated"]["system"], record["calibrated"]["rows"]) == (
         "auto", 0.8, "gguf", 2) and record["source"].startswith("eval split")
@@ -209,7 +212,8 @@ def test_auto_threshold_is_calibrated_on_the_eval_split_and_applied_from_the_run
     manifest.update(artifacts={"eval": {"path": "eval.json", "sha256": sha256_file(layout.eval_report),
                                         "made_from": {"gguf": "g1"}}})
     applied, why = evaluate.applied_min_confidence(cfg)
-    assert applied.correct.min_confidence == 0.8 and why["threshold"] == 0.8 and "eval split (gguf, 2 rows" in why["source"]
+    assert applied.correct.min_confidence == 0.8 and why["threshold"] == 0.8
+    assert "eval split (gguf, 2 rows" in why["source"]
     manifest.update(artifacts={"gguf": {"path": gguf.name, "sha256": "g2"}})  # re-exported since eval
     with pytest.raises(evaluate.CalibrationMissing, match="re-run `invoke eval`"):
         evaluate.applied_min_confidence(cfg)

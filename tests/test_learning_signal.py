@@ -304,6 +304,9 @@ def test_heldout_eval_scores_a_line_read_as_empty_without_asking_the_model(tmp_p
     assert s["guarded_cer"] == pytest.approx(corpus_cer(["भारत की सरकार ने कहा।", "", "यह ठीक है।"],
                                                         [r["clean"] for r in rows]))
     assert s["identity_cer"] > s["guarded_cer"] > 0 and s["rules_cer"] > 0  # the empty row counts for all
+    danda = s["end_marks"]["guarded"]["danda"]  # every truth here ends in '।': the '|' fixed, nothing broken
+    assert (danda["rows"], danda["changed"], danda["fixed"], danda["broken"]) == (3, 1, 1, 0)
+    assert danda["changes"] == {"|→।": 1} and s["end_marks"]["guarded"]["other"]["rows"] == 0
     predictions = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text(encoding="utf-8").splitlines()]
     empty = predictions[1]
     assert (empty["id"], empty["gguf"], empty["gguf_guarded"], empty["guard"]) == ("b", "", "", None)

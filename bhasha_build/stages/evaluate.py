@@ -40,7 +40,8 @@ Do no harm: each system's outputs are also passed through the guard (`core/guard
 section `guard`): an implausible correction (script change, too many edits, length ratio, empty)
 keeps the input. eval.json holds, per system, the raw score (`overall`, `by_lang`) and the guarded
 one side by side (`guarded.overall`, `guarded.by_lang`, each with `guarded_rows`, and
-`guarded.reasons`) and how fast it was produced (`generation`: seconds, rows_per_s — llama.cpp on
+`guarded.reasons`; `guarded.end_marks`: end-mark changes on lines whose truth ends in '।' and on the
+others, core/metrics.end_mark_changes) and how fast it was produced (`generation`: seconds, rows_per_s — llama.cpp on
 this CPU vs the Ollama server vs transformers); eval_predictions.jsonl holds both outputs and the
 guard's reason per row.
 
@@ -76,7 +77,7 @@ from bhasha_build.core.gguf import LlamaChat, count_tokens_with, gpu_offload
 from bhasha_build.core.guard import Answer, qwen_reply_budgets, reason_kind, reply_budget, serve
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.manifest import Manifest
-from bhasha_build.core.metrics import identity_baseline, score
+from bhasha_build.core.metrics import end_mark_changes, identity_baseline, score
 from bhasha_build.core.ollama import OllamaClient, ask_answers, server_url
 from bhasha_build.core.text import normalize_text
 
@@ -254,7 +255,8 @@ def confidence_sweep(rows: Sequence[Mapping[str, Any]], answers: Sequence[Answer
                        "low_confidence_rows": sum(1 for why in reasons if why and why.startswith("low confidence"))})
     calibrated = calibrate(points, cfg.eval.max_over_correction)
     chosen = calibrated if setting == "auto" else next(p for p in points if p["threshold"] == setting)
-    return {"points": points, "calibrated": calibrated, "chosen": {k: v for k, v in chosen.items() if k != "within_bound"},
+    return {"points": points, "calibrated": calibrated,
+            "chosen": {k: v for k, v in chosen.items() if k != "within_bound"},
             "rule": CALIBRATION_RULE, "rows": len(rows), "max_over_correction": cfg.eval.max_over_correction}
 
 
@@ -448,6 +450,7 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         sweep = confidence_sweep(rows, hyps, cfg)
         threshold = sweep["chosen"]["threshold"] if sweep else no_confidence
         report[system], reasons, guarded = score_guarded(rows, hyps, cfg, threshold)
+        report[system]["guarded"]["end_marks"] = end_mark_changes(rows, guarded)  # '।' lines apart
         if sweep:
             report[system]["confidence"] = sweep
         # how fast each path scores (llama.cpp on this CPU, Ollama on its server, transformers on cuda/cpu)

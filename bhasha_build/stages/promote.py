@@ -13,8 +13,8 @@
      core/text.normalize_text like every client); what each serves for a row is the rule `invoke
      correct` applies (core/guard.serve: a reply cut by the budget, the guard, correct.min_confidence —
      with "auto" the threshold the run's eval calibrated on its eval split, recorded in promote.json's
-     `min_confidence` —, correct.lexicon_guard), and that is scored by core/metrics.score, overall and per language, next
-     to the do-nothing baseline;
+     `min_confidence` —, correct.lexicon_guard), and that is scored by core/metrics.score, overall and per
+     language, next to the do-nothing baseline;
   4. the gate (`gate`): per language, the candidate's grapheme CER may exceed the served model's by
      at most `promote.margin`, and its over-correction rate must be at most
      `promote.max_over_correction`; the first promotion (nothing served yet) compares with the

@@ -27,9 +27,10 @@ mix of REAL Tesseract errors and noise FITTED to them, and judged on held-out re
                        noise comes to the held-out real errors
 The data stage normalizes both sides (data.zwj_policy "auto" drops Tesseract's word-final ZWNJs),
 and so does the held-out eval. `finish` runs every held-out set through the q4_k_m with the
-do-no-harm guard (its confidence threshold: correct.min_confidence as served; the profile's "auto" is
-the one eval calibrated on the EVAL SPLIT, never on held-out rows) and gives the verdict (`verdict_real`): on EVERY held-out set the guarded CER is at
-most the identity CER and the guarded over-correction at most --max-over-correction (2%); on the
+do-no-harm guard (end-mark changes counted apart on lines whose truth ends in '।', `end_marks`; its
+confidence threshold: correct.min_confidence as served; the profile's "auto" is the one eval calibrated
+on the EVAL SPLIT, never on held-out rows) and gives the verdict (`verdict_real`): on EVERY held-out set
+the guarded CER is at most the identity CER and the guarded over-correction at most --max-over-correction (2%); on the
 in-domain sets the raw CER is at least --min-gain (30%) below identity. Tesseract is needed by
 `prepare` only: the input folder (a few MB) travels to the GPU box with the repo.
 
@@ -309,7 +310,7 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
     the eval stage calibrated on the EVAL SPLIT and recorded in eval.json; the zero-shot model gets the
     threshold eval applied to it on the eval split. Each set records `min_confidence` (threshold, source)."""
     from bhasha_build.core.baselines import run_baselines, strongest_of
-    from bhasha_build.core.metrics import cer, identity_baseline, score
+    from bhasha_build.core.metrics import cer, end_mark_changes, identity_baseline, score
     from bhasha_build.core.text import normalize_text
     from bhasha_build.stages.evaluate import (
         answer_lines,
@@ -380,6 +381,9 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
             "guard_reasons": report["guarded"]["reasons"],
             "better_same_worse": {k: dict(zip(("better", "same", "worse"), v, strict=True)) for k, v in tally.items()},
             "min_confidence": min_confidence,
+            # '।'-ending truth vs the rest: a model trained on '.'-ending software Hindi may change the danda
+            "end_marks": {"raw": end_mark_changes(rows, [h.text for h in hyps]),
+                          "guarded": end_mark_changes(rows, guarded)},
             **({"zeroshot": zeroshot} if zeroshot else {}),
         }
         predictions += [{"set": name, "id": r.get("id"), "noisy": r["noisy"], "clean": r["clean"], "gguf": h.text,

@@ -202,8 +202,9 @@ def restore_empty(out: str | Path, natural: str | Path = NATURAL) -> dict[str, A
         if lang not in plans:
             plans[lang] = heldout_plan(natural, lang, index["rows"], index["swap"], index["seed"])
         chosen = plans[lang][kind]
+        nfc = {r["id"]: unicodedata.normalize("NFC", r["clean"]) for r in chosen}
         if [r["id"] for r in chosen if r["id"] not in empty] != [r["id"] for r in have] or any(
-                by_id[r["id"]]["clean"] != unicodedata.normalize("NFC", r["clean"]) for r in chosen if r["id"] in by_id):
+                by_id[i]["clean"] != clean for i, clean in nfc.items() if i in by_id):
             raise NaturalPairsError(f"{path}: its rows are not the plan's (rows {index['rows']}, swap "
                                     f"{index['swap']}, seed {index['seed']}) less the empty reads; remake the set")
         if missing := sorted(set(empty) - {r["id"] for r in chosen}):
@@ -214,7 +215,7 @@ def restore_empty(out: str | Path, natural: str | Path = NATURAL) -> dict[str, A
         for r in chosen:
             if r["id"] in empty:
                 e = empty[r["id"]]
-                rows.append({"id": r["id"], "lang": lang, "noisy": "", "clean": unicodedata.normalize("NFC", r["clean"]),
+                rows.append({"id": r["id"], "lang": lang, "noisy": "", "clean": nfc[r["id"]],
                              "ocr": {"font": e["font"], "degrade": e["degrade"], **tag},
                              "source": {"package": r.get("source"), "unit": r.get("unit")}})
             else:
