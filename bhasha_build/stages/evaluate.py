@@ -33,6 +33,8 @@ the threshold applied to the served model (the gguf system's, else served's), wh
 ("config" or "eval split"), and the calibrated point with its system, rule and row count. With
 correct.min_confidence = "auto", `correct`, promote and learning_signal's held-out scoring apply that
 recorded threshold (`applied_min_confidence`; held-out rows never choose it); with a number, the number.
+With "auto", eval's own guarded score is in-sample (the threshold was picked on these rows); the held-out
+sets (learning_signal) are the out-of-sample measure.
 confidence.png draws the sweep. Inputs go through `text.normalize_text` with
 data.zwj_policy, as every client sends them.
 
