@@ -222,3 +222,27 @@ def test_auto_threshold_is_calibrated_on_the_eval_split_and_applied_from_the_run
                                                               "source": "config (correct.min_confidence)"})
     with pytest.raises(ValueError, match="resolve it first"):
         evaluate.score_guarded(rows, [Answer(good)] * 2, cfg)  # "auto" never reaches serve unresolved
+
+
+def test_auto_without_any_confidence_calibrates_to_the_highest_threshold(tmp_path, monkeypatch) -> None:
+    """A model that changed no eval line gives no confidence: every threshold ties, so "auto" records the
+    highest (the rule's tie) instead of nothing, and correct/promote/held-out scoring can still apply it."""
+    import json
+
+    from bhasha_build.core.config import load_config
+    from bhasha_build.core.guard import Answer
+    from bhasha_build.stages import evaluate
+
+    rows = [{"id": "1", "lang": "hi", "noisy": "आज मौसम अच्छा है", "clean": "आज मौसम अच्छा है।"}]
+    monkeypatch.setattr(evaluate, "generate_gguf", lambda cfg, gguf, texts: [Answer(t) for t in texts])
+    cfg = load_config(None, env={}, overrides=[f'runs_dir="{tmp_path}"', 'run="n"', 'correct.min_confidence="auto"',
+                                               "eval.zeroshot=false"])
+    cfg.layout.eval_split.parent.mkdir(parents=True)
+    cfg.layout.eval_split.write_text(json.dumps(rows[0], ensure_ascii=False) + "\n", encoding="utf-8")
+    cfg.layout.gguf(cfg.export.quant).write_bytes(b"GGUF stand-in")
+    report = evaluate.evaluate(cfg, cfg.layout, systems=("gguf",))
+    assert "confidence" not in report["gguf"] and report["gguf"]["guarded"]["min_confidence"] == 0.99
+    record = report["min_confidence"]
+    assert record["threshold"] == record["calibrated"]["threshold"] == evaluate.THRESHOLDS[-1]
+    assert record["calibrated"]["note"] == evaluate.NO_CONFIDENCE_NOTE and record["calibrated"]["rows"] == 1
+    assert evaluate.run_min_confidence({"rows": 1}, cfg)["threshold"] is None  # nothing scored: nothing recorded

@@ -243,6 +243,8 @@ def test_real_errors_phases_run_apart_on_cpu(tmp_path: Path) -> None:
                    for line in (tmp_path / "input" / f"ocr-{lang}.jsonl").read_text().splitlines()}
     assert fonts_seen and not fonts_seen & train_fonts  # held out: fonts training never saw
     assert set(index["fitted_vs_heldout_real"]) == set(ls.LANGS)
+    for name, info in index["ocr"].items():  # held out: every line a row (an empty read is noisy "")
+        assert info["pairs"] == info["lines"] if name.startswith("heldout/") else info["pairs"] <= info["lines"]
 
     gpu = phase("gpu", "gpu-box", "--allow-cpu")
     assert gpu.returncode == 0, gpu.stdout[-2000:] + gpu.stderr[-2000:]
@@ -254,7 +256,10 @@ def test_real_errors_phases_run_apart_on_cpu(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "finish.json").read_text())
     sets, verdict = result["finish"]["heldout"], result["verdict"]
     assert set(sets) == {p.stem for p in held}
-    for s in sets.values():
+    for name, s in sets.items():
+        assert s["rows"] == index["ocr"][f"heldout/{name}.jsonl"]["lines"]  # every held-out line scored
+        assert s["min_confidence"]["setting"] == "auto" and s["min_confidence"]["source"].startswith("eval split")
+        assert sum(g["rows"] for g in s["end_marks"]["guarded"].values()) == s["rows"]
         assert s["rows"] == sum(s["better_same_worse"]["guarded"].values())
         assert 0 <= s["guarded_over_correction"] <= 1 and s["identity_cer"] <= s["identity_cer_before_normalization"]
     assert len(verdict["checks"]) == 2 * len(sets) + len(ls.LANGS)

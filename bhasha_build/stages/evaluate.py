@@ -26,7 +26,9 @@ confidence in its change (core/confidence.py); the guarded output applies correc
   calibrated  the point CALIBRATION_RULE picks on this EVAL SPLIT (`calibrate`): the lowest guarded CER
               whose over-correction is <= eval.max_over_correction, ties to the higher threshold (fewer
               changes for the same CER); when no point is within the bound, the lowest over-correction
-              (ties: lower CER, then higher threshold), with within_bound false;
+              (ties: lower CER, then higher threshold), with within_bound false; a system whose replies
+              carry no confidence (none changed a line) has no sweep: every threshold ties, so the run's
+              record gives the highest of THRESHOLDS (`run_min_confidence`);
   chosen      the point applied: correct.min_confidence as configured, or with "auto" the calibrated one.
 eval.json's `min_confidence` is the run's record (also in the manifest's `eval` section): the setting,
 the threshold applied to the served model (the gguf system's, else served's), where it came from
@@ -262,22 +264,34 @@ def confidence_sweep(rows: Sequence[Mapping[str, Any]], answers: Sequence[Answer
             "rule": CALIBRATION_RULE, "rows": len(rows), "max_over_correction": cfg.eval.max_over_correction}
 
 
+NO_CONFIDENCE_NOTE = ("no reply carried a confidence (no change, or cut): every threshold gives the same output, "
+                      "and the rule's tie goes to the highest")
+
+
 def run_min_confidence(report: Mapping[str, Any], cfg: BuildConfig) -> dict[str, Any]:
     """eval.json's `min_confidence`: the setting, the threshold applied to the served model, its source, and
-    the eval split's calibrated point (of the first of CALIBRATED_SYSTEMS with a sweep; None without one)."""
+    the eval split's calibrated point, of the first of CALIBRATED_SYSTEMS scored (None when neither was).
+    A system whose replies carried no confidence has no sweep: every threshold ties, so the rule gives the
+    highest of THRESHOLDS (NO_CONFIDENCE_NOTE)."""
     setting = cfg.correct.min_confidence
-    system = next((s for s in CALIBRATED_SYSTEMS if (report.get(s) or {}).get("confidence")), None)
+    system = next((s for s in CALIBRATED_SYSTEMS if s in report), None)
     calibrated = None
-    if system:
-        sweep = report[system]["confidence"]
+    if system and (sweep := report[system].get("confidence")):
         calibrated = {**sweep["calibrated"], "system": system, "split": "eval", "rows": sweep["rows"],
                       "rule": sweep["rule"]}
+    elif system:
+        block = report[system]["guarded"]["overall"]
+        calibrated = {"threshold": THRESHOLDS[-1], "cer": block["cer"],
+                      "over_correction_rate": block["over_correction_rate"],
+                      "within_bound": block["over_correction_rate"] <= cfg.eval.max_over_correction,
+                      "system": system, "split": "eval", "rows": report["rows"], "rule": CALIBRATION_RULE,
+                      "note": NO_CONFIDENCE_NOTE}
     if setting != "auto":
         return {"setting": setting, "threshold": setting, "source": "config (correct.min_confidence)",
                 "calibrated": calibrated}
     return {"setting": "auto", "threshold": calibrated["threshold"] if calibrated else None,
             "source": f"eval split ({system}, {calibrated['rows']} rows)" if calibrated else
-                      "none: no system with confidences was scored (nothing to calibrate)",
+                      f"none: neither of {', '.join(CALIBRATED_SYSTEMS)} was scored (nothing to calibrate)",
             "calibrated": calibrated}
 
 
@@ -450,7 +464,8 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         seconds = time.monotonic() - start
         # the threshold applied: the configured number, or ("auto") the one calibrated on this eval split
         sweep = confidence_sweep(rows, hyps, cfg)
-        threshold = sweep["chosen"]["threshold"] if sweep else no_confidence
+        # no confidence on any reply: every threshold ties ("auto": the rule's tie, the highest)
+        threshold = sweep["chosen"]["threshold"] if sweep else THRESHOLDS[-1] if setting == "auto" else setting
         report[system], reasons, guarded = score_guarded(rows, hyps, cfg, threshold)
         report[system]["guarded"]["end_marks"] = end_mark_changes(rows, guarded)  # '।' lines apart
         if sweep:

@@ -252,7 +252,9 @@ def make_real_pairs(input_dir: Path, lines_per_lang: int, real_lines: int, heldo
             for kind, out, fonts in jobs:
                 src = Path(tmp) / f"{kind}-{lang}.txt"
                 src.write_text("\n".join(parts[kind]) + "\n", encoding="utf-8")
-                info = ocr_pairs(src, out, lang, fonts=fonts, degrade=fonts, seed=seed, workers=workers)
+                # held-out sets: every line a row, an empty read too (noisy ""); training drops empty reads
+                info = ocr_pairs(src, out, lang, fonts=fonts, degrade=fonts, seed=seed, workers=workers,
+                                 keep_empty=kind in HELDOUT_KINDS)
                 summaries[out.relative_to(input_dir).as_posix()] = {
                     k: info[k] for k in ("lines", "pairs", "empty_ocr", "identity_rows", "cer", "seconds")}
     real_rows = [row for lang in LANGS for row in noise_fit.read_pairs(input_dir / f"ocr-{lang}.jsonl")]
