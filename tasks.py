@@ -492,7 +492,8 @@ def natural_text(c, out="data/natural", langs="hi,bn,ta", heldout_fraction=0.2, 
 
 
 @task(name="natural-pairs", help={
-    "what": "heldout (the six held-out real-OCR sets), train (real pairs for training) or assemble",
+    "what": "heldout (the six held-out real-OCR sets), restore-empty (put empty reads back as rows in sets "
+            "made before they were kept), train (real pairs for training) or assemble",
     "out": "output folder", "rows": "heldout: rows per set", "pairs": "train: pairs per language",
     "variants": "train: renders per line", "workers": "Tesseract processes (default: all CPUs)",
     "heldout_from": "assemble: folder with heldout/", "train_from": "assemble: folder with ocr-*.jsonl"})

@@ -114,3 +114,24 @@ def test_eval_scores_the_baselines_beside_identity_and_names_the_strongest(tmp_p
     text = render(layout)
     assert "| hi | 0.0741 | 0.0370 | 0.0000 | lexicon |" in text  # report.md
     assert "| ta | 0.1000 | 0.0000 | 0.0000 | rules |" in text  # a tie: the simpler one
+
+
+def test_baseline_scores_count_a_row_read_as_empty(tmp_path) -> None:
+    """tools/baseline_scores: every row is scored in every column, an empty OCR line (noisy "") included."""
+    import json
+
+    from bhasha_build.tools.baseline_scores import main
+
+    rows = [{"set": "indomain-hi", "noisy": "भारत की सरकर ने कहा|", "clean": "भारत की सरकार ने कहा।", "lang": "hi",
+             "gguf": "भारत की सरकार ने कहा।"},
+            {"set": "indomain-hi", "noisy": "", "clean": "आज मौसम अच्छा है।", "lang": "hi", "gguf": ""}]
+    src = tmp_path / "p.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert main([str(src), "--out", str(tmp_path / "s.json")]) == 0
+    scored = json.loads((tmp_path / "s.json").read_text())
+    entry = scored["sets"]["indomain-hi"]
+    assert scored["rows"] == entry["rows"] == 2 and scored["systems"] == ["gguf"]
+    refs = [r["clean"] for r in rows]
+    assert entry["identity"]["cer"] == round(corpus_cer([r["noisy"] for r in rows], refs), 4)
+    assert entry["gguf"]["cer"] == round(corpus_cer([r["gguf"] for r in rows], refs), 4) > 0  # the empty row counts
+    assert entry["rules"]["cer"] == round(corpus_cer(["भारत की सरकर ने कहा।", ""], refs), 4)

@@ -310,3 +310,30 @@ def test_journal_keeps_a_piece_holding_a_unicode_line_separator(tmp_path: Path) 
     journal.close()
     again = cr.Journal(path, "key-1")
     assert again.done == {0: cr.Outcome("क\u2028ख", "क\u2028ख", True, None), 1: cr.Outcome("", "ग", False, "guard")}
+
+
+def test_auto_min_confidence_applies_the_runs_eval_split_calibration(tmp_path: Path) -> None:
+    """correct.min_confidence = "auto": refused in one line until the run's eval recorded a calibrated threshold;
+    then that threshold is applied (a change less confident than it keeps its input) and recorded."""
+    from bhasha_build.core.fsutil import atomic_write_json, sha256_file
+    from bhasha_build.core.manifest import Manifest
+    from bhasha_build.stages.evaluate import CalibrationMissing
+
+    src = tmp_path / "doc.txt"
+    src.write_text("वे हर किताव पर आवरण चढ़ाते हैं।\nदूसरा पृष्ठ यहाँ शुरू होता हे\n", encoding="utf-8")
+    cfg = _cfg(f'runs_dir="{tmp_path / "runs"}"', 'run="cal"', 'correct.min_confidence="auto"')
+    unsure = RuleBackend()
+    unsure.complete = lambda text, max_tokens: cr.Reply(  # type: ignore[method-assign]
+        RuleBackend.complete(RuleBackend(), text, max_tokens).text, "stop", 0.6 if "किताव" in text else 0.95)
+    with pytest.raises(CalibrationMissing, match=r'"auto": .*eval\.json records no threshold'):
+        _run(tmp_path, src, unsure, cfg=cfg)
+    assert not (tmp_path / "out").exists()
+    report = cfg.layout.eval_report
+    atomic_write_json(report, {"min_confidence": {"setting": "auto", "threshold": 0.9, "calibrated": {
+        "threshold": 0.9, "system": "gguf", "rows": 300, "split": "eval"}}})
+    Manifest(cfg.layout.root).update(artifacts={"eval": {"path": "eval.json", "sha256": sha256_file(report)}})
+    summary, _ = _run(tmp_path, src, unsure, cfg=cfg)
+    assert summary["min_confidence"]["threshold"] == 0.9 and summary["min_confidence"]["setting"] == "auto"
+    assert (tmp_path / "out" / "doc.txt").read_text(encoding="utf-8") == (
+        "वे हर किताव पर आवरण चढ़ाते हैं।\nदूसरा पृष्ठ यहाँ शुरू होता है\n")  # 0.6 < 0.9: kept; 0.95: used
+    assert summary["guard_reasons"] == {"low confidence": 1}

@@ -139,10 +139,110 @@ def test_eval_sweeps_min_confidence_and_records_the_chosen_point(tmp_path) -> No
     points = {p["threshold"]: p for p in sweep["points"]}
     assert points[0.0]["over_correction_rate"] == 1.0 and points[0.5]["over_correction_rate"] == 0.0
     assert points[0.9]["changed_rows"] == 0 and points[0.9]["cer"] > points[0.5]["cer"]
-    assert sweep["chosen"] == points[0.5] and sweep["best"]["threshold"] == 0.3 and sweep["best"]["cer"] == 0.0
+    # calibrated: the lowest CER within 2 % (0.3-0.8 all fix the line and spare the correct one): ties to the
+    # higher threshold; chosen: the configured 0.5
+    assert sweep["chosen"] == points[0.5] and sweep["calibrated"] == {**points[0.8], "within_bound": True}
+    assert sweep["rows"] == 2 and "eval split" in sweep["rule"]
     assert confidence_sweep(rows, [Answer(good), Answer(wrong)], cfg) is None  # no log-probabilities: no sweep
     report = {"baseline": identity_baseline(rows), "gguf": score_guarded(rows, answers, cfg)[0]}
     report["gguf"]["confidence"] = sweep
     assert plot_confidence(report, tmp_path / "confidence.png") and (tmp_path / "confidence.png").stat().st_size > 0
     del report["gguf"]["confidence"]
     assert not plot_confidence(report, tmp_path / "confidence.png") and not (tmp_path / "confidence.png").exists()
+
+
+def test_calibration_rule_picks_on_the_sweep_it_is_given() -> None:
+    from bhasha_build.stages.evaluate import calibrate
+
+    def pt(t: float, cer: float, oc: float) -> dict[str, float]:
+        return {"threshold": t, "cer": cer, "over_correction_rate": oc}
+
+    points = [pt(0.0, 0.05, 0.10), pt(0.3, 0.06, 0.02), pt(0.5, 0.06, 0.01), pt(0.7, 0.08, 0.0)]
+    assert calibrate(points, 0.02) == {**pt(0.5, 0.06, 0.01), "within_bound": True}  # tie on CER: the higher
+    assert calibrate(points, 0.10)["threshold"] == 0.0  # a looser bound admits the lowest CER
+    over = [pt(0.0, 0.05, 0.30), pt(0.5, 0.06, 0.05), pt(0.9, 0.07, 0.05)]
+    assert calibrate(over, 0.02) == {**pt(0.5, 0.06, 0.05), "within_bound": False}  # none within: the safest
+
+
+def test_auto_threshold_is_calibrated_on_the_eval_split_and_applied_from_the_run(tmp_path, monkeypatch) -> None:
+    """correct.min_confidence = "auto": eval applies and records the eval split's calibrated threshold (eval.json
+    and the manifest); applied_min_confidence hands it to correct/promote/held-out scoring, and refuses in one
+    line before eval ran or once the GGUF changed; a configured number is used as it is."""
+    import json
+
+    from bhasha_build.core.config import load_config
+    from bhasha_build.core.guard import Answer
+    from bhasha_build.core.manifest import Manifest
+    from bhasha_build.stages import evaluate
+
+    good, wrong = "हम बाज़ार जा रहे हैं।", "आज मौसम अच्छा है"
+    rows = [{"id": "1", "lang": "hi", "noisy": "हम बाजार जा रहे है|", "clean": good},
+            {"id": "2", "lang": "hi", "noisy": wrong, "clean": wrong}]
+    replies = {rows[0]["noisy"]: Answer(good, confidence=0.8), wrong: Answer("आज मौसम अच्छा हैं", confidence=0.2)}
+    monkeypatch.setattr(evaluate, "generate_gguf", lambda cfg, gguf, texts: [replies[t] for t in texts])
+    cfg = load_config(None, env={}, overrides=[f'runs_dir="{tmp_path}"', 'run="cal"', 'correct.min_confidence="auto"',
+                                               "eval.max_over_correction=0.02", "eval.zeroshot=false"])
+    layout = cfg.layout
+    layout.eval_split.parent.mkdir(parents=True)
+    layout.eval_split.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    gguf = layout.gguf(cfg.export.quant)
+    gguf.write_bytes(b"GGUF stand-in")
+    with pytest.raises(evaluate.CalibrationMissing, match="records no threshold calibrated on the eval split"):
+        evaluate.applied_min_confidence(cfg)
+    manifest = Manifest(layout.root)
+    manifest.update(artifacts={"gguf": {"path": gguf.name, "sha256": "g1"}})
+    report = evaluate.evaluate(cfg, layout, systems=("gguf",))
+    sweep = report["gguf"]["confidence"]
+    assert sweep["calibrated"]["threshold"] == 0.8 and sweep["chosen"]["threshold"] == 0.8
+    assert report["gguf"]["guarded"]["min_confidence"] == 0.8  # the guarded score is at the calibrated point
+    assert report["gguf"]["guarded"]["overall"]["over_correction_rate"] == 0.0
+    marks = report["gguf"]["guarded"]["end_marks"]  # the '|' → '।' fix on the one '।'-ending line
+    assert (marks["danda"]["rows"], marks["danda"]["fixed"], marks["other"]["rows"], marks["other"]["changed"]) == (
+        1, 1, 1, 0)
+    record = report["min_confidence"]
+    assert (record["setting"], record["threshold"], record["calibrated"]["system"], record["calibrated"]["rows"]) == (
+        "auto", 0.8, "gguf", 2) and record["source"].startswith("eval split")
+    from bhasha_build.stages.report import render
+
+    assert "- gguf: correct.min_confidence 0.8 gives guarded CER 0.0000, over-correction 0.0%; calibrated on the " \
+           "eval split (lowest CER within 2%): 0.8" in render(layout)
+    # what the runner records for eval (sha256 of eval.json, made from the current GGUF)
+    from bhasha_build.core.fsutil import sha256_file
+
+    manifest.update(artifacts={"eval": {"path": "eval.json", "sha256": sha256_file(layout.eval_report),
+                                        "made_from": {"gguf": "g1"}}})
+    applied, why = evaluate.applied_min_confidence(cfg)
+    assert applied.correct.min_confidence == 0.8 and why["threshold"] == 0.8
+    assert "eval split (gguf, 2 rows" in why["source"]
+    manifest.update(artifacts={"gguf": {"path": gguf.name, "sha256": "g2"}})  # re-exported since eval
+    with pytest.raises(evaluate.CalibrationMissing, match="re-run `invoke eval`"):
+        evaluate.applied_min_confidence(cfg)
+    fixed = cfg.model_copy(update={"correct": cfg.correct.model_copy(update={"min_confidence": 0.3})})
+    assert evaluate.applied_min_confidence(fixed) == (fixed, {"setting": 0.3, "threshold": 0.3,
+                                                              "source": "config (correct.min_confidence)"})
+    with pytest.raises(ValueError, match="resolve it first"):
+        evaluate.score_guarded(rows, [Answer(good)] * 2, cfg)  # "auto" never reaches serve unresolved
+
+
+def test_auto_without_any_confidence_calibrates_to_the_highest_threshold(tmp_path, monkeypatch) -> None:
+    """A model that changed no eval line gives no confidence: every threshold ties, so "auto" records the
+    highest (the rule's tie) instead of nothing, and correct/promote/held-out scoring can still apply it."""
+    import json
+
+    from bhasha_build.core.config import load_config
+    from bhasha_build.core.guard import Answer
+    from bhasha_build.stages import evaluate
+
+    rows = [{"id": "1", "lang": "hi", "noisy": "आज मौसम अच्छा है", "clean": "आज मौसम अच्छा है।"}]
+    monkeypatch.setattr(evaluate, "generate_gguf", lambda cfg, gguf, texts: [Answer(t) for t in texts])
+    cfg = load_config(None, env={}, overrides=[f'runs_dir="{tmp_path}"', 'run="n"', 'correct.min_confidence="auto"',
+                                               "eval.zeroshot=false"])
+    cfg.layout.eval_split.parent.mkdir(parents=True)
+    cfg.layout.eval_split.write_text(json.dumps(rows[0], ensure_ascii=False) + "\n", encoding="utf-8")
+    cfg.layout.gguf(cfg.export.quant).write_bytes(b"GGUF stand-in")
+    report = evaluate.evaluate(cfg, cfg.layout, systems=("gguf",))
+    assert "confidence" not in report["gguf"] and report["gguf"]["guarded"]["min_confidence"] == 0.99
+    record = report["min_confidence"]
+    assert record["threshold"] == record["calibrated"]["threshold"] == evaluate.THRESHOLDS[-1]
+    assert record["calibrated"]["note"] == evaluate.NO_CONFIDENCE_NOTE and record["calibrated"]["rows"] == 1
+    assert evaluate.run_min_confidence({"rows": 1}, cfg)["threshold"] is None  # nothing scored: nothing recorded

@@ -243,6 +243,8 @@ def test_real_errors_phases_run_apart_on_cpu(tmp_path: Path) -> None:
                    for line in (tmp_path / "input" / f"ocr-{lang}.jsonl").read_text().splitlines()}
     assert fonts_seen and not fonts_seen & train_fonts  # held out: fonts training never saw
     assert set(index["fitted_vs_heldout_real"]) == set(ls.LANGS)
+    for name, info in index["ocr"].items():  # held out: every line a row (an empty read is noisy "")
+        assert info["pairs"] == info["lines"] if name.startswith("heldout/") else info["pairs"] <= info["lines"]
 
     gpu = phase("gpu", "gpu-box", "--allow-cpu")
     assert gpu.returncode == 0, gpu.stdout[-2000:] + gpu.stderr[-2000:]
@@ -254,7 +256,10 @@ def test_real_errors_phases_run_apart_on_cpu(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "finish.json").read_text())
     sets, verdict = result["finish"]["heldout"], result["verdict"]
     assert set(sets) == {p.stem for p in held}
-    for s in sets.values():
+    for name, s in sets.items():
+        assert s["rows"] == index["ocr"][f"heldout/{name}.jsonl"]["lines"]  # every held-out line scored
+        assert s["min_confidence"]["setting"] == "auto" and s["min_confidence"]["source"].startswith("eval split")
+        assert sum(g["rows"] for g in s["end_marks"]["guarded"].values()) == s["rows"]
         assert s["rows"] == sum(s["better_same_worse"]["guarded"].values())
         assert 0 <= s["guarded_over_correction"] <= 1 and s["identity_cer"] <= s["identity_cer_before_normalization"]
     assert len(verdict["checks"]) == 2 * len(sets) + len(ls.LANGS)
@@ -271,3 +276,95 @@ def test_real_errors_phases_run_apart_on_cpu(tmp_path: Path) -> None:
     held[0].write_text(held[0].read_text() + "\n")
     with pytest.raises(ls.SignalError, match="sha256"):
         ls.check_real_input(tmp_path / "input")
+
+
+def test_heldout_eval_scores_a_line_read_as_empty_without_asking_the_model(tmp_path: Path, monkeypatch) -> None:
+    """A held-out row whose OCR came back empty is scored by every system (identity, the baselines, the
+    guarded GGUF); the model is never sent the empty line, and its answer for it is the empty line."""
+    from bhasha_build.core.config import load_config
+    from bhasha_build.core.guard import Answer
+    from bhasha_build.stages import evaluate
+
+    fixed = {"भारत की सरकर ने कहा|": "भारत की सरकार ने कहा।", "यह ठीक है।": "यह ठीक है।"}
+    rows = [{"id": "a", "lang": "hi", "noisy": "भारत की सरकर ने कहा|", "clean": "भारत की सरकार ने कहा।"},
+            {"id": "b", "lang": "hi", "noisy": "", "clean": "आज मौसम अच्छा है।"},
+            {"id": "c", "lang": "hi", "noisy": "यह ठीक है।", "clean": "यह ठीक है।"}]
+    asked: list[str] = []
+
+    def fake_gguf(cfg, gguf, texts):
+        assert all(t.strip() for t in texts), "an empty prompt was sent"
+        asked.extend(texts)
+        return [Answer(fixed[t], confidence=0.9) for t in texts]
+
+    monkeypatch.setattr(evaluate, "generate_gguf", fake_gguf)
+    (tmp_path / "in" / ls.HELDOUT_DIR).mkdir(parents=True)
+    (tmp_path / "in" / ls.HELDOUT_DIR / "indomain-hi.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    cfg = load_config(None, env={}, overrides=[f'runs_dir="{tmp_path}"', 'run="h"', "eval.zeroshot=false"])
+    sets = ls.heldout_eval(cfg, tmp_path / "in", tmp_path / "p.jsonl")
+    s = sets["indomain-hi"]
+    assert asked == [rows[0]["noisy"], rows[2]["noisy"]]
+    assert s["rows"] == 3 and sum(s["better_same_worse"]["guarded"].values()) == 3
+    assert s["identity_cer"] == pytest.approx(corpus_cer([r["noisy"] for r in rows], [r["clean"] for r in rows]))
+    assert s["guarded_cer"] == pytest.approx(corpus_cer(["भारत की सरकार ने कहा।", "", "यह ठीक है।"],
+                                                        [r["clean"] for r in rows]))
+    assert s["identity_cer"] > s["guarded_cer"] > 0 and s["rules_cer"] > 0  # the empty row counts for all
+    danda = s["end_marks"]["guarded"]["danda"]  # every truth here ends in '।': the '|' fixed, nothing broken
+    assert (danda["rows"], danda["changed"], danda["fixed"], danda["broken"]) == (3, 1, 1, 0)
+    assert danda["changes"] == {"|→।": 1} and s["end_marks"]["guarded"]["other"]["rows"] == 0
+    predictions = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text(encoding="utf-8").splitlines()]
+    empty = predictions[1]
+    assert (empty["id"], empty["gguf"], empty["gguf_guarded"], empty["guard"]) == ("b", "", "", None)
+    assert empty["rules"] == empty["lexicon"] == "" and empty["gguf_confidence"] is None
+
+
+def test_answer_lines_asks_only_for_non_blank_lines() -> None:
+    from bhasha_build.core.guard import Answer
+    from bhasha_build.stages.evaluate import EvalError, answer_lines
+
+    calls: list[list[str]] = []
+
+    def gen(texts: list[str]) -> list[Answer]:
+        calls.append(texts)
+        return [Answer(t.upper()) for t in texts]
+
+    assert [a.text for a in answer_lines(gen, ["a", "", " ", "b"])] == ["A", "", "", "B"]
+    assert calls == [["a", "b"]]
+    assert answer_lines(gen, ["", ""]) == [Answer(""), Answer("")] and len(calls) == 1  # nothing to ask
+    with pytest.raises(EvalError, match="1 answers for 2 lines"):
+        answer_lines(lambda texts: [Answer("x")], ["a", "b"])
+
+
+def test_heldout_eval_applies_the_threshold_calibrated_on_the_eval_split(tmp_path: Path, monkeypatch) -> None:
+    """correct.min_confidence = "auto": the held-out sets are guarded at the threshold eval calibrated on the
+    EVAL SPLIT (0.8 here), even where a lower one would score better on the held-out rows; each set records
+    the threshold and where it came from."""
+    from bhasha_build.core.config import load_config
+    from bhasha_build.core.fsutil import atomic_write_jsonl
+    from bhasha_build.core.guard import Answer
+    from bhasha_build.core.manifest import Manifest
+    from bhasha_build.stages import evaluate
+
+    good, wrong = "हम बाज़ार जा रहे हैं।", "आज मौसम अच्छा है"
+    held_fix = ("भारत की सरकर ने कहा", "भारत की सरकार ने कहा")
+    replies = {"हम बाजार जा रहे है|": Answer(good, confidence=0.8), wrong: Answer("आज मौसम अच्छा हैं", confidence=0.2),
+               held_fix[0]: Answer(held_fix[1], confidence=0.5)}  # right, but less sure than 0.8
+    monkeypatch.setattr(evaluate, "generate_gguf", lambda cfg, gguf, texts: [replies[t] for t in texts])
+    cfg = load_config(None, env={}, overrides=[f'runs_dir="{tmp_path}"', 'run="cal"', 'correct.min_confidence="auto"',
+                                               "eval.max_over_correction=0.02", "eval.zeroshot=false"])
+    layout = cfg.layout
+    atomic_write_jsonl(layout.eval_split, [{"id": "1", "lang": "hi", "noisy": "हम बाजार जा रहे है|", "clean": good},
+                                           {"id": "2", "lang": "hi", "noisy": wrong, "clean": wrong}])
+    layout.gguf(cfg.export.quant).write_bytes(b"GGUF stand-in")
+    evaluate.evaluate(cfg, layout, systems=("gguf",))
+    from bhasha_build.core.fsutil import sha256_file
+
+    Manifest(layout.root).update(artifacts={"gguf": {"sha256": "g"}, "eval": {
+        "path": "eval.json", "sha256": sha256_file(layout.eval_report), "made_from": {"gguf": "g"}}})
+    atomic_write_jsonl(tmp_path / "in" / ls.HELDOUT_DIR / "indomain-hi.jsonl",
+                       [{"id": "h", "lang": "hi", "noisy": held_fix[0], "clean": held_fix[1]}])
+    s = ls.heldout_eval(cfg, tmp_path / "in")["indomain-hi"]
+    assert s["min_confidence"]["threshold"] == 0.8 and s["min_confidence"]["setting"] == "auto"
+    assert s["min_confidence"]["source"].startswith("eval split (gguf, 2 rows")
+    assert s["raw_cer"] == 0.0 and s["guarded_cer"] == s["identity_cer"] > 0  # held out at 0.8: the fix is kept out
+    assert s["guard_reasons"] == {"low confidence": 1}

@@ -111,3 +111,26 @@ def test_identity_baseline() -> None:
         corpus_cer([r["noisy"] for r in ROWS], [r["clean"] for r in ROWS])
     )
     assert base["by_lang"]["hi"]["identity_rows"] == 1
+
+
+@pytest.mark.parametrize(("text", "mark"), [("वह घर गया।", "।"), ("वह घर गया।” ", "।"), ("Done.", "."),
+                                            ("क्या?", "?"), ("वह घर गया", ""), ("", ""), ("वह |", "|"),
+                                            ("वह घर गया॥", "॥")])
+def test_end_mark_is_the_final_sentence_mark(text: str, mark: str) -> None:
+    assert metrics.end_mark(text) == mark
+
+
+def test_end_mark_changes_count_danda_lines_apart() -> None:
+    """A model that learnt '.' from software Hindi: on '।'-ending truth its '।'→'.' is a change that breaks
+    the line's end; on '.'-ending truth the same output is no change."""
+    rows = [{"noisy": "वह घर गया।", "clean": "वह घर गया।"},       # '।' kept → broken when turned to '.'
+            {"noisy": "वह घर गया|", "clean": "वह घर गया।"},       # '|' → '।': fixed
+            {"noisy": "फ़ाइल सहेजी गई", "clean": "फ़ाइल सहेजी गई."},  # no mark → '.': fixed (other)
+            {"noisy": "फ़ाइल खुली.", "clean": "फ़ाइल खुली."}]       # unchanged
+    got = metrics.end_mark_changes(rows, ["वह घर गया.", "वह घर गया।", "फ़ाइल सहेजी गई.", "फ़ाइल खुली."])
+    assert got["danda"] == {"rows": 2, "changed": 2, "broken": 1, "fixed": 1, "changes": {"|→।": 1, "।→.": 1}}
+    assert got["other"] == {"rows": 2, "changed": 1, "broken": 0, "fixed": 1, "changes": {"→.": 1}}
+    same = metrics.end_mark_changes(rows, [r["noisy"] for r in rows])  # doing nothing changes no end mark
+    assert same["danda"]["changed"] == same["other"]["changed"] == 0
+    with pytest.raises(ValueError, match="length mismatch"):
+        metrics.end_mark_changes(rows, ["x"])

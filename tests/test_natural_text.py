@@ -202,3 +202,100 @@ def test_natural_pairs_real_tesseract(tmp_path, monkeypatch):
                       hand_written=False, min_changed=10**6)["langs"]["hi"]
     assert more["renders"] == 3 and more["pairs"] > 3  # rendered again (up to 3x) for changed rows, not cut
     assert more["changed_after_normalization"] <= more["pairs"]
+
+
+def _old_heldout(tmp_path, drop: dict[str, list[int]]):
+    """A natural folder and a held-out output as natural_pairs wrote it before empty reads were kept: each
+    set's planned rows (a fake OCR: the clean line with its last letter cut) less the rows at `drop`, which
+    the summaries list under empty_rows."""
+    from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, sha256_file
+    from bhasha_build.tools.natural_pairs import HELDOUT_INDEX, heldout_plan
+
+    natural = tmp_path / "natural"
+    held = [f"फ़ाइल संख्या {i} सहेजी नहीं जा सकी।" for i in range(8)]
+    for side, lines in (("heldout", held), ("train", ["कृपया पासवर्ड दोबारा लिखें।"])):
+        atomic_write_jsonl(natural / f"hi.{side}.jsonl", ({"id": f"nat-hi-{side}-{i}", "lang": "hi", "clean": c,
+                                                            "source": "pkg", "unit": f"pkg:f#{i}"}
+                                                           for i, c in enumerate(lines)))
+    atomic_write_json(natural / "SOURCES.json", {"pkg": {}})
+    out = tmp_path / "out"
+    engine = {"tesseract": "tesseract 5.3.0", "traineddata": "hin", "traineddata_package": "1:4.1.0-2"}
+    index = {"rows": 3, "swap": 0.4, "seed": 5, "sets": {}, "natural_sources": sha256_file(natural / "SOURCES.json")}
+    for kind, chosen in heldout_plan(natural, "hi", rows=3, swap=0.4, seed=5).items():
+        name = f"{kind}-hi"
+        ocr = {"font": "Samyak-Devanagari", "degrade": {"preset": "heldout", "size": 20}, "engine": "tesseract 5.3.0",
+               "traineddata": "hin 1:4.1.0-2"}
+        rows = [{"id": r["id"], "lang": "hi", "noisy": r["clean"][:-1], "clean": r["clean"], "ocr": ocr,
+                 "source": {"package": "pkg", "unit": r["unit"]}} for r in chosen]
+        empty = [{"id": rows[i]["id"], "font": "Samyak-Devanagari", "degrade": {"preset": "heldout", "size": 33}}
+                 for i in drop.get(kind, [])]
+        kept = [r for i, r in enumerate(rows) if i not in drop.get(kind, [])]
+        atomic_write_jsonl(out / "heldout" / f"{name}.jsonl", kept)
+        atomic_write_json(out / "heldout" / f"{name}.summary.json", {"pairs": len(kept), "empty_ocr": len(empty),
+                                                                     "empty_rows": empty, "cer": 0.1,
+                                                                     "engine": engine})
+        index["sets"][name] = {"pairs": len(kept), "cer": 0.1, "sha256": sha256_file(out / "heldout" / f"{name}.jsonl")}
+    atomic_write_json(out / HELDOUT_INDEX, index)
+    return natural, out, rows
+
+
+def test_restore_empty_puts_dropped_lines_back_in_plan_order(tmp_path):
+    from bhasha_build.core.fsutil import sha256_file
+    from bhasha_build.tools.natural_pairs import NaturalPairsError, heldout_plan, restore_empty
+
+    natural, out, _ = _old_heldout(tmp_path, {"indomain": [1], "unfamiliar": [0, 2]})
+    assert restore_empty(out, natural) == {"indomain-hi": 1, "unfamiliar-hi": 2}
+    index = json.loads((out / "heldout.json").read_text())
+    assert index["kept_empty"]
+    plan = heldout_plan(natural, "hi", rows=3, swap=0.4, seed=5)
+    for kind, empty_at in (("indomain", [1]), ("unfamiliar", [0, 2])):
+        path = out / "heldout" / f"{kind}-hi.jsonl"
+        rows = [json.loads(x) for x in path.read_text().splitlines()]
+        assert [r["id"] for r in rows] == [r["id"] for r in plan[kind]]  # every planned line, in order
+        assert [i for i, r in enumerate(rows) if r["noisy"] == ""] == empty_at
+        assert all(r["clean"] == p["clean"] and r["source"] == {"package": "pkg", "unit": p["unit"]}
+                   for r, p in zip(rows, plan[kind], strict=True))
+        assert rows[empty_at[0]]["ocr"] == {"font": "Samyak-Devanagari", "degrade": {"preset": "heldout", "size": 33},
+                                            "engine": "tesseract 5.3.0", "traineddata": "hin 1:4.1.0-2"}
+        summary = json.loads((out / "heldout" / f"{kind}-hi.summary.json").read_text())
+        assert summary["pairs"] == index["sets"][f"{kind}-hi"]["pairs"] == 3 and summary["kept_empty"]
+        assert index["sets"][f"{kind}-hi"]["sha256"] == sha256_file(path)
+        assert summary["cer"] == index["sets"][f"{kind}-hi"]["cer"] > 0.1  # the empty lines count in full
+    before = {p.name: p.read_bytes() for p in (out / "heldout").iterdir()}
+    assert restore_empty(out, natural) == {"indomain-hi": 0, "unfamiliar-hi": 0}  # idempotent
+    assert before == {p.name: p.read_bytes() for p in (out / "heldout").iterdir()}
+
+    # a set whose rows are not the plan's (reordered) is refused, not patched
+    natural, out, _ = _old_heldout(tmp_path / "b", {"indomain": [1]})
+    path = out / "heldout" / "indomain-hi.jsonl"
+    path.write_text("\n".join(reversed(path.read_text().splitlines())) + "\n")
+    with pytest.raises(NaturalPairsError, match="not the plan's"):
+        restore_empty(out, natural)
+
+
+def test_committed_heldout_sets_count_every_line():
+    """data/natural/heldout: 6 x 300 rows = every planned line (rebuilt from data/natural, no Tesseract), in
+    the plan's order; the lines Tesseract read as empty are rows with noisy "", and heldout.json's sha256s,
+    counts and CERs are the files'."""
+    from bhasha_build.core.fsutil import sha256_file
+    from bhasha_build.core.metrics import corpus_cer
+    from bhasha_build.tools.natural_pairs import LANGS, NATURAL, heldout_plan
+
+    index = json.loads((NATURAL / "heldout.json").read_text())
+    assert index["kept_empty"] and len(index["sets"]) == 6
+    total = empty_rows = 0
+    for lang in LANGS:
+        plan = heldout_plan(NATURAL, lang, index["rows"], index["swap"], index["seed"])
+        for kind, chosen in plan.items():
+            path = NATURAL / "heldout" / f"{kind}-{lang}.jsonl"
+            rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+            entry = index["sets"][f"{kind}-{lang}"]
+            assert [r["id"] for r in rows] == [r["id"] for r in chosen] and len(rows) == entry["pairs"] == 300
+            assert [r["clean"] for r in rows] == [r["clean"] for r in chosen]
+            assert entry["sha256"] == sha256_file(path)
+            assert entry["cer"] == round(corpus_cer([r["noisy"] for r in rows], [r["clean"] for r in rows]), 4)
+            summary = json.loads((NATURAL / "heldout" / f"{kind}-{lang}.summary.json").read_text())
+            empty = {e["id"] for e in summary["empty_rows"]}
+            assert {r["id"] for r in rows if not r["noisy"]} == empty and len(empty) == entry["empty_ocr"]
+            total, empty_rows = total + len(rows), empty_rows + len(empty)
+    assert (total, empty_rows) == (1800, 8)

@@ -83,6 +83,15 @@ def test_empty_ocr_is_counted_not_silently_dropped(tmp_path: Path) -> None:
     assert info["lines"] == 2 and info["pairs"] == 1 and info["empty_ocr"] == 1
     assert info["empty_rows"][0]["id"] == "bn-ocr-00002"
     assert info["empty_rows"][0]["degrade"] == shipped["empty_rows"][0]["degrade"]
+    assert not info["kept_empty"] and len((tmp_path / "p.jsonl").read_text(encoding="utf-8").splitlines()) == 1
+    # held-out sets keep it as a row (noisy "", its clean truth), still listed; from the cache, same read
+    kept = op.ocr_pairs(src, tmp_path / "k.jsonl", "bn", seed=shipped["seed"], workers=1, progress=False,
+                        keep_empty=True)
+    rows = [json.loads(line) for line in (tmp_path / "k.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert kept["kept_empty"] and kept["pairs"] == len(rows) == 2 and kept["empty_ocr"] == 1
+    assert rows[1]["id"] == "bn-ocr-00002" and rows[1]["noisy"] == "" and rows[1]["clean"] == inputs[lost - 1]
+    assert rows[1]["ocr"]["degrade"] == shipped["empty_rows"][0]["degrade"] and rows[0]["noisy"]
+    assert kept["cer"] > info["cer"]  # the lost line counts: all its graphemes are missing
 
 
 def test_presets_and_font_sets_are_disjoint_and_seeded() -> None:

@@ -75,6 +75,11 @@ def test_profile_and_sweep():
     assert all(len(v) >= 2 for v in varied.values()), varied
 
 
+def _marks(danda_changed: int, danda_rows: int, other_changed: int, other_rows: int) -> dict:
+    return {"danda": {"rows": danda_rows, "changed": danda_changed, "broken": 0, "fixed": 0, "changes": {}},
+            "other": {"rows": other_rows, "changed": other_changed, "broken": 0, "fixed": 0, "changes": {}}}
+
+
 def _result(rows: int = 4) -> dict:
     overall = {"cer": 0.1, "wer": 0.3, "rows": rows, "over_correction_rate": 0.0}
     return {"gpu": {"data": {"train_rows": 10, "eval_rows": rows}, "train": {"seconds": 1.5}},
@@ -84,7 +89,11 @@ def _result(rows: int = 4) -> dict:
                                                                  "guarded_rows": 1}}}},
                        "heldout": {"indomain-hi": {"rows": rows, "identity_cer": 0.1, "raw_cer": 0.09,
                                                    "guarded_cer": 0.085, "raw_over_correction": 0.01,
-                                                   "guarded_over_correction": 0.0, "rules_cer": 0.095}}},
+                                                   "guarded_over_correction": 0.0, "rules_cer": 0.095,
+                                                   "end_marks": {"guarded": _marks(2, 3, 1, 1)},
+                                                   "min_confidence": {"threshold": 0.7, "source": "eval split"}},
+                                   "unfamiliar-hi": {"rows": rows, "identity_cer": 0.1, "guarded_cer": 0.1,
+                                                     "end_marks": {"guarded": _marks(1, 1, 0, 3)}}}},
             "verdict": {"passed": False}}
 
 
@@ -104,11 +113,18 @@ def test_record_and_table(tmp_path):
     assert back["eval_split"]["gguf"]["guarded"]["cer"] == 0.08
     assert back["heldout"]["indomain-hi"]["rules_cer"] == 0.095  # baseline columns kept
     assert back["predictions"]["rows"] == 2 and len(back["predictions"]["sha256"]) == 64
-    write_record(make_record("r64", _result(), sweep, date="2026-12-02"), tmp_path / "q")
+    assert back["heldout"]["indomain-hi"]["end_marks"]["guarded"]["danda"]["changed"] == 2
+    assert back["heldout"]["indomain-hi"]["min_confidence"]["threshold"] == 0.7
+    old = _result()  # a record made before end marks were counted: its cell says so, the table still builds
+    for entry in old["finish"]["heldout"].values():
+        entry.pop("end_marks")
+    write_record(make_record("r64", old, sweep, date="2026-12-02"), tmp_path / "q")
     text = table(tmp_path / "q")
     lines = text.splitlines()
     assert len(lines) == 4 and "lr1e4" in lines[2] and "r64" in lines[3]  # newest first
     assert "0.1000 → 0.0700 (0.0800)" in lines[2] and "0.1000 → 0.0850 (0.000)" in lines[2]
+    assert lines[0].endswith("| held-out end marks changed: । lines · others |")
+    assert lines[2].endswith("| 3/4 · 1/4 |") and lines[3].endswith("| – |")  # summed over the held-out sets
     results = tmp_path / "RESULTS.md"
     results.write_text("# Results\n\nintro\n")
     write_table(results, tmp_path / "q")

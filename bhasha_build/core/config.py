@@ -27,7 +27,8 @@ Knobs (section.key):
   deploy.name, deploy.host, deploy.timeout_s, deploy.sanity_max_cer
   promote.margin, promote.max_over_correction, promote.keep, promote.regression_set, promote.eval_rows
   correct.jobs, correct.timeout_s, correct.retries, correct.backoff_s, correct.max_line_tokens,
-  correct.progress_every_s, correct.min_confidence, correct.lexicon_guard
+  correct.progress_every_s, correct.min_confidence (a number, or "auto": calibrated on the eval split),
+  correct.lexicon_guard
 """
 
 from __future__ import annotations
@@ -234,10 +235,21 @@ class CorrectConfig(Section):
     # A changed line is served only when the model's confidence in its change (core/confidence.py: the
     # least probability of a token of the change) is at least this; the same rule in eval's guarded
     # systems and promote's gate (core/guard.accept). 0 accepts every change the guard lets through.
-    min_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    # "auto": the threshold the eval stage calibrated on the run's EVAL SPLIT (stages/evaluate.py
+    # `calibrate`: the lowest guarded CER with over-correction <= eval.max_over_correction, ties to the
+    # higher threshold), recorded in eval.json and the manifest; eval applies it, and `correct`, promote
+    # and the learning signal's held-out scoring read it from the run (an error until eval has run).
+    min_confidence: float | Literal["auto"] = Field(0.5)
     # Refuse a change that turns an in-lexicon word into an out-of-lexicon one (core/baselines.Lexicon:
     # the Debian dictionaries hunspell-hi/-bn, aspell-ta, plus data/wordlists).
     lexicon_guard: bool = False
+
+    @field_validator("min_confidence")
+    @classmethod
+    def _min_confidence(cls, value: float | str) -> float | str:
+        if value != "auto" and not 0.0 <= value <= 1.0:
+            raise ValueError(f'must be in [0, 1] or "auto", not {value}')
+        return value
 
 
 class BuildConfig(Section):

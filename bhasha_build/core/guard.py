@@ -139,6 +139,9 @@ def serve(noisy: str, answer: Answer, lang: str | None, cfg: Any, min_confidence
 
     lexicon = load_lexicon(lang) if cfg.correct.lexicon_guard and lang in DICTIONARIES else None
     threshold = cfg.correct.min_confidence if min_confidence is None else min_confidence
+    if threshold == "auto":  # a caller's bug, not a user's: the run's calibrated number must be applied first
+        raise ValueError('correct.min_confidence "auto" reached serve(): resolve it first '
+                         "(stages/evaluate.applied_min_confidence)")
     return accept(noisy, normalize_hyp(answer.text), lang, cfg.guard, cut=answer.cut,
                   confidence=answer.confidence, min_confidence=threshold, lexicon=lexicon)
 

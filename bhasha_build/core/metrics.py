@@ -149,3 +149,41 @@ def score(rows: Sequence[Mapping[str, Any]], hyps: Iterable[str]) -> dict[str, A
 def identity_baseline(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The do-nothing model (hyp = noisy input): the bar a trained model must beat."""
     return score(rows, [r["noisy"] for r in rows])
+
+
+# ---------------------------------------------------------------- end marks
+END_MARKS = "।॥.?!|"  # what ends a line as a sentence (OCR's `|` for the danda included)
+_CLOSERS = "\"'”’»)]"
+DANDA = "।"
+
+
+def end_mark(text: str) -> str:
+    """The line's final sentence mark: its last character when it is one of END_MARKS, after outer
+    whitespace and closing quotes/brackets; "" when the line has none."""
+    core = text.strip().rstrip(_CLOSERS).rstrip()
+    return core[-1] if core and core[-1] in END_MARKS else ""
+
+
+def end_mark_changes(rows: Sequence[Mapping[str, Any]], hyps: Iterable[str]) -> dict[str, Any]:
+    """End marks, counted apart on lines whose truth ends in the danda (`danda`) and on the others
+    (`other`): a model trained on Hindi software text (sentences end in '.') may turn a book's '।' into
+    '.'. Per group: rows; changed (the output's end mark is not the input's); broken (the input had the
+    truth's mark, the output has not); fixed (the reverse); and `changes`, "input→output" marks with their
+    counts ("" is no mark). Outputs are compared as `score` compares them (normalize_hyp)."""
+    groups: dict[str, dict[str, Any]] = {g: {"rows": 0, "changed": 0, "broken": 0, "fixed": 0, "changes": {}}
+                                         for g in ("danda", "other")}
+    hyp_list = [normalize_hyp(h) for h in hyps]
+    _check_lengths(rows, hyp_list)
+    for row, hyp in zip(rows, hyp_list, strict=True):
+        truth, before, after = end_mark(row["clean"]), end_mark(row["noisy"]), end_mark(hyp)
+        group = groups["danda" if truth == DANDA else "other"]
+        group["rows"] += 1
+        if after != before:
+            group["changed"] += 1
+            key = f"{before}→{after}"
+            group["changes"][key] = group["changes"].get(key, 0) + 1
+        group["broken"] += before == truth != after
+        group["fixed"] += before != truth == after
+    for group in groups.values():
+        group["changes"] = dict(sorted(group["changes"].items(), key=lambda kv: (-kv[1], kv[0])))
+    return groups

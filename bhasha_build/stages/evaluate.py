@@ -22,8 +22,21 @@ correction.
 Confidence: the GGUF systems (llama.cpp) and `served` (Ollama's logprobs) give each reply's
 confidence in its change (core/confidence.py); the guarded output applies correct.min_confidence
 (and correct.lexicon_guard) exactly as `invoke correct` serves (core/guard.serve). eval.json's
-`confidence` per system sweeps the threshold (guarded CER and over-correction at each), records the
-configured point (`chosen`) and the lowest-CER point within eval.max_over_correction (`best`);
+`confidence` per system sweeps the threshold (guarded CER and over-correction at each) and records
+  calibrated  the point CALIBRATION_RULE picks on this EVAL SPLIT (`calibrate`): the lowest guarded CER
+              whose over-correction is <= eval.max_over_correction, ties to the higher threshold (fewer
+              changes for the same CER); when no point is within the bound, the lowest over-correction
+              (ties: lower CER, then higher threshold), with within_bound false; a system whose replies
+              carry no confidence (none changed a line) has no sweep: every threshold ties, so the run's
+              record gives the highest of THRESHOLDS (`run_min_confidence`);
+  chosen      the point applied: correct.min_confidence as configured, or with "auto" the calibrated one.
+eval.json's `min_confidence` is the run's record (also in the manifest's `eval` section): the setting,
+the threshold applied to the served model (the gguf system's, else served's), where it came from
+("config" or "eval split"), and the calibrated point with its system, rule and row count. With
+correct.min_confidence = "auto", `correct`, promote and learning_signal's held-out scoring apply that
+recorded threshold (`applied_min_confidence`; held-out rows never choose it); with a number, the number.
+With "auto", eval's own guarded score is in-sample (the threshold was picked on these rows); the held-out
+sets (learning_signal) are the out-of-sample measure.
 confidence.png draws the sweep. Inputs go through `text.normalize_text` with
 data.zwj_policy, as every client sends them.
 
@@ -31,7 +44,8 @@ Do no harm: each system's outputs are also passed through the guard (`core/guard
 section `guard`): an implausible correction (script change, too many edits, length ratio, empty)
 keeps the input. eval.json holds, per system, the raw score (`overall`, `by_lang`) and the guarded
 one side by side (`guarded.overall`, `guarded.by_lang`, each with `guarded_rows`, and
-`guarded.reasons`) and how fast it was produced (`generation`: seconds, rows_per_s — llama.cpp on
+`guarded.reasons`; `guarded.end_marks`: end-mark changes on lines whose truth ends in '।' and on the
+others, core/metrics.end_mark_changes) and how fast it was produced (`generation`: seconds, rows_per_s — llama.cpp on
 this CPU vs the Ollama server vs transformers); eval_predictions.jsonl holds both outputs and the
 guard's reason per row.
 
@@ -41,7 +55,7 @@ system's over-correction (share of already-correct inputs it changes, on the gua
 served when guard.enabled, else the raw one) must be at most eval.max_over_correction; and (when
 scored) the GGUF's CER must be below the zero-shot model's.
 
-Knobs: eval.max_rows, eval.max_new_tokens (the least reply budget), correct.min_confidence,
+Knobs: eval.max_rows, eval.max_new_tokens (the least reply budget), correct.min_confidence (a number or "auto"),
 correct.lexicon_guard, eval.gate_margin, eval.gguf_tolerance,
 eval.max_over_correction, eval.zeroshot, guard.*, data.zwj_policy, seed.
 Outputs: runs/<run>/eval.json, eval_predictions.jsonl (per row: each system's reply, guarded output,
@@ -50,9 +64,10 @@ guard reason and confidence, and one column per non-model baseline), cer_by_lang
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,17 +76,21 @@ from bhasha_build.core.baselines import BASELINES, run_baselines, strongest_of
 from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, save_figure
+from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, save_figure, sha256_file
 from bhasha_build.core.gguf import LlamaChat, count_tokens_with, gpu_offload
 from bhasha_build.core.guard import Answer, qwen_reply_budgets, reason_kind, reply_budget, serve
 from bhasha_build.core.layout import RunLayout
-from bhasha_build.core.metrics import identity_baseline, score
+from bhasha_build.core.manifest import Manifest
+from bhasha_build.core.metrics import end_mark_changes, identity_baseline, score
 from bhasha_build.core.ollama import OllamaClient, ask_answers, server_url
 from bhasha_build.core.text import normalize_text
 
 SYSTEMS = ("model", "gguf", "zeroshot", "served")  # what `invoke eval` scores unless told --only one
 # correct.min_confidence values eval's sweep scores (plus the configured one)
 THRESHOLDS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+CALIBRATION_RULE = ("on the eval split: the lowest guarded CER whose over-correction <= eval.max_over_correction, "
+                    "ties to the higher threshold; none within: the lowest over-correction")
+CALIBRATED_SYSTEMS = ("gguf", "served")  # whose calibration is the run's (the served model; zeroshot is not it)
 
 
 class EvalError(BhashaError):
@@ -151,6 +170,20 @@ def zeroshot_gguf(cfg: BuildConfig) -> Path | None:
     return weights.source_gguf(cfg.model.name)
 
 
+def answer_lines(generate: Callable[[list[str]], list[Answer]], texts: Sequence[str]) -> list[Answer]:
+    """`generate`'s answers to the non-blank texts, in order; a blank line (an OCR line read as empty) is
+    answered by itself, the empty line, without asking the model (`invoke correct` never sends one either):
+    the row is still scored, for every system alike."""
+    asked = [i for i, text in enumerate(texts) if text.strip()]
+    answers = generate([texts[i] for i in asked]) if asked else []
+    if len(answers) != len(asked):
+        raise EvalError(f"{len(answers)} answers for {len(asked)} lines")
+    out = [Answer("") for _ in texts]
+    for i, answer in zip(asked, answers, strict=True):
+        out[i] = answer
+    return out
+
+
 def plot_cer(report: dict[str, Any], out_png: Path) -> None:
     import matplotlib
 
@@ -197,25 +230,103 @@ def score_guarded(rows: Sequence[Mapping[str, Any]], hyps: Sequence[str | Answer
     return raw, [k.reason for k in kept], [k.text for k in kept]
 
 
+def calibrate(points: Sequence[Mapping[str, Any]], max_over_correction: float) -> dict[str, Any]:
+    """The sweep point CALIBRATION_RULE picks (a copy, with `within_bound`): among the points whose
+    over-correction is <= max_over_correction the lowest CER, ties to the higher threshold; when none is
+    within, the lowest over-correction (ties: lower CER, then higher threshold)."""
+    within = [p for p in points if p["over_correction_rate"] <= max_over_correction]
+    if within:
+        return {**min(within, key=lambda p: (p["cer"], -p["threshold"])), "within_bound": True}
+    return {**min(points, key=lambda p: (p["over_correction_rate"], p["cer"], -p["threshold"])), "within_bound": False}
+
+
 def confidence_sweep(rows: Sequence[Mapping[str, Any]], answers: Sequence[Answer], cfg: BuildConfig
                      ) -> dict[str, Any] | None:
-    """Guarded CER and over-correction at each confidence threshold (THRESHOLDS and the configured one),
-    the configured point (`chosen`) and the lowest CER within eval.max_over_correction (`best`); None when
-    no reply carried a confidence (a backend without log-probabilities)."""
+    """Guarded CER and over-correction at each confidence threshold (THRESHOLDS and a configured number),
+    the calibrated point (`calibrate`, on these rows: the eval split) and the applied one (`chosen`: the
+    configured number, or the calibrated one with "auto"); None when no reply carried a confidence (a
+    backend without log-probabilities)."""
     if not any(a.confidence is not None for a in answers):
         return None
+    setting = cfg.correct.min_confidence
     points = []
-    for threshold in sorted({*THRESHOLDS, cfg.correct.min_confidence}):
+    for threshold in sorted({*THRESHOLDS, *([setting] if setting != "auto" else [])}):
         _, reasons, kept = score_guarded(rows, answers, cfg, threshold)
         block = score(rows, kept)["overall"]
         points.append({"threshold": threshold, "cer": block["cer"],
                        "over_correction_rate": block["over_correction_rate"],
                        "changed_rows": sum(k != r["noisy"] for k, r in zip(kept, rows, strict=True)),
                        "low_confidence_rows": sum(1 for why in reasons if why and why.startswith("low confidence"))})
-    within = [p for p in points if p["over_correction_rate"] <= cfg.eval.max_over_correction]
-    chosen = next(p for p in points if p["threshold"] == cfg.correct.min_confidence)
-    return {"points": points, "chosen": chosen, "best": min(within, key=lambda p: (p["cer"], p["threshold"]))
-            if within else None, "max_over_correction": cfg.eval.max_over_correction}
+    calibrated = calibrate(points, cfg.eval.max_over_correction)
+    chosen = calibrated if setting == "auto" else next(p for p in points if p["threshold"] == setting)
+    return {"points": points, "calibrated": calibrated,
+            "chosen": {k: v for k, v in chosen.items() if k != "within_bound"},
+            "rule": CALIBRATION_RULE, "rows": len(rows), "max_over_correction": cfg.eval.max_over_correction}
+
+
+NO_CONFIDENCE_NOTE = ("no reply carried a confidence (no change, or cut): every threshold gives the same output, "
+                      "and the rule's tie goes to the highest")
+
+
+def run_min_confidence(report: Mapping[str, Any], cfg: BuildConfig) -> dict[str, Any]:
+    """eval.json's `min_confidence`: the setting, the threshold applied to the served model, its source, and
+    the eval split's calibrated point, of the first of CALIBRATED_SYSTEMS scored (None when neither was).
+    A system whose replies carried no confidence has no sweep: every threshold ties, so the rule gives the
+    highest of THRESHOLDS (NO_CONFIDENCE_NOTE)."""
+    setting = cfg.correct.min_confidence
+    system = next((s for s in CALIBRATED_SYSTEMS if s in report), None)
+    calibrated = None
+    if system and (sweep := report[system].get("confidence")):
+        calibrated = {**sweep["calibrated"], "system": system, "split": "eval", "rows": sweep["rows"],
+                      "rule": sweep["rule"]}
+    elif system:
+        block = report[system]["guarded"]["overall"]
+        calibrated = {"threshold": THRESHOLDS[-1], "cer": block["cer"],
+                      "over_correction_rate": block["over_correction_rate"],
+                      "within_bound": block["over_correction_rate"] <= cfg.eval.max_over_correction,
+                      "system": system, "split": "eval", "rows": report["rows"], "rule": CALIBRATION_RULE,
+                      "note": NO_CONFIDENCE_NOTE}
+    if setting != "auto":
+        return {"setting": setting, "threshold": setting, "source": "config (correct.min_confidence)",
+                "calibrated": calibrated}
+    return {"setting": "auto", "threshold": calibrated["threshold"] if calibrated else None,
+            "source": f"eval split ({system}, {calibrated['rows']} rows)" if calibrated else
+                      f"none: neither of {', '.join(CALIBRATED_SYSTEMS)} was scored (nothing to calibrate)",
+            "calibrated": calibrated}
+
+
+class CalibrationMissing(EvalError):
+    """correct.min_confidence = "auto" with no usable calibration in the run (one line)."""
+
+
+def applied_min_confidence(cfg: BuildConfig, layout: RunLayout | None = None
+                           ) -> tuple[BuildConfig, dict[str, Any]]:
+    """`cfg` with correct.min_confidence a number, and the record of where it came from: a configured
+    number as it is; "auto" → the threshold the eval stage calibrated on the run's eval split (eval.json
+    `min_confidence`), refused in one line when eval has not run, calibrated nothing, or scored another
+    GGUF than the run's current one (re-run `invoke eval`)."""
+    setting = cfg.correct.min_confidence
+    if setting != "auto":
+        return cfg, {"setting": setting, "threshold": setting, "source": "config (correct.min_confidence)"}
+    layout = layout or cfg.layout
+    path, hint = layout.eval_report, "run `invoke eval` (with the GGUF exported) or set a number"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))["min_confidence"]
+        threshold = record["calibrated"]["threshold"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CalibrationMissing(f'correct.min_confidence = "auto": {path} records no threshold calibrated on '
+                                 f"the eval split; {hint}") from None
+    artifacts = Manifest(layout.root).load().get("artifacts", {})
+    entry = artifacts.get("eval") or {}
+    made_from, gguf_now = entry.get("made_from", {}).get("gguf"), (artifacts.get("gguf") or {}).get("sha256")
+    if entry.get("sha256") != sha256_file(path) or made_from != gguf_now:
+        raise CalibrationMissing(f'correct.min_confidence = "auto": {path} is not the eval of the run\'s current '
+                                 f"GGUF (changed since eval recorded it); re-run `invoke eval`")
+    update = {"correct": cfg.correct.model_copy(update={"min_confidence": threshold})}
+    return cfg.model_copy(update=update), {"setting": "auto", "threshold": threshold,
+                                           "source": f"eval split ({record['calibrated'].get('system')}, "
+                                                     f"{record['calibrated'].get('rows')} rows; {path.name})",
+                                           "calibrated": record["calibrated"]}
 
 
 def plot_confidence(report: dict[str, Any], out_png: Path) -> bool:
@@ -324,8 +435,10 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
                               "zwj_policy": cfg.data.zwj_policy}
     outputs, missing = run_baselines(rows, texts)
     predictions: dict[str, list[Any]] = dict(outputs)
+    setting = cfg.correct.min_confidence
+    no_confidence = 0.0 if setting == "auto" else setting  # the baselines' outputs carry none: any threshold
     for name, hyps in outputs.items():
-        report[name] = score_guarded(rows, hyps, cfg)[0]
+        report[name] = score_guarded(rows, hyps, cfg, no_confidence)[0]
     if missing:
         report["lexicon_missing"] = missing  # languages whose lexicon baseline is the rules alone
     gguf = layout.gguf(cfg.export.quant)
@@ -337,18 +450,25 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         if system == "served":
             if not cfg.eval.served_name:
                 continue
-            hyps = generate_served(cfg, texts, layout)
+            hyps = answer_lines(lambda batch: generate_served(cfg, batch, layout), texts)
             report["served_model"] = f"{cfg.eval.served_name} on {server_url(None, cfg.deploy.host)}"
         elif system == "zeroshot":
             if (source := zeroshot_gguf(cfg)) is None:
                 continue
-            hyps = generate_gguf(cfg, source, texts)
+            hyps = answer_lines(lambda batch: generate_gguf(cfg, source, batch), texts)
             report["zeroshot_model"] = f"{cfg.model.name} (its source Q4_K_M GGUF, untouched)"
         else:
-            hyps = generate_hf(cfg, layout, texts) if system == "model" else generate_gguf(cfg, gguf, texts)
+            generate = ((lambda batch: generate_hf(cfg, layout, batch)) if system == "model"
+                        else (lambda batch: generate_gguf(cfg, gguf, batch)))
+            hyps = answer_lines(generate, texts)
         seconds = time.monotonic() - start
-        report[system], reasons, guarded = score_guarded(rows, hyps, cfg)
-        if sweep := confidence_sweep(rows, hyps, cfg):
+        # the threshold applied: the configured number, or ("auto") the one calibrated on this eval split
+        sweep = confidence_sweep(rows, hyps, cfg)
+        # no confidence on any reply: every threshold ties ("auto": the rule's tie, the highest)
+        threshold = sweep["chosen"]["threshold"] if sweep else THRESHOLDS[-1] if setting == "auto" else setting
+        report[system], reasons, guarded = score_guarded(rows, hyps, cfg, threshold)
+        report[system]["guarded"]["end_marks"] = end_mark_changes(rows, guarded)  # '।' lines apart
+        if sweep:
             report[system]["confidence"] = sweep
         # how fast each path scores (llama.cpp on this CPU, Ollama on its server, transformers on cuda/cpu)
         report[system]["generation"] = {"seconds": round(seconds, 3),
@@ -359,6 +479,7 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
                             f"{system}_confidence": [a.confidence for a in hyps]})
         if system == "gguf":
             report["gguf_file"] = gguf.name
+    report["min_confidence"] = run_min_confidence(report, cfg)
     report["baselines"] = baseline_summary(report)
     report["gate"] = gate(report, cfg)
     atomic_write_jsonl(layout.eval_predictions, ({"id": r.get("id"), "lang": r["lang"], "noisy": r["noisy"],

@@ -96,9 +96,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage(name="eval", work=evaluate.run, needs=("eval_split", "adapter"),
              needs_if_recorded=("base_model", "merged", "gguf"), skippable=False,
              makes=lambda cfg, layout: {"eval": layout.eval_report},
-             record=lambda result: {"gate_passed": result["gate"]["passed"]},
-             sections=lambda result: {"eval": {k: result[k] for k in ("baseline", *evaluate.SYSTEMS, "gate")
-                                               if k in result}}),
+             record=lambda result: {"gate_passed": result["gate"]["passed"],
+                                    "min_confidence": result["min_confidence"]["threshold"]},
+             sections=lambda result: {"eval": {k: result[k] for k in ("baseline", *evaluate.SYSTEMS, "gate",
+                                                                      "min_confidence") if k in result}}),
     Stage(name="modelfile", work=modelfile.run, needs=("gguf",), skippable=False,
              makes=lambda cfg, layout: {"modelfile": layout.modelfile}),
     Stage(name="sanity", work=sanity.run, needs=("gguf",), skippable=False,

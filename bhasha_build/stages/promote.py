@@ -11,9 +11,10 @@
      client (chat, temperature 0, the config's seed, each row's reply budget core/guard.reply_budget
      with floor eval.max_new_tokens, token log-probabilities, the input normalized by
      core/text.normalize_text like every client); what each serves for a row is the rule `invoke
-     correct` applies (core/guard.serve: a reply cut by the budget, the guard, correct.min_confidence,
-     correct.lexicon_guard), and that is scored by core/metrics.score, overall and per language, next
-     to the do-nothing baseline;
+     correct` applies (core/guard.serve: a reply cut by the budget, the guard, correct.min_confidence —
+     with "auto" the threshold the run's eval calibrated on its eval split, recorded in promote.json's
+     `min_confidence` —, correct.lexicon_guard), and that is scored by core/metrics.score, overall and per
+     language, next to the do-nothing baseline;
   4. the gate (`gate`): per language, the candidate's grapheme CER may exceed the served model's by
      at most `promote.margin`, and its over-correction rate must be at most
      `promote.max_over_correction`; the first promotion (nothing served yet) compares with the
@@ -78,7 +79,7 @@ from bhasha_build.stages.deploy import (
     deploy,
     sanity_sample,
 )
-from bhasha_build.stages.evaluate import served_budgets
+from bhasha_build.stages.evaluate import applied_min_confidence, served_budgets
 
 PREV = "prev-"
 STAMP_FORMAT = "%Y%m%d-%H%M%S-%f"
@@ -236,6 +237,8 @@ def promote(cfg: BuildConfig, layout: RunLayout, name: str | None = None, host: 
 
 
 def _promote(cfg: BuildConfig, layout: RunLayout, name: str, host_url: str, report: dict[str, Any]) -> None:
+    # "auto": the threshold eval calibrated on the run's eval split (eval.json), else the configured number
+    cfg, report["min_confidence"] = applied_min_confidence(cfg, layout)
     client = OllamaClient(host_url, timeout=cfg.deploy.timeout_s)
     digests = report["digests"]
     digests["served_before"] = client.model_digest(name)

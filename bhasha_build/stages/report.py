@@ -119,11 +119,13 @@ def _confidence(report: dict[str, Any]) -> list[str]:
     for system in ("model", "gguf", "zeroshot", "served"):
         sweep = (report.get(system) or {}).get("confidence")
         if sweep:
-            chosen, best = sweep["chosen"], sweep.get("best")
+            chosen, best = sweep["chosen"], sweep.get("calibrated") or sweep.get("best")  # best: older runs
+            within = best and best.get("within_bound", True)
             lines.append(f"- {system}: correct.min_confidence {chosen['threshold']:g} gives guarded CER "
                          f"{chosen['cer']:.4f}, over-correction {chosen['over_correction_rate']:.1%}"
-                         + (f"; best within {sweep['max_over_correction']:.0%}: {best['threshold']:g} "
-                            f"(CER {best['cer']:.4f})" if best else "; no threshold keeps over-correction "
+                         + (f"; calibrated on the eval split (lowest CER within {sweep['max_over_correction']:.0%}): "
+                            f"{best['threshold']:g} (CER {best['cer']:.4f})" if within
+                            else "; no threshold keeps over-correction "
                             f"within {sweep['max_over_correction']:.0%}"))
     return ["", *lines] if lines else []
 

@@ -40,7 +40,9 @@ def load(path: Path) -> list[dict[str, Any]]:
 
 
 def score_sets(rows: list[dict[str, Any]], systems: Sequence[str] | None = None) -> dict[str, Any]:
-    """{set: {rows, identity/rules/lexicon/<system>: {cer, over_correction_rate}, strongest, gains}}."""
+    """{"rows": every row scored, "sets": {set: {rows, identity/rules/lexicon/<system>: {cer,
+    over_correction_rate}, strongest, gains}}, ...}. A row whose noisy side is empty (an OCR line read as
+    empty) is scored like any other, in every column."""
     if systems is None:
         systems = [k for k in rows[0] if k not in ROW_FIELDS and isinstance(rows[0][k], str)]
     outs, missing = run_baselines(rows)
@@ -64,7 +66,7 @@ def score_sets(rows: list[dict[str, Any]], systems: Sequence[str] | None = None)
                                                                                 entry["identity"]["cer"])):
                 entry[s][key] = round(1 - entry[s]["cer"] / bar, 4) if bar else None
         result[name] = entry
-    return {"sets": result, "systems": list(systems), "lexicon_missing": missing}
+    return {"rows": len(rows), "sets": result, "systems": list(systems), "lexicon_missing": missing}
 
 
 def markdown(scored: dict[str, Any]) -> str:

@@ -27,8 +27,10 @@ mix of REAL Tesseract errors and noise FITTED to them, and judged on held-out re
                        noise comes to the held-out real errors
 The data stage normalizes both sides (data.zwj_policy "auto" drops Tesseract's word-final ZWNJs),
 and so does the held-out eval. `finish` runs every held-out set through the q4_k_m with the
-do-no-harm guard and gives the verdict (`verdict_real`): on EVERY held-out set the guarded CER is at
-most the identity CER and the guarded over-correction at most --max-over-correction (2%); on the
+do-no-harm guard (end-mark changes counted apart on lines whose truth ends in '।', `end_marks`; its
+confidence threshold: correct.min_confidence as served; the profile's "auto" is the one eval calibrated
+on the EVAL SPLIT, never on held-out rows) and gives the verdict (`verdict_real`): on EVERY held-out set
+the guarded CER is at most the identity CER and the guarded over-correction at most --max-over-correction (2%); on the
 in-domain sets the raw CER is at least --min-gain (30%) below identity. Tesseract is needed by
 `prepare` only: the input folder (a few MB) travels to the GPU box with the repo.
 
@@ -250,7 +252,9 @@ def make_real_pairs(input_dir: Path, lines_per_lang: int, real_lines: int, heldo
             for kind, out, fonts in jobs:
                 src = Path(tmp) / f"{kind}-{lang}.txt"
                 src.write_text("\n".join(parts[kind]) + "\n", encoding="utf-8")
-                info = ocr_pairs(src, out, lang, fonts=fonts, degrade=fonts, seed=seed, workers=workers)
+                # held-out sets: every line a row, an empty read too (noisy ""); training drops empty reads
+                info = ocr_pairs(src, out, lang, fonts=fonts, degrade=fonts, seed=seed, workers=workers,
+                                 keep_empty=kind in HELDOUT_KINDS)
                 summaries[out.relative_to(input_dir).as_posix()] = {
                     k: info[k] for k in ("lines", "pairs", "empty_ocr", "identity_rows", "cer", "seconds")}
     real_rows = [row for lang in LANGS for row in noise_fit.read_pairs(input_dir / f"ocr-{lang}.jsonl")]
@@ -301,13 +305,32 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
                  max_rows: int | None = None) -> dict[str, Any]:
     """Every held-out real-OCR set through the q4_k_m (normalized like training, guarded like serving);
     `max_rows`: the first rows of each set only (a CPU scoring a real model for hours). The input folder
-    must have passed check_real_input (phase_finish checks it before the long part)."""
+    must have passed check_real_input (phase_finish checks it before the long part).
+
+    The confidence threshold is never chosen on held-out rows: it is correct.min_confidence as served
+    (evaluate.applied_min_confidence) — with "auto" (the signal-real and real-errors-qwen profiles) the one
+    the eval stage calibrated on the EVAL SPLIT and recorded in eval.json; the zero-shot model gets the
+    threshold eval applied to it on the eval split. Each set records `min_confidence` (threshold, source)."""
     from bhasha_build.core.baselines import run_baselines, strongest_of
-    from bhasha_build.core.metrics import cer, identity_baseline, score
+    from bhasha_build.core.metrics import cer, end_mark_changes, identity_baseline, score
     from bhasha_build.core.text import normalize_text
-    from bhasha_build.stages.evaluate import generate_gguf, score_guarded, served, zeroshot_gguf
+    from bhasha_build.stages.evaluate import (
+        answer_lines,
+        applied_min_confidence,
+        generate_gguf,
+        score_guarded,
+        served,
+        zeroshot_gguf,
+    )
     from bhasha_build.tools.noise_fit import read_pairs
 
+    cfg, min_confidence = applied_min_confidence(cfg)
+    threshold = min_confidence["threshold"]
+    zeroshot_threshold = threshold
+    if cfg.layout.eval_report.is_file():  # what eval applied to the zero-shot model on the eval split
+        zeroshot_sweep = (json.loads(cfg.layout.eval_report.read_text(encoding="utf-8")).get("zeroshot") or {}
+                          ).get("confidence")
+        zeroshot_threshold = zeroshot_sweep["chosen"]["threshold"] if zeroshot_sweep else threshold
     gguf = cfg.layout.gguf(cfg.export.quant)
     zeroshot_source = zeroshot_gguf(cfg)
     held = {path.stem: read_pairs(path)[:max_rows] for path in sorted((input_dir / HELDOUT_DIR).glob("*.jsonl"))}
@@ -316,8 +339,11 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
                   for name, raw_rows in held.items()}
     inputs = [r["noisy"] for rows in normalized.values() for r in rows]
     # each model loaded once for every set (the untouched instruct model, with real weights: the second bar)
-    all_hyps = generate_gguf(cfg, gguf, inputs)
-    all_zeroshot = generate_gguf(cfg, zeroshot_source, inputs) if zeroshot_source is not None else None
+    # a line Tesseract read as empty is a row too: every system is scored on it, and a model's answer to
+    # it is the empty line (answer_lines: no empty prompt is sent)
+    all_hyps = answer_lines(lambda batch: generate_gguf(cfg, gguf, batch), inputs)
+    all_zeroshot = (answer_lines(lambda batch: generate_gguf(cfg, zeroshot_source, batch), inputs)
+                    if zeroshot_source is not None else None)
     sets: dict[str, Any] = {}
     predictions = []
     start = 0
@@ -325,15 +351,15 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
         rows = normalized[name]
         end = start + len(rows)
         hyps = all_hyps[start:end]
-        report, reasons, guarded = score_guarded(rows, hyps, cfg)
+        report, reasons, guarded = score_guarded(rows, hyps, cfg, threshold)
         base = identity_baseline(rows)["overall"]
         baselines, _ = run_baselines(rows)  # the non-model cleanups (core/baselines.py), scored alike
         baseline_cer = {b: score(rows, outs)["overall"]["cer"] for b, outs in baselines.items()}
         zeroshot = None
         if all_zeroshot is not None:
             zeroshot_hyps = all_zeroshot[start:end]
-            zeroshot_report = score_guarded(rows, zeroshot_hyps, cfg)[0]
-            zeroshot = {"raw_cer": zeroshot_report["overall"]["cer"],
+            zeroshot_report = score_guarded(rows, zeroshot_hyps, cfg, zeroshot_threshold)[0]
+            zeroshot = {"min_confidence": zeroshot_threshold, "raw_cer": zeroshot_report["overall"]["cer"],
                         "guarded_cer": served(zeroshot_report)["overall"]["cer"],
                         "raw_over_correction": zeroshot_report["overall"]["over_correction_rate"]}
         tally = {"raw": [0, 0, 0], "guarded": [0, 0, 0]}  # better, same, worse than the input
@@ -356,6 +382,10 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
             "guarded_rows": report["guarded"]["overall"]["guarded_rows"],
             "guard_reasons": report["guarded"]["reasons"],
             "better_same_worse": {k: dict(zip(("better", "same", "worse"), v, strict=True)) for k, v in tally.items()},
+            "min_confidence": min_confidence,
+            # '।'-ending truth vs the rest: a model trained on '.'-ending software Hindi may change the danda
+            "end_marks": {"raw": end_mark_changes(rows, [h.text for h in hyps]),
+                          "guarded": end_mark_changes(rows, guarded)},
             **({"zeroshot": zeroshot} if zeroshot else {}),
         }
         predictions += [{"set": name, "id": r.get("id"), "noisy": r["noisy"], "clean": r["clean"], "gguf": h.text,

@@ -9,7 +9,10 @@ training pairs of the quality runs (issue 22), both read by Tesseract from rende
                                 word list and no training line), punctuation kept: names, rare words
            both rendered with the `heldout` fonts and `heldout` damage (disjoint from training's), as the
            learning signal's held-out sets are. Written as <out>/heldout/<set>.jsonl + <out>/heldout.json
-           (counts, CER, sha256 of each file, how they were made).
+           (counts, CER, sha256 of each file, how they were made). Every planned line is a row: a line
+           Tesseract reads as empty is kept as noisy "" with its clean truth (and listed in the summary).
+  restore-empty  sets made before empty reads were kept: put those lines back as rows from the natural
+           text and the summaries (no Tesseract), and update the summaries and heldout.json.
   train    per language, the <lang>.train.jsonl lines (+ data/clean's hand-written lines) rendered
            `variants` times each (variant k: seed + k, so a new font, size and damage per copy) with
            EVERY training font of the script that Debian ships (TRAIN_FONTS: the held-out families
@@ -36,6 +39,7 @@ import random
 import shutil
 import sys
 import time
+import unicodedata
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -111,39 +115,50 @@ def swap_words(line: str, strange: list[str], share: float, rng: random.Random) 
     return " ".join(tokens), k
 
 
+def heldout_plan(natural: str | Path, lang: str, rows: int = 300, swap: float = 0.4, seed: int = 3407
+                 ) -> dict[str, list[dict[str, Any]]]:
+    """The lines of `lang`'s two held-out sets, in their rows' order ({"indomain": [...], "unfamiliar": [...]},
+    each row {"id", "clean", "source", "unit", ...}): seeded, so the same natural text gives the same plan."""
+    from bhasha_build.tools.learning_signal import pseudo_words
+
+    natural = Path(natural)
+    rng = random.Random(f"{seed}\0heldout\0{lang}")
+    lines = _read_natural(natural, lang, "heldout")
+    rng.shuffle(lines)
+    if len(lines) < 2 * rows:
+        raise NaturalPairsError(f"{natural}/{lang}.heldout.jsonl: {len(lines)} lines, {2 * rows} needed")
+    train_words = {w for r in _read_natural(natural, lang, "train") for w in regex.findall(r"[\p{L}\p{M}]+",
+                                                                                          r["clean"])}
+    strange = pseudo_words(lang, 4 * rows, rng, avoid=train_words)
+    swapped = []
+    for row in lines[rows:2 * rows]:
+        text, k = swap_words(row["clean"], strange, swap, rng)
+        swapped.append({**row, "id": f"{row['id']}-unf", "clean": text, "swapped_words": k})
+    return {"indomain": lines[:rows], "unfamiliar": swapped}
+
+
 def make_heldout(out: str | Path, natural: str | Path = NATURAL, rows: int = 300, swap: float = 0.4,
                  seed: int = 3407, workers: int | None = None, langs: tuple[str, ...] = LANGS) -> dict[str, Any]:
-    """The six held-out sets (see the module docstring); returns the index written to <out>/heldout.json."""
+    """The six held-out sets (see the module docstring); returns the index written to <out>/heldout.json.
+    Every planned line is a row: a line Tesseract reads as empty is the noisy "" (ocr_pairs keep_empty)."""
     import tempfile
 
-    from bhasha_build.tools.learning_signal import pseudo_words
     from bhasha_build.tools.ocr_pairs import ocr_pairs
 
     out_dir, natural = Path(out), Path(natural)
     held_dir = out_dir / "heldout"
     held_dir.mkdir(parents=True, exist_ok=True)
     index: dict[str, Any] = {"natural": str(natural), "rows": rows, "swap": swap, "seed": seed, "sets": {},
-                             "natural_sources": sha256_file(natural / "SOURCES.json")}
+                             "natural_sources": sha256_file(natural / "SOURCES.json"), "kept_empty": True}
     for lang in langs:
-        rng = random.Random(f"{seed}\0heldout\0{lang}")
-        lines = _read_natural(natural, lang, "heldout")
-        rng.shuffle(lines)
-        if len(lines) < 2 * rows:
-            raise NaturalPairsError(f"{natural}/{lang}.heldout.jsonl: {len(lines)} lines, {2 * rows} needed")
-        train_words = {w for r in _read_natural(natural, lang, "train") for w in regex.findall(r"[\p{L}\p{M}]+",
-                                                                                              r["clean"])}
-        strange = pseudo_words(lang, 4 * rows, rng, avoid=train_words)
-        swapped = []
-        for row in lines[rows:2 * rows]:
-            text, k = swap_words(row["clean"], strange, swap, rng)
-            swapped.append({**row, "id": f"{row['id']}-unf", "clean": text, "swapped_words": k})
-        plan = {"indomain": lines[:rows], "unfamiliar": swapped}
+        plan = heldout_plan(natural, lang, rows, swap, seed)
         with tempfile.TemporaryDirectory(prefix="bhasha-natural-held-") as tmp:
             for kind, chosen in plan.items():
                 src = Path(tmp) / f"{kind}-{lang}.jsonl"
                 atomic_write_jsonl(src, ({"id": r["id"], "lang": lang, "clean": r["clean"]} for r in chosen))
                 dst = held_dir / f"{kind}-{lang}.jsonl"
-                info = ocr_pairs(src, dst, lang, fonts="heldout", degrade="heldout", seed=seed, workers=workers)
+                info = ocr_pairs(src, dst, lang, fonts="heldout", degrade="heldout", seed=seed, workers=workers,
+                                 keep_empty=True)
                 _attach_sources(dst, {r["id"]: r for r in chosen})
                 index["sets"][f"{kind}-{lang}"] = {
                     **{k: info[k] for k in ("lines", "pairs", "empty_ocr", "identity_rows", "cer", "seconds",
@@ -152,6 +167,70 @@ def make_heldout(out: str | Path, natural: str | Path = NATURAL, rows: int = 300
                     "sha256": sha256_file(dst)}
     atomic_write_json(out_dir / HELDOUT_INDEX, index)
     return index
+
+
+def restore_empty(out: str | Path, natural: str | Path = NATURAL) -> dict[str, Any]:
+    """Held-out sets written before empty reads were kept (ocr_pairs dropped them): put each line its
+    summary lists under empty_rows back as a row (noisy "", its clean truth, font and damage from the
+    summary, source from the natural text) at its place in the plan, without running Tesseract. The plan
+    is rebuilt from <out>/heldout.json's rows/swap/seed and must give exactly the rows the file has, in its
+    order; then each summary (pairs, cer, kept_empty, restored) and heldout.json (pairs, cer, sha256) are
+    updated. Returns {set: rows restored}; a set with nothing to restore is left as it is."""
+    from bhasha_build.core.metrics import corpus_cer
+    from bhasha_build.tools.ocr_pairs import summary_path
+
+    out_dir, natural = Path(out), Path(natural)
+    index_path = out_dir / HELDOUT_INDEX
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise NaturalPairsError(f"{index_path}: {exc}") from None
+    if index.get("natural_sources") != sha256_file(natural / "SOURCES.json"):
+        raise NaturalPairsError(f"{natural}/SOURCES.json: not the natural text {index_path} was made from")
+    restored: dict[str, int] = {}
+    plans: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for name in sorted(index["sets"]):
+        kind, _, lang = name.partition("-")
+        path = out_dir / "heldout" / f"{name}.jsonl"
+        summary = json.loads(summary_path(path).read_text(encoding="utf-8"))
+        have = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        by_id = {r["id"]: r for r in have}
+        empty = {e["id"]: e for e in summary.get("empty_rows", []) if e["id"] not in by_id}
+        if not empty:
+            restored[name] = 0
+            continue
+        if lang not in plans:
+            plans[lang] = heldout_plan(natural, lang, index["rows"], index["swap"], index["seed"])
+        chosen = plans[lang][kind]
+        nfc = {r["id"]: unicodedata.normalize("NFC", r["clean"]) for r in chosen}
+        if [r["id"] for r in chosen if r["id"] not in empty] != [r["id"] for r in have] or any(
+                by_id[i]["clean"] != clean for i, clean in nfc.items() if i in by_id):
+            raise NaturalPairsError(f"{path}: its rows are not the plan's (rows {index['rows']}, swap "
+                                    f"{index['swap']}, seed {index['seed']}) less the empty reads; remake the set")
+        if missing := sorted(set(empty) - {r["id"] for r in chosen}):
+            raise NaturalPairsError(f"{summary_path(path)}: empty_rows {', '.join(missing)} not in the plan")
+        engine = summary["engine"]
+        tag = {"engine": engine["tesseract"], "traineddata": f"{engine['traineddata']} {engine['traineddata_package']}"}
+        rows = []
+        for r in chosen:
+            if r["id"] in empty:
+                e = empty[r["id"]]
+                rows.append({"id": r["id"], "lang": lang, "noisy": "", "clean": nfc[r["id"]],
+                             "ocr": {"font": e["font"], "degrade": e["degrade"], **tag},
+                             "source": {"package": r.get("source"), "unit": r.get("unit")}})
+            else:
+                rows.append(by_id[r["id"]])
+        atomic_write_jsonl(path, rows)
+        cer = round(corpus_cer([r["noisy"] for r in rows], [r["clean"] for r in rows]), 4)
+        summary.update({"pairs": len(rows), "kept_empty": True, "cer": cer,
+                        "restored_empty_rows": f"{len(empty)} empty read(s) put back as rows (noisy \"\") by "
+                                               f"natural_pairs restore-empty, without rerunning Tesseract"})
+        atomic_write_json(summary_path(path), summary)
+        index["sets"][name].update({"pairs": len(rows), "cer": cer, "sha256": sha256_file(path)})
+        restored[name] = len(empty)
+    index["kept_empty"] = True
+    atomic_write_json(index_path, index)
+    return restored
 
 
 def _attach_sources(path: Path, by_id: dict[str, dict[str, Any]]) -> None:
@@ -307,8 +386,9 @@ def assemble(input_dir: str | Path, heldout_from: str | Path, train_from: str | 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bhasha_build.tools.natural_pairs",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["heldout", "train", "assemble"])
-    parser.add_argument("--out", required=True, help="output folder (assemble: the data-stage input folder)")
+    parser.add_argument("what", choices=["heldout", "restore-empty", "train", "assemble"])
+    parser.add_argument("--out", required=True, help="output folder (assemble: the data-stage input folder; "
+                        "restore-empty: the folder holding heldout.json)")
     parser.add_argument("--natural", default=str(NATURAL), help="natural_text's output folder")
     parser.add_argument("--langs", default=",".join(LANGS))
     parser.add_argument("--rows", type=int, default=300, help="heldout: rows per set")
@@ -333,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
             result = make_heldout(args.out, args.natural, args.rows, args.swap, args.seed, args.workers, langs)
             summary = {k: {f: v[f] for f in ("pairs", "cer", "identity_rows", "seconds")}
                        for k, v in result["sets"].items()}
+        elif args.what == "restore-empty":
+            summary = restore_empty(args.out, args.natural)
         elif args.what == "train":
             result = make_train(args.out, args.natural, args.pairs, args.variants, args.seed, args.workers, langs,
                                 args.fonts, not args.no_hand_written, args.min_changed)

@@ -23,9 +23,10 @@ fonts-lohit-*, fonts-samyak-*, fonts-beng-extra), looked up in the system font f
 Tesseract runs as a CLI subprocess (argument lists), one process per chunk of lines over a list
 file (`--psm 7`: one text line per image; OMP_THREAD_LIMIT=1), chunks spread over `workers`
 processes. Each row records its font, the sampled degradation parameters, the Tesseract version and
-the traineddata's Debian version (its sha256 is in the summary). Lines Tesseract reads as empty are not written as
-pairs; they are counted (with their ids) in the summary, which is written beside the pairs
-(`<out stem>.summary.json`).
+the traineddata's Debian version (its sha256 is in the summary). Lines Tesseract reads as empty are counted
+(with their ids) in the summary, which is written beside the pairs (`<out stem>.summary.json`); they are
+not written as pairs (training: an empty input teaches nothing), except with `keep_empty` (held-out sets:
+every input line is a row, an empty read is the noisy "" with its clean truth, and every system is scored on it).
 
 Cache: results are kept per line under BHASHA_OCR_CACHE (default ~/.cache/bhasha-build/ocr-pairs),
 in one file per (lang, fonts and their sha256, preset, seed, psm, Tesseract + traineddata, RENDER
@@ -372,8 +373,9 @@ def summary_path(out: Path) -> Path:
 
 def ocr_pairs(input: str | Path, out: str | Path, lang: str, fonts: str = "train", degrade: str = "train",
               seed: int = 0, workers: int | None = None, psm: int = 7, chunk: int = 16,
-              progress: bool = True) -> dict[str, Any]:
-    """Clean lines (.txt one per line, or .jsonl with clean[/id]) of `lang` → real-OCR pairs jsonl + summary."""
+              progress: bool = True, keep_empty: bool = False) -> dict[str, Any]:
+    """Clean lines (.txt one per line, or .jsonl with clean[/id]) of `lang` → real-OCR pairs jsonl + summary.
+    keep_empty: lines Tesseract reads as empty are rows too (noisy ""), still listed in the summary's empty_rows."""
     from bhasha_build.tools.noise import read_clean
 
     src, dst = Path(input), Path(out)
@@ -420,19 +422,23 @@ def ocr_pairs(input: str | Path, out: str | Path, lang: str, fonts: str = "train
         result = cached[_hash(clean)]
         row_id = row_id or f"{lang}-ocr-{no:05d}"
         ocr = {"font": result["font"], "degrade": result["degrade"], **engine_tag}
-        if result.get("ocr_error"):  # Tesseract crashed on this image alone: counted, not a pair
+        if result.get("ocr_error"):  # Tesseract crashed on this image alone: counted; a row only with keep_empty
             failed.append({"id": row_id, "font": result["font"], "degrade": result["degrade"],
                            "error": result["ocr_error"]})
+            if keep_empty:
+                pairs.append({"id": row_id, "lang": lang, "noisy": "", "clean": clean, "ocr": ocr})
             continue
         if not result["noisy"]:
             empty.append({"id": row_id, "font": result["font"], "degrade": result["degrade"]})
-            continue
+            if not keep_empty:
+                continue
         pairs.append({"id": row_id, "lang": lang, "noisy": result["noisy"], "clean": clean, "ocr": ocr})
     atomic_write_jsonl(dst, pairs)
     summary = {
         "input": str(src), "out": str(dst), "lang": lang, "lines": len(rows), "other_lang_lines": len(read) - len(rows),
         "pairs": len(pairs),
-        "empty_ocr": len(empty), "empty_rows": empty, "ocr_failed": len(failed), "failed_rows": failed,
+        "empty_ocr": len(empty), "empty_rows": empty, "kept_empty": keep_empty,
+        "ocr_failed": len(failed), "failed_rows": failed,
         "identity_rows": sum(1 for r in pairs if r["noisy"] == r["clean"]),
         "cer": round(corpus_cer([r["noisy"] for r in pairs], [r["clean"] for r in pairs]), 4) if pairs else None,
         "fonts": {name: path for name, path in font_list}, "degrade": degrade,

@@ -7,9 +7,12 @@ table RESULTS.md shows.
            over-correction of the guarded q4_k_m); the held-out sets are scored once per finalist.
   record   <out>/<date>-<name>.json from a learning_signal result JSON (`gpu` and/or `finish`): the
            variant, the resolved config, data/train summaries, eval-split scores, held-out scores per set
-           (identity, raw, guarded, over-correction, better/same/worse), the verdict, the card and the
-           predictions file's name + sha256 (the predictions stay beside the record as JSON Lines).
-  table    a Markdown table of every record in a folder, newest first; `--results FILE` rewrites the
+           (identity, raw, guarded, over-correction, better/same/worse, the confidence threshold used and
+           where it came from, end-mark changes on '।'-ending lines apart from the others), the eval
+           split's calibrated threshold (`min_confidence`), the verdict, the card and the predictions
+           file's name + sha256 (the predictions stay beside the record as JSON Lines).
+  table    a Markdown table of every record in a folder, newest first (last column: guarded end-mark
+           changes over the held-out sets, '।'-ending lines · the others); `--results FILE` rewrites the
            block between `<!-- quality-table:start -->` and `<!-- quality-table:end -->` in FILE.
 
 Knobs: --sweep (file), --out (folder), --name, --variant, --card, --date.
@@ -100,9 +103,11 @@ def make_record(name: str, result: dict[str, Any], sweep: dict[str, Any] | None 
             guarded = block.get("guarded", {}).get("overall") if isinstance(block.get("guarded"), dict) else None
             if guarded:
                 eval_scores[system]["guarded"] = _pick(guarded, "cer", "over_correction_rate", "guarded_rows")
+                if marks := block["guarded"].get("end_marks"):
+                    eval_scores[system]["guarded"]["end_marks"] = marks
     heldout = {s: _pick(v, "rows", "identity_cer", "raw_cer", "guarded_cer", "raw_over_correction",
                         "guarded_over_correction", "guarded_rows", "better_same_worse", "zeroshot",
-                        *[k for k in v if k.startswith(("rules", "lexicon"))])
+                        "min_confidence", "end_marks", *[k for k in v if k.startswith(("rules", "lexicon"))])
                for s, v in (finish.get("heldout") or {}).items()}
     record = {
         "schema": SCHEMA, "name": name, "date": date or dt.date.today().isoformat(), "card": card,
@@ -112,6 +117,8 @@ def make_record(name: str, result: dict[str, Any], sweep: dict[str, Any] | None 
         "data": gpu.get("data"), "train": gpu.get("train"), "hardware": gpu.get("hardware"),
         "eval_split": eval_scores, "heldout": heldout, "verdict": result.get("verdict"),
     }
+    if evaluation.get("min_confidence"):  # the threshold calibrated on the eval split (applied with "auto")
+        record["min_confidence"] = evaluation["min_confidence"]
     if predictions is not None and predictions.is_file():
         record["predictions"] = {"file": predictions.name, "sha256": sha256_file(predictions),
                                  "rows": sum(1 for line in predictions.read_text(encoding="utf-8").splitlines()
@@ -149,7 +156,7 @@ def table(folder: str | Path = QUALITY_DIR) -> str:
     records.sort(key=lambda r: (r["date"], r["name"]), reverse=True)
     sets = sorted({s for r in records for s in r.get("heldout", {})})
     head = ["date", "run", "model", "lr", "r", "real share", "epochs/steps", "eval CER id → gguf (guarded)",
-            *[f"{s}: id → guarded (over-corr.)" for s in sets]]
+            *[f"{s}: id → guarded (over-corr.)" for s in sets], "held-out end marks changed: । lines · others"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         ev = r.get("eval_split", {})
@@ -167,8 +174,24 @@ def table(folder: str | Path = QUALITY_DIR) -> str:
             h = r.get("heldout", {}).get(s)
             cells.append("–" if not h else f"{_fmt(h.get('identity_cer'))} → {_fmt(h.get('guarded_cer'))} "
                                            f"({_fmt(h.get('guarded_over_correction'), 3)})")
+        cells.append(_end_marks(r.get("heldout", {})))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _end_marks(heldout: dict[str, Any]) -> str:
+    """Guarded end-mark changes over every held-out set, '।'-ending lines apart: "changed/rows · changed/rows"
+    ("–" for a record made before they were counted)."""
+    totals = {g: [0, 0] for g in ("danda", "other")}
+    counted = False
+    for entry in heldout.values():
+        marks = ((entry or {}).get("end_marks") or {}).get("guarded")
+        if marks:
+            counted = True
+            for group, total in totals.items():
+                total[0] += marks[group]["changed"]
+                total[1] += marks[group]["rows"]
+    return " · ".join(f"{c}/{n}" for c, n in totals.values()) if counted else "–"
 
 
 def write_table(results: str | Path, folder: str | Path = QUALITY_DIR) -> None:

@@ -30,7 +30,9 @@ What is written: the output keeps the input byte for byte except the corrected t
 lines, blank lines, indentation, page breaks, line endings and final newline. A piece whose reply is
 implausible keeps its input (``core.guard.serve``, the same rule as eval and promote: empty, script
 change, too many edits, length ratio, a reply cut by the budget, a change whose confidence is below
-``correct.min_confidence``, with ``correct.lexicon_guard`` a change that breaks a dictionary word), as
+``correct.min_confidence`` — a number, or ``"auto"``: the threshold the run's eval calibrated on its eval
+split, read from eval.json and recorded in summary.json's ``min_confidence`` (refused in one line until
+eval has run on the current GGUF) — with ``correct.lexicon_guard`` a change that breaks a dictionary word), as
 does a reply that holds a line break, and
 a piece the model left unchanged keeps its original bytes (so an untouched line is byte-identical
 even when it was not NFC). JSONL rows are written back with ``"corrected"`` added; a row that is not
@@ -138,6 +140,7 @@ from bhasha_build.stages.correct.planning import (
     split_text,
     structure,
 )
+from bhasha_build.stages.evaluate import applied_min_confidence
 from bhasha_build.stages.review import write_page
 
 # Every name callers import from `stages.correct` (tasks.py, tools/, stages/review_apply.py, bench/, tests).
@@ -229,6 +232,7 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
         raise CorrectError(f"--lang {lang!r}: unknown language code (known: {', '.join(sorted(LANG_SCRIPTS))})")
     jobs = check_jobs(jobs)
     check_paths(src, out_dir)
+    cfg, min_confidence = applied_min_confidence(cfg)  # "auto": the run's eval-split calibration, else the number
     layout = CorrectOutput(out_dir)
     files, refused = _input_files(src, out_dir)
     if clash := [rel for _, rel in files if rel in layout.reserved()]:
@@ -338,7 +342,8 @@ def correct(src: str | Path, out: str | Path, backend: Backend, cfg: BuildConfig
     summary = _summarize(runs, layout, backend, cfg, src, jobs=in_flight, requests=sent,
                          skipped_files=skipped_files, seconds=time.perf_counter() - started,
                          loop_seconds=round(loop_seconds, 3), max_line_tokens=planner.budget,
-                         lines_done=bar.done, refused_files=len(refused), refused=refused, stopped=stopped)
+                         lines_done=bar.done, refused_files=len(refused), refused=refused, stopped=stopped,
+                         min_confidence=min_confidence)
     write_page(layout.records, layout.review_page)  # the reviewer's page for corrections.jsonl
     if stopped:
         raise CorrectError(f"{stopped}; {bar.done} lines corrected and kept, {left} not done; "
