@@ -106,7 +106,7 @@ def data(c, profile=None, run=None, config=None, set=None, input=None, force=Fal
             "model": "sample from this fitted noise model (invoke noise-fit) instead of the rule-based one"})
 def noise(c, input, out, lang="hi", rate=0.08, seed=3407, model=None):
     """Make synthetic OCR-noise pairs from clean text (seeded; rule-based per script, or a fitted model)."""
-    from bhasha_build.tools.noise import noise_file
+    from bhasha_build.features.noise import noise_file
 
     how = f"model={model}" if model else f"rate={rate}"
     result = _call(f"noise {input} -> {out} (lang={lang}, {how}, seed={seed})",
@@ -466,11 +466,11 @@ def signal(c, phase="all", profile=None, parts_dir=None, lines=None, out=None, s
     "input": "clean lines: .txt (one per line) or .jsonl with clean[/id]", "out": "output .jsonl of real-OCR pairs "
     "(a <stem>.summary.json is written beside it)", "lang": "hi, bn or ta (Tesseract hin/ben/tam)",
     "fonts": "font set (train, heldout, all) or comma-separated font names/paths", "degrade": "degradation preset: "
-    "clean, train or heldout (see bhasha_build/tools/ocr_pairs.py)", "seed": "random seed (per line: font, size, "
+    "clean, train or heldout (see bhasha_build/features/ocr_pairs.py)", "seed": "random seed (per line: font, size, "
     "degradations)", "workers": "processes (default: the CPUs this process may use)"})
 def ocr_pairs(c, input, out, lang, fonts="train", degrade="train", seed=3407, workers=None):
     """Real OCR pairs: render clean lines (real fonts, RAQM shaping), degrade them, read back with Tesseract 5."""
-    from bhasha_build.tools.ocr_pairs import ocr_pairs as make
+    from bhasha_build.features.ocr_pairs import ocr_pairs as make
 
     result = _call(f"ocr-pairs {input} -> {out} (lang={lang}, fonts={fonts}, degrade={degrade}, seed={seed})",
                    lambda: make(input, out, lang, fonts=fonts, degrade=degrade, seed=int(seed),
@@ -516,8 +516,8 @@ def natural_pairs(c, what, out, rows=300, pairs=20000, variants=5, workers=None,
     "seed": "random seed of the report's samples"})
 def noise_fit(c, pairs, out, report=False, heldout=None, seed=3407):
     """Fit a noise model to real OCR errors (grapheme alignment: sub/ins/del/split/merge, virama+joiner rule)."""
-    from bhasha_build.tools.noise import add_noise
-    from bhasha_build.tools.noise_fit import fit_file, format_report
+    from bhasha_build.features.noise import add_noise
+    from bhasha_build.features.noise_fit import fit_file, format_report
 
     result = _call(f"noise-fit {pairs} -> {out}",
                    lambda: fit_file(pairs, out, heldout=heldout, report=report, seed=int(seed),

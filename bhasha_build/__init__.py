@@ -2,11 +2,13 @@
 
 Packages, in import order (a package imports only the ones before it; tests/test_architecture.py
 checks this and that there is no import cycle):
-  core    foundations: config, run layout, errors, file writes, chat format, text rules, metrics,
-          rank helpers, manifest, model loading, llama.cpp toolchain + GGUF access, Ollama client
-  stages  the pipeline: data → train → export → eval → modelfile → sanity → deploy, the stage
-          contract and runner (stages/pipeline.py), the torchrun entry, and `correct`
-  tools   checks and benchmarks built on the stages: bench, bench_ddp, learning_signal, doctor, noise
+  core      foundations: config, run layout, errors, file writes, chat format, text rules, metrics,
+            rank helpers, manifest, model loading, llama.cpp toolchain + GGUF access, Ollama client
+  stages    the pipeline: data → train → export → eval → modelfile → sanity → deploy, the stage
+            contract and runner (stages/pipeline.py), the torchrun entry, and `correct`
+  features  user features on a user's own data: noise, ocr_pairs, noise_fit
+  tools     checks, benchmarks and the project's data builders: bench, bench_ddp, learning_signal,
+            doctor, quality, natural_pairs, ...
 
 Design: docs/design.md.
 """

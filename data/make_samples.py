@@ -3,7 +3,7 @@
     /tmp/venv0/bin/python data/make_samples.py
 
 Per language: ~15% identity pairs (noisy == clean, for over-correction), hand-made realistic
-errors on the lines listed in HAND, synthetic noise from bhasha_build.tools.noise on the rest at a rate
+errors on the lines listed in HAND, synthetic noise from bhasha_build.features.noise on the rest at a rate
 drawn from RATES. Formats differ on purpose: hi.jsonl (canonical keys), bn.csv (aliases
 id,ocr,gt,lang), ta.tsv (aliases id,input,target and no lang column: the file name gives "ta").
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from bhasha_build.tools.noise import add_noise  # noqa: E402
+from bhasha_build.features.noise import add_noise  # noqa: E402
 
 SEED = 20240601
 RATES = (0.03, 0.06, 0.1, 0.15)

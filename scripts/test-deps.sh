@@ -2,7 +2,7 @@
 # Test-only system tools, idempotent; prints what it runs:
 #   Go (template parity with Ollama's text/template);
 #   Tesseract 5 + its hin/ben/tam models, the Indic fonts and libfribidi0 (Pillow's RAQM layout loads it)
-#   for the real-OCR pairs (bhasha_build/tools/ocr_pairs.py; also in the image: docker/Dockerfile);
+#   for the real-OCR pairs (bhasha_build/features/ocr_pairs.py; also in the image: docker/Dockerfile);
 #   libsqlite3-0 for the real Ollama 0.24.0 the suite runs against (scripts/ollama-bin.sh);
 #   hunspell-hi, hunspell-bn, aspell + aspell-ta: the dictionaries of the lexicon baseline and guard
 #   (bhasha_build/core/baselines.py; also in the image);

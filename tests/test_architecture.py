@@ -1,6 +1,7 @@
 """The package's shape: no import cycle (imports inside functions count), layers import only downward
-(core ← stages ← tools), `core/dist.py` imports nothing of the package, every path of a run folder is
-spelled only in core/layout.py, and docs/design.md names every layout path and stage that exists."""
+(core ← stages ← features ← tools ← tasks.py), every subpackage is a layer, `core/dist.py` imports nothing
+of the package, every path of a run folder is spelled only in core/layout.py, and docs/design.md names
+every layout path and stage that exists."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "bhasha_build"
-LAYERS = {"core": 0, "stages": 1, "tools": 2}
+# A layer imports only the layers before it; tasks.py (outside the package) sits above them all.
+LAYERS = {"core": 0, "stages": 1, "features": 2, "tools": 3}
 
 
 def _module_name(path: Path) -> str:
@@ -85,15 +87,42 @@ def test_cycle_finder_finds_a_planted_cycle() -> None:  # the check above can fa
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
-def test_layers_import_only_downward() -> None:
+def _upward_imports(graph: dict[str, set[str]]) -> list[str]:
     wrong = []
-    for module, imported in _graph().items():
+    for module, imported in sorted(graph.items()):
         layer = module.split(".")[1] if module.count(".") else None
-        for target in imported:
+        for target in sorted(imported):
             target_layer = target.split(".")[1] if target.count(".") else None
             if layer in LAYERS and target_layer in LAYERS and LAYERS[target_layer] > LAYERS[layer]:
                 wrong.append(f"{module} imports {target}")
-    assert not wrong, wrong
+    return wrong
+
+
+def test_layers_import_only_downward() -> None:
+    assert not _upward_imports(_graph()), _upward_imports(_graph())
+
+
+def test_upward_import_finder_finds_planted_ones() -> None:  # the check above can fail
+    graph = {"bhasha_build.features.noise": {"bhasha_build.tools.bench", "bhasha_build.stages.data"},
+             "bhasha_build.stages.data": {"bhasha_build.features.noise", "bhasha_build.core.text"},
+             "bhasha_build.tools.bench": {"bhasha_build.features.noise", "bhasha_build.core.text"}}
+    assert _upward_imports(graph) == ["bhasha_build.features.noise imports bhasha_build.tools.bench",
+                                      "bhasha_build.stages.data imports bhasha_build.features.noise"]
+
+
+def test_every_subpackage_is_a_layer() -> None:
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert packages == set(LAYERS), f"subpackages {sorted(packages)} vs LAYERS {sorted(LAYERS)}"
+
+
+def test_nothing_in_the_package_imports_tasks() -> None:  # tasks.py is the top layer
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            offenders += [f"{path.relative_to(REPO)}:{node.lineno}" for n in names if n.split(".")[0] == "tasks"]
+    assert not offenders, offenders
 
 
 def test_dist_imports_nothing_of_the_package() -> None:

@@ -167,8 +167,8 @@ def test_natural_pairs_real_tesseract(tmp_path, monkeypatch):
     """Real Tesseract on a few natural lines: held-out sets use only held-out fonts and damage, training
     pairs only training fonts (never a held-out family), and both index files record how they were made."""
     from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl
+    from bhasha_build.features.ocr_pairs import FONTS
     from bhasha_build.tools.natural_pairs import make_heldout, make_train
-    from bhasha_build.tools.ocr_pairs import FONTS
 
     monkeypatch.setenv("BHASHA_OCR_CACHE", str(tmp_path / "cache"))
     natural = tmp_path / "natural"

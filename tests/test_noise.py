@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bhasha_build.core.metrics import corpus_cer
-from bhasha_build.tools import noise
-from bhasha_build.tools.noise import NoiseError, add_noise, model_for, noise_file
+from bhasha_build.features import noise
+from bhasha_build.features.noise import NoiseError, add_noise, model_for, noise_file
 
 CLEAN_DIR = Path(__file__).resolve().parent.parent / "data" / "clean"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bhasha_build.tools import noise_fit as nf
-from bhasha_build.tools.noise import add_noise, noise_file
+from bhasha_build.features import noise_fit as nf
+from bhasha_build.features.noise import add_noise, noise_file
 
 OCR = Path(__file__).resolve().parents[1] / "data" / "ocr"
 

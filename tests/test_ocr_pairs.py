@@ -14,7 +14,7 @@ import pytest
 
 from bhasha_build.core.metrics import corpus_cer
 from bhasha_build.core.text import normalize_text
-from bhasha_build.tools import ocr_pairs as op
+from bhasha_build.features import ocr_pairs as op
 
 needs_tesseract = pytest.mark.skipif(shutil.which("tesseract") is None,
                                      reason="tesseract missing: bash scripts/test-deps.sh (make test does)")
@@ -144,7 +144,8 @@ def test_a_tesseract_crash_on_one_image_costs_that_render_only(tmp_path: Path, m
     real = shutil.which("tesseract")
     wrapper = tmp_path / "bin" / "tesseract"
     wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/bash\ncase "$1" in *0001.png) kill -FPE $$;; *.txt) grep -q 0001.png "$1" && kill -FPE $$;; esac\n'
+    wrapper.write_text('#!/bin/bash\ncase "$1" in *0001.png) kill -FPE $$;;'
+                       ' *.txt) grep -q 0001.png "$1" && kill -FPE $$;; esac\n'
                        f'exec {real} "$@"\n', encoding="utf-8")
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{wrapper.parent}:{__import__('os').environ['PATH']}")

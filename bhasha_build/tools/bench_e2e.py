@@ -5,7 +5,7 @@ OCR-length pairs. JSON out.
 Each stage runs through the project's own runner (stages/pipeline.run_stage), so what is timed is
 what a user runs. Per stage: wall seconds, peak GPU memory (torch.cuda.max_memory_allocated) and the
 process's peak resident memory. Pairs: clean lines composed from data/wordlists noised by
-tools/noise (the learning-signal check's generator), `--pairs` in all.
+features/noise (the learning-signal check's generator), `--pairs` in all.
 
 A GPU box whose image has no llama.cpp runs `--stages data,train`; the export stages then run where
 the toolchain is (`--stages export,eval,modelfile`); `--same-shape-adapter` makes a fresh, untrained

@@ -14,8 +14,8 @@ data/clean, each used once (no clean line is in both splits), noised by `noise.a
 Real errors (`--errors real`, profile `signal-real`): the same model and stages, but trained on a
 mix of REAL Tesseract errors and noise FITTED to them, and judged on held-out real OCR. Per language:
   ocr-<lang>.jsonl     --real-lines composed lines + data/clean's, rendered with the `train` fonts
-                       and `train` degradations and read by Tesseract (tools/ocr_pairs.py)
-  noise-model.json     a noise model fitted to those real pairs (tools/noise_fit.py)
+                       and `train` degradations and read by Tesseract (features/ocr_pairs.py)
+  noise-model.json     a noise model fitted to those real pairs (features/noise_fit.py)
   fitted-<lang>.jsonl  --lines other lines noised by that model (--identity-fraction of them left as
                        they are, on top of the model's own error-free lines): 80% composed, 20%
                        unfamiliar-word lines (pseudo-words of their own), so copying unknown words is learnt
@@ -131,7 +131,7 @@ def compose(lang: str, count: int, rng: random.Random, seen: set[str]) -> list[s
 
 def clean_lines(lang: str, count: int, rng: random.Random) -> list[str]:
     """The hand-written lines of data/clean, then `count` distinct synthetic clean lines of `lang`."""
-    from bhasha_build.tools.noise import read_clean
+    from bhasha_build.features.noise import read_clean
 
     seen: set[str] = set()
     out: list[str] = []
@@ -193,7 +193,7 @@ def unfamiliar_lines(lang: str, count: int, rng: random.Random, seen: set[str], 
 def make_pairs(out_file: Path, lines_per_lang: int, rate: float, identity_fraction: float, seed: int) -> dict[str, Any]:
     """Write the shuffled pairs file; returns counts and the baseline CER of what was written."""
     from bhasha_build.core.metrics import corpus_cer
-    from bhasha_build.tools.noise import add_noise
+    from bhasha_build.features.noise import add_noise
 
     rng = random.Random(seed)
     rows = []
@@ -221,8 +221,8 @@ def make_real_pairs(input_dir: Path, lines_per_lang: int, real_lines: int, heldo
     `hand_written`, data/clean's lines are left out (quick CPU checks: 315 fewer lines to OCR)."""
     import tempfile
 
-    from bhasha_build.tools import noise_fit
-    from bhasha_build.tools.ocr_pairs import ocr_pairs
+    from bhasha_build.features import noise_fit
+    from bhasha_build.features.ocr_pairs import ocr_pairs
 
     rng = random.Random(seed)
     held_dir = input_dir / HELDOUT_DIR
@@ -314,6 +314,7 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
     from bhasha_build.core.baselines import run_baselines, strongest_of
     from bhasha_build.core.metrics import cer, end_mark_changes, identity_baseline, score
     from bhasha_build.core.text import normalize_text
+    from bhasha_build.features.noise_fit import read_pairs
     from bhasha_build.stages.evaluate import (
         answer_lines,
         applied_min_confidence,
@@ -322,7 +323,6 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
         served,
         zeroshot_gguf,
     )
-    from bhasha_build.tools.noise_fit import read_pairs
 
     cfg, min_confidence = applied_min_confidence(cfg)
     threshold = min_confidence["threshold"]

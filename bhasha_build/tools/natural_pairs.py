@@ -1,6 +1,6 @@
 """Real-OCR pairs on natural text (data/natural, tools/natural_text.py): the held-out sets and the
 training pairs of the quality runs (issue 22), both read by Tesseract from rendered, damaged lines
-(tools/ocr_pairs.py).
+(features/ocr_pairs.py).
 
   heldout  per language, from <lang>.heldout.jsonl (source units no training line comes from):
              indomain-<lang>    `rows` natural sentences as written
@@ -143,7 +143,7 @@ def make_heldout(out: str | Path, natural: str | Path = NATURAL, rows: int = 300
     Every planned line is a row: a line Tesseract reads as empty is the noisy "" (ocr_pairs keep_empty)."""
     import tempfile
 
-    from bhasha_build.tools.ocr_pairs import ocr_pairs
+    from bhasha_build.features.ocr_pairs import ocr_pairs
 
     out_dir, natural = Path(out), Path(natural)
     held_dir = out_dir / "heldout"
@@ -177,7 +177,7 @@ def restore_empty(out: str | Path, natural: str | Path = NATURAL) -> dict[str, A
     order; then each summary (pairs, cer, kept_empty, restored) and heldout.json (pairs, cer, sha256) are
     updated. Returns {set: rows restored}; a set with nothing to restore is left as it is."""
     from bhasha_build.core.metrics import corpus_cer
-    from bhasha_build.tools.ocr_pairs import summary_path
+    from bhasha_build.features.ocr_pairs import summary_path
 
     out_dir, natural = Path(out), Path(natural)
     index_path = out_dir / HELDOUT_INDEX
@@ -244,7 +244,7 @@ def _attach_sources(path: Path, by_id: dict[str, dict[str, Any]]) -> None:
 
 def train_fonts(lang: str) -> list[str]:
     """The training fonts of `lang` that are installed (BHASHA_FONT_DIRS included); at least one."""
-    from bhasha_build.tools.ocr_pairs import _installed_fonts
+    from bhasha_build.features.ocr_pairs import _installed_fonts
 
     names = TRAIN_FONTS[LANG_SCRIPTS[lang]]
     have = [n for n in names if n in _installed_fonts()]
@@ -268,9 +268,9 @@ def make_train(out: str | Path, natural: str | Path = NATURAL, pairs: int = 2000
 
     import tempfile
 
+    from bhasha_build.features.noise import read_clean
+    from bhasha_build.features.ocr_pairs import ocr_pairs
     from bhasha_build.tools.learning_signal import CLEAN_LINES, compose
-    from bhasha_build.tools.noise import read_clean
-    from bhasha_build.tools.ocr_pairs import ocr_pairs
 
     out_dir, natural = Path(out), Path(natural)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -301,8 +301,8 @@ def make_train(out: str | Path, natural: str | Path = NATURAL, pairs: int = 2000
                 atomic_write_jsonl(src, ({"id": f"{i}-v{k}", "lang": lang, "clean": t} for i, t in chosen))
                 dst = Path(tmp) / f"ocr-v{k}.jsonl"
                 info = ocr_pairs(src, dst, lang, fonts=font_spec, degrade="train", seed=seed + k, workers=workers)
-                summaries.append({k2: info[k2] for k2 in ("lines", "pairs", "empty_ocr", "ocr_failed", "identity_rows", "cer",
-                                                          "seconds", "lines_per_s", "cached_lines")})
+                summaries.append({k2: info[k2] for k2 in ("lines", "pairs", "empty_ocr", "ocr_failed", "identity_rows",
+                                                          "cer", "seconds", "lines_per_s", "cached_lines")})
                 rows += [json.loads(x) for x in dst.read_text(encoding="utf-8").splitlines() if x.strip()]
                 fonts_info, engine = info["fonts"], info["engine"]
                 k += 1
@@ -340,8 +340,8 @@ def assemble(input_dir: str | Path, heldout_from: str | Path, train_from: str | 
     real pairs are `real_share` of the training rows; their clean lines are natural training lines (then
     composed ones) whose data-stage hash puts them in TRAIN (split_fraction >= eval_fraction under `seed`),
     so every variant of the sweep has the same eval split."""
+    from bhasha_build.features import noise_fit
     from bhasha_build.stages.data import split_fraction
-    from bhasha_build.tools import noise_fit
     from bhasha_build.tools.learning_signal import INDEX, compose
 
     dst, held_src, train_src = Path(input_dir), Path(heldout_from), Path(train_from)

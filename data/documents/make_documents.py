@@ -10,7 +10,7 @@ ocr/    what an OCR engine hands a user: book_hi.txt (3 pages, LF, a form feed a
 truth/  the same documents as they should read (same lines, same layout): `--reference` for correct.
 
 The clean text was written for this project. The OCR errors are the noise model's
-(bhasha_build.tools.noise, seeded) plus a few hand-made ones (danda read as |, lost nukta).
+(bhasha_build.features.noise, seeded) plus a few hand-made ones (danda read as |, lost nukta).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parents[1]))
 
-from bhasha_build.tools.noise import add_noise  # noqa: E402
+from bhasha_build.features.noise import add_noise  # noqa: E402
 
 SEED = 20261130
 RATE = 0.06

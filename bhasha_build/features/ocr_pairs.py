@@ -376,7 +376,7 @@ def ocr_pairs(input: str | Path, out: str | Path, lang: str, fonts: str = "train
               progress: bool = True, keep_empty: bool = False) -> dict[str, Any]:
     """Clean lines (.txt one per line, or .jsonl with clean[/id]) of `lang` → real-OCR pairs jsonl + summary.
     keep_empty: lines Tesseract reads as empty are rows too (noisy ""), still listed in the summary's empty_rows."""
-    from bhasha_build.tools.noise import read_clean
+    from bhasha_build.features.noise import read_clean
 
     src, dst = Path(input), Path(out)
     if lang not in TESS_LANGS:

@@ -17,7 +17,7 @@ line from (seed, line number, text), so a line's noise does not depend on the li
 Output is NFC, like the data stage, so no error is silently undone by normalization later.
 
 Fitted mode: ``noise_file(..., model=MODEL.json)`` samples from a noise model fitted to real OCR
-errors (``tools/noise_fit.py``, ``invoke noise-fit``) instead of the rules; ``rate`` is then unused
+errors (``features/noise_fit.py``, ``invoke noise-fit``) instead of the rules; ``rate`` is then unused
 (the model carries its own distribution of line CERs, error-free lines included).
 
 Knobs: ``rate`` (target grapheme CER, 0..1), ``seed``, ``identity_fraction`` (share of rows left
@@ -293,7 +293,7 @@ def noise_file(
         raise NoiseError(f"identity_fraction must be in [0, 1], got {identity_fraction}")
     fitted = None
     if model is not None:
-        from bhasha_build.tools.noise_fit import load_model, sample
+        from bhasha_build.features.noise_fit import load_model, sample
 
         fitted = load_model(model)
     rows: list[dict[str, str]] = []
