@@ -157,6 +157,22 @@ def test_llama_chat_retries_a_failed_decode_from_an_empty_context(tiny_gguf: dic
         assert llm.resets == 2
 
 
+def test_llama_chat_never_asks_past_its_context_window(tiny_gguf: dict) -> None:
+    """The quality lease's dry run (2026-12-02) died on a held-out line whose prompt + reply budget passed the
+    tiny model's 256-token context ("Requested tokens (258) exceed context window"); the real 0.5B's 768 with
+    eval's 384-token floor would have died the same way on long Tamil lines. The reply is cut to the room
+    the prompt leaves; a prompt with no room gets an empty, cut reply."""
+    from bhasha_build.core.gguf import LlamaChat
+
+    with LlamaChat(tiny_gguf["gguf"], n_ctx=128, seed=3407) as llm:
+        line = "नमस्ते दुनिया " * 6
+        prompt_tokens = 128 - llm.count_tokens(line)  # a bound: the system prompt only adds to the line
+        reply = llm.complete(line, 10_000)
+        assert reply.completion_tokens <= prompt_tokens
+        none_left = llm.complete("नमस्ते दुनिया " * 80, 64)
+        assert (none_left.text, none_left.cut, none_left.completion_tokens) == ("", True, 0)
+
+
 def test_gpu_offload_reads_the_installed_build_and_is_false_without_llama_cpp(monkeypatch) -> None:
     import sys
 

@@ -314,8 +314,16 @@ class LlamaChat:
         llama-cpp-python reuses the KV cache of the previous prompt's common prefix. When llama.cpp then
         finds no slot for a batch (`llama_decode returned 1`: seen once, on a 16-core GPU box, after many
         rows) the same prompt is retried once from an empty context: greedy decoding gives the same reply
-        either way; a second failure is one GgufError line."""
+        either way; a second failure is one GgufError line.
+
+        The reply never runs past the context window (n_ctx, as a server's num_ctx): `max_tokens` is cut to
+        the room the prompt leaves, and a prompt that leaves none is answered with an empty reply that ran
+        into its budget (cut), as a served model's would be — never an exception in the middle of a run."""
         prompt = render_chatml(pair_messages(text), add_generation_prompt=True)
+        room = self.llm.n_ctx() - len(self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+        if room <= 0:
+            return Completion("", "length", 0, None, None)
+        max_tokens = min(max_tokens, room)
         recorder = TokenRecorder()
         try:
             out = self._create(prompt, max_tokens, recorder)
