@@ -30,7 +30,7 @@
 # `wait` follows the steps and copies what is new in $LEASE/back (pairs parts, quality-results-<variant>.tar.xz,
 # steps.log, logs) to $OUT: at most 8 files of <= 16 MiB a call, each file once.
 # DRY=1 runs the same chain here on CPU (gpu-quality.sh --dry-run, no CUDA build, no slices).
-# Knobs (env): LEASE_DIR (/tmp/qlease), LLAMA_JOBS (12), MODEL (pypi:qwen2.5-coder-0.5b-instruct), DRY,
+# Knobs (env): LEASE_DIR (/tmp/qlease), PAIRS (where the pairs unpack: /tmp/quality-train), LLAMA_JOBS (12), MODEL (pypi:qwen2.5-coder-0.5b-instruct), DRY,
 #   EVAL_SYSTEMS (gguf: the screens skip the zero-shot export).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -83,7 +83,7 @@ run() {
     export BHASHA_TOOLCHAIN_CACHE=$carry/gpu/toolchain
   fi
   # ---- 2. pairs
-  export PAIRS=/tmp/quality-train
+  export PAIRS=${PAIRS:-/tmp/quality-train}
   local packed
   for packed in "$carry/quality-train" data/natural/train-pairs; do  # carried parts, else the committed ones
     if [ ! -f "$PAIRS/train.json" ] && ls "$packed"/quality-train.tar.xz* >/dev/null 2>&1; then

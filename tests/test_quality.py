@@ -146,7 +146,7 @@ def test_sweep_errors(tmp_path):
         load_sweep(bad)
 
 
-@pytest.mark.parametrize("script", ["gpu-quality.sh", "gpu-tess-pairs.sh", "tess-bundle.sh"])
+@pytest.mark.parametrize("script", ["gpu-quality.sh", "gpu-quality-lease.sh", "gpu-tess-pairs.sh", "tess-bundle.sh"])
 def test_lease_scripts_parse(script):
     """The lease scripts run only on the GPU box (their CPU half: `scripts/gpu-quality.sh --dry-run`, minutes);
     here: bash parses them, and gpu-quality.sh calls issue 23's CUDA build by its name."""
@@ -157,3 +157,70 @@ def test_lease_scripts_parse(script):
     assert done.returncode == 0, done.stderr
     if script == "gpu-quality.sh":
         assert "scripts/gpu-llama-cuda.sh" in path.read_text()
+
+
+LEASE_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu-quality-lease.sh"
+
+
+def test_the_lease_returns_each_finished_file_once_and_never_a_log_or_a_part_in_the_making(tmp_path: Path) -> None:
+    """`wait`/`collect` bring back what is new in the lease's back/ folder, each file once, at most 8 files
+    a call (the device tool's limit), logs only inside logs.tgz; parts being packed live in pack/, not back/
+    (2026-12-02: a `wait` returned a 0.7 MB part of a pack still being written)."""
+    import subprocess
+    import tarfile
+
+    lease, back = tmp_path / "lease", tmp_path / "lease" / "back"
+    back.mkdir(parents=True)
+    (lease / "pack").mkdir()
+    (lease / "pack" / "quality-train.tar.xz.part00").write_bytes(b"half")
+    (lease / "steps.log").write_text("[00:00:00] start\n")
+    for i in range(9):
+        (back / f"quality-results-v{i}.tar.xz").write_bytes(b"x" * i)
+    (back / "pairs.log").write_text("ocr-pairs hi: 16/4000 lines\n")
+
+    def collect(n: int) -> set[str]:
+        out = tmp_path / f"out{n}"
+        out.mkdir()
+        done = subprocess.run(["bash", str(LEASE_SCRIPT), "collect"], capture_output=True, text=True, check=False,
+                              env={"PATH": "/usr/bin:/bin", "OUT": str(out), "LEASE_DIR": str(lease)})
+        assert done.returncode == 0, done.stderr
+        names = {p.name for p in out.iterdir()}
+        assert len(names) <= 8 and {"steps.log", "logs.tgz"} <= names
+        with tarfile.open(out / "logs.tgz") as logs:
+            assert "./pairs.log" in logs.getnames() and not any(".part" in n for n in logs.getnames())
+        return names - {"steps.log", "logs.tgz"}
+
+    first, second, third = collect(1), collect(2), collect(3)
+    assert len(first) == 6 and not any(n.endswith(".log") or ".part" in n for n in first)
+    assert first | second == {f"quality-results-v{i}.tar.xz" for i in range(9)} and not first & second
+    assert third == set()
+
+
+@pytest.mark.slow
+def test_the_lease_runs_its_whole_chain_on_cpu(tmp_path: Path) -> None:
+    """`DRY=1 scripts/gpu-quality-lease.sh run tiny`: the committed training pairs unpacked, the tiny profile
+    trained on the assembled input, exported, the eval split and 5 rows of each held-out set scored, the
+    record written and packed for `wait` (about 3 min on 2 cores)."""
+    import os
+    import subprocess
+    import sys
+    import tarfile
+
+    lease = tmp_path / "lease"
+    repo = lease / "repo"
+    root = LEASE_SCRIPT.parent.parent
+    repo.mkdir(parents=True)  # what `start` makes on the box: a snapshot of the tree
+    tracked = subprocess.run(["git", "-C", str(root), "ls-files", "-z"], capture_output=True, check=True).stdout
+    subprocess.run(["cp", "--parents", *tracked.decode().strip("\0").split("\0"), str(repo)], cwd=root, check=True)
+    env = {**os.environ, "DRY": "1", "PY": sys.executable, "LEASE_DIR": str(lease), "PYTHONPATH": str(repo),
+           "PAIRS": str(tmp_path / "pairs"), "BHASHA_OCR_CACHE": str(tmp_path / "ocr")}
+    done = subprocess.run(["bash", str(repo / "scripts" / "gpu-quality-lease.sh"), "run", "tiny"], env=env,
+                          capture_output=True, text=True, check=False, timeout=900)
+    steps = (lease / "steps.log").read_text()
+    assert done.returncode == 0 and "pairs: unpacked from data/natural/train-pairs" in steps, steps + done.stderr
+    assert "variant tiny: rc=0" in steps, (lease / "back" / "quality-tiny.log").read_text()[-3000:]
+    with tarfile.open(lease / "back" / "quality-results-tiny.tar.xz") as packed:
+        names = packed.getnames()
+    record = next(n for n in names if n.endswith("-tiny.json") and "/quality/" in n)
+    assert any(n.endswith("-tiny.predictions.jsonl") for n in names), names
+    assert record
