@@ -9,7 +9,8 @@
 #                                                               .carry/tess (Tesseract bundle), .carry/slices/sNN
 #                                                               (the pinned GGUF in slices of 63 MiB less the
 #                                                               tree that travels), and prints the calls
-#   the box:     call 1  carry [.carry/tess, .carry/gpu/whl, .carry/gpu/llama, .carry/gpu/toolchain]
+#   the box:     call 1  carry [.carry/gpu/whl, .carry/gpu/llama, .carry/gpu/toolchain] (+ .carry/tess only when the
+#                        committed data/natural/train-pairs are not to be used)
 #                        bash scripts/gpu-quality-lease.sh start VARIANT...
 #                calls   carry [.carry/slice]   (here, before each: scripts/gpu-quality-lease.sh next-slice)
 #                        bash scripts/gpu-quality-lease.sh put-slice [--last]
