@@ -23,7 +23,9 @@ fonts-lohit-*, fonts-samyak-*, fonts-beng-extra), looked up in the system font f
 Tesseract runs as a CLI subprocess (argument lists), one process per chunk of lines over a list
 file (`--psm 7`: one text line per image; OMP_THREAD_LIMIT=1), chunks spread over `workers`
 processes. Each row records its font, the sampled degradation parameters, the Tesseract version and
-the traineddata's Debian version (its sha256 is in the summary). Lines Tesseract reads as empty are counted
+the traineddata's Debian version (its sha256 is in the summary). A chunk whose Tesseract is killed by a signal
+(5.3.0 dies of SIGFPE on some damaged images) is read again image by image; an image that still kills it is
+counted (`ocr_failed`, `failed_rows`) and read as nothing. Lines Tesseract reads as empty are counted
 (with their ids) in the summary, which is written beside the pairs (`<out stem>.summary.json`); they are
 not written as pairs (training: an empty input teaches nothing), except with `keep_empty` (held-out sets:
 every input line is a row, an empty read is the noisy "" with its clean truth, and every system is scored on it).
@@ -288,6 +290,12 @@ def engine_info(tess_lang: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- work
+def engine_tag(engine: dict[str, Any]) -> dict[str, str]:
+    """What each pair records of the engine (engine_info's): Tesseract's version, the traineddata and its
+    Debian version."""
+    return {"engine": engine["tesseract"], "traineddata": f"{engine['traineddata']} {engine['traineddata_package']}"}
+
+
 def _line_plan(text: str, lang: str, seed: int, fonts: Sequence[tuple[str, str]], preset: str
                ) -> tuple[tuple[str, str], dict[str, Any], random.Random]:
     rng = random.Random(f"{seed}\0{lang}\0{text}")  # str seeds hash with sha512: stable across runs
@@ -416,23 +424,19 @@ def ocr_pairs(input: str | Path, out: str | Path, lang: str, fonts: str = "train
         merged = {**cached, **fresh}
         atomic_write_jsonl(cache_path, ({"h": h, "r": r} for h, r in sorted(merged.items())))
         cached = merged
-    engine_tag = {"engine": engine["tesseract"], "traineddata": f"{tess_lang} {engine['traineddata_package']}"}
+    tag = engine_tag(engine)
     pairs, empty, failed = [], [], []
     for (no, _, row_id), clean in zip(rows, cleans, strict=True):
         result = cached[_hash(clean)]
         row_id = row_id or f"{lang}-ocr-{no:05d}"
-        ocr = {"font": result["font"], "degrade": result["degrade"], **engine_tag}
-        if result.get("ocr_error"):  # Tesseract crashed on this image alone: counted; a row only with keep_empty
-            failed.append({"id": row_id, "font": result["font"], "degrade": result["degrade"],
-                           "error": result["ocr_error"]})
-            if keep_empty:
-                pairs.append({"id": row_id, "lang": lang, "noisy": "", "clean": clean, "ocr": ocr})
-            continue
-        if not result["noisy"]:
-            empty.append({"id": row_id, "font": result["font"], "degrade": result["degrade"]})
-            if not keep_empty:
-                continue
-        pairs.append({"id": row_id, "lang": lang, "noisy": result["noisy"], "clean": clean, "ocr": ocr})
+        ocr = {"font": result["font"], "degrade": result["degrade"], **tag}
+        made = {"id": row_id, "font": result["font"], "degrade": result["degrade"]}
+        if result.get("ocr_error"):  # Tesseract crashed on this image alone: counted, read as nothing
+            failed.append({**made, "error": result["ocr_error"]})
+        elif not result["noisy"]:
+            empty.append(made)
+        if result["noisy"] or keep_empty:
+            pairs.append({"id": row_id, "lang": lang, "noisy": result["noisy"] or "", "clean": clean, "ocr": ocr})
     atomic_write_jsonl(dst, pairs)
     summary = {
         "input": str(src), "out": str(dst), "lang": lang, "lines": len(rows), "other_lang_lines": len(read) - len(rows),

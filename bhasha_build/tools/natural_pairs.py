@@ -48,7 +48,7 @@ import regex
 
 from bhasha_build.core.config import REPO_ROOT
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, sha256_file
+from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, jsonl_objects, sha256_file
 from bhasha_build.core.text import LANG_SCRIPTS
 
 LANGS = ("hi", "bn", "ta")
@@ -91,11 +91,16 @@ class NaturalPairsError(BhashaError):
     """Missing natural text or fonts (one line)."""
 
 
+def _rows(path: Path, missing: str) -> list[dict[str, Any]]:
+    """The objects of a JSON Lines file; a missing file or a bad line is one NaturalPairsError line."""
+    return [obj for _, obj in jsonl_objects(path, NaturalPairsError, missing)]
+
+
 def _read_natural(natural: Path, lang: str, side: str) -> list[dict[str, Any]]:
     path = natural / f"{lang}.{side}.jsonl"
     if not path.is_file():
         raise NaturalPairsError(f"{path}: missing; run `invoke natural-text` first")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return _rows(path, "natural text")
 
 
 _WORD = regex.compile(r"^(\p{P}*)([\p{L}\p{M}\p{N}]+)(\p{P}*)$")
@@ -177,7 +182,7 @@ def restore_empty(out: str | Path, natural: str | Path = NATURAL) -> dict[str, A
     order; then each summary (pairs, cer, kept_empty, restored) and heldout.json (pairs, cer, sha256) are
     updated. Returns {set: rows restored}; a set with nothing to restore is left as it is."""
     from bhasha_build.core.metrics import corpus_cer
-    from bhasha_build.features.ocr_pairs import summary_path
+    from bhasha_build.features.ocr_pairs import engine_tag, summary_path
 
     out_dir, natural = Path(out), Path(natural)
     index_path = out_dir / HELDOUT_INDEX
@@ -193,7 +198,7 @@ def restore_empty(out: str | Path, natural: str | Path = NATURAL) -> dict[str, A
         kind, _, lang = name.partition("-")
         path = out_dir / "heldout" / f"{name}.jsonl"
         summary = json.loads(summary_path(path).read_text(encoding="utf-8"))
-        have = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        have = _rows(path, "a held-out set")
         by_id = {r["id"]: r for r in have}
         empty = {e["id"]: e for e in summary.get("empty_rows", []) if e["id"] not in by_id}
         if not empty:
@@ -209,8 +214,7 @@ def restore_empty(out: str | Path, natural: str | Path = NATURAL) -> dict[str, A
                                     f"{index['swap']}, seed {index['seed']}) less the empty reads; remake the set")
         if missing := sorted(set(empty) - {r["id"] for r in chosen}):
             raise NaturalPairsError(f"{summary_path(path)}: empty_rows {', '.join(missing)} not in the plan")
-        engine = summary["engine"]
-        tag = {"engine": engine["tesseract"], "traineddata": f"{engine['traineddata']} {engine['traineddata_package']}"}
+        tag = engine_tag(summary["engine"])
         rows = []
         for r in chosen:
             if r["id"] in empty:
@@ -235,7 +239,7 @@ def restore_empty(out: str | Path, natural: str | Path = NATURAL) -> dict[str, A
 
 def _attach_sources(path: Path, by_id: dict[str, dict[str, Any]]) -> None:
     """Add each row's natural source (package) and unit to the pairs file ocr_pairs wrote."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = _rows(path, "the pairs ocr_pairs wrote")
     for row in rows:
         src = by_id.get(row["id"], {})
         row["source"] = {"package": src.get("source"), "unit": src.get("unit")}
@@ -303,7 +307,7 @@ def make_train(out: str | Path, natural: str | Path = NATURAL, pairs: int = 2000
                 info = ocr_pairs(src, dst, lang, fonts=font_spec, degrade="train", seed=seed + k, workers=workers)
                 summaries.append({k2: info[k2] for k2 in ("lines", "pairs", "empty_ocr", "ocr_failed", "identity_rows",
                                                           "cer", "seconds", "lines_per_s", "cached_lines")})
-                rows += [json.loads(x) for x in dst.read_text(encoding="utf-8").splitlines() if x.strip()]
+                rows += _rows(dst, "the pairs ocr_pairs wrote")
                 fonts_info, engine = info["fonts"], info["engine"]
                 k += 1
         if not min_changed:
