@@ -83,26 +83,14 @@ run() {
     WHEELS=$carry/gpu/whl source scripts/gpu-env.sh
     export BHASHA_TOOLCHAIN_CACHE=$carry/gpu/toolchain
   fi
-  # ---- 2. pairs
+  # ---- 2. pairs (scripts/quality-pairs.sh: carried, committed, else made here and packed for `wait`)
   export PAIRS=${PAIRS:-/tmp/quality-train}
-  local packed
-  for packed in "$carry/quality-train" data/natural/train-pairs; do  # carried parts, else the committed ones
-    if [ ! -f "$PAIRS/train.json" ] && ls "$packed"/quality-train.tar.xz* >/dev/null 2>&1; then
-      mkdir -p "$PAIRS" && cat "$packed"/quality-train.tar.xz* | tar -C "$PAIRS" -xJ
-      step "pairs: unpacked from $packed"
-    fi
-  done
-  if [ ! -f "$PAIRS/train.json" ]; then
-    step "pairs: Tesseract on $(nproc) cores"
-    local pair_env=()
-    if [ "$dry" = 1 ]; then pair_env=(PAIRS_PER_LANG=30 RENDERS=2 MIN_CHANGED=0 WORKERS=2 PY=${PY:-python3}); fi
-    env "${pair_env[@]}" BUNDLE="$carry/tess" bash scripts/gpu-tess-pairs.sh > "$LEASE/back/pairs.log" 2>&1 \
-      || { step "pairs failed: $(tail -2 "$LEASE/back/pairs.log")"; touch "$LEASE/done"; return 1; }
-    mkdir -p "$LEASE/pack"  # packed aside, then moved: `wait` must never return a part still being written
-    tar -C "$PAIRS" -cJf - . | split -b 15m -d -a 2 - "$LEASE/pack/quality-train.tar.xz.part"
-    mv "$LEASE"/pack/quality-train.tar.xz.part* "$LEASE/back/"
-    step "pairs made: $(python3 -c "import json; d=json.load(open('$PAIRS/train.json')); print({k: v.get('pairs', v) if isinstance(v, dict) else v for k, v in d.get('langs', d).items()} if isinstance(d, dict) else d)" 2>&1 | cut -c1-300)"
-  fi
+  local pair_env=()
+  if [ "$dry" = 1 ]; then pair_env=(PAIRS_PER_LANG=30 RENDERS=2 MIN_CHANGED=0 WORKERS=2 PY=${PY:-python3}); fi
+  env "${pair_env[@]}" TRAIN_PAIRS="$carry/quality-train" BUNDLE="$carry/tess" PACK_OUT="$LEASE/back" \
+    bash scripts/quality-pairs.sh > "$LEASE/back/pairs.log" 2>&1 \
+    || { step "pairs failed: $(tail -2 "$LEASE/back/pairs.log")"; touch "$LEASE/done"; return 1; }
+  step "$(tail -1 "$LEASE/back/pairs.log")"
   # ---- 3. llama.cpp with CUDA, in the background
   local llama_wait=""
   if [ "$dry" = 0 ]; then

@@ -7,9 +7,9 @@
 #   1. weights: the pinned GGUF of each variant's model in slices (`split -b 61000000 -d -a 2 model.gguf s`,
 #      gathered in $SLICES, one call per slice; scripts/gpu-real-weights.sh), and the wheels (.whl/).
 #   2. data: the repo carries data/natural (natural text + the six held-out real-OCR sets, committed).
-#      Training pairs: $TRAIN_PAIRS/quality-train.tar.xz if made elsewhere (cached here), else the Tesseract
-#      bundle parts in $BUNDLE (scripts/tess-bundle.sh, ~30 MB) and scripts/gpu-tess-pairs.sh makes them on
-#      every core (~60k lines; a copy comes back as $OUT/quality-train.tar.xz: carry it next time).
+#      Training pairs: scripts/quality-pairs.sh (carried $TRAIN_PAIRS parts, else the committed
+#      data/natural/train-pairs, else made by scripts/gpu-tess-pairs.sh from the Tesseract bundle in $BUNDLE
+#      and packed as $OUT/quality-train.tar.xz.partNN: carry them next time).
 #   3. llama.cpp with CUDA: scripts/gpu-llama-cuda.sh (issue 23), sourced once per machine; after it,
 #      `import llama_cpp` is the CUDA build; export also needs the converter cache (BHASHA_TOOLCHAIN_CACHE,
 #      as scripts/gpu-real-weights.sh says) unless that script provides it.
@@ -68,18 +68,10 @@ EOF
 t0=$(date +%s)
 stamp() { echo "gpu-quality: $(( $(date +%s) - t0 )) s: $*"; }
 
-# ---- 2. training pairs (once per machine)
-if [ ! -f "$PAIRS/train.json" ]; then
-  if ls "$TRAIN_PAIRS"/quality-train.tar.xz* >/dev/null 2>&1; then
-    mkdir -p "$PAIRS" && cat "$TRAIN_PAIRS"/quality-train.tar.xz* | tar -C "$PAIRS" -xJ
-    stamp "training pairs unpacked from $TRAIN_PAIRS"
-  else
-    if [ $DRY = 1 ]; then export PAIRS_PER_LANG=${PAIRS_PER_LANG:-30} RENDERS=2 MIN_CHANGED=0 WORKERS=${WORKERS:-2}; fi
-    PAIRS=$PAIRS bash scripts/gpu-tess-pairs.sh
-    tar -C "$PAIRS" -cJf - . | split -b 15m -d -a 2 - "$OUT/quality-train.tar.xz.part"
-    stamp "training pairs made ($(du -ch "$OUT"/quality-train.tar.xz.part* | tail -1 | cut -f1) packed, in \$OUT)"
-  fi
-fi
+# ---- 2. training pairs (once per machine: carried, committed, else made and packed into $OUT)
+if [ $DRY = 1 ]; then export PAIRS_PER_LANG=${PAIRS_PER_LANG:-30} RENDERS=2 MIN_CHANGED=0 WORKERS=${WORKERS:-2}; fi
+found=$(PAIRS=$PAIRS TRAIN_PAIRS=$TRAIN_PAIRS BUNDLE=$BUNDLE PACK_OUT=$OUT bash scripts/quality-pairs.sh | tail -1)
+stamp "$found"
 
 LLAMA_READY=0
 for V in "${VARIANTS[@]}"; do

@@ -266,6 +266,7 @@ def confidence_sweep(rows: Sequence[Mapping[str, Any]], answers: Sequence[Answer
 
 NO_CONFIDENCE_NOTE = ("no reply carried a confidence (no change, or cut): every threshold gives the same output, "
                       "and the rule's tie goes to the highest")
+NO_SWEEP_THRESHOLD = THRESHOLDS[-1]  # the calibration of a system with no sweep (NO_CONFIDENCE_NOTE)
 
 
 def run_min_confidence(report: Mapping[str, Any], cfg: BuildConfig) -> dict[str, Any]:
@@ -281,7 +282,7 @@ def run_min_confidence(report: Mapping[str, Any], cfg: BuildConfig) -> dict[str,
                       "rule": sweep["rule"]}
     elif system:
         block = report[system]["guarded"]["overall"]
-        calibrated = {"threshold": THRESHOLDS[-1], "cer": block["cer"],
+        calibrated = {"threshold": NO_SWEEP_THRESHOLD, "cer": block["cer"],
                       "over_correction_rate": block["over_correction_rate"],
                       "within_bound": block["over_correction_rate"] <= cfg.eval.max_over_correction,
                       "system": system, "split": "eval", "rows": report["rows"], "rule": CALIBRATION_RULE,
@@ -465,7 +466,7 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         # the threshold applied: the configured number, or ("auto") the one calibrated on this eval split
         sweep = confidence_sweep(rows, hyps, cfg)
         # no confidence on any reply: every threshold ties ("auto": the rule's tie, the highest)
-        threshold = sweep["chosen"]["threshold"] if sweep else THRESHOLDS[-1] if setting == "auto" else setting
+        threshold = sweep["chosen"]["threshold"] if sweep else NO_SWEEP_THRESHOLD if setting == "auto" else setting
         report[system], reasons, guarded = score_guarded(rows, hyps, cfg, threshold)
         report[system]["guarded"]["end_marks"] = end_mark_changes(rows, guarded)  # '।' lines apart
         if sweep:
