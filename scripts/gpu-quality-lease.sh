@@ -10,7 +10,8 @@
 #                                                               (the pinned GGUF in slices of 63 MiB less the
 #                                                               tree that travels), and prints the calls
 #   the box:     call 1  carry [.carry/gpu/whl, .carry/gpu/llama, .carry/gpu/toolchain] (+ .carry/tess only when the
-#                        committed data/natural/train-pairs are not to be used)
+#                        committed data/natural/train-pairs are not to be used; + .carry/slice holding the
+#                        smallest slice when it fits beside them: `mv .carry/slices/sNN .carry/slice/`)
 #                        bash scripts/gpu-quality-lease.sh start VARIANT...
 #                calls   carry [.carry/slice]   (here, before each: scripts/gpu-quality-lease.sh next-slice)
 #                        bash scripts/gpu-quality-lease.sh put-slice [--last]
@@ -26,8 +27,9 @@
 #   3. llama.cpp with CUDA (scripts/gpu-llama-cuda.sh) in the background at nice 19 on LLAMA_JOBS cores,
 #      overlapping the first training;
 #   4. waits for the slices (put-slice --last marks them complete);
-#   5. per variant: scripts/gpu-quality.sh VARIANT (data -> train -> export -> scoring -> bench/quality record),
-#      with LLAMA_WAIT so scoring starts once the CUDA build is done.
+#   5. per variant: scripts/gpu-quality.sh VARIANT in two halves: STEPS=train (data -> train), then STEPS=score
+#      (export -> scoring -> bench/quality record, with LLAMA_WAIT so scoring starts once the CUDA build is done)
+#      in the background while the next variant trains.
 # `wait` follows the steps and copies what is new in $LEASE/back (pairs parts, quality-results-<variant>.tar.xz,
 # steps.log, logs) to $OUT: at most 8 files of <= 16 MiB a call, each file once.
 # DRY=1 runs the same chain here on CPU (gpu-quality.sh --dry-run, no CUDA build, no slices).
@@ -103,27 +105,43 @@ run() {
     while [ ! -f /tmp/gguf-slices/.complete ]; do sleep 5; done
     step "slices complete: $(du -sh /tmp/gguf-slices | cut -f1)"
   fi
-  # ---- 5. the variants
+  # ---- 5. the variants: each trains alone on the GPU; its export + scoring (CPU, then llama.cpp's small
+  #      contexts on the GPU) runs in the background while the next one trains
   local v rc
   for v in "${variants[@]}"; do
-    step "variant $v"
-    local dry_arg=()
-    [ "$dry" = 1 ] && dry_arg=(--dry-run)
-    EVAL_SYSTEMS=${EVAL_SYSTEMS:-gguf} LLAMA_WAIT=$llama_wait OUT=$LEASE/work/out-$v WORK=$LEASE/work SLICES=/tmp/gguf-slices \
-      WHEELS=$carry/gpu/whl bash scripts/gpu-quality.sh "${dry_arg[@]}" "$v" > "$LEASE/back/quality-$v.log" 2>&1
+    step "variant $v: training"
+    run_variant train "$v"
     rc=$?
-    [ -f "$LEASE/work/out-$v/quality-results.tar.xz" ] && cp "$LEASE/work/out-$v/quality-results.tar.xz" "$LEASE/back/quality-results-$v.tar.xz"
-    step "variant $v: rc=$rc; $(grep 'gpu-quality:' "$LEASE/back/quality-$v.log" | tail -1)"
+    step "variant $v: trained rc=$rc; $(grep 'gpu-quality:' "$LEASE/back/quality-$v.log" | tail -1)"
+    [ "$rc" = 0 ] && run_variant score "$v" &
   done
   wait
   step done
   touch "$LEASE/done"
 }
 
+run_variant() {  # run_variant train|score VARIANT: one half of scripts/gpu-quality.sh VARIANT (STEPS)
+  local steps=$1 v=$2 dry_arg=() rc
+  [ "${DRY:-0}" = 1 ] && dry_arg=(--dry-run)
+  STEPS=$steps EVAL_SYSTEMS=${EVAL_SYSTEMS:-gguf} LLAMA_WAIT=${llama_wait:-} OUT=$LEASE/work/out-$v WORK=$LEASE/work \
+    SLICES=/tmp/gguf-slices WHEELS=$LEASE/carry/gpu/whl bash scripts/gpu-quality.sh "${dry_arg[@]}" "$v" \
+    >> "$LEASE/back/quality-$v.log" 2>&1
+  rc=$?
+  [ "$steps" = score ] || return $rc
+  [ -f "$LEASE/work/out-$v/quality-results.tar.xz" ] \
+    && cp "$LEASE/work/out-$v/quality-results.tar.xz" "$LEASE/back/.quality-results-$v.tar.xz" \
+    && mv "$LEASE/back/.quality-results-$v.tar.xz" "$LEASE/back/quality-results-$v.tar.xz"
+  step "variant $v: scored rc=$rc; $(grep 'gpu-quality:' "$LEASE/back/quality-$v.log" | tail -1)"
+  return $rc
+}
+
 start() {  # the box, call 1: snapshot the repo and the carried folders, then run in the background
   rm -rf "$LEASE" && mkdir -p "$LEASE/repo" "$LEASE/carry"
   tar -C . --exclude ./.carry --exclude ./.git --exclude ./.venv --exclude ./runs -cf - . | tar -C "$LEASE/repo" -xf -
   [ -d .carry ] && tar -C .carry --exclude ./slices --exclude ./slice -cf - . | tar -C "$LEASE/carry" -xf -
+  if ls .carry/slice/s* >/dev/null 2>&1; then  # a slice may ride with call 1 (the room the wheels leave)
+    mkdir -p /tmp/gguf-slices && cp .carry/slice/s* /tmp/gguf-slices/ && echo "slices: $(ls /tmp/gguf-slices | tr '\n' ' ')"
+  fi
   LEASE_DIR=$LEASE setsid nohup bash "$LEASE/repo/scripts/gpu-quality-lease.sh" run "$@" > "$LEASE/run.log" 2>&1 < /dev/null &
   sleep 3
   cat "$LEASE/steps.log" "$LEASE/run.log" 2>/dev/null | tail -5

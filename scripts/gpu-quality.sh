@@ -22,7 +22,9 @@
 #   place) and, when the pairs were made on the box, quality-train.tar.xz.partNN (carry them next time).
 # Knobs (env): OUT (default /tmp/quality-out), WORK (default /tmp/quality-work), SLICES, BUNDLE (default
 #   .carry/tess), TRAIN_PAIRS (default .carry/quality-train), HELDOUT_ROWS (default 300; dry run 5),
-#   SWEEP (default bench/quality/sweep.toml), EVAL_SYSTEMS (default gguf,zeroshot), LLAMA_WAIT (a file to wait for before using llama.cpp: the
+#   SWEEP (default bench/quality/sweep.toml), STEPS (all | train: data + train only | score: export, scoring and
+#   the record of a variant trained by an earlier `train`; scripts/gpu-quality-lease.sh scores one variant
+#   while the next trains), EVAL_SYSTEMS (default gguf,zeroshot), LLAMA_WAIT (a file to wait for before using llama.cpp: the
 #   background CUDA build of scripts/gpu-quality-lease.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +40,8 @@ SWEEP=${SWEEP:-bench/quality/sweep.toml}
 BUNDLE=${BUNDLE:-.carry/tess}
 TRAIN_PAIRS=${TRAIN_PAIRS:-.carry/quality-train}
 PAIRS=${PAIRS:-/tmp/quality-train}
+STEPS=${STEPS:-all}
+case $STEPS in all|train|score) ;; *) echo "gpu-quality: STEPS is all, train or score, not $STEPS" >&2; exit 2 ;; esac
 mkdir -p "$OUT" "$WORK/bench/quality"
 if [ $DRY = 1 ]; then
   HELDOUT_ROWS=${HELDOUT_ROWS:-5}
@@ -91,13 +95,16 @@ for V in "${VARIANTS[@]}"; do
     MODEL=$MODEL source scripts/gpu-real-weights.sh || exit 1
     set -euo pipefail
   fi
-  # ---- 2. the data-stage input folder at this real share
-  $PY -m bhasha_build.tools.natural_pairs assemble --out "$INPUT" --heldout-from data/natural --train-from "$PAIRS" \
-    --real-share "$SHARE" --eval-fraction "$EVAL_FRACTION"
-  # ---- train (data + train stages)
-  $PY -m bhasha_build.tools.learning_signal gpu --errors real --profile "$PROFILE" "${SETARGS[@]}" "${CPU[@]}" \
-    --out "$WORK/$V.gpu.json" > "$WORK/$V.gpu.log" 2>&1 || { tail -20 "$WORK/$V.gpu.log"; exit 1; }
-  stamp "$V trained"
+  if [ "$STEPS" != score ]; then
+    # ---- 2. the data-stage input folder at this real share
+    $PY -m bhasha_build.tools.natural_pairs assemble --out "$INPUT" --heldout-from data/natural --train-from "$PAIRS" \
+      --real-share "$SHARE" --eval-fraction "$EVAL_FRACTION"
+    # ---- train (data + train stages)
+    $PY -m bhasha_build.tools.learning_signal gpu --errors real --profile "$PROFILE" "${SETARGS[@]}" "${CPU[@]}" \
+      --out "$WORK/$V.gpu.json" > "$WORK/$V.gpu.log" 2>&1 || { tail -20 "$WORK/$V.gpu.log"; exit 1; }
+    stamp "$V trained"
+  fi
+  [ "$STEPS" = train ] && continue
   # ---- 3. llama.cpp with CUDA (issue 23's script), once
   if [ $DRY = 0 ] && [ $LLAMA_READY = 0 ]; then
     [ -f scripts/gpu-llama-cuda.sh ] || { echo "gpu-quality: scripts/gpu-llama-cuda.sh missing (issue 23)" >&2; exit 1; }
@@ -122,5 +129,5 @@ for V in "${VARIANTS[@]}"; do
     --sweep "$SWEEP" --card "$CARD" --out "$WORK/bench/quality"
   tar -C "$WORK" -cJf "$OUT/quality-results.tar.xz" bench $(cd "$WORK" && ls ./*.json ./*.log 2>/dev/null)
 done
-$PY -m bhasha_build.tools.quality table --folder "$WORK/bench/quality"
+[ "$STEPS" = train ] || $PY -m bhasha_build.tools.quality table --folder "$WORK/bench/quality"
 stamp done

@@ -184,3 +184,22 @@ def test_gpu_offload_reads_the_installed_build_and_is_false_without_llama_cpp(mo
     assert gpu_offload() is True
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # not installed: import fails
     assert gpu_offload() is False
+
+
+def test_several_llama_contexts_give_one_contexts_replies_in_order(tiny_gguf: dict, tmp_path: Path) -> None:
+    """eval.gguf_contexts > 1 scores in worker processes, each its own llama.cpp context over an interleaved
+    shard: the replies (text, cut, confidence) are one context's, row for row; "auto" is 1 on a CPU build."""
+    from conftest import tiny_config
+
+    from bhasha_build.core.gguf import gpu_contexts, gpu_offload
+    from bhasha_build.stages.evaluate import generate_gguf
+
+    texts = ["नमस्ते दुनिया", "আমি বাংলায় গান গাই", "வணக்கம் உலகம்", "भारत एक देश है", "এটা একটা বই"]
+    one = generate_gguf(tiny_config(tmp_path, extra=["eval.gguf_contexts=1", "eval.max_new_tokens=12"]),
+                        tiny_gguf["gguf"], texts)
+    three = generate_gguf(tiny_config(tmp_path, extra=["eval.gguf_contexts=3", "eval.max_new_tokens=12"]),
+                          tiny_gguf["gguf"], texts)
+    assert len(one) == len(texts) and any(a.text for a in one)
+    assert three == one
+    if not gpu_offload():
+        assert gpu_contexts(tiny_gguf["gguf"]) == 1

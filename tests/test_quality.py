@@ -63,6 +63,7 @@ def test_profile_and_sweep():
     assert cfg.train.max_steps == -1 and 3 <= cfg.train.epochs <= 5
     sweep = load_sweep(SWEEP)  # every variant resolves against the config schema
     varied = {"lr": set(), "r": set(), "share": set(), "model": set()}
+    inputs = set()  # each variant its own input folder: one may score while the next assembles
     for name in sweep["variants"]:
         if variant_profile(sweep, name) != "real-errors-qwen":
             continue
@@ -72,6 +73,9 @@ def test_profile_and_sweep():
         varied["share"].add(sweep["variants"][name]["real_share"])
         varied["model"].add(c.model.name)
         assert c.run == f"real-errors-qwen-{name}"
+        inputs.add(c.data.input)
+    assert len(inputs) == len(varied_names := [n for n in sweep["variants"]
+                                                if variant_profile(sweep, n) == "real-errors-qwen"]), varied_names
     assert all(len(v) >= 2 for v in varied.values()), varied
 
 
@@ -219,7 +223,8 @@ def test_the_lease_runs_its_whole_chain_on_cpu(tmp_path: Path) -> None:
                           capture_output=True, text=True, check=False, timeout=900)
     steps = (lease / "steps.log").read_text()
     assert done.returncode == 0 and "pairs: unpacked from data/natural/train-pairs" in steps, steps + done.stderr
-    assert "variant tiny: rc=0" in steps, (lease / "back" / "quality-tiny.log").read_text()[-3000:]
+    log = (lease / "back" / "quality-tiny.log").read_text()[-3000:]
+    assert "variant tiny: trained rc=0" in steps and "variant tiny: scored rc=0" in steps, log
     with tarfile.open(lease / "back" / "quality-results-tiny.tar.xz") as packed:
         names = packed.getnames()
     record = next(n for n in names if n.endswith("-tiny.json") and "/quality/" in n)

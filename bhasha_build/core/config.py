@@ -168,6 +168,16 @@ class EvalConfig(Section):
     # the `served` system: score this model as served by Ollama (deploy.host / OLLAMA_HOST), e.g. the
     # deployed GGUF on a GPU box whose llama.cpp binding is CPU-only; None: not scored
     served_name: str | None = None
+    # llama.cpp contexts scoring the GGUF systems at once (one process each, same replies as one): "auto" is
+    # as many as the free GPU memory holds (at most 8) with a CUDA build of llama.cpp, else 1
+    gguf_contexts: int | Literal["auto"] = "auto"
+
+    @field_validator("gguf_contexts")
+    @classmethod
+    def _contexts(cls, value: int | str) -> int | str:
+        if value != "auto" and int(value) < 1:
+            raise ValueError("must be at least 1, or \"auto\"")
+        return value
 
 
 class GuardConfig(Section):

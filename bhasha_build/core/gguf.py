@@ -295,18 +295,35 @@ def gpu_offload() -> bool:
         return False
 
 
+def gpu_contexts(gguf: Path, most: int = 8) -> int:
+    """How many llama.cpp contexts (one process each, each its own copy of the weights) to score with on
+    the GPU: as many as fit the free memory at the model's file size + 1 GiB each (KV cache, CUDA's own),
+    at most `most`; 1 without a CUDA build of llama.cpp (CPU threads are better shared in one process)."""
+    if not gpu_offload():
+        return 1
+    try:
+        import torch
+
+        free = torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
+    except (ImportError, RuntimeError):
+        free = None
+    if free is None:
+        return min(4, most)
+    return max(1, min(most, int(free // (gguf.stat().st_size + 2**30))))
+
+
 class LlamaChat:
     """A GGUF loaded in llama.cpp, answering one user line at a time (use as a context manager).
     n_gpu_layers: -1 puts every layer on the GPU when llama.cpp was built with CUDA (a CPU build ignores it)."""
 
-    def __init__(self, gguf: Path, n_ctx: int, seed: int, n_gpu_layers: int = 0) -> None:
+    def __init__(self, gguf: Path, n_ctx: int, seed: int, n_gpu_layers: int = 0, n_threads: int | None = None) -> None:
         from llama_cpp import Llama
 
         self.seed = seed
         self.path = gguf
         self.resets = 0  # completions that needed a fresh context (see complete)
         self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, seed=seed, verbose=False,
-                         n_threads=os.cpu_count(), n_gpu_layers=n_gpu_layers)
+                         n_threads=n_threads or os.cpu_count(), n_gpu_layers=n_gpu_layers)
 
     def complete(self, text: str, max_tokens: int) -> Completion:
         """The model's reply to `text` under the system prompt (greedy, stops on chat.STOP_TOKENS).

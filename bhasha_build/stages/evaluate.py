@@ -55,7 +55,8 @@ system's over-correction (share of already-correct inputs it changes, on the gua
 served when guard.enabled, else the raw one) must be at most eval.max_over_correction; and (when
 scored) the GGUF's CER must be below the zero-shot model's.
 
-Knobs: eval.max_rows, eval.max_new_tokens (the least reply budget), correct.min_confidence (a number or "auto"),
+Knobs: eval.max_rows, eval.max_new_tokens (the least reply budget), eval.gguf_contexts (llama.cpp contexts
+scoring at once: "auto" several on a GPU, one on a CPU build), correct.min_confidence (a number or "auto"),
 correct.lexicon_guard, eval.gate_margin, eval.gguf_tolerance,
 eval.max_over_correction, eval.zeroshot, guard.*, data.zwj_policy, seed.
 Outputs: runs/<run>/eval.json, eval_predictions.jsonl (per row: each system's reply, guarded output,
@@ -65,6 +66,7 @@ guard reason and confidence, and one column per non-model baseline), cer_by_lang
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -77,7 +79,7 @@ from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, save_figure, sha256_file
-from bhasha_build.core.gguf import LlamaChat, count_tokens_with, gpu_offload
+from bhasha_build.core.gguf import LlamaChat, count_tokens_with, gpu_contexts, gpu_offload
 from bhasha_build.core.guard import Answer, qwen_reply_budgets, reason_kind, reply_budget, serve
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.manifest import Manifest
@@ -138,11 +140,36 @@ def generate_hf(cfg: BuildConfig, layout: RunLayout, texts: list[str], batch_siz
 
 
 def generate_gguf(cfg: BuildConfig, gguf: Path, texts: list[str]) -> list[Answer]:
-    """llama.cpp's replies, each within its own reply budget, with the confidence of each change."""
-    with LlamaChat(gguf, n_ctx=min(cfg.model.max_seq_length, 4096), seed=cfg.seed, n_gpu_layers=-1) as llm:
+    """llama.cpp's replies, each within its own reply budget, with the confidence of each change.
+
+    eval.gguf_contexts contexts answer at once, one process each (every row on its own, greedy: the same
+    replies in the same order as one context gives); "auto" is core/gguf.gpu_contexts (several on a GPU,
+    one on a CPU build)."""
+    setting = cfg.eval.gguf_contexts
+    contexts = max(1, min(len(texts), gpu_contexts(gguf) if setting == "auto" else setting))
+    job = (str(gguf), min(cfg.model.max_seq_length, 4096), cfg.seed, cfg.eval.max_new_tokens)
+    if contexts == 1:
+        return _gguf_answers(*job, texts, None)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // contexts)
+    shards = [texts[i::contexts] for i in range(contexts)]  # interleaved: long and short rows alike in each
+    with ProcessPoolExecutor(contexts, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = list(pool.map(_gguf_answers, *zip(*[(*job, shard, threads) for shard in shards], strict=True)))
+    out: list[Answer] = [Answer("")] * len(texts)
+    for i, part in enumerate(parts):
+        out[i::contexts] = part
+    return out
+
+
+def _gguf_answers(gguf: str, n_ctx: int, seed: int, floor: int, texts: list[str],
+                  n_threads: int | None) -> list[Answer]:
+    """One llama.cpp context's replies to `texts` (generate_gguf; a worker process's whole job)."""
+    with LlamaChat(Path(gguf), n_ctx=n_ctx, seed=seed, n_gpu_layers=-1, n_threads=n_threads) as llm:
         out = []
         for text in texts:
-            reply = llm.complete(text, reply_budget(llm.count_tokens(text), cfg.eval.max_new_tokens))
+            reply = llm.complete(text, reply_budget(llm.count_tokens(text), floor))
             out.append(Answer(reply.text.strip(), reply.cut, reply.confidence))
         return out
 

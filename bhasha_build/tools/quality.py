@@ -73,10 +73,12 @@ def variant_profile(sweep: dict[str, Any], name: str) -> str:
 
 
 def variant_overrides(sweep: dict[str, Any], name: str) -> list[str]:
-    """The `--set` overrides of a variant: its stage's, then its own, then run=<profile>-<name>."""
+    """The `--set` overrides of a variant: its own data-stage input folder (runs/quality-input-<name>: variants
+    may run side by side, one scoring while the next trains), its stage's, its own, then run=<profile>-<name>."""
     spec = sweep["variants"][name]
     stage = sweep["stages"][spec["stage"]]
-    return [*stage.get("set", []), *spec.get("set", []), f'run="{variant_profile(sweep, name)}-{name}"']
+    return [f'data.input="runs/quality-input-{name}"', *stage.get("set", []), *spec.get("set", []),
+            f'run="{variant_profile(sweep, name)}-{name}"']
 
 
 def _pick(d: dict[str, Any] | None, *keys: str) -> dict[str, Any]:
