@@ -4,6 +4,7 @@ GgufError line each, read without trusting any length or count in them."""
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 from pathlib import Path
@@ -191,7 +192,7 @@ def test_several_llama_contexts_give_one_contexts_replies_in_order(tiny_gguf: di
     shard: the replies (text, cut, confidence) are one context's, row for row; "auto" is 1 on a CPU build."""
     from conftest import tiny_config
 
-    from bhasha_build.core.gguf import gpu_contexts, gpu_offload
+    from bhasha_build.core.gguf import gpu_offload, llama_plan
     from bhasha_build.stages.evaluate import generate_gguf
 
     texts = ["नमस्ते दुनिया", "আমি বাংলায় গান গাই", "வணக்கம் உலகம்", "भारत एक देश है", "এটা একটা বই"]
@@ -201,5 +202,29 @@ def test_several_llama_contexts_give_one_contexts_replies_in_order(tiny_gguf: di
                           tiny_gguf["gguf"], texts)
     assert len(one) == len(texts) and any(a.text for a in one)
     assert three == one
-    if not gpu_offload():
-        assert gpu_contexts(tiny_gguf["gguf"]) == 1
+    if not gpu_offload():  # a CPU build: one context per 4 cores, nothing on a GPU
+        plan = llama_plan(tiny_gguf["gguf"])
+        assert (plan.n_gpu_layers, plan.contexts, plan.gpu_failure) == (0, max(1, (os.cpu_count() or 1) // 4), None)
+
+
+def test_a_gpu_that_dies_generating_falls_back_to_the_cpu_with_its_reason(tiny_gguf: dict, monkeypatch) -> None:
+    """The lease of 2026-12-02: the CUDA build offloaded (llama_supports_gpu_offload) and quantized, then every
+    scoring process died of SIGSEGV and took the run with it. The check asks a child process first; a child
+    killed by a signal (or failing) sends scoring to the CPU, with the reason in one line."""
+    from bhasha_build.core import gguf as g
+
+    assert g.gpu_generation_check(tiny_gguf["gguf"]) is None  # a real answer (this CPU build ignores the layers)
+    monkeypatch.setattr(g, "_gpu_checks", {})
+    monkeypatch.setattr(g, "_GPU_CHECK_CODE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    failure = g.gpu_generation_check(tiny_gguf["gguf"])
+    assert failure is not None and failure.startswith("llama.cpp on the GPU: killed by SIGSEGV: ")
+    assert "Fatal Python error: Segmentation fault" in failure  # faulthandler's stack, for the next look
+    monkeypatch.setattr(g, "gpu_offload", lambda: True)  # a CUDA build whose generation dies
+    plan = g.llama_plan(tiny_gguf["gguf"], "auto")
+    assert (plan.n_gpu_layers, plan.gpu_failure) == (0, failure)
+    monkeypatch.setattr(g, "_gpu_checks", {str(Path(tiny_gguf["gguf"]).resolve()): None})  # one that works
+    plan = g.llama_plan(tiny_gguf["gguf"], 3)
+    assert (plan.n_gpu_layers, plan.contexts, plan.gpu_failure) == (-1, 3, None)
+    monkeypatch.setattr(g, "_gpu_checks", {})
+    monkeypatch.setattr(g, "_GPU_CHECK_CODE", "raise SystemExit('no CUDA device')")
+    assert g.gpu_generation_check(tiny_gguf["gguf"]) == "llama.cpp on the GPU: exit 1: no CUDA device"

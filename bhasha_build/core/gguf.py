@@ -295,12 +295,63 @@ def gpu_offload() -> bool:
         return False
 
 
+# a fresh process answers one line with every layer on the GPU (gpu_generation_check); faulthandler prints the
+# Python stack if llama.cpp dies of a signal
+_GPU_CHECK_CODE = ("import sys; from pathlib import Path; from bhasha_build.core.gguf import LlamaChat\n"
+                   "with LlamaChat(Path(sys.argv[1]), n_ctx=256, seed=0, n_gpu_layers=-1) as chat:\n"
+                   "    chat.complete('नमस्ते दुनिया', 8)\n")
+_gpu_checks: dict[str, str | None] = {}
+
+
+def gpu_generation_check(gguf: Path) -> str | None:
+    """None when llama.cpp answers a line with `gguf` wholly on the GPU, in a fresh process; else why not, in
+    one line (the exit or signal, the last lines it printed). A CUDA build that offloads can still die while
+    generating (seen 2026-12-02 on an H200: SIGSEGV in every scoring process, quantize in the same process
+    fine); asking in a child keeps the caller alive to fall back to the CPU. Once per GGUF per process."""
+    key = str(Path(gguf).resolve())
+    if key not in _gpu_checks:
+        import signal
+        import subprocess
+        import sys
+
+        try:
+            proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _GPU_CHECK_CODE, key],
+                                  capture_output=True, text=True, timeout=600, check=False)
+            code, tail = proc.returncode, [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()][-3:]
+        except subprocess.TimeoutExpired:
+            code, tail = None, ["no answer in 600 s"]
+        if code == 0:
+            _gpu_checks[key] = None
+        else:
+            how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
+                   else f"exit {code}" if code is not None else "timed out")
+            _gpu_checks[key] = f"llama.cpp on the GPU: {how}: " + " | ".join(tail)[-400:]
+    return _gpu_checks[key]
+
+
+@dataclass(frozen=True)
+class LlamaPlan:
+    """How the GGUF systems are scored: layers on the GPU (-1 all, 0 none), contexts at once, and why the GPU
+    is not used where the build could (gpu_generation_check's line)."""
+
+    n_gpu_layers: int
+    contexts: int
+    gpu_failure: str | None = None
+
+
+def llama_plan(gguf: Path, contexts: int | str = "auto") -> LlamaPlan:
+    """The GPU when the installed llama.cpp offloads AND a line generates there (else the CPU, with the reason);
+    contexts "auto": as many as the free GPU memory holds (gpu_contexts), on the CPU one per 4 cores."""
+    failure = gpu_generation_check(gguf) if gpu_offload() else None
+    on_gpu = gpu_offload() and failure is None
+    if contexts == "auto":
+        contexts = gpu_contexts(gguf) if on_gpu else max(1, (os.cpu_count() or 1) // 4)
+    return LlamaPlan(-1 if on_gpu else 0, int(contexts), failure)
+
+
 def gpu_contexts(gguf: Path, most: int = 8) -> int:
-    """How many llama.cpp contexts (one process each, each its own copy of the weights) to score with on
-    the GPU: as many as fit the free memory at the model's file size + 1 GiB each (KV cache, CUDA's own),
-    at most `most`; 1 without a CUDA build of llama.cpp (CPU threads are better shared in one process)."""
-    if not gpu_offload():
-        return 1
+    """How many llama.cpp contexts (one process each, each its own copy of the weights) fit the free GPU
+    memory at the model's file size + 1 GiB each (KV cache, CUDA's own), at most `most`."""
     try:
         import torch
 

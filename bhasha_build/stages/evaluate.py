@@ -79,7 +79,7 @@ from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, save_figure, sha256_file
-from bhasha_build.core.gguf import LlamaChat, count_tokens_with, gpu_contexts, gpu_offload
+from bhasha_build.core.gguf import LlamaChat, count_tokens_with, llama_plan
 from bhasha_build.core.guard import Answer, qwen_reply_budgets, reason_kind, reply_budget, serve
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.manifest import Manifest
@@ -142,12 +142,12 @@ def generate_hf(cfg: BuildConfig, layout: RunLayout, texts: list[str], batch_siz
 def generate_gguf(cfg: BuildConfig, gguf: Path, texts: list[str]) -> list[Answer]:
     """llama.cpp's replies, each within its own reply budget, with the confidence of each change.
 
-    eval.gguf_contexts contexts answer at once, one process each (every row on its own, greedy: the same
-    replies in the same order as one context gives); "auto" is core/gguf.gpu_contexts (several on a GPU,
-    one on a CPU build)."""
-    setting = cfg.eval.gguf_contexts
-    contexts = max(1, min(len(texts), gpu_contexts(gguf) if setting == "auto" else setting))
-    job = (str(gguf), min(cfg.model.max_seq_length, 4096), cfg.seed, cfg.eval.max_new_tokens)
+    Where: core/gguf.llama_plan — the GPU when the build offloads and a line generates there, else the CPU
+    (the reason goes to eval.json's `generation.gpu_failure`); eval.gguf_contexts contexts answer at once, one
+    process each (every row on its own, greedy: the same replies in the same order as one context gives)."""
+    plan = llama_plan(gguf, cfg.eval.gguf_contexts)
+    contexts = max(1, min(len(texts), plan.contexts))
+    job = (str(gguf), min(cfg.model.max_seq_length, 4096), cfg.seed, cfg.eval.max_new_tokens, plan.n_gpu_layers)
     if contexts == 1:
         return _gguf_answers(*job, texts, None)
     import multiprocessing
@@ -163,15 +163,26 @@ def generate_gguf(cfg: BuildConfig, gguf: Path, texts: list[str]) -> list[Answer
     return out
 
 
-def _gguf_answers(gguf: str, n_ctx: int, seed: int, floor: int, texts: list[str],
+def _gguf_answers(gguf: str, n_ctx: int, seed: int, floor: int, n_gpu_layers: int, texts: list[str],
                   n_threads: int | None) -> list[Answer]:
     """One llama.cpp context's replies to `texts` (generate_gguf; a worker process's whole job)."""
-    with LlamaChat(Path(gguf), n_ctx=n_ctx, seed=seed, n_gpu_layers=-1, n_threads=n_threads) as llm:
+    import faulthandler
+
+    faulthandler.enable()  # a worker killed by a signal says where
+    with LlamaChat(Path(gguf), n_ctx=n_ctx, seed=seed, n_gpu_layers=n_gpu_layers, n_threads=n_threads) as llm:
         out = []
         for text in texts:
             reply = llm.complete(text, reply_budget(llm.count_tokens(text), floor))
             out.append(Answer(reply.text.strip(), reply.cut, reply.confidence))
         return out
+
+
+def gguf_generation(cfg: BuildConfig, gguf: Path) -> dict[str, Any]:
+    """Where a GGUF system was scored (eval.json's `generation`): llama.cpp on the GPU or not, contexts, and
+    why not the GPU when the build offloads (the plan generate_gguf used; the check is cached)."""
+    plan = llama_plan(gguf, cfg.eval.gguf_contexts)
+    return {"llama_cpp_gpu": plan.n_gpu_layers != 0, "contexts": plan.contexts,
+            **({"gpu_failure": plan.gpu_failure} if plan.gpu_failure else {})}
 
 
 def served_budgets(cfg: BuildConfig, layout: RunLayout, texts: list[str]) -> list[int]:
@@ -501,8 +512,8 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         # how fast each path scores (llama.cpp on this CPU, Ollama on its server, transformers on cuda/cpu)
         report[system]["generation"] = {"seconds": round(seconds, 3),
                                         "rows_per_s": round(len(rows) / seconds, 3) if seconds > 0 else None}
-        if system in ("gguf", "zeroshot"):
-            report[system]["generation"]["llama_cpp_gpu"] = gpu_offload()  # a CUDA build offloads every layer
+        if system in ("gguf", "zeroshot"):  # llama.cpp on the GPU or the CPU, how many contexts, why not the GPU
+            report[system]["generation"].update(gguf_generation(cfg, gguf if system == "gguf" else source))
         predictions.update({system: [a.text for a in hyps], f"{system}_guarded": guarded, f"{system}_guard": reasons,
                             f"{system}_confidence": [a.confidence for a in hyps]})
         if system == "gguf":
