@@ -10,12 +10,15 @@
 #                                                               (the pinned GGUF in slices of 63 MiB less the
 #                                                               tree that travels), and prints the calls
 #   the box:     call 1  carry [.carry/gpu/whl, .carry/gpu/llama, .carry/gpu/toolchain] (+ .carry/tess only when the
-#                        committed data/natural/train-pairs are not to be used; + .carry/slice holding the
-#                        smallest slice when it fits beside them: `mv .carry/slices/sNN .carry/slice/`)
+#                        committed data/natural/train-pairs are not to be used; + .carry/slices/sNN, the
+#                        smallest slice, when it fits beside them)
 #                        bash scripts/gpu-quality-lease.sh start VARIANT...
-#                calls   carry [.carry/slice]   (here, before each: scripts/gpu-quality-lease.sh next-slice)
+#                calls   carry [.carry/slices/sNN]   (one slice each; the calls may go out in one batch)
 #                        bash scripts/gpu-quality-lease.sh put-slice [--last]
 #                then    bash scripts/gpu-quality-lease.sh wait 570        (again until `done`)
+#                rescue  bash scripts/gpu-quality-lease.sh stop             (ends the background run and its children)
+#                        EXTRA_SETS='eval.zeroshot=false' HELDOUT_ROWS=200 bash scripts/gpu-quality-lease.sh score V
+#                                                                          (stop, then score a trained variant again)
 #                        (optional first carry: .carry/quality-train = quality-train.tar.xz.partNN from an
 #                        earlier lease: the Tesseract step is skipped)
 #
@@ -49,7 +52,7 @@ prepare() {  # here
   local gguf
   gguf=$(PYTHONPATH=$PWD "$py" -c "from bhasha_build.core import weights as w; print(w.ensure('$model').parent / w.GGUF_NAME)") \
     || { echo "prepare: fetch $model here first (python -m bhasha_build.core.weights fetch $model)" >&2; return 1; }
-  rm -rf .carry/slices .carry/slice && mkdir -p .carry/slices .carry/slice
+  rm -rf .carry/slices .carry/slice && mkdir -p .carry/slices
   local tree slice_bytes  # a call carries the tree that travels + one slice: 64 MiB, less 1 MiB of margin
   tree=$( (git ls-files -z; git ls-files -z -o --exclude-standard) | du --files0-from=- -cb | tail -1 | cut -f1)
   slice_bytes=$(( 63 * 1048576 - tree ))
@@ -58,18 +61,9 @@ prepare() {  # here
   echo "calls: 1 start (tess + gpu), then $(ls .carry/slices | wc -l) x put-slice (the last with --last), then wait"
 }
 
-next_slice() {  # here: move the next slice into .carry/slice (hard link; what the next call carries)
-  rm -f .carry/slice/*
-  local s
-  s=$(ls .carry/slices | head -1)
-  [ -n "$s" ] || { echo "no slices left"; return 1; }
-  mv ".carry/slices/$s" .carry/slice/
-  echo "$s ($(ls .carry/slices | wc -l) left)"
-}
-
-put_slice() {  # the box
+put_slice() {  # the box: the slice(s) this call carried (.carry/slices/sNN; earlier calls' may still lie there)
   mkdir -p /tmp/gguf-slices
-  cp .carry/slice/s* /tmp/gguf-slices/ && ls /tmp/gguf-slices | tr '\n' ' '
+  cp .carry/slices/s* /tmp/gguf-slices/ && ls /tmp/gguf-slices | tr '\n' ' '
   if [ "${1:-}" = --last ]; then touch /tmp/gguf-slices/.complete; echo "(complete)"; fi
   tail -3 "$LEASE/steps.log" 2>/dev/null
 }
@@ -138,13 +132,41 @@ run_variant() {  # run_variant train|score VARIANT: one half of scripts/gpu-qual
 start() {  # the box, call 1: snapshot the repo and the carried folders, then run in the background
   rm -rf "$LEASE" && mkdir -p "$LEASE/repo" "$LEASE/carry"
   tar -C . --exclude ./.carry --exclude ./.git --exclude ./.venv --exclude ./runs -cf - . | tar -C "$LEASE/repo" -xf -
-  [ -d .carry ] && tar -C .carry --exclude ./slices --exclude ./slice -cf - . | tar -C "$LEASE/carry" -xf -
-  if ls .carry/slice/s* >/dev/null 2>&1; then  # a slice may ride with call 1 (the room the wheels leave)
-    mkdir -p /tmp/gguf-slices && cp .carry/slice/s* /tmp/gguf-slices/ && echo "slices: $(ls /tmp/gguf-slices | tr '\n' ' ')"
+  [ -d .carry ] && tar -C .carry --exclude ./slices -cf - . | tar -C "$LEASE/carry" -xf -
+  if ls .carry/slices/s* >/dev/null 2>&1; then  # a slice may ride with call 1 (the room the wheels leave)
+    mkdir -p /tmp/gguf-slices && cp .carry/slices/s* /tmp/gguf-slices/ && echo "slices: $(ls /tmp/gguf-slices | tr '\n' ' ')"
   fi
-  LEASE_DIR=$LEASE setsid nohup bash "$LEASE/repo/scripts/gpu-quality-lease.sh" run "$@" > "$LEASE/run.log" 2>&1 < /dev/null &
+  background run "$@"
+}
+
+background() {  # the lease's one background run (its own session: `stop` ends it and all it started)
+  LEASE_DIR=$LEASE setsid nohup bash "$LEASE/repo/scripts/gpu-quality-lease.sh" "$@" > "$LEASE/run.log" 2>&1 < /dev/null &
+  echo $! > "$LEASE/run.pid"
   sleep 3
   cat "$LEASE/steps.log" "$LEASE/run.log" 2>/dev/null | tail -5
+}
+
+stop() {  # the box: end the background run and everything it started (a pkill -f would match its own caller)
+  [ -f "$LEASE/run.pid" ] && kill -- "-$(cat "$LEASE/run.pid")" 2>/dev/null
+  sleep 2
+  step "stopped"
+}
+
+score_only() {  # the box: stop, then score VARIANT (trained by this lease) again in the background, with
+                # EXTRA_SETS / HELDOUT_ROWS as given: the rescue when scoring failed and the minutes are few
+  stop
+  rm -f "$LEASE/done"
+  background rescore "$@"
+}
+
+rescore() {
+  cd "$LEASE/repo" || return 1
+  WHEELS=$LEASE/carry/gpu/whl source scripts/gpu-env.sh
+  export BHASHA_TOOLCHAIN_CACHE=$LEASE/carry/gpu/toolchain
+  local llama_wait=$LEASE/llama.done v
+  for v in "$@"; do step "variant $v: scoring again (${EXTRA_SETS:-no extra sets})"; run_variant score "$v"; done
+  step done
+  touch "$LEASE/done"
 }
 
 collect() {  # new files of $LEASE/back to $OUT, each once, at most 8 (<= 16 MiB each)
@@ -174,11 +196,13 @@ wait_for() {
 
 case "${1:-}" in
   prepare) shift; prepare "$@" ;;
-  next-slice) next_slice ;;
   put-slice) shift; put_slice "$@" ;;
   start) shift; start "$@" ;;
   run) shift; run "$@" ;;
+  stop) stop ;;
+  score) shift; score_only "$@" ;;
+  rescore) shift; rescore "$@" ;;
   wait) wait_for "${2:-570}" ;;
   collect) collect ;;
-  *) echo "usage: $0 prepare [MODEL] | next-slice | start VARIANT... | put-slice [--last] | wait SECONDS | collect" >&2; exit 2 ;;
+  *) echo "usage: $0 prepare [MODEL] | start VARIANT... | put-slice [--last] | wait SECONDS | collect | stop | score VARIANT..." >&2; exit 2 ;;
 esac

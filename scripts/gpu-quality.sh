@@ -22,7 +22,8 @@
 #   place) and, when the pairs were made on the box, quality-train.tar.xz.partNN (carry them next time).
 # Knobs (env): OUT (default /tmp/quality-out), WORK (default /tmp/quality-work), SLICES, BUNDLE (default
 #   .carry/tess), TRAIN_PAIRS (default .carry/quality-train), HELDOUT_ROWS (default 300; dry run 5),
-#   SWEEP (default bench/quality/sweep.toml), STEPS (all | train: data + train only | score: export, scoring and
+#   SWEEP (default bench/quality/sweep.toml), EXTRA_SETS (';'-separated --set overrides after the variant's, e.g.
+#   'eval.zeroshot=false;eval.gguf_contexts=1'), STEPS (all | train: data + train only | score: export, scoring and
 #   the record of a variant trained by an earlier `train`; scripts/gpu-quality-lease.sh scores one variant
 #   while the next trains), EVAL_SYSTEMS (default gguf,zeroshot), LLAMA_WAIT (a file to wait for before using llama.cpp: the
 #   background CUDA build of scripts/gpu-quality-lease.sh).
@@ -82,7 +83,10 @@ for V in "${VARIANTS[@]}"; do
   PROFILE=$(q "$V" profile)
   mapfile -t SETS < <(q "$V")
   SETARGS=()
-  for s in "${SETS[@]}"; do SETARGS+=(--set "$s"); done
+  EXTRA=() EXTRA_ARGS=()
+  [ -n "${EXTRA_SETS:-}" ] && IFS=';' read -ra EXTRA <<< "$EXTRA_SETS"
+  for s in "${SETS[@]}" "${EXTRA[@]}"; do SETARGS+=(--set "$s"); done
+  for s in "${EXTRA[@]}"; do EXTRA_ARGS+=(--set "$s"); done
   STAGE=$(q "$V" stage)
   SHARE=$(q "$V" real_share)
   INPUT=$(cfg "$V" "cfg.data.input")
@@ -116,6 +120,8 @@ for V in "${VARIANTS[@]}"; do
     set -euo pipefail
     LLAMA_READY=1
     stamp "llama.cpp CUDA ready"
+    # one line in a child process, every layer on the GPU: scoring falls back to the CPU if it dies (core/gguf.py)
+    stamp "llama.cpp GPU check: $($PY -c 'import sys; from bhasha_build.core import weights; from bhasha_build.core.gguf import gpu_generation_check as check; print(check(weights.source_gguf(sys.argv[1])) or "answers on the GPU")' "$MODEL" 2>&1 | tail -1)"
   fi
   # ---- 4. export + scoring: the eval split (screen), plus the six held-out sets (final, tiny)
   if [ "$STAGE" = screen ]; then ERRORS=(--errors synthetic); else ERRORS=(--errors real --heldout-rows "$HELDOUT_ROWS"); fi
@@ -126,7 +132,7 @@ for V in "${VARIANTS[@]}"; do
   stamp "$V scored (verdict exit $rc)"
   # ---- 5. the record (+ predictions beside it)
   $PY -m bhasha_build.tools.quality record "$WORK/$V.json" --gpu-result "$WORK/$V.gpu.json" --name "$V" \
-    --sweep "$SWEEP" --card "$CARD" --out "$WORK/bench/quality"
+    --sweep "$SWEEP" --card "$CARD" --out "$WORK/bench/quality" "${EXTRA_ARGS[@]}"
   tar -C "$WORK" -cJf "$OUT/quality-results.tar.xz" bench $(cd "$WORK" && ls ./*.json ./*.log 2>/dev/null)
 done
 [ "$STEPS" = train ] || $PY -m bhasha_build.tools.quality table --folder "$WORK/bench/quality"

@@ -230,3 +230,28 @@ def test_the_lease_runs_its_whole_chain_on_cpu(tmp_path: Path) -> None:
     record = next(n for n in names if n.endswith("-tiny.json") and "/quality/" in n)
     assert any(n.endswith("-tiny.predictions.jsonl") for n in names), names
     assert record
+
+
+def test_stop_ends_the_background_run_and_all_it_started(tmp_path: Path) -> None:
+    """The lease of 2026-12-02 tried `pkill -f gpu-quality.sh` to stop a run and killed the very call that asked
+    (its own command line matched). `stop` kills the background run's session by its recorded leader."""
+    import os
+    import subprocess
+    import time
+
+    lease = tmp_path / "lease"
+    lease.mkdir()
+    leader = subprocess.Popen(["setsid", "bash", "-c", "sleep 300 & echo $! > child; sleep 300"], cwd=lease)
+    (lease / "run.pid").write_text(f"{leader.pid}\n")
+    for _ in range(50):
+        if (lease / "child").is_file() and (lease / "child").read_text().strip():
+            break
+        time.sleep(0.1)
+    child = int((lease / "child").read_text())
+    done = subprocess.run(["bash", str(LEASE_SCRIPT), "stop"], env={**os.environ, "LEASE_DIR": str(lease)},
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert leader.wait(timeout=10) != 0  # killed
+    time.sleep(0.5)
+    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+    assert "stopped" in (lease / "steps.log").read_text()

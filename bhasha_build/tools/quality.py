@@ -26,6 +26,7 @@ import json
 import shutil
 import sys
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +87,14 @@ def _pick(d: dict[str, Any] | None, *keys: str) -> dict[str, Any]:
 
 
 def make_record(name: str, result: dict[str, Any], sweep: dict[str, Any] | None = None, card: str | None = None,
-                date: str | None = None, predictions: Path | None = None) -> dict[str, Any]:
-    """The record of one run (see the module docstring) from learning_signal's result JSON."""
+                date: str | None = None, predictions: Path | None = None,
+                extra_sets: Sequence[str] = ()) -> dict[str, Any]:
+    """The record of one run (see the module docstring) from learning_signal's result JSON; `extra_sets`: the
+    overrides the run had beyond its variant's (gpu-quality.sh EXTRA_SETS), recorded after them."""
     from bhasha_build.core.config import load_config
 
     spec = (sweep or {}).get("variants", {}).get(name, {})
-    overrides = variant_overrides(sweep, name) if spec else []
+    overrides = [*(variant_overrides(sweep, name) if spec else []), *extra_sets]
     profile = variant_profile(sweep, name) if spec else None
     cfg = load_config(None, profile=profile, overrides=overrides) if profile else None
     finish = result.get("finish") or {}
@@ -223,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     p_rec.add_argument("--card", default=None, help="the GPU's name (nvidia-smi) or 'cpu'")
     p_rec.add_argument("--date", default=None)
     p_rec.add_argument("--out", default=str(QUALITY_DIR))
+    p_rec.add_argument("--set", dest="sets", action="append", default=[],
+                       help="an override the run had beyond its variant's (repeatable; gpu-quality.sh EXTRA_SETS)")
     p_tab = sub.add_parser("table", help="print the table; --results FILE rewrites its marked block")
     p_tab.add_argument("--folder", default=str(QUALITY_DIR))
     p_tab.add_argument("--results", default=None)
@@ -248,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["gpu"] = json.loads(Path(args.gpu_result).read_text(encoding="utf-8")).get("gpu")
             sweep = load_sweep(args.sweep) if Path(args.sweep).is_file() else None
             predictions = Path(args.result).with_suffix(".predictions.jsonl")
-            record = make_record(args.name, result, sweep, args.card, args.date, predictions)
+            record = make_record(args.name, result, sweep, args.card, args.date, predictions, args.sets)
             path = write_record(record, args.out)
             if "predictions" in record:  # beside the record, under the record's dated name
                 kept = path.with_suffix(".predictions.jsonl")
