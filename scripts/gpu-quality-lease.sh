@@ -9,7 +9,7 @@
 #                                                               .carry/tess (Tesseract bundle), .carry/slices/sNN
 #                                                               (the pinned GGUF in slices of 63 MiB less the
 #                                                               tree that travels), and prints the calls
-#   the box:     call 1  carry [.carry/gpu/whl, .carry/gpu/llama, .carry/gpu/toolchain] (+ .carry/tess only when the
+#   the box:     call 1  carry [.carry/gpu/whl, .carry/gpu/llama, .carry/gpu/llama-cpu.tgz, .carry/gpu/toolchain] (+ .carry/tess only when the
 #                        committed data/natural/train-pairs are not to be used; + .carry/slices/sNN, the
 #                        smallest slice, when it fits beside them)
 #                        bash scripts/gpu-quality-lease.sh start VARIANT...

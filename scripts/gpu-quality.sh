@@ -22,7 +22,8 @@
 #   place) and, when the pairs were made on the box, quality-train.tar.xz.partNN (carry them next time).
 # Knobs (env): OUT (default /tmp/quality-out), WORK (default /tmp/quality-work), SLICES, BUNDLE (default
 #   .carry/tess), TRAIN_PAIRS (default .carry/quality-train), HELDOUT_ROWS (default 300; dry run 5),
-#   SWEEP (default bench/quality/sweep.toml), EXTRA_SETS (';'-separated --set overrides after the variant's, e.g.
+#   LLAMA_CPU_TGZ (the carried CPU llama_cpp, used when the CUDA build cannot generate at all; default
+#   $WHEELS/../llama-cpu.tgz), SWEEP (default bench/quality/sweep.toml), EXTRA_SETS (';'-separated --set overrides after the variant's, e.g.
 #   'eval.zeroshot=false;eval.gguf_contexts=1'), STEPS (all | train: data + train only | score: export, scoring and
 #   the record of a variant trained by an earlier `train`; scripts/gpu-quality-lease.sh scores one variant
 #   while the next trains), EVAL_SYSTEMS (default gguf,zeroshot), LLAMA_WAIT (a file to wait for before using llama.cpp: the
@@ -120,8 +121,22 @@ for V in "${VARIANTS[@]}"; do
     set -euo pipefail
     LLAMA_READY=1
     stamp "llama.cpp CUDA ready"
-    # one line in a child process, every layer on the GPU: scoring falls back to the CPU if it dies (core/gguf.py)
-    stamp "llama.cpp GPU check: $($PY -c 'import sys; from bhasha_build.core import weights; from bhasha_build.core.gguf import gpu_generation_check as check; print(check(weights.source_gguf(sys.argv[1])) or "answers on the GPU")' "$MODEL" 2>&1 | tail -1)"
+    # does it answer a line (a child process each)? On the GPU, else on the CPU with this build, else the
+    # carried CPU build (scripts/gpu-bench-real.sh prepare's llama-cpu.tgz): the 2026-12-02 CUDA build died of
+    # SIGSEGV generating; eval itself falls back to the CPU when only the GPU check fails (core/gguf.llama_plan)
+    ZS_GGUF=$($PY -c 'import sys; from bhasha_build.core import weights; print(weights.source_gguf(sys.argv[1]))' "$MODEL")
+    gpu_line=$($PY -m bhasha_build.core.gguf check "$ZS_GGUF" --layers -1 2>&1 | tail -1)
+    stamp "llama.cpp GPU check: $gpu_line"
+    if [ "$gpu_line" != ok ]; then
+      cpu_line=$($PY -m bhasha_build.core.gguf check "$ZS_GGUF" --layers 0 2>&1 | tail -1)
+      stamp "llama.cpp CPU check (the CUDA build): $cpu_line"
+      LLAMA_CPU_TGZ=${LLAMA_CPU_TGZ:-$(dirname "${WHEELS:-.carry/gpu/whl}")/llama-cpu.tgz}
+      if [ "$cpu_line" != ok ] && [ -f "$LLAMA_CPU_TGZ" ]; then
+        mkdir -p /tmp/llama-cpu && tar xzf "$LLAMA_CPU_TGZ" -C /tmp/llama-cpu
+        export PYTHONPATH=/tmp/llama-cpu:$PYTHONPATH
+        stamp "llama.cpp: the carried CPU build ($($PY -m bhasha_build.core.gguf check "$ZS_GGUF" --layers 0 2>&1 | tail -1))"
+      fi
+    fi
   fi
   # ---- 4. export + scoring: the eval split (screen), plus the six held-out sets (final, tiny)
   if [ "$STAGE" = screen ]; then ERRORS=(--errors synthetic); else ERRORS=(--errors real --heldout-rows "$HELDOUT_ROWS"); fi

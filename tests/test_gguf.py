@@ -213,18 +213,20 @@ def test_a_gpu_that_dies_generating_falls_back_to_the_cpu_with_its_reason(tiny_g
     killed by a signal (or failing) sends scoring to the CPU, with the reason in one line."""
     from bhasha_build.core import gguf as g
 
-    assert g.gpu_generation_check(tiny_gguf["gguf"]) is None  # a real answer (this CPU build ignores the layers)
-    monkeypatch.setattr(g, "_gpu_checks", {})
-    monkeypatch.setattr(g, "_GPU_CHECK_CODE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
-    failure = g.gpu_generation_check(tiny_gguf["gguf"])
+    assert g.generation_check(tiny_gguf["gguf"]) is None  # a real answer (this CPU build ignores the layers)
+    assert g.main(["check", str(tiny_gguf["gguf"]), "--layers", "0"]) == 0
+    monkeypatch.setattr(g, "_checks", {})
+    monkeypatch.setattr(g, "_CHECK_CODE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    failure = g.generation_check(tiny_gguf["gguf"])
     assert failure is not None and failure.startswith("llama.cpp on the GPU: killed by SIGSEGV: ")
     assert "Fatal Python error: Segmentation fault" in failure  # faulthandler's stack, for the next look
     monkeypatch.setattr(g, "gpu_offload", lambda: True)  # a CUDA build whose generation dies
     plan = g.llama_plan(tiny_gguf["gguf"], "auto")
     assert (plan.n_gpu_layers, plan.gpu_failure) == (0, failure)
-    monkeypatch.setattr(g, "_gpu_checks", {str(Path(tiny_gguf["gguf"]).resolve()): None})  # one that works
+    monkeypatch.setattr(g, "_checks", {(str(Path(tiny_gguf["gguf"]).resolve()), -1): None})  # one that works
     plan = g.llama_plan(tiny_gguf["gguf"], 3)
     assert (plan.n_gpu_layers, plan.contexts, plan.gpu_failure) == (-1, 3, None)
-    monkeypatch.setattr(g, "_gpu_checks", {})
-    monkeypatch.setattr(g, "_GPU_CHECK_CODE", "raise SystemExit('no CUDA device')")
-    assert g.gpu_generation_check(tiny_gguf["gguf"]) == "llama.cpp on the GPU: exit 1: no CUDA device"
+    monkeypatch.setattr(g, "_checks", {})
+    monkeypatch.setattr(g, "_CHECK_CODE", "raise SystemExit('no CUDA device')")
+    assert g.generation_check(tiny_gguf["gguf"]) == "llama.cpp on the GPU: exit 1: no CUDA device"
+    assert g.main(["check", str(tiny_gguf["gguf"]), "--layers", "0"]) == 1  # the shell's question, same rule

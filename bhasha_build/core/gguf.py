@@ -295,44 +295,46 @@ def gpu_offload() -> bool:
         return False
 
 
-# a fresh process answers one line with every layer on the GPU (gpu_generation_check); faulthandler prints the
-# Python stack if llama.cpp dies of a signal
-_GPU_CHECK_CODE = ("import sys; from pathlib import Path; from bhasha_build.core.gguf import LlamaChat\n"
-                   "with LlamaChat(Path(sys.argv[1]), n_ctx=256, seed=0, n_gpu_layers=-1) as chat:\n"
-                   "    chat.complete('नमस्ते दुनिया', 8)\n")
-_gpu_checks: dict[str, str | None] = {}
+# a fresh process answers one line (generation_check); faulthandler prints the Python stack if llama.cpp dies
+_CHECK_CODE = ("import sys; from pathlib import Path; from bhasha_build.core.gguf import LlamaChat\n"
+               "with LlamaChat(Path(sys.argv[1]), n_ctx=256, seed=0, n_gpu_layers=int(sys.argv[2])) as chat:\n"
+               "    chat.complete('नमस्ते दुनिया', 8)\n")
+_checks: dict[tuple[str, int], str | None] = {}
 
 
-def gpu_generation_check(gguf: Path) -> str | None:
-    """None when llama.cpp answers a line with `gguf` wholly on the GPU, in a fresh process; else why not, in
-    one line (the exit or signal, the last lines it printed). A CUDA build that offloads can still die while
-    generating (seen 2026-12-02 on an H200: SIGSEGV in every scoring process, quantize in the same process
-    fine); asking in a child keeps the caller alive to fall back to the CPU. Once per GGUF per process."""
-    key = str(Path(gguf).resolve())
-    if key not in _gpu_checks:
+def generation_check(gguf: Path, n_gpu_layers: int = -1) -> str | None:
+    """None when llama.cpp answers a line with `gguf` (n_gpu_layers: -1 wholly on the GPU, 0 on the CPU) in a
+    fresh process; else why not, in one line (the exit or signal, the last lines it printed). A CUDA build
+    that offloads can still die while generating (seen 2026-12-02 on an H200: SIGSEGV in every scoring
+    process, quantize in the same process fine); asking in a child keeps the caller alive to fall back.
+    Once per GGUF and layer setting per process. `python -m bhasha_build.core.gguf check GGUF --layers N`
+    asks from a shell (scripts/gpu-quality.sh)."""
+    key = (str(Path(gguf).resolve()), n_gpu_layers)
+    if key not in _checks:
         import signal
         import subprocess
         import sys
 
         try:
-            proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _GPU_CHECK_CODE, key],
+            proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _CHECK_CODE, key[0], str(n_gpu_layers)],
                                   capture_output=True, text=True, timeout=600, check=False)
             code, tail = proc.returncode, [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()][-3:]
         except subprocess.TimeoutExpired:
             code, tail = None, ["no answer in 600 s"]
         if code == 0:
-            _gpu_checks[key] = None
+            _checks[key] = None
         else:
             how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
                    else f"exit {code}" if code is not None else "timed out")
-            _gpu_checks[key] = f"llama.cpp on the GPU: {how}: " + " | ".join(tail)[-400:]
-    return _gpu_checks[key]
+            where = "the GPU" if n_gpu_layers else "the CPU"
+            _checks[key] = f"llama.cpp on {where}: {how}: " + " | ".join(tail)[-400:]
+    return _checks[key]
 
 
 @dataclass(frozen=True)
 class LlamaPlan:
     """How the GGUF systems are scored: layers on the GPU (-1 all, 0 none), contexts at once, and why the GPU
-    is not used where the build could (gpu_generation_check's line)."""
+    is not used where the build could (generation_check's line)."""
 
     n_gpu_layers: int
     contexts: int
@@ -342,7 +344,7 @@ class LlamaPlan:
 def llama_plan(gguf: Path, contexts: int | str = "auto") -> LlamaPlan:
     """The GPU when the installed llama.cpp offloads AND a line generates there (else the CPU, with the reason);
     contexts "auto": as many as the free GPU memory holds (gpu_contexts), on the CPU one per 4 cores."""
-    failure = gpu_generation_check(gguf) if gpu_offload() else None
+    failure = generation_check(gguf, -1) if gpu_offload() else None
     on_gpu = gpu_offload() and failure is None
     if contexts == "auto":
         contexts = gpu_contexts(gguf) if on_gpu else max(1, (os.cpu_count() or 1) // 4)
@@ -434,3 +436,24 @@ class LlamaChat:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bhasha_build.core.gguf check GGUF [--layers N]`: prints "ok" (exit 0) or generation_check's
+    line (exit 1)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bhasha_build.core.gguf")
+    sub = parser.add_subparsers(dest="what", required=True)
+    check = sub.add_parser("check", help="does llama.cpp answer a line with this GGUF, in a fresh process?")
+    check.add_argument("gguf", type=Path)
+    check.add_argument("--layers", type=int, default=-1, help="n_gpu_layers: -1 all on the GPU, 0 the CPU")
+    args = parser.parse_args(argv)
+    failure = generation_check(args.gguf, args.layers)
+    print(failure or "ok")
+    return 1 if failure else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
