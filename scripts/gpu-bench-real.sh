@@ -78,7 +78,9 @@ PY
   du -sh "$dest/gpu"
 }
 
-step() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$LEASE/steps.log"; }
+# shellcheck source=scripts/lease-lib.sh
+source scripts/lease-lib.sh  # (the repo root is the working directory by now)
+step() { lease_step "$@"; }
 
 run() {
   mkdir -p "$LEASE"
@@ -88,11 +90,9 @@ run() {
   WHEELS=$GPU/whl source scripts/gpu-env.sh
   export BHASHA_TOOLCHAIN_CACHE=$PWD/$GPU/toolchain
   local build=""
-  # shellcheck disable=SC2016  # $OUT, $rc and $SECONDS expand in the inner bash
-  [ "${E2E:-1}" = 1 ] && (LLAMA_SDIST=$(ls "$GPU"/llama/llama_cpp_python-"$version"-slim.tar.xz) LLAMA_CUDA_EXPORT=1 OUT=$LEASE/llama \
-     LLAMA_CUDA_JOBS=${LLAMA_JOBS:-12} LLAMA_CUDA_PREFIX=/tmp/llama-cuda \
-     nice -n 19 bash -c 'mkdir -p "$OUT"; SECONDS=0; bash scripts/gpu-llama-cuda.sh; rc=$?; echo "rc=$rc seconds=$SECONDS"' \
-     > "$LEASE/llama-build.log" 2>&1; step "llama.cpp CUDA build finished: $(tail -1 "$LEASE/llama-build.log")") &
+  [ "${E2E:-1}" = 1 ] && (LLAMA_SDIST=$(ls "$GPU"/llama/llama_cpp_python-"$version"-slim.tar.xz) \
+     lease_llama_cuda "$LEASE/llama-build.log" "$LEASE/llama"
+     step "llama.cpp CUDA build finished: $(tail -1 "$LEASE/llama-build.log")") &
   [ "${E2E:-1}" = 1 ] && build=$!  # E2E=0 (the speed parts alone): no llama.cpp build taking the cores
   local model_args=()
   if [ -n "$(ls "${SLICES:-/tmp/gguf-slices}" 2>/dev/null)" ]; then
@@ -141,10 +141,7 @@ collect() {  # at most 8 files of <= 16 MiB come back
 }
 
 wait_for() {  # follow the steps until done or $1 seconds, then collect
-  local limit=${1:-560} t0=$SECONDS
-  while [ ! -f "$LEASE/done" ] && [ $((SECONDS - t0)) -lt "$limit" ]; do
-    sleep 10
-  done
+  lease_wait_done "${1:-560}"
   cat "$LEASE/steps.log"
   grep -E '^repeat |Error|error' "$LEASE/bench.log" 2>/dev/null | cut -c1-400 | tail -20
   tail -3 "$LEASE/llama-build.log" 2>/dev/null
@@ -154,9 +151,10 @@ wait_for() {  # follow the steps until done or $1 seconds, then collect
 
 case "${1:-run}" in
   prepare) prepare "${2:-}" ;;
-  start) mkdir -p "$LEASE"; setsid nohup bash "$0" run > "$LEASE/run.log" 2>&1 < /dev/null & sleep 2; cat "$LEASE/run.log" ;;
+  start) lease_background "$0" run ;;
+  stop) lease_stop ;;
   run) run ;;
   wait) wait_for "${2:-560}" ;;
   collect) collect "${2:-}" ;;
-  *) echo "usage: $0 prepare DEST | start | wait SECONDS | collect [llama] | run" >&2; exit 2 ;;
+  *) echo "usage: $0 prepare DEST | start | stop | wait SECONDS | collect [llama] | run" >&2; exit 2 ;;
 esac

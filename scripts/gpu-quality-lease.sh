@@ -43,7 +43,9 @@ cd "$(dirname "$0")/.." || exit 2
 LEASE=${LEASE_DIR:-/tmp/qlease}
 MODEL=${MODEL:-pypi:qwen2.5-coder-0.5b-instruct}
 
-step() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$LEASE/steps.log"; }
+# shellcheck source=scripts/lease-lib.sh
+source scripts/lease-lib.sh  # (the repo root is the working directory by now)
+step() { lease_step "$@"; }
 
 prepare() {  # here
   local model=${1:-$MODEL} py=${PYTHON:-$PWD/.venv/bin/python}
@@ -91,10 +93,8 @@ run() {
   local llama_wait=""
   if [ "$dry" = 0 ]; then
     llama_wait=$LEASE/llama.done
-    # shellcheck disable=SC2016
-    (LLAMA_SDIST=$(ls "$carry"/gpu/llama/llama_cpp_python-*-slim.tar.xz | head -1) LLAMA_CUDA_JOBS=${LLAMA_JOBS:-12} \
-       LLAMA_CUDA_PREFIX=/tmp/llama-cuda nice -n 19 bash -c 'SECONDS=0; bash scripts/gpu-llama-cuda.sh; echo "rc=$? seconds=$SECONDS"' \
-       > "$LEASE/back/llama-build.log" 2>&1; step "llama.cpp CUDA build: $(tail -1 "$LEASE/back/llama-build.log")"; touch "$llama_wait") &
+    (LLAMA_SDIST=$(ls "$carry"/gpu/llama/llama_cpp_python-*-slim.tar.xz | head -1) lease_llama_cuda "$LEASE/back/llama-build.log"
+     step "llama.cpp CUDA build: $(tail -1 "$LEASE/back/llama-build.log")"; touch "$llama_wait") &
     # ---- 4. the weights
     while [ ! -f /tmp/gguf-slices/.complete ]; do sleep 5; done
     step "slices complete: $(du -sh /tmp/gguf-slices | cut -f1)"
@@ -136,27 +136,14 @@ start() {  # the box, call 1: snapshot the repo and the carried folders, then ru
   if ls .carry/slices/s* >/dev/null 2>&1; then  # a slice may ride with call 1 (the room the wheels leave)
     mkdir -p /tmp/gguf-slices && cp .carry/slices/s* /tmp/gguf-slices/ && echo "slices: $(ls /tmp/gguf-slices | tr '\n' ' ')"
   fi
-  background run "$@"
-}
-
-background() {  # the lease's one background run (its own session: `stop` ends it and all it started)
-  LEASE_DIR=$LEASE setsid nohup bash "$LEASE/repo/scripts/gpu-quality-lease.sh" "$@" > "$LEASE/run.log" 2>&1 < /dev/null &
-  echo $! > "$LEASE/run.pid"
-  sleep 3
-  cat "$LEASE/steps.log" "$LEASE/run.log" 2>/dev/null | tail -5
-}
-
-stop() {  # the box: end the background run and everything it started (a pkill -f would match its own caller)
-  [ -f "$LEASE/run.pid" ] && kill -- "-$(cat "$LEASE/run.pid")" 2>/dev/null
-  sleep 2
-  step "stopped"
+  lease_background "$LEASE/repo/scripts/gpu-quality-lease.sh" run "$@"
 }
 
 score_only() {  # the box: stop, then score VARIANT (trained by this lease) again in the background, with
                 # EXTRA_SETS / HELDOUT_ROWS as given: the rescue when scoring failed and the minutes are few
-  stop
+  lease_stop
   rm -f "$LEASE/done"
-  background rescore "$@"
+  lease_background "$LEASE/repo/scripts/gpu-quality-lease.sh" rescore "$@"
 }
 
 rescore() {
@@ -185,8 +172,7 @@ collect() {  # new files of $LEASE/back to $OUT, each once, at most 8 (<= 16 MiB
 }
 
 wait_for() {
-  local limit=${1:-570} t0=$SECONDS
-  while [ ! -f "$LEASE/done" ] && [ $((SECONDS - t0)) -lt "$limit" ]; do sleep 10; done
+  lease_wait_done "${1:-570}"
   cat "$LEASE/steps.log"
   tail -2 "$LEASE/back/pairs.log" "$LEASE/back/llama-build.log" 2>/dev/null
   for f in "$LEASE"/back/quality-*.log; do [ -f "$f" ] && { echo "== $f"; grep -vE 'it/s\]|^\s*$' "$f" | tail -6; }; done
@@ -199,7 +185,7 @@ case "${1:-}" in
   put-slice) shift; put_slice "$@" ;;
   start) shift; start "$@" ;;
   run) shift; run "$@" ;;
-  stop) stop ;;
+  stop) lease_stop ;;
   score) shift; score_only "$@" ;;
   rescore) shift; rescore "$@" ;;
   wait) wait_for "${2:-570}" ;;

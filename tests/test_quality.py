@@ -151,7 +151,7 @@ def test_sweep_errors(tmp_path):
 
 
 @pytest.mark.parametrize("script", ["gpu-quality.sh", "gpu-quality-lease.sh", "quality-pairs.sh", "gpu-tess-pairs.sh",
-                                    "tess-bundle.sh"])
+                                    "tess-bundle.sh", "lease-lib.sh", "gpu-bench-real.sh"])
 def test_lease_scripts_parse(script):
     """The lease scripts run only on the GPU box (their CPU half: `scripts/gpu-quality.sh --dry-run`, minutes);
     here: bash parses them, and gpu-quality.sh calls issue 23's CUDA build by its name."""
@@ -232,9 +232,11 @@ def test_the_lease_runs_its_whole_chain_on_cpu(tmp_path: Path) -> None:
     assert record
 
 
-def test_stop_ends_the_background_run_and_all_it_started(tmp_path: Path) -> None:
+@pytest.mark.parametrize("script", ["gpu-quality-lease.sh", "gpu-bench-real.sh"])
+def test_stop_ends_the_background_run_and_all_it_started(tmp_path: Path, script: str) -> None:
     """The lease of 2026-12-02 tried `pkill -f gpu-quality.sh` to stop a run and killed the very call that asked
-    (its own command line matched). `stop` kills the background run's session by its recorded leader."""
+    (its own command line matched). `stop` (scripts/lease-lib.sh, both lease scripts) kills the background
+    run's session by its recorded leader."""
     import os
     import subprocess
     import time
@@ -248,7 +250,7 @@ def test_stop_ends_the_background_run_and_all_it_started(tmp_path: Path) -> None
             break
         time.sleep(0.1)
     child = int((lease / "child").read_text())
-    done = subprocess.run(["bash", str(LEASE_SCRIPT), "stop"], env={**os.environ, "LEASE_DIR": str(lease)},
+    done = subprocess.run(["bash", str(LEASE_SCRIPT.parent / script), "stop"], env={**os.environ, "LEASE_DIR": str(lease)},
                           capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 0, done.stderr
     assert leader.wait(timeout=10) != 0  # killed

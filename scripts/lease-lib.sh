@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The mechanics of a lease on a device machine, shared by scripts/gpu-quality-lease.sh and
+# scripts/gpu-bench-real.sh (source it; $LEASE is the run's folder on the box): one background run per machine,
+# in its own session so that it outlives the call that started it, fed and followed by short calls, each of
+# which must come within the machine's warm window (30 s).
+#   lease_step MSG...            a timestamped line in $LEASE/steps.log (and on stdout)
+#   lease_background ARGS...     `bash ARGS...` in its own session (setsid), its leader's PID in $LEASE/run.pid,
+#                                its output in $LEASE/run.log
+#   lease_stop                   ends the background run and everything it started (its session, by the
+#                                recorded leader: `pkill -f` would match the asking command's own line)
+#   lease_wait_done SECONDS      returns when $LEASE/done exists or SECONDS have passed
+#   lease_llama_cuda LOG [EXPORT_DIR]  builds llama.cpp with CUDA (scripts/gpu-llama-cuda.sh, LLAMA_SDIST) at
+#                                nice 19 on LLAMA_JOBS cores (12) into /tmp/llama-cuda, its last line
+#                                "rc=N seconds=S" in LOG; with EXPORT_DIR the built wheel is cut there in pieces
+#                                (LLAMA_CUDA_EXPORT); run it in the background (`lease_llama_cuda LOG &`)
+
+lease_step() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$LEASE/steps.log"; }
+
+lease_background() {
+  mkdir -p "$LEASE"
+  LEASE_DIR=$LEASE setsid nohup bash "$@" > "$LEASE/run.log" 2>&1 < /dev/null &
+  echo $! > "$LEASE/run.pid"
+  sleep 3
+  cat "$LEASE/steps.log" "$LEASE/run.log" 2>/dev/null | tail -5
+}
+
+lease_stop() {
+  [ -f "$LEASE/run.pid" ] && kill -- "-$(cat "$LEASE/run.pid")" 2>/dev/null
+  sleep 2
+  lease_step "stopped"
+}
+
+lease_wait_done() {
+  local limit=${1:-560} t0=$SECONDS
+  while [ ! -f "$LEASE/done" ] && [ $((SECONDS - t0)) -lt "$limit" ]; do sleep 10; done
+}
+
+lease_llama_cuda() {
+  local log=$1 export_dir=${2:-}
+  # shellcheck disable=SC2016  # $OUT, $rc and $SECONDS expand in the inner bash
+  LLAMA_CUDA_JOBS=${LLAMA_JOBS:-12} LLAMA_CUDA_PREFIX=/tmp/llama-cuda \
+    LLAMA_CUDA_EXPORT=${export_dir:+1} OUT=${export_dir:-} \
+    nice -n 19 bash -c '[ -z "$OUT" ] || mkdir -p "$OUT"; SECONDS=0; bash scripts/gpu-llama-cuda.sh; rc=$?; echo "rc=$rc seconds=$SECONDS"' \
+    > "$log" 2>&1
+}
