@@ -168,7 +168,7 @@ def table(folder: str | Path = QUALITY_DIR) -> str:
         base = (ev.get("baseline") or {}).get("cer")
         gg = ev.get("gguf") or {}
         guarded = (gg.get("guarded") or {}).get("cer")
-        epochs = _setting(r, "train.epochs") if _setting(r, "train.max_steps") == -1 else \
+        epochs = f"{_setting(r, 'train.epochs'):g} epochs" if _setting(r, "train.max_steps") == -1 else \
             f"{_setting(r, 'train.max_steps')} steps"
         model = str(_setting(r, "model.name") or "").replace("pypi:qwen2.5-coder-", "").replace("-instruct", "")
         cells = [r["date"], r["name"], model, _fmt(_setting(r, "train.learning_rate"), 5) if isinstance(
