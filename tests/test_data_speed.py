@@ -108,3 +108,47 @@ def test_duplicates_are_counted_once_with_the_same_length(tmp_path: Path, byte_t
     assert calls == [len(good_rows())] and stats["duplicates_dropped"] == 2 * len(good_rows())
     assert stats["token_lengths"]["max"] == max(
         data.chat_token_count(byte_tokenizer, chat.pair_messages(r["noisy"], r["clean"])) for r in good_rows())
+
+
+def test_score_counts_each_line_once_with_the_corpus_functions_numbers() -> None:
+    from bhasha_build.core import metrics
+
+    rows = [{"lang": lang, "noisy": n, "clean": c} for lang, n, c in [
+        ("hi", *HI[0]), ("hi", *HI[2]), ("bn", "কলকাতা শহরে", "কলকাতা শহরে"), ("hi", "", ""),
+        ("ta", "தமிழ் நாடு", "தமிழ்நாடு"), ("hi", HI[1][1], HI[1][1])]]
+    hyps = [HI[0][1], "बच्चे स्कूल", "কলকাতা শহর ", "x", "தமிழ்நாடு", HI[1][1] + "।"]
+
+    def block(rs: list[dict[str, str]], hs: list[str]) -> dict[str, Any]:  # the per-function way
+        hs = [metrics.normalize_hyp(h) for h in hs]
+        refs, inputs = [r["clean"] for r in rs], [r["noisy"] for r in rs]
+        return {"rows": len(rs), "cer": metrics.corpus_cer(hs, refs), "cer_char": metrics.corpus_cer(hs, refs, "char"),
+                "wer": metrics.corpus_wer(hs, refs),
+                "over_correction_rate": metrics.over_correction_rate(inputs, hs, refs),
+                "identity_rows": sum(i == r for i, r in zip(inputs, refs, strict=True))}
+
+    got = metrics.score(rows, hyps)
+    assert json.dumps(got["overall"]) == json.dumps(block(rows, hyps))
+    for lang in ("bn", "hi", "ta"):
+        pick = [i for i, r in enumerate(rows) if r["lang"] == lang]
+        assert got["by_lang"][lang] == block([rows[i] for i in pick], [hyps[i] for i in pick])
+    assert list(got["by_lang"]) == ["bn", "hi", "ta"]
+    groups = {"all": rows, "train": rows[:4], "eval": rows[4:], "none": []}
+    assert metrics.identity_baselines(groups) == {k: metrics.identity_baseline(v) for k, v in groups.items()}
+    assert metrics.score([], []) == {"overall": block([], []), "by_lang": {}}
+
+
+def test_prepare_pauses_the_collector_and_restores_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    seen: list[bool] = []
+    real = data.dedupe
+    monkeypatch.setattr(data, "dedupe", lambda rows: seen.append(gc.isenabled()) or real(rows))
+    assert gc.isenabled()
+    run(tmp_path, good_rows())
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        run(tmp_path / "again", good_rows()) if (tmp_path / "again").mkdir() is None else None
+        assert not gc.isenabled()  # a caller's choice is left as it was
+    finally:
+        gc.enable()

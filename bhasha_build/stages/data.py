@@ -95,11 +95,13 @@ data.max_unchanged_fraction, data.zwj_policy, data.too_long, data.max_line_bytes
 from __future__ import annotations
 
 import csv
+import gc
 import hashlib
 import json
 import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,13 +250,14 @@ def chat_token_count(
 TOKEN_BATCH = 1024  # conversations per apply_chat_template call in chat_token_counts
 
 
-def chat_token_counts(tokenizer: Any, conversations: Sequence[list[dict[str, str]]]) -> list[int]:
+def chat_token_counts(tokenizer: Any, conversations: Sequence[list[dict[str, str]]],
+                      add_generation_prompt: bool = False) -> list[int]:
     """``chat_token_count`` of each conversation, rendered one by one and tokenized TOKEN_BATCH at a
     time (the tokenizer's batch encode: the same ids as one by one, without the per-call overhead)."""
     counts: list[int] = []
     for start in range(0, len(conversations), TOKEN_BATCH):
         batch = list(conversations[start:start + TOKEN_BATCH])
-        result = tokenizer.apply_chat_template(batch, tokenize=True)
+        result = tokenizer.apply_chat_template(batch, tokenize=True, add_generation_prompt=add_generation_prompt)
         ids = result["input_ids"] if isinstance(result, Mapping) or hasattr(result, "keys") else result
         if len(ids) != len(batch):
             raise AssertionError(f"tokenizer returned {len(ids)} results for {len(batch)} conversations")
@@ -280,24 +283,50 @@ def check_trainable(tokenizer: Any, row: Mapping[str, Any], max_seq_length: int 
     whose prompt alone fills ``max_seq_length`` (truncation would cut the whole reply), would add a
     silent zero loss. Returns the count of completion tokens.
     """
-    where = row.get("source") or row.get("id") or "row"
+    return check_trainable_rows(tokenizer, [row], max_seq_length)[0]
+
+
+def check_trainable_rows(tokenizer: Any, rows: Sequence[Mapping[str, Any]],
+                         max_seq_length: int | None = None) -> list[int]:
+    """``check_trainable`` of every row, its prompts and full conversations counted in batches
+    (``chat_token_counts``); the first row in order that fails raises its DataError."""
+    examples: list[dict[str, list[dict[str, str]]]] = []
+    unformatted: DataError | None = None
+    for row in rows:  # up to the first row that cannot be formatted: rows after it are not counted
+        try:
+            examples.append(_training_example(row))
+        except DataError as exc:
+            unformatted = exc
+            break
+    prompts = chat_token_counts(tokenizer, [e["prompt"] for e in examples], add_generation_prompt=True)
+    fulls = chat_token_counts(tokenizer, [e["prompt"] + e["completion"] for e in examples])
+    trainable = []
+    for row, prompt_len, full_len in zip(rows, prompts, fulls, strict=False):
+        n = full_len - prompt_len
+        if max_seq_length is not None:
+            n = min(n, max_seq_length - prompt_len)
+        if n <= 0:
+            raise DataError(f"{_where(row)}: zero trainable tokens (prompt {prompt_len} tokens, "
+                            f"max_seq_length {max_seq_length})")
+        trainable.append(n)
+    if unformatted is not None:
+        raise unformatted
+    return trainable
+
+
+def _where(row: Mapping[str, Any]) -> str:
+    return row.get("source") or row.get("id") or "row"
+
+
+def _training_example(row: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """The row's TRL prompt/completion; DataError when it cannot be formatted or its reply is empty."""
     try:
         example = chat.row_to_training_example(dict(row))
     except (ValueError, KeyError) as exc:
-        raise DataError(f"{where}: cannot format for training ({exc})") from None
-    completion = example["completion"]
-    if not any(str(m.get("content", "")).strip() for m in completion):
-        raise DataError(f"{where}: zero trainable tokens (empty assistant reply)")
-    prompt_len = chat_token_count(tokenizer, example["prompt"], add_generation_prompt=True)
-    full_len = chat_token_count(tokenizer, example["prompt"] + completion)
-    trainable = full_len - prompt_len
-    if max_seq_length is not None:
-        trainable = min(trainable, max_seq_length - prompt_len)
-    if trainable <= 0:
-        raise DataError(
-            f"{where}: zero trainable tokens (prompt {prompt_len} tokens, max_seq_length {max_seq_length})"
-        )
-    return trainable
+        raise DataError(f"{_where(row)}: cannot format for training ({exc})") from None
+    if not any(str(m.get("content", "")).strip() for m in example["completion"]):
+        raise DataError(f"{_where(row)}: zero trainable tokens (empty assistant reply)")
+    return example
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -759,20 +788,37 @@ def prepare(
     out = Path(out_dir)
     seed = cfg.seed
     tally, warnings = Tally(), list[str]()
-    sources = read_sources(src, out, cfg, tally, tokenizer, warnings)
-    kept, duplicates, dup_by_lang = dedupe(sources.rows)
-    pairs, chats = check_rows(src, tally, kept, duplicates)
-    train_pairs, eval_pairs = split_pairs(pairs, seed, cfg.data.eval_fraction, warnings)
-    train_pairs, unchanged_dropped = cap_unchanged(train_pairs, cfg.data.max_unchanged_fraction, seed)
-    chat_used, chat_unused = mix_chats(chats, len(train_pairs), cfg, warnings)
-    train, eval_pairs = in_hash_order(train_pairs + chat_used, seed), in_hash_order(eval_pairs, seed)
-    _unique_ids(train + eval_pairs)
-    splits = Splits(kept, duplicates, dup_by_lang, pairs, chats, train_pairs, eval_pairs, unchanged_dropped,
-                    chat_used, chat_unused, train)
-    check_kept(splits)
-    stats = build_stats(sources, splits, tally, cfg, tokenizer, tokenizer_source, warnings)
-    write_splits(out, train, eval_pairs, tally.rejects, stats)
-    return stats
+    with gc_paused():  # every row read is kept until the end: nothing for the collector to find
+        sources = read_sources(src, out, cfg, tally, tokenizer, warnings)
+        kept, duplicates, dup_by_lang = dedupe(sources.rows)
+        pairs, chats = check_rows(src, tally, kept, duplicates)
+        train_pairs, eval_pairs = split_pairs(pairs, seed, cfg.data.eval_fraction, warnings)
+        train_pairs, unchanged_dropped = cap_unchanged(train_pairs, cfg.data.max_unchanged_fraction, seed)
+        chat_used, chat_unused = mix_chats(chats, len(train_pairs), cfg, warnings)
+        train, eval_pairs = in_hash_order(train_pairs + chat_used, seed), in_hash_order(eval_pairs, seed)
+        _unique_ids(train + eval_pairs)
+        splits = Splits(kept, duplicates, dup_by_lang, pairs, chats, train_pairs, eval_pairs, unchanged_dropped,
+                        chat_used, chat_unused, train)
+        check_kept(splits)
+        stats = build_stats(sources, splits, tally, cfg, tokenizer, tokenizer_source, warnings)
+        write_splits(out, train, eval_pairs, tally.rejects, stats)
+        return stats
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while inside (and back on after, if it was on).
+
+    prepare keeps every row it reads until it has written them (a million live objects for the
+    121,511-row quality input), and each full collection walks them all to free none; off, prepare
+    measured ~11% faster there. Reference counting frees as usual; only cycles wait for the next run."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def read_sources(src: Path, out: Path, cfg: BuildConfig, tally: Tally, tokenizer: Any,
@@ -922,11 +968,9 @@ def build_stats(sources: Sources, s: Splits, tally: Tally, cfg: BuildConfig, tok
             "whitespace": "outer stripped, inner kept",
             "untouched": "danda/|, digits, avagraha, punctuation",
         },
-        "identity": {
-            "all": metrics.identity_baseline([r.out() for r in s.pairs]),
-            "train": metrics.identity_baseline([r.out() for r in s.train_pairs]),
-            "eval": metrics.identity_baseline([r.out() for r in s.eval_pairs]),
-        },
+        "identity": metrics.identity_baselines({"all": [r.out() for r in s.pairs],
+                                                "train": [r.out() for r in s.train_pairs],
+                                                "eval": [r.out() for r in s.eval_pairs]}),
         "review": _review_stats(sources.rows, s.kept, s.train_pairs, s.eval_pairs, sources.review_files),
         "warnings": warnings,
     }
