@@ -1,6 +1,7 @@
-"""The train stage's dataset preparation: batched trainable-token checks and train.dataset_num_proc
-(bench/quality/README.md §5, lease overhead). CPU only: the GPU's "auto" is checked as a resolution,
-and TRL's preparation is run here with the worker counts a GPU would use."""
+"""The train stage's dataset preparation: train.dataset_num_proc (bench/quality/README.md §5, lease overhead).
+
+CPU only: the GPU's "auto" is checked as a resolution, and TRL's preparation is run here with the
+worker counts a GPU would use."""
 
 from __future__ import annotations
 
@@ -10,37 +11,13 @@ from typing import Any
 import pytest
 
 from bhasha_build.core.config import ConfigError, load_config
-from bhasha_build.stages import data, train
+from bhasha_build.stages import train
 from tests.test_data import HI, byte_tokenizer  # noqa: F401
 
 
 def _rows(n: int) -> list[dict[str, Any]]:
     return [{"noisy": HI[i % 4][0] * (1 + i % 3), "clean": HI[i % 4][1] * (1 + i % 3), "source": f"in.jsonl:{i + 1}"}
             for i in range(n)]
-
-
-def test_batched_trainable_counts_are_the_per_row_ones(byte_tokenizer: Any,  # noqa: F811
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "TOKEN_BATCH", 4)
-    rows = [*_rows(10), {"messages": [{"role": "user", "content": "नमस्ते"},
-                                      {"role": "assistant", "content": "नमस्कार"}], "id": "c1"}]
-    single = [data._training_example(r) for r in rows]  # the one-call-per-row counts, spelled out
-    want = [data.chat_token_count(byte_tokenizer, e["prompt"] + e["completion"])
-            - data.chat_token_count(byte_tokenizer, e["prompt"], add_generation_prompt=True) for e in single]
-    assert data.check_trainable_rows(byte_tokenizer, rows) == want
-    assert [data.check_trainable(byte_tokenizer, r) for r in rows] == want
-
-
-def test_the_first_failing_row_in_order_raises(byte_tokenizer: Any) -> None:  # noqa: F811
-    rows = _rows(6)
-    unformatted = {"messages": [{"role": "user", "content": "q"}], "id": "c9"}
-    long_prompt = {**rows[1], "noisy": HI[0][0] * 20, "source": "in.jsonl:long"}
-    with pytest.raises(data.DataError, match=r"in\.jsonl:long: zero trainable"):  # before the unformatted row
-        data.check_trainable_rows(byte_tokenizer, [rows[0], long_prompt, unformatted], max_seq_length=400)
-    with pytest.raises(data.DataError, match="c9: cannot format"):
-        data.check_trainable_rows(byte_tokenizer, [rows[0], unformatted, long_prompt], max_seq_length=400)
-    with pytest.raises(data.DataError, match=r"in\.jsonl:3: zero trainable tokens \(empty"):
-        data.check_trainable_rows(byte_tokenizer, [*rows[:2], {**rows[2], "clean": " "}, unformatted])
 
 
 def test_dataset_workers_auto_is_one_on_the_cpu_and_with_packing() -> None:

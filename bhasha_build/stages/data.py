@@ -250,14 +250,13 @@ def chat_token_count(
 TOKEN_BATCH = 1024  # conversations per apply_chat_template call in chat_token_counts
 
 
-def chat_token_counts(tokenizer: Any, conversations: Sequence[list[dict[str, str]]],
-                      add_generation_prompt: bool = False) -> list[int]:
+def chat_token_counts(tokenizer: Any, conversations: Sequence[list[dict[str, str]]]) -> list[int]:
     """``chat_token_count`` of each conversation, rendered one by one and tokenized TOKEN_BATCH at a
     time (the tokenizer's batch encode: the same ids as one by one, without the per-call overhead)."""
     counts: list[int] = []
     for start in range(0, len(conversations), TOKEN_BATCH):
         batch = list(conversations[start:start + TOKEN_BATCH])
-        result = tokenizer.apply_chat_template(batch, tokenize=True, add_generation_prompt=add_generation_prompt)
+        result = tokenizer.apply_chat_template(batch, tokenize=True)
         ids = result["input_ids"] if isinstance(result, Mapping) or hasattr(result, "keys") else result
         if len(ids) != len(batch):
             raise AssertionError(f"tokenizer returned {len(ids)} results for {len(batch)} conversations")
@@ -283,50 +282,24 @@ def check_trainable(tokenizer: Any, row: Mapping[str, Any], max_seq_length: int 
     whose prompt alone fills ``max_seq_length`` (truncation would cut the whole reply), would add a
     silent zero loss. Returns the count of completion tokens.
     """
-    return check_trainable_rows(tokenizer, [row], max_seq_length)[0]
-
-
-def check_trainable_rows(tokenizer: Any, rows: Sequence[Mapping[str, Any]],
-                         max_seq_length: int | None = None) -> list[int]:
-    """``check_trainable`` of every row, its prompts and full conversations counted in batches
-    (``chat_token_counts``); the first row in order that fails raises its DataError."""
-    examples: list[dict[str, list[dict[str, str]]]] = []
-    unformatted: DataError | None = None
-    for row in rows:  # up to the first row that cannot be formatted: rows after it are not counted
-        try:
-            examples.append(_training_example(row))
-        except DataError as exc:
-            unformatted = exc
-            break
-    prompts = chat_token_counts(tokenizer, [e["prompt"] for e in examples], add_generation_prompt=True)
-    fulls = chat_token_counts(tokenizer, [e["prompt"] + e["completion"] for e in examples])
-    trainable = []
-    for row, prompt_len, full_len in zip(rows, prompts, fulls, strict=False):
-        n = full_len - prompt_len
-        if max_seq_length is not None:
-            n = min(n, max_seq_length - prompt_len)
-        if n <= 0:
-            raise DataError(f"{_where(row)}: zero trainable tokens (prompt {prompt_len} tokens, "
-                            f"max_seq_length {max_seq_length})")
-        trainable.append(n)
-    if unformatted is not None:
-        raise unformatted
-    return trainable
-
-
-def _where(row: Mapping[str, Any]) -> str:
-    return row.get("source") or row.get("id") or "row"
-
-
-def _training_example(row: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
-    """The row's TRL prompt/completion; DataError when it cannot be formatted or its reply is empty."""
+    where = row.get("source") or row.get("id") or "row"
     try:
         example = chat.row_to_training_example(dict(row))
     except (ValueError, KeyError) as exc:
-        raise DataError(f"{_where(row)}: cannot format for training ({exc})") from None
-    if not any(str(m.get("content", "")).strip() for m in example["completion"]):
-        raise DataError(f"{_where(row)}: zero trainable tokens (empty assistant reply)")
-    return example
+        raise DataError(f"{where}: cannot format for training ({exc})") from None
+    completion = example["completion"]
+    if not any(str(m.get("content", "")).strip() for m in completion):
+        raise DataError(f"{where}: zero trainable tokens (empty assistant reply)")
+    prompt_len = chat_token_count(tokenizer, example["prompt"], add_generation_prompt=True)
+    full_len = chat_token_count(tokenizer, example["prompt"] + completion)
+    trainable = full_len - prompt_len
+    if max_seq_length is not None:
+        trainable = min(trainable, max_seq_length - prompt_len)
+    if trainable <= 0:
+        raise DataError(
+            f"{where}: zero trainable tokens (prompt {prompt_len} tokens, max_seq_length {max_seq_length})"
+        )
+    return trainable
 
 
 # --- reading --------------------------------------------------------------------------------

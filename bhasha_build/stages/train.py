@@ -151,14 +151,14 @@ def preflight_if_gpu(cfg: BuildConfig, model_dir: Path) -> dict[str, Any]:
 
 
 def build_dataset(rows: list[dict[str, Any]], tokenizer: Any):
-    """TRL prompt-completion rows; every row must leave trainable reply tokens (data.check_trainable_rows,
-    counted in batches: 59,401 rows one call at a time were two apply_chat_template calls each)."""
+    """TRL prompt-completion rows; every row must leave trainable reply tokens (data.check_trainable)."""
     from datasets import Dataset
 
     from bhasha_build.core.chat import row_to_training_example
-    from bhasha_build.stages.data import check_trainable_rows
+    from bhasha_build.stages.data import check_trainable
 
-    check_trainable_rows(tokenizer, rows)
+    for row in rows:
+        check_trainable(tokenizer, row)
     return Dataset.from_list([row_to_training_example(r) for r in rows])
 
 
