@@ -19,7 +19,8 @@ Knobs (section.key):
   data.zwj_policy, data.too_long, data.max_line_bytes
   lora.r, lora.alpha, lora.dropout, lora.target_modules
   train.backend, train.max_steps, train.epochs, train.learning_rate, train.batch_size,
-  train.grad_accum, train.optim, train.packing, train.save_steps, train.logging_steps, ...
+  train.grad_accum, train.optim, train.packing, train.save_steps, train.logging_steps,
+  train.dataset_num_proc, ...
   eval.max_rows, eval.max_new_tokens, eval.gate_margin, eval.gguf_tolerance, eval.max_over_correction,
   eval.zeroshot, eval.served_name
   guard.enabled, guard.max_edit_fraction, guard.max_length_ratio, guard.max_foreign_fraction
@@ -156,6 +157,20 @@ class TrainConfig(Section):
     save_total_limit: int = Field(3, ge=1)
     logging_steps: int = Field(1, ge=1)
     gpu_memory_gib: float | None = None  # card size for the VRAM preflight; None = detect
+    # processes TRL/Unsloth tokenize the train split with (SFTConfig.dataset_num_proc): "auto" = min(8, cores // 2)
+    # on a GPU without packing, else 1. Packing runs in the same map call, each process packing its own
+    # shard in 1000-row batches, so more than one would pack the rows differently: refused with packing.
+    dataset_num_proc: int | Literal["auto"] = "auto"
+
+    @model_validator(mode="after")
+    def _one_packer(self) -> TrainConfig:
+        if self.dataset_num_proc != "auto" and int(self.dataset_num_proc) < 1:
+            raise ValueError("train.dataset_num_proc must be at least 1, or \"auto\"")
+        if self.packing and self.dataset_num_proc != "auto" and int(self.dataset_num_proc) > 1:
+            raise ValueError(f"train.dataset_num_proc = {self.dataset_num_proc} with train.packing: each process "
+                             "would pack its own shard, so the packed rows would differ from one process's; "
+                             "use 1 or \"auto\" (1 with packing), or train.packing = false")
+        return self
 
 
 class EvalConfig(Section):

@@ -114,41 +114,77 @@ def normalize_hyp(text: str) -> str:
     return unicodedata.normalize("NFC", text).strip()
 
 
-def _block(rows: Sequence[Mapping[str, Any]], hyps: Sequence[str]) -> dict[str, Any]:
-    refs = [r["clean"] for r in rows]
-    inputs = [r["noisy"] for r in rows]
+# A line's counts: grapheme edits, reference graphemes, char edits, reference chars, word edits, reference
+# words, whether the input already equals the reference, and whether such a line was changed.
+_Counts = tuple[int, int, int, int, int, int, int, int]
+
+
+def _line_counts(inp: str, hyp: str, ref: str) -> _Counts:
+    g_h, g_r = graphemes(hyp), graphemes(ref)
+    c_h, c_r = list(hyp), list(ref)
+    w_h, w_r = words(hyp), words(ref)
+    identity = inp == ref
+    return (edit_distance(g_h, g_r), len(g_r), edit_distance(c_h, c_r), len(c_r),
+            edit_distance(w_h, w_r), len(w_r), int(identity), int(identity and hyp != inp))
+
+
+def _ratio(edits: int, ref_len: int) -> float:
+    """A corpus rate (``_corpus``'s): summed edits over summed reference units."""
+    if ref_len == 0:
+        return 0.0 if edits == 0 else 1.0
+    return edits / ref_len
+
+
+def _block(counts: Sequence[_Counts]) -> dict[str, Any]:
+    """One block of ``score`` from its lines' counts (sums of ints: the same numbers as scoring the block)."""
+    ge, gl, ce, cl, we, wl, identity, changed = (sum(column) for column in zip(*counts, strict=True)) \
+        if counts else (0,) * 8
     return {
-        "rows": len(rows),
-        "cer": corpus_cer(hyps, refs, "grapheme"),
-        "cer_char": corpus_cer(hyps, refs, "char"),
-        "wer": corpus_wer(hyps, refs),
-        "over_correction_rate": over_correction_rate(inputs, hyps, refs),
-        "identity_rows": sum(1 for i, r in zip(inputs, refs, strict=True) if i == r),
+        "rows": len(counts),
+        "cer": _ratio(ge, gl),
+        "cer_char": _ratio(ce, cl),
+        "wer": _ratio(we, wl),
+        "over_correction_rate": changed / identity if identity else 0.0,
+        "identity_rows": identity,
     }
+
+
+def _scored(rows: Sequence[Mapping[str, Any]], counts: Sequence[_Counts]) -> dict[str, Any]:
+    by_lang: dict[str, list[_Counts]] = {}
+    for row, line in zip(rows, counts, strict=True):
+        by_lang.setdefault(str(row.get("lang", "?")), []).append(line)
+    return {"overall": _block(counts), "by_lang": {lang: _block(c) for lang, c in sorted(by_lang.items())}}
 
 
 def score(rows: Sequence[Mapping[str, Any]], hyps: Iterable[str]) -> dict[str, Any]:
     """Score hypotheses against rows ({"lang", "noisy", "clean"}): overall and per language.
 
     Returns {"overall": block, "by_lang": {lang: block}} where a block has cer (grapheme, corpus),
-    cer_char, wer, over_correction_rate, rows and identity_rows.
+    cer_char, wer, over_correction_rate, rows and identity_rows. Each line is measured once and its
+    counts summed into both of its blocks.
     """
     hyp_list = [normalize_hyp(h) for h in hyps]
     _check_lengths(rows, hyp_list)
-    by_lang: dict[str, tuple[list[Mapping[str, Any]], list[str]]] = {}
-    for row, hyp in zip(rows, hyp_list, strict=True):
-        bucket = by_lang.setdefault(str(row.get("lang", "?")), ([], []))
-        bucket[0].append(row)
-        bucket[1].append(hyp)
-    return {
-        "overall": _block(rows, hyp_list),
-        "by_lang": {lang: _block(r, h) for lang, (r, h) in sorted(by_lang.items())},
-    }
+    return _scored(rows, [_line_counts(r["noisy"], h, r["clean"]) for r, h in zip(rows, hyp_list, strict=True)])
 
 
 def identity_baseline(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The do-nothing model (hyp = noisy input): the bar a trained model must beat."""
     return score(rows, [r["noisy"] for r in rows])
+
+
+def identity_baselines(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """``identity_baseline`` of each group (the data stage's all / train / eval), each distinct
+    (noisy, clean) measured once however many groups and rows hold it."""
+    seen: dict[tuple[str, str], _Counts] = {}
+
+    def counts(row: Mapping[str, Any]) -> _Counts:
+        key = (row["noisy"], row["clean"])
+        if key not in seen:
+            seen[key] = _line_counts(row["noisy"], normalize_hyp(row["noisy"]), row["clean"])
+        return seen[key]
+
+    return {name: _scored(rows, [counts(r) for r in rows]) for name, rows in groups.items()}
 
 
 # ---------------------------------------------------------------- end marks

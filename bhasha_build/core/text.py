@@ -73,21 +73,39 @@ def foreign_fraction(text: str, script: str) -> tuple[float, int]:
 
     Common/Inherited characters (ASCII digits, punctuation, danda, spaces) are neutral; the
     script's own digits (१२३) count as native; private-use characters (legacy-font OCR output)
-    count as foreign.
+    count as foreign. Each character is classified once per script (``_char_kind``, memoized).
     """
-    native_re = _SCRIPT_RE[script]
+    if script not in _SCRIPT_RE:
+        raise KeyError(script)
+    kinds = _KINDS.setdefault(script, {})
     native = foreign = 0
     for ch in text:
-        cat = unicodedata.category(ch)
-        if cat == "Co":
+        kind = kinds.get(ch)
+        if kind is None:
+            kind = kinds[ch] = _char_kind(ch, script)
+        if kind == _NATIVE:
+            native += 1
+        elif kind == _FOREIGN:
             foreign += 1
-        elif cat[0] in "LMN":  # letters, marks, digits; ASCII digits are Common, so neutral
-            if native_re.match(ch):
-                native += 1
-            elif not _NEUTRAL.match(ch):
-                foreign += 1
     total = native + foreign
     return (foreign / total if total else 0.0), native
+
+
+_NEUTRAL_KIND, _NATIVE, _FOREIGN = 0, 1, 2
+_KINDS: dict[str, dict[str, int]] = {}  # script -> character -> kind (at most every code point once)
+
+
+def _char_kind(ch: str, script: str) -> int:
+    """One character's part in ``foreign_fraction``: native, foreign or neutral for ``script``."""
+    cat = unicodedata.category(ch)
+    if cat == "Co":
+        return _FOREIGN
+    if cat[0] in "LMN":  # letters, marks, digits; ASCII digits are Common, so neutral
+        if _SCRIPT_RE[script].match(ch):
+            return _NATIVE
+        if not _NEUTRAL.match(ch):
+            return _FOREIGN
+    return _NEUTRAL_KIND
 
 
 def detect_script(text: str) -> str | None:

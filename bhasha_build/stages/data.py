@@ -95,11 +95,13 @@ data.max_unchanged_fraction, data.zwj_policy, data.too_long, data.max_line_bytes
 from __future__ import annotations
 
 import csv
+import gc
 import hashlib
 import json
 import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,8 +201,10 @@ class Tally:
     reasons: Counter[str] = field(default_factory=Counter)
     rejected_by_lang: Counter[str] = field(default_factory=Counter)
 
-    def reject(self, source: str, err: Reject, raw: RawLine, lang: str | None = None) -> None:
-        self.rejects.append({"source": source, "reason": str(err), **raw.record()})
+    def reject(self, source: str, err: Reject, raw: RawLine, lang: str | None = None, at: int | None = None) -> None:
+        """Record a reject: appended, or inserted at index ``at`` (read order, when counted later)."""
+        record = {"source": source, "reason": str(err), **raw.record()}
+        self.rejects.insert(len(self.rejects) if at is None else at, record)
         self.reasons[err.code] += 1
         if lang:
             self.rejected_by_lang[lang] += 1
@@ -241,6 +245,23 @@ def chat_token_count(
     return _token_ids_len(
         tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
     )
+
+
+TOKEN_BATCH = 1024  # conversations per apply_chat_template call in chat_token_counts
+
+
+def chat_token_counts(tokenizer: Any, conversations: Sequence[list[dict[str, str]]]) -> list[int]:
+    """``chat_token_count`` of each conversation, rendered one by one and tokenized TOKEN_BATCH at a
+    time (the tokenizer's batch encode: the same ids as one by one, without the per-call overhead)."""
+    counts: list[int] = []
+    for start in range(0, len(conversations), TOKEN_BATCH):
+        batch = list(conversations[start:start + TOKEN_BATCH])
+        result = tokenizer.apply_chat_template(batch, tokenize=True)
+        ids = result["input_ids"] if isinstance(result, Mapping) or hasattr(result, "keys") else result
+        if len(ids) != len(batch):
+            raise AssertionError(f"tokenizer returned {len(ids)} results for {len(batch)} conversations")
+        counts += [len(one) for one in ids]
+    return counts
 
 
 def estimate_tokens(messages: list[dict[str, str]]) -> int:
@@ -402,6 +423,17 @@ def json_depth(text: str) -> int:
     return deepest
 
 
+def check_special_tokens(fields: Mapping[str, Any]) -> None:
+    """Reject a row with a chat-template special token in any of its strings (keys included).
+
+    One search over the row as JSON text first: every string of the row is in it verbatim but for
+    the escapes of ``"``, ``\\`` and control characters, none of which a token can hold, so no match
+    there means none in any string; only a row with a match is walked (``_special_tokens``) to name
+    the field."""
+    if chat.find_special_token(json.dumps(fields, ensure_ascii=False)):
+        _special_tokens(fields, "row")
+
+
 def _special_tokens(value: Any, name: str) -> None:
     """Reject a row with a chat-template special token in any of its strings (keys included)."""
     if isinstance(value, str):
@@ -545,10 +577,13 @@ def read_rows(
     tokenizer: Any = None,
     label_root: Path | None = None,
 ) -> tuple[list[Row], int]:
-    """Validate every row of ``paths``; returns (valid rows in read order, truncated count)."""
-    rows: list[Row] = []
-    truncated = 0
-    max_len = cfg.model.max_seq_length
+    """Validate every row of ``paths``; returns (valid rows in read order, truncated count).
+
+    Rows are validated first and their lengths counted after (``count_tokens``: once per distinct
+    content, in batches); a too_long reject takes the place in ``tally.rejects`` it would have had
+    had it been counted while reading, so rejects.jsonl lists every reject in read order.
+    """
+    pending: list[tuple[int, str, RawLine, str | None, Row]] = []  # (reject slot, source, raw, lang, row)
     for path in paths:
         root = label_root or path.parent
         try:
@@ -557,30 +592,54 @@ def read_rows(
             label = path.name
         for source, raw, fields in _raw_records(path, label, tally, cfg.data.max_line_bytes):
             lang_hint = _pick(fields, "lang") if isinstance(_pick(fields, "lang"), str) else None
+            lang = lang_hint.strip().lower() if lang_hint else None
             try:
-                _special_tokens(fields, "row")
+                check_special_tokens(fields)
                 if "messages" in fields:
                     row = _validate_chat(fields, source, cfg)
                 elif is_review_row(fields):
                     row = _validate_review(fields, source, path, cfg)
                 else:
                     row = _validate_pair(fields, source, path, cfg)
-                messages = _messages(row)
-                row.tokens = (
-                    chat_token_count(tokenizer, messages)
-                    if tokenizer is not None
-                    else estimate_tokens(messages)
-                )
-                if row.tokens > max_len:
-                    if cfg.data.too_long == "reject":
-                        how = "tokenizer" if tokenizer is not None else "estimated"
-                        raise Reject(
-                            "too_long", f"{row.tokens} tokens ({how}) > model.max_seq_length {max_len}"
-                        )
-                    truncated += 1
             except Reject as exc:
-                tally.reject(source, exc, raw, lang_hint.strip().lower() if lang_hint else None)
+                tally.reject(source, exc, raw, lang)
                 continue
+            pending.append((len(tally.rejects), source, raw, lang, row))
+    count_tokens([row for *_, row in pending], tokenizer)
+    return too_long(pending, cfg, tally, tokenizer is not None)
+
+
+def count_tokens(rows: list[Row], tokenizer: Any) -> None:
+    """Set each row's ``tokens`` (module docstring: Token length); a content seen before (a duplicate,
+    same dedupe key) is counted once."""
+    by_key: dict[str, list[Row]] = {}
+    for row in rows:
+        by_key.setdefault(row.key, []).append(row)
+    conversations = [_messages(group[0]) for group in by_key.values()]
+    counts = (chat_token_counts(tokenizer, conversations) if tokenizer is not None
+              else [estimate_tokens(m) for m in conversations])
+    for group, n in zip(by_key.values(), counts, strict=True):
+        for row in group:
+            row.tokens = n
+
+
+def too_long(pending: list[tuple[int, str, RawLine, str | None, Row]], cfg: BuildConfig, tally: Tally,
+             tokenized: bool) -> tuple[list[Row], int]:
+    """(rows kept, rows kept over model.max_seq_length): data.too_long="reject" rejects the long ones,
+    each inserted at its reject slot (its place in read order); "truncate" keeps and counts them."""
+    max_len = cfg.model.max_seq_length
+    rows: list[Row] = []
+    truncated = inserted = 0
+    for slot, source, raw, lang, row in pending:
+        if row.tokens <= max_len:
+            rows.append(row)
+        elif cfg.data.too_long == "reject":
+            how = "tokenizer" if tokenized else "estimated"
+            exc = Reject("too_long", f"{row.tokens} tokens ({how}) > model.max_seq_length {max_len}")
+            tally.reject(source, exc, raw, lang, at=slot + inserted)
+            inserted += 1
+        else:
+            truncated += 1
             rows.append(row)
     return rows, truncated
 
@@ -702,20 +761,37 @@ def prepare(
     out = Path(out_dir)
     seed = cfg.seed
     tally, warnings = Tally(), list[str]()
-    sources = read_sources(src, out, cfg, tally, tokenizer, warnings)
-    kept, duplicates, dup_by_lang = dedupe(sources.rows)
-    pairs, chats = check_rows(src, tally, kept, duplicates)
-    train_pairs, eval_pairs = split_pairs(pairs, seed, cfg.data.eval_fraction, warnings)
-    train_pairs, unchanged_dropped = cap_unchanged(train_pairs, cfg.data.max_unchanged_fraction, seed)
-    chat_used, chat_unused = mix_chats(chats, len(train_pairs), cfg, warnings)
-    train, eval_pairs = in_hash_order(train_pairs + chat_used, seed), in_hash_order(eval_pairs, seed)
-    _unique_ids(train + eval_pairs)
-    splits = Splits(kept, duplicates, dup_by_lang, pairs, chats, train_pairs, eval_pairs, unchanged_dropped,
-                    chat_used, chat_unused, train)
-    check_kept(splits)
-    stats = build_stats(sources, splits, tally, cfg, tokenizer, tokenizer_source, warnings)
-    write_splits(out, train, eval_pairs, tally.rejects, stats)
-    return stats
+    with gc_paused():  # every row read is kept until the end: nothing for the collector to find
+        sources = read_sources(src, out, cfg, tally, tokenizer, warnings)
+        kept, duplicates, dup_by_lang = dedupe(sources.rows)
+        pairs, chats = check_rows(src, tally, kept, duplicates)
+        train_pairs, eval_pairs = split_pairs(pairs, seed, cfg.data.eval_fraction, warnings)
+        train_pairs, unchanged_dropped = cap_unchanged(train_pairs, cfg.data.max_unchanged_fraction, seed)
+        chat_used, chat_unused = mix_chats(chats, len(train_pairs), cfg, warnings)
+        train, eval_pairs = in_hash_order(train_pairs + chat_used, seed), in_hash_order(eval_pairs, seed)
+        _unique_ids(train + eval_pairs)
+        splits = Splits(kept, duplicates, dup_by_lang, pairs, chats, train_pairs, eval_pairs, unchanged_dropped,
+                        chat_used, chat_unused, train)
+        check_kept(splits)
+        stats = build_stats(sources, splits, tally, cfg, tokenizer, tokenizer_source, warnings)
+        write_splits(out, train, eval_pairs, tally.rejects, stats)
+        return stats
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while inside (and back on after, if it was on).
+
+    prepare keeps every row it reads until it has written them (a million live objects for the
+    121,511-row quality input), and each full collection walks them all to free none; off, prepare
+    measured ~11% faster there. Reference counting frees as usual; only cycles wait for the next run."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def read_sources(src: Path, out: Path, cfg: BuildConfig, tally: Tally, tokenizer: Any,
@@ -865,11 +941,9 @@ def build_stats(sources: Sources, s: Splits, tally: Tally, cfg: BuildConfig, tok
             "whitespace": "outer stripped, inner kept",
             "untouched": "danda/|, digits, avagraha, punctuation",
         },
-        "identity": {
-            "all": metrics.identity_baseline([r.out() for r in s.pairs]),
-            "train": metrics.identity_baseline([r.out() for r in s.train_pairs]),
-            "eval": metrics.identity_baseline([r.out() for r in s.eval_pairs]),
-        },
+        "identity": metrics.identity_baselines({"all": [r.out() for r in s.pairs],
+                                                "train": [r.out() for r in s.train_pairs],
+                                                "eval": [r.out() for r in s.eval_pairs]}),
         "review": _review_stats(sources.rows, s.kept, s.train_pairs, s.eval_pairs, sources.review_files),
         "warnings": warnings,
     }
