@@ -50,11 +50,11 @@ def _prepared(tmp_path: Path, tokenizer: Any, rows: list[dict[str, Any]], worker
     return trainer.train_dataset.to_dict()
 
 
-def test_two_processes_prepare_the_same_rows_unpacked_and_different_ones_packed(
-        tmp_path: Path, byte_tokenizer: Any) -> None:  # noqa: F811
-    rows = _rows(1500)  # TRL packs in 1000-row batches: two shards of 750 cut them elsewhere
+def test_two_processes_prepare_the_same_rows_unpacked(tmp_path: Path, byte_tokenizer: Any) -> None:  # noqa: F811
+    """Unpacked, two workers give the serial rows. Packed, each worker would pack its own shard (TRL packs in
+    1000-row batches; two shards of 750 cut them elsewhere) - seen on the helper's run, not on a clean clone's
+    (where the two came out equal), so the config refuses it rather than this test asserting a difference."""
+    rows = _rows(1500)
     serial = _prepared(tmp_path, byte_tokenizer, rows, 1, packing=False)
     assert len(serial["input_ids"]) == 1500
     assert _prepared(tmp_path, byte_tokenizer, rows, 2, packing=False) == serial
-    packed = _prepared(tmp_path, byte_tokenizer, rows, 1, packing=True)
-    assert _prepared(tmp_path, byte_tokenizer, rows, 2, packing=True) != packed  # why config refuses it
