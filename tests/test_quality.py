@@ -250,8 +250,9 @@ def test_stop_ends_the_background_run_and_all_it_started(tmp_path: Path, script:
             break
         time.sleep(0.1)
     child = int((lease / "child").read_text())
-    done = subprocess.run(["bash", str(LEASE_SCRIPT.parent / script), "stop"], env={**os.environ, "LEASE_DIR": str(lease)},
-                          capture_output=True, text=True, check=False, timeout=60)
+    done = subprocess.run(["bash", str(LEASE_SCRIPT.parent / script), "stop"],
+                          env={**os.environ, "LEASE_DIR": str(lease)}, capture_output=True, text=True, check=False,
+                          timeout=60)
     assert done.returncode == 0, done.stderr
     assert leader.wait(timeout=10) != 0  # killed
     time.sleep(0.5)
