@@ -344,6 +344,7 @@ def test_eval_scores_the_served_model_through_ollama(tiny_pipeline: dict[str, An
     # eval's `served` system: the deployed GGUF scored by name through the server (on a GPU box, the
     # server's GPU); same GGUF, same greedy decoding and template as llama.cpp here, so the same answers.
     from bhasha_build.core.config import load_config
+    from bhasha_build.core.gguf import llama_plan
     from bhasha_build.stages import pipeline
 
     src = Path(tiny_pipeline["run_dir"])
@@ -361,6 +362,9 @@ def test_eval_scores_the_served_model_through_ollama(tiny_pipeline: dict[str, An
         speed = report[system]["generation"]
         assert speed["seconds"] > 0
         assert speed["rows_per_s"] == pytest.approx(report["rows"] / speed["seconds"], rel=0.02)
+    plan = llama_plan(cfg.layout.gguf(cfg.export.quant), cfg.eval.gguf_contexts)  # where llama.cpp scored, recorded
+    assert {k: report["gguf"]["generation"][k] for k in ("llama_cpp_gpu", "contexts")} == \
+        {"llama_cpp_gpu": plan.n_gpu_layers != 0, "contexts": plan.contexts}
 
 
 # -- deploy --force under a race and a server that fails after applying (fast: the models cannot

@@ -340,12 +340,18 @@ class LlamaPlan:
     contexts: int
     gpu_failure: str | None = None
 
+    def record(self) -> dict[str, Any]:
+        """eval.json's `generation` entries: llama.cpp on the GPU or not, contexts, why not the GPU."""
+        return {"llama_cpp_gpu": self.n_gpu_layers != 0, "contexts": self.contexts,
+                **({"gpu_failure": self.gpu_failure} if self.gpu_failure else {})}
+
 
 def llama_plan(gguf: Path, contexts: int | str = "auto") -> LlamaPlan:
     """The GPU when the installed llama.cpp offloads AND a line generates there (else the CPU, with the reason);
     contexts "auto": as many as the free GPU memory holds (gpu_contexts), on the CPU one per 4 cores."""
-    failure = generation_check(gguf, -1) if gpu_offload() else None
-    on_gpu = gpu_offload() and failure is None
+    offload = gpu_offload()
+    failure = generation_check(gguf, -1) if offload else None
+    on_gpu = offload and failure is None
     if contexts == "auto":
         contexts = gpu_contexts(gguf) if on_gpu else max(1, (os.cpu_count() or 1) // 4)
     return LlamaPlan(-1 if on_gpu else 0, int(contexts), failure)

@@ -79,7 +79,7 @@ from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, save_figure, sha256_file
-from bhasha_build.core.gguf import LlamaChat, count_tokens_with, llama_plan
+from bhasha_build.core.gguf import LlamaChat, LlamaPlan, count_tokens_with, llama_plan
 from bhasha_build.core.guard import Answer, qwen_reply_budgets, reason_kind, reply_budget, serve
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.manifest import Manifest
@@ -139,13 +139,14 @@ def generate_hf(cfg: BuildConfig, layout: RunLayout, texts: list[str], batch_siz
     return outputs
 
 
-def generate_gguf(cfg: BuildConfig, gguf: Path, texts: list[str]) -> list[Answer]:
+def generate_gguf(cfg: BuildConfig, gguf: Path, texts: list[str], plan: LlamaPlan | None = None) -> list[Answer]:
     """llama.cpp's replies, each within its own reply budget, with the confidence of each change.
 
     Where: core/gguf.llama_plan — the GPU when the build offloads and a line generates there, else the CPU
     (the reason goes to eval.json's `generation.gpu_failure`); eval.gguf_contexts contexts answer at once, one
-    process each (every row on its own, greedy: the same replies in the same order as one context gives)."""
-    plan = llama_plan(gguf, cfg.eval.gguf_contexts)
+    process each (every row on its own, greedy: the same replies in the same order as one context gives).
+    `plan`: the one the caller records (eval.json's `generation`), else made here."""
+    plan = plan or llama_plan(gguf, cfg.eval.gguf_contexts)
     contexts = max(1, min(len(texts), plan.contexts))
     job = (str(gguf), min(cfg.model.max_seq_length, 4096), cfg.seed, cfg.eval.max_new_tokens, plan.n_gpu_layers)
     if contexts == 1:
@@ -175,14 +176,6 @@ def _gguf_answers(gguf: str, n_ctx: int, seed: int, floor: int, n_gpu_layers: in
             reply = llm.complete(text, reply_budget(llm.count_tokens(text), floor))
             out.append(Answer(reply.text.strip(), reply.cut, reply.confidence))
         return out
-
-
-def gguf_generation(cfg: BuildConfig, gguf: Path) -> dict[str, Any]:
-    """Where a GGUF system was scored (eval.json's `generation`): llama.cpp on the GPU or not, contexts, and
-    why not the GPU when the build offloads (the plan generate_gguf used; the check is cached)."""
-    plan = llama_plan(gguf, cfg.eval.gguf_contexts)
-    return {"llama_cpp_gpu": plan.n_gpu_layers != 0, "contexts": plan.contexts,
-            **({"gpu_failure": plan.gpu_failure} if plan.gpu_failure else {})}
 
 
 def served_budgets(cfg: BuildConfig, layout: RunLayout, texts: list[str]) -> list[int]:
@@ -494,12 +487,14 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         elif system == "zeroshot":
             if (source := zeroshot_gguf(cfg)) is None:
                 continue
-            hyps = answer_lines(lambda batch: generate_gguf(cfg, source, batch), texts)
+            plan = llama_plan(source, cfg.eval.gguf_contexts)
+            hyps = answer_lines(lambda batch, plan=plan: generate_gguf(cfg, source, batch, plan), texts)
             report["zeroshot_model"] = f"{cfg.model.name} (its source Q4_K_M GGUF, untouched)"
+        elif system == "gguf":
+            plan = llama_plan(gguf, cfg.eval.gguf_contexts)
+            hyps = answer_lines(lambda batch, plan=plan: generate_gguf(cfg, gguf, batch, plan), texts)
         else:
-            generate = ((lambda batch: generate_hf(cfg, layout, batch)) if system == "model"
-                        else (lambda batch: generate_gguf(cfg, gguf, batch)))
-            hyps = answer_lines(generate, texts)
+            hyps = answer_lines(lambda batch: generate_hf(cfg, layout, batch), texts)
         seconds = time.monotonic() - start
         # the threshold applied: the configured number, or ("auto") the one calibrated on this eval split
         sweep = confidence_sweep(rows, hyps, cfg)
@@ -513,7 +508,7 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         report[system]["generation"] = {"seconds": round(seconds, 3),
                                         "rows_per_s": round(len(rows) / seconds, 3) if seconds > 0 else None}
         if system in ("gguf", "zeroshot"):  # llama.cpp on the GPU or the CPU, how many contexts, why not the GPU
-            report[system]["generation"].update(gguf_generation(cfg, gguf if system == "gguf" else source))
+            report[system]["generation"].update(plan.record())
         predictions.update({system: [a.text for a in hyps], f"{system}_guarded": guarded, f"{system}_guard": reasons,
                             f"{system}_confidence": [a.confidence for a in hyps]})
         if system == "gguf":
