@@ -86,9 +86,7 @@ def _corpus(hyps: Sequence[str], refs: Sequence[str], split: Any) -> float:
         h, r = split(hyp), split(ref)
         edits += edit_distance(h, r)
         ref_len += len(r)
-    if ref_len == 0:
-        return 0.0 if edits == 0 else 1.0
-    return edits / ref_len
+    return _ratio(edits, ref_len)
 
 
 def corpus_cer(hyps: Sequence[str], refs: Sequence[str], unit: Unit = "grapheme") -> float:
@@ -129,7 +127,7 @@ def _line_counts(inp: str, hyp: str, ref: str) -> _Counts:
 
 
 def _ratio(edits: int, ref_len: int) -> float:
-    """A corpus rate (``_corpus``'s): summed edits over summed reference units."""
+    """A corpus rate: summed edits over summed reference units (``_corpus`` and ``score``'s blocks)."""
     if ref_len == 0:
         return 0.0 if edits == 0 else 1.0
     return edits / ref_len
