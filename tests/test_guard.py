@@ -179,7 +179,7 @@ def test_auto_threshold_is_calibrated_on_the_eval_split_and_applied_from_the_run
     rows = [{"id": "1", "lang": "hi", "noisy": "हम बाजार जा रहे है|", "clean": good},
             {"id": "2", "lang": "hi", "noisy": wrong, "clean": wrong}]
     replies = {rows[0]["noisy"]: Answer(good, confidence=0.8), wrong: Answer("आज मौसम अच्छा हैं", confidence=0.2)}
-    monkeypatch.setattr(evaluate, "generate_gguf", lambda cfg, gguf, texts: [replies[t] for t in texts])
+    monkeypatch.setattr(evaluate, "generate_gguf", lambda cfg, gguf, texts, plan=None: [replies[t] for t in texts])
     cfg = load_config(None, env={}, overrides=[f'runs_dir="{tmp_path}"', 'run="cal"', 'correct.min_confidence="auto"',
                                                "eval.max_over_correction=0.02", "eval.zeroshot=false"])
     layout = cfg.layout
@@ -234,7 +234,7 @@ def test_auto_without_any_confidence_calibrates_to_the_highest_threshold(tmp_pat
     from bhasha_build.stages import evaluate
 
     rows = [{"id": "1", "lang": "hi", "noisy": "आज मौसम अच्छा है", "clean": "आज मौसम अच्छा है।"}]
-    monkeypatch.setattr(evaluate, "generate_gguf", lambda cfg, gguf, texts: [Answer(t) for t in texts])
+    monkeypatch.setattr(evaluate, "generate_gguf", lambda cfg, gguf, texts, plan=None: [Answer(t) for t in texts])
     cfg = load_config(None, env={}, overrides=[f'runs_dir="{tmp_path}"', 'run="n"', 'correct.min_confidence="auto"',
                                                "eval.zeroshot=false"])
     cfg.layout.eval_split.parent.mkdir(parents=True)

@@ -291,7 +291,7 @@ def test_heldout_eval_scores_a_line_read_as_empty_without_asking_the_model(tmp_p
             {"id": "c", "lang": "hi", "noisy": "यह ठीक है।", "clean": "यह ठीक है।"}]
     asked: list[str] = []
 
-    def fake_gguf(cfg, gguf, texts):
+    def fake_gguf(cfg, gguf, texts, plan=None):
         assert all(t.strip() for t in texts), "an empty prompt was sent"
         asked.extend(texts)
         return [Answer(fixed[t], confidence=0.9) for t in texts]
@@ -349,7 +349,7 @@ def test_heldout_eval_applies_the_threshold_calibrated_on_the_eval_split(tmp_pat
     held_fix = ("भारत की सरकर ने कहा", "भारत की सरकार ने कहा")
     replies = {"हम बाजार जा रहे है|": Answer(good, confidence=0.8), wrong: Answer("आज मौसम अच्छा हैं", confidence=0.2),
                held_fix[0]: Answer(held_fix[1], confidence=0.5)}  # right, but less sure than 0.8
-    monkeypatch.setattr(evaluate, "generate_gguf", lambda cfg, gguf, texts: [replies[t] for t in texts])
+    monkeypatch.setattr(evaluate, "generate_gguf", lambda cfg, gguf, texts, plan=None: [replies[t] for t in texts])
     cfg = load_config(None, env={}, overrides=[f'runs_dir="{tmp_path}"', 'run="cal"', 'correct.min_confidence="auto"',
                                                "eval.max_over_correction=0.02", "eval.zeroshot=false"])
     layout = cfg.layout
