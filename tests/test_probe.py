@@ -246,7 +246,9 @@ def _rank_probes(rank: int, port: int, out: str) -> None:
 
     _, record = probe.choose_micro_batch(cfg, _tiny_qwen(2), lambda probe_cfg: None)
     Path(out, f"rank{rank}.json").write_text(json.dumps(record))
-    torch_dist.destroy_process_group()
+    from bhasha_build.core import dist
+
+    dist.destroy()
 
 
 def test_under_torchrun_the_ranks_agree_on_what_fits_and_take_rank_0s_choice(tmp_path: Path) -> None:
