@@ -125,7 +125,9 @@ for V in "${VARIANTS[@]}"; do
     # carried CPU build (scripts/gpu-bench-real.sh prepare's llama-cpu.tgz): the 2026-12-02 CUDA build died of
     # SIGSEGV generating; eval itself falls back to the CPU when only the GPU check fails (core/gguf.llama_plan)
     ZS_GGUF=$($PY -c 'import sys; from bhasha_build.core import weights; print(weights.source_gguf(sys.argv[1]))' "$MODEL")
-    gpu_line=$($PY -m bhasha_build.core.gguf check "$ZS_GGUF" --layers -1 2>&1 | tail -1)
+    # the whole answer (faulthandler's stack when the child dies) comes back in the results' logs
+    gpu_line=$($PY -m bhasha_build.core.gguf check "$ZS_GGUF" --layers -1 --stderr "$WORK/llama-gpu-check.log" 2>&1 \
+      | tail -1)
     stamp "llama.cpp GPU check: $gpu_line"
     if [ "$gpu_line" != ok ]; then
       cpu_line=$($PY -m bhasha_build.core.gguf check "$ZS_GGUF" --layers 0 2>&1 | tail -1)

@@ -207,7 +207,8 @@ def test_several_llama_contexts_give_one_contexts_replies_in_order(tiny_gguf: di
         assert (plan.n_gpu_layers, plan.contexts, plan.gpu_failure) == (0, max(1, (os.cpu_count() or 1) // 4), None)
 
 
-def test_a_gpu_that_dies_generating_falls_back_to_the_cpu_with_its_reason(tiny_gguf: dict, monkeypatch) -> None:
+def test_a_gpu_that_dies_generating_falls_back_to_the_cpu_with_its_reason(tiny_gguf: dict, monkeypatch,
+                                                                         tmp_path: Path) -> None:
     """The lease of 2026-12-02: the CUDA build offloaded (llama_supports_gpu_offload) and quantized, then every
     scoring process died of SIGSEGV and took the run with it. The check asks a child process first; a child
     killed by a signal (or failing) sends scoring to the CPU, with the reason in one line."""
@@ -220,6 +221,11 @@ def test_a_gpu_that_dies_generating_falls_back_to_the_cpu_with_its_reason(tiny_g
     failure = g.generation_check(tiny_gguf["gguf"])
     assert failure is not None and failure.startswith("llama.cpp on the GPU: killed by SIGSEGV: ")
     assert "Fatal Python error: Segmentation fault" in failure  # faulthandler's stack, for the next look
+    monkeypatch.setattr(g, "_checks", {})
+    log = tmp_path / "check.log"  # the shell keeps the child's whole stderr: the stack, not its last lines
+    assert g.main(["check", str(tiny_gguf["gguf"]), "--layers", "-1", "--stderr", str(log)]) == 1
+    assert "Fatal Python error: Segmentation fault" in log.read_text() and "Current thread" in log.read_text()
+    failure = g.generation_check(tiny_gguf["gguf"])  # the CLI's child, cached
     monkeypatch.setattr(g, "gpu_offload", lambda: True)  # a CUDA build whose generation dies
     plan = g.llama_plan(tiny_gguf["gguf"], "auto")
     assert (plan.n_gpu_layers, plan.gpu_failure) == (0, failure)

@@ -300,6 +300,7 @@ _CHECK_CODE = ("import sys; from pathlib import Path; from bhasha_build.core.ggu
                "with LlamaChat(Path(sys.argv[1]), n_ctx=256, seed=0, n_gpu_layers=int(sys.argv[2])) as chat:\n"
                "    chat.complete('नमस्ते दुनिया', 8)\n")
 _checks: dict[tuple[str, int], str | None] = {}
+_check_stderr: dict[tuple[str, int], str] = {}  # the child's whole stderr (llama.cpp's log, faulthandler's stack)
 
 
 def generation_check(gguf: Path, n_gpu_layers: int = -1) -> str | None:
@@ -319,8 +320,10 @@ def generation_check(gguf: Path, n_gpu_layers: int = -1) -> str | None:
             proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _CHECK_CODE, key[0], str(n_gpu_layers)],
                                   capture_output=True, text=True, timeout=600, check=False)
             code, tail = proc.returncode, [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()][-3:]
-        except subprocess.TimeoutExpired:
+            _check_stderr[key] = proc.stderr
+        except subprocess.TimeoutExpired as timeout:
             code, tail = None, ["no answer in 600 s"]
+            _check_stderr[key] = str(timeout.stderr or "")
         if code == 0:
             _checks[key] = None
         else:
@@ -445,8 +448,8 @@ class LlamaChat:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m bhasha_build.core.gguf check GGUF [--layers N]`: prints "ok" (exit 0) or generation_check's
-    line (exit 1)."""
+    """`python -m bhasha_build.core.gguf check GGUF [--layers N] [--stderr FILE]`: prints "ok" (exit 0) or
+    generation_check's line (exit 1); FILE gets the child's whole stderr (the stack when it died)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m bhasha_build.core.gguf")
@@ -454,8 +457,12 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="does llama.cpp answer a line with this GGUF, in a fresh process?")
     check.add_argument("gguf", type=Path)
     check.add_argument("--layers", type=int, default=-1, help="n_gpu_layers: -1 all on the GPU, 0 the CPU")
+    check.add_argument("--stderr", type=Path, help="write the child's whole stderr here")
     args = parser.parse_args(argv)
     failure = generation_check(args.gguf, args.layers)
+    if args.stderr:
+        key = (str(Path(args.gguf).resolve()), args.layers)
+        args.stderr.write_text(_check_stderr.get(key, ""), encoding="utf-8")
     print(failure or "ok")
     return 1 if failure else 0
 
