@@ -284,10 +284,23 @@ def test_the_probe_checkpoints_only_what_the_16gb_budget_needs_and_nothing_on_a_
     assert mid["config"] == (8, 1, True)
 
 
-def test_a_model_loaded_without_checkpointing_is_probed_once_per_micro_batch_and_recorded_as_such(
+def test_layers_unflagged_at_the_first_look_are_still_checkpointed_when_the_config_asks(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    record = _probe_on_a_mock_card(monkeypatch, 139.8, ['train.vram_budget_gib="auto"'], armed=False)
+    """The H200 bench of 2026-12-02 (bench/h200-2026-12-02-probe-recheck.json): Unsloth asked for "unsloth"
+    checkpointing, yet no decoder layer was flagged when the probe first looked, so every layout ran with
+    none and the 16 GB part chose micro-batch 2 (16.1k tok/s; bare Unsloth 36.8k). With checkpointing asked
+    for ("auto"), a layer without its flag or checkpoint function is switched on with torch's checkpoint."""
+    armed = _probe_on_a_mock_card(monkeypatch, 139.8, ["train.gpu_memory_gib=16"])
+    unarmed = _probe_on_a_mock_card(monkeypatch, 139.8, ["train.gpu_memory_gib=16"], armed=False)
+    assert unarmed["candidates"] == armed["candidates"] and unarmed["chosen"] == armed["chosen"]
+    assert unarmed["chosen"]["checkpointed_layers"] == 4 and unarmed["pinned"] == [True] * 4
+
+
+def test_a_model_loaded_without_checkpointing_and_config_without_it_is_probed_once_per_micro_batch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    record = _probe_on_a_mock_card(monkeypatch, 139.8, ['train.vram_budget_gib="auto"',
+                                                        "train.gradient_checkpointing=false"], armed=False)
     trials = [(c["batch_size"], c["checkpointed"]) for c in record["candidates"]]
-    assert trials == [(1, 0), (2, 0), (4, 0), (8, 0)]  # every layout asked for runs as none: measured once
+    assert trials == [(1, 0), (2, 0), (4, 0), (8, 0)]  # no layout with checkpointing is asked for
     assert record["chosen"]["checkpointed_layers"] == 0 and record["config"] == (8, 1, False)
     assert record["pinned"] == [False] * 4

@@ -81,6 +81,7 @@ def choose_micro_batch(cfg: BuildConfig, model: Any,
     if train_cfg.batch_size != "auto":
         sizes = [train_cfg.batch_size]
     n_layers = len(decoder_layers(model))
+    loaded_checkpointing(model)  # before any trainer is built
     full = n_layers if train_cfg.gradient_checkpointing else 0
     record: dict[str, Any] = {"mode": "probed", "effective_batch": effective, "decoder_layers": n_layers,
                               "candidates": []}
@@ -89,7 +90,7 @@ def choose_micro_batch(cfg: BuildConfig, model: Any,
         record.update(mode="default (no CUDA: nothing to measure)")
     else:
         best = climb(cfg, model, make_trainer, sizes, full, record)
-    checkpointed = set_checkpointing(model, best["checkpointed"])
+    checkpointed = set_checkpointing(model, best["checkpointed"], switchable=bool(train_cfg.gradient_checkpointing))
     any_checkpointed = checkpointed > 0 if n_layers else bool(train_cfg.gradient_checkpointing)
     chosen = {"batch_size": best["batch_size"], "grad_accum": effective // best["batch_size"],
               "gradient_checkpointing": any_checkpointed}
@@ -120,7 +121,8 @@ def climb(cfg: BuildConfig, model: Any, make_trainer: Callable[[BuildConfig], An
         record["optimizer"] = probe.optimizer_name
 
         def trial(b: int, checkpointed: int) -> bool:
-            checkpointed = set_checkpointing(model, checkpointed)  # what the model can do: recorded as run
+            # what the model can do: recorded as run
+            checkpointed = set_checkpointing(model, checkpointed, switchable=bool(train_cfg.gradient_checkpointing))
             done = [c for c in record["candidates"] if (c["batch_size"], c["checkpointed"]) == (b, checkpointed)]
             if done:  # a model loaded without checkpointing runs every layout as none: measured once
                 return done[0]["fits"]
@@ -166,20 +168,34 @@ def decoder_layers(model: Any) -> list[Any]:
     return checkpointing.decoder_layers(model)
 
 
-def set_checkpointing(model: Any, checkpointed: int | bool) -> int:
+def loaded_checkpointing(model: Any) -> tuple[list[Any], dict[int, bool]]:
+    """(modules with a checkpointing flag, {id: flag on}) as first seen: the state the model was loaded with,
+    kept on the model. choose_micro_batch takes it before the probe builds a trainer: the optimizer-step
+    probe's two GPU runs found no layer on, where its forward + backward predecessor, which built no
+    trainer, had found 21 of 28 armed. Whether the trainer's build (on the GPU path) or Unsloth's load left
+    them off is not known: on the CPU the flags are on before and after the build."""
+    # a flag is a bool, or the mode string Unsloth's for_training writes ("unsloth": truthy, armed)
+    flagged = [m for m in model.modules() if isinstance(getattr(m, "gradient_checkpointing", None), (bool, str))]
+    return flagged, model.__dict__.setdefault("_bhasha_loaded_checkpointing",
+                                              {id(m): bool(m.gradient_checkpointing) for m in flagged})
+
+
+def set_checkpointing(model: Any, checkpointed: int | bool, switchable: bool = False) -> int:
     """Checkpoint the first `checkpointed` decoder layers (True: every layer as loaded, False/0: none),
     pinned so that Unsloth's trainer cannot switch the others back on (core/checkpointing.py); returns
     how many layers are checkpointed now.
 
-    Layers can only be switched on when the model was loaded with checkpointing (its checkpoint
-    function installed): the flags it was loaded with are kept as the "on" state."""
-    # a flag is a bool, or the mode string Unsloth's for_training writes ("unsloth": truthy, armed)
-    flagged = [m for m in model.modules() if isinstance(getattr(m, "gradient_checkpointing", None), (bool, str))]
+    `switchable` (the config asks for checkpointing: train.gradient_checkpointing true or "auto"): any
+    layer may be switched on; one without a checkpoint function gets torch's (core/checkpointing.pin).
+    Otherwise only layers flagged when first seen (the flags the model was loaded with, kept as the "on"
+    state) can be. The first look is not proof of what the model can do: on an H200 (2026-12-02, the
+    bench's project_16gb, Unsloth asked for "unsloth" checkpointing) no layer was flagged yet, every
+    layout ran with none and the probe chose micro-batch 2 at 16.1k tok/s where bare Unsloth, all layers
+    checkpointed at micro-batch 8, ran 36.8k."""
+    flagged, loaded = loaded_checkpointing(model)
     layers = decoder_layers(model)
-    loaded = model.__dict__.setdefault("_bhasha_loaded_checkpointing", {id(m): bool(m.gradient_checkpointing)
-                                                                         for m in flagged})
     count = len(layers) if checkpointed is True else int(checkpointed)
-    armed = [loaded.get(id(m), False) for m in layers]
+    armed = [switchable or loaded.get(id(m), False) for m in layers]
     count = min(count, armed.index(False) if False in armed else len(layers))
     checkpointing.pin(model, count, layers)
     partial = 0 < count < len(layers)
