@@ -109,14 +109,12 @@ run() {
   step "bench done rc=$?: $(grep -c '^repeat ' "$LEASE/bench.log") runs"
   if [ "${E2E:-1}" = 1 ]; then
     wait "$build"
-    if PYTHONPATH=/tmp/llama-cuda/site:$PYTHONPATH python3 -c "import llama_cpp, sys; sys.exit(not llama_cpp.llama_supports_gpu_offload())"; then
-      export PYTHONPATH=/tmp/llama-cuda/site:$PYTHONPATH
-      step "eval: llama.cpp with CUDA"
-    else
-      mkdir -p /tmp/llama-cpu && tar xzf "$GPU/llama-cpu.tgz" -C /tmp/llama-cpu
-      export PYTHONPATH=/tmp/llama-cpu:$PYTHONPATH
-      step "eval: the CUDA build is not usable; the carried CPU llama.cpp"
-    fi
+    # which llama.cpp scores: scripts/llama-choose.sh (the random-init model has no GGUF before it runs:
+    # offload decides, and eval's in-process check falls back to the CPU when the GPU cannot generate)
+    # shellcheck source=scripts/llama-choose.sh
+    source scripts/llama-choose.sh
+    llama_choose "" /dev/null "$GPU/llama-cpu.tgz" > "$LEASE/llama-choice.log"
+    step "eval: $(tail -1 "$LEASE/llama-choice.log")"
     step "e2e: ${PAIRS:-10000} pairs, ${EVAL_ROWS:-48} eval rows, full card"
     python3 -m bhasha_build.tools.bench_e2e --size 1.5B --pairs "${PAIRS:-10000}" --eval-rows "${EVAL_ROWS:-48}" \
       --runs-dir /tmp/e2e --out "$LEASE/e2e.json" --set 'train.batch_size="auto"' --set train.effective_batch=16 \

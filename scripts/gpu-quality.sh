@@ -121,24 +121,14 @@ for V in "${VARIANTS[@]}"; do
     set -euo pipefail
     LLAMA_READY=1
     stamp "llama.cpp CUDA ready"
-    # does it answer a line (a child process each)? On the GPU, else on the CPU with this build, else the
-    # carried CPU build (scripts/gpu-bench-real.sh prepare's llama-cpu.tgz): the 2026-12-02 CUDA build died of
-    # SIGSEGV generating; eval itself falls back to the CPU when only the GPU check fails (core/gguf.llama_plan)
+    # which llama.cpp scores (scripts/llama-choose.sh: GPU, else this build on the CPU, else the carried CPU
+    # build); the GPU check's whole stderr (faulthandler's stack) comes back in the results' logs
     ZS_GGUF=$($PY -c 'import sys; from bhasha_build.core import weights; print(weights.source_gguf(sys.argv[1]))' "$MODEL")
-    # the whole answer (faulthandler's stack when the child dies) comes back in the results' logs
-    gpu_line=$($PY -m bhasha_build.core.gguf check "$ZS_GGUF" --layers -1 --stderr "$WORK/llama-gpu-check.log" 2>&1 \
-      | tail -1)
-    stamp "llama.cpp GPU check: $gpu_line"
-    if [ "$gpu_line" != ok ]; then
-      cpu_line=$($PY -m bhasha_build.core.gguf check "$ZS_GGUF" --layers 0 2>&1 | tail -1)
-      stamp "llama.cpp CPU check (the CUDA build): $cpu_line"
-      LLAMA_CPU_TGZ=${LLAMA_CPU_TGZ:-$(dirname "${WHEELS:-.carry/gpu/whl}")/llama-cpu.tgz}
-      if [ "$cpu_line" != ok ] && [ -f "$LLAMA_CPU_TGZ" ]; then
-        mkdir -p /tmp/llama-cpu && tar xzf "$LLAMA_CPU_TGZ" -C /tmp/llama-cpu
-        export PYTHONPATH=/tmp/llama-cpu:$PYTHONPATH
-        stamp "llama.cpp: the carried CPU build ($($PY -m bhasha_build.core.gguf check "$ZS_GGUF" --layers 0 2>&1 | tail -1))"
-      fi
-    fi
+    # shellcheck source=scripts/llama-choose.sh
+    source scripts/llama-choose.sh
+    LLAMA_CPU_TGZ=${LLAMA_CPU_TGZ:-$(dirname "${WHEELS:-.carry/gpu/whl}")/llama-cpu.tgz}
+    llama_choose "$ZS_GGUF" "$WORK/llama-gpu-check.log" "$LLAMA_CPU_TGZ" > "$WORK/llama-choice.log"  # here: it exports
+    while IFS= read -r line; do stamp "$line"; done < "$WORK/llama-choice.log"
   fi
   # ---- 4. export + scoring: the eval split (screen), plus the six held-out sets (final, tiny)
   if [ "$STAGE" = screen ]; then ERRORS=(--errors synthetic); else ERRORS=(--errors real --heldout-rows "$HELDOUT_ROWS"); fi

@@ -236,3 +236,66 @@ def test_a_gpu_that_dies_generating_falls_back_to_the_cpu_with_its_reason(tiny_g
     monkeypatch.setattr(g, "_CHECK_CODE", "raise SystemExit('no CUDA device')")
     assert g.generation_check(tiny_gguf["gguf"]) == "llama.cpp on the GPU: exit 1: no CUDA device"
     assert g.main(["check", str(tiny_gguf["gguf"]), "--layers", "0"]) == 1  # the shell's question, same rule
+
+
+_FAKE_PY = """#!/usr/bin/env bash
+# the real interpreter, except for the checks the test makes fail (as the 2026-12-02 CUDA build did)
+args=" $* "
+if [[ $args == *" check "* ]]; then
+  if [[ $args == *" --layers -1 "* && -n "${FAIL_GPU:-}" ]]; then
+    log=$(sed -n 's/.*--stderr \\([^ ]*\\).*/\\1/p' <<< "$args")
+    [ -z "$log" ] || printf 'Fatal Python error: Segmentation fault\\nCurrent thread 0x1:\\n' > "$log"
+    echo "llama.cpp on the GPU: killed by SIGSEGV: Fatal Python error: Segmentation fault"; exit 1
+  fi
+  if [[ $args == *" --layers 0 "* && -n "${FAIL_CPU:-}" && ":$PYTHONPATH:" != *":$LLAMA_CPU_DIR:"* ]]; then
+    echo "llama.cpp on the CPU: killed by SIGSEGV"; exit 1
+  fi
+fi
+exec "$REAL_PY" "$@"
+"""
+
+
+def test_the_gpu_scripts_choose_llama_cpp_by_asking_it_to_answer(tiny_gguf: dict, tmp_path: Path) -> None:
+    """scripts/llama-choose.sh, the one ladder gpu-quality.sh and gpu-bench-real.sh share, run under set -e
+    as they run it: the GPU check answers -> the GPU; it dies -> this build on the CPU, with the stack kept;
+    the CPU answer dies too -> the carried CPU build unpacked and first on PYTHONPATH, checked once more.
+    Without a GGUF (the bench's random-init e2e): offload decides (this CPU build does not offload)."""
+    import subprocess
+    import sys
+    import tarfile
+
+    root = Path(__file__).resolve().parent.parent
+    fake = tmp_path / "py"
+    fake.write_text(_FAKE_PY)
+    fake.chmod(0o755)
+    carried = tmp_path / "llama-cpu.tgz"
+    with tarfile.open(carried, "w:gz") as tgz:  # stands for llama_cpp: the real one answers through PYTHONPATH
+        info = tarfile.TarInfo("carried-marker.txt")
+        tgz.addfile(info)
+    cpu_dir = tmp_path / "llama-cpu"
+
+    def choose(gguf: str, **fail: str) -> tuple[str, list[str]]:
+        env = {**os.environ, "PY": str(fake), "REAL_PY": sys.executable, "LLAMA_CPU_DIR": str(cpu_dir),
+               "LLAMA_CUDA_SITE": str(tmp_path / "no-cuda-site"), "PYTHONPATH": str(root), **fail}
+        script = ('set -euo pipefail; source scripts/llama-choose.sh; llama_choose "$1" "$2" "$3"; '
+                  'echo "CHOICE=$LLAMA_CHOICE PP=$PYTHONPATH"')
+        done = subprocess.run(["bash", "-c", script, "-", gguf, str(tmp_path / "check.log"), str(carried)],
+                              cwd=root, env=env, capture_output=True, text=True, check=False, timeout=300)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.strip().splitlines()
+        return lines[-1], lines[:-1]
+
+    gguf = str(tiny_gguf["gguf"])
+    last, said = choose(gguf)
+    assert last.startswith("CHOICE=gpu ") and said == ["llama.cpp GPU check: ok"]
+    last, said = choose(gguf, FAIL_GPU="1")
+    assert last.startswith("CHOICE=cuda-build-on-cpu ") and str(cpu_dir) not in last
+    assert said[0].startswith("llama.cpp GPU check: llama.cpp on the GPU: killed by SIGSEGV")
+    assert said[1] == "llama.cpp CPU check (the CUDA build): ok"
+    assert "Segmentation fault" in (tmp_path / "check.log").read_text()
+    last, said = choose(gguf, FAIL_GPU="1", FAIL_CPU="1")
+    assert last.startswith(f"CHOICE=carried-cpu PP={cpu_dir}:") and (cpu_dir / "carried-marker.txt").exists()
+    assert said[-1] == "llama.cpp: the carried CPU build (ok)"
+    last, said = choose("")
+    assert last.startswith(f"CHOICE=carried-cpu PP={cpu_dir}:")
+    assert said == ["llama.cpp: the CUDA build does not offload; the carried CPU build"]

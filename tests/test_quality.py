@@ -151,7 +151,8 @@ def test_sweep_errors(tmp_path):
 
 
 @pytest.mark.parametrize("script", ["gpu-quality.sh", "gpu-quality-lease.sh", "quality-pairs.sh", "gpu-tess-pairs.sh",
-                                    "tess-bundle.sh", "lease-lib.sh", "gpu-bench-real.sh"])
+                                    "tess-bundle.sh", "lease-lib.sh", "gpu-bench-real.sh",
+                                    "llama-choose.sh"])
 def test_lease_scripts_parse(script):
     """The lease scripts run only on the GPU box (their CPU half: `scripts/gpu-quality.sh --dry-run`, minutes);
     here: bash parses them, and gpu-quality.sh calls issue 23's CUDA build by its name."""
