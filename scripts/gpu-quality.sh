@@ -138,8 +138,10 @@ for V in "${VARIANTS[@]}"; do
   if [ $rc != 0 ] && [ $rc != 2 ]; then tail -20 "$WORK/$V.finish.log"; exit 1; fi  # 2: the gate's verdict
   stamp "$V scored (verdict exit $rc)"
   # ---- 5. the record (+ predictions beside it)
+  EVAL_PREDS=(); preds=$(cfg "$V" "cfg.layout.eval_predictions")  # the eval split's rows: guards are chosen on them
+  [ -f "$preds" ] && EVAL_PREDS=(--eval-predictions "$preds")
   $PY -m bhasha_build.tools.quality record "$WORK/$V.json" --gpu-result "$WORK/$V.gpu.json" --name "$V" \
-    --sweep "$SWEEP" --card "$CARD" --out "$WORK/bench/quality" "${EXTRA_ARGS[@]}"
+    --sweep "$SWEEP" --card "$CARD" --out "$WORK/bench/quality" "${EXTRA_ARGS[@]}" "${EVAL_PREDS[@]}"
   tar -C "$WORK" -cJf "$OUT/quality-results.tar.xz" bench $(cd "$WORK" && ls ./*.json ./*.log 2>/dev/null)
 done
 [ "$STEPS" = train ] || $PY -m bhasha_build.tools.quality table --folder "$WORK/bench/quality"

@@ -119,6 +119,18 @@ def test_record_and_table(tmp_path):
     assert back["predictions"]["rows"] == 2 and len(back["predictions"]["sha256"]) == 64
     assert back["heldout"]["indomain-hi"]["end_marks"]["guarded"]["danda"]["changed"] == 2
     assert back["heldout"]["indomain-hi"]["min_confidence"]["threshold"] == 0.7
+    result = tmp_path / "run.json"  # the CLI keeps both predictions files beside the record, under its name
+    result.write_text(json.dumps(_result()))
+    result.with_suffix(".predictions.jsonl").write_text(preds.read_text())
+    eval_preds = tmp_path / "eval_predictions.jsonl"
+    eval_preds.write_text('{"id": "e1", "gguf": "x", "gguf_confidence": 0.9}\n')
+    assert quality.main(["record", str(result), "--name", "lr1e4", "--date", "2026-12-04", "--out",
+                         str(tmp_path / "cli"), "--eval-predictions", str(eval_preds)]) == 0
+    cli = json.loads((tmp_path / "cli" / "2026-12-04-lr1e4.json").read_text())
+    assert cli["predictions"]["file"] == "2026-12-04-lr1e4.predictions.jsonl" and cli["predictions"]["rows"] == 2
+    assert cli["eval_split_predictions"]["file"] == "2026-12-04-lr1e4.eval-predictions.jsonl"
+    assert cli["eval_split_predictions"]["rows"] == 1
+    assert (tmp_path / "cli" / "2026-12-04-lr1e4.eval-predictions.jsonl").read_text() == eval_preds.read_text()
     old = _result()  # a record made before end marks were counted: its cell says so, the table still builds
     for entry in old["finish"]["heldout"].values():
         entry.pop("end_marks")
@@ -230,7 +242,10 @@ def test_the_lease_runs_its_whole_chain_on_cpu(tmp_path: Path) -> None:
         names = packed.getnames()
     record = next(n for n in names if n.endswith("-tiny.json") and "/quality/" in n)
     assert any(n.endswith("-tiny.predictions.jsonl") for n in names), names
-    assert record
+    assert any(n.endswith("-tiny.eval-predictions.jsonl") for n in names), names  # the eval split's rows too
+    with tarfile.open(lease / "back" / "quality-results-tiny.tar.xz") as packed:
+        kept = json.load(packed.extractfile(record))
+    assert kept["eval_split_predictions"]["rows"] == kept["eval_split"]["gguf"]["rows"] > 0  # the rows scored
 
 
 @pytest.mark.parametrize("script", ["gpu-quality-lease.sh", "gpu-bench-real.sh"])

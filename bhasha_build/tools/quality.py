@@ -10,7 +10,9 @@ table RESULTS.md shows.
            (identity, raw, guarded, over-correction, better/same/worse, the confidence threshold used and
            where it came from, end-mark changes on '।'-ending lines apart from the others), the eval
            split's calibrated threshold (`min_confidence`), the verdict, the card and the predictions
-           file's name + sha256 (the predictions stay beside the record as JSON Lines).
+           file's name + sha256 (the predictions stay beside the record as JSON Lines; with
+           --eval-predictions the eval split's rows too, as <date>-<name>.eval-predictions.jsonl: a new guard
+           or threshold is chosen on those, never on the held-out rows).
   table    a Markdown table of every record in a folder, newest first (last column: guarded end-mark
            changes over the held-out sets, '।'-ending lines · the others); `--results FILE` rewrites the
            block between `<!-- quality-table:start -->` and `<!-- quality-table:end -->` in FILE.
@@ -125,10 +127,14 @@ def make_record(name: str, result: dict[str, Any], sweep: dict[str, Any] | None 
     if evaluation.get("min_confidence"):  # the threshold calibrated on the eval split (applied with "auto")
         record["min_confidence"] = evaluation["min_confidence"]
     if predictions is not None and predictions.is_file():
-        record["predictions"] = {"file": predictions.name, "sha256": sha256_file(predictions),
-                                 "rows": sum(1 for line in predictions.read_text(encoding="utf-8").splitlines()
-                                             if line.strip())}
+        record["predictions"] = _file_facts(predictions)
     return record
+
+
+def _file_facts(path: Path) -> dict[str, Any]:
+    """A JSON Lines file as a record names it: file name, sha256, rows."""
+    return {"file": path.name, "sha256": sha256_file(path),
+            "rows": sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())}
 
 
 def write_record(record: dict[str, Any], out: str | Path = QUALITY_DIR) -> Path:
@@ -226,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     p_rec.add_argument("--card", default=None, help="the GPU's name (nvidia-smi) or 'cpu'")
     p_rec.add_argument("--date", default=None)
     p_rec.add_argument("--out", default=str(QUALITY_DIR))
+    p_rec.add_argument("--eval-predictions", default=None,
+                       help="the run's eval_predictions.jsonl (the eval split, per row: each system's reply, guarded "
+                            "output, confidence), kept beside the record: guards and thresholds are chosen on it")
     p_rec.add_argument("--set", dest="sets", action="append", default=[],
                        help="an override the run had beyond its variant's (repeatable; gpu-quality.sh EXTRA_SETS)")
     p_tab = sub.add_parser("table", help="print the table; --results FILE rewrites its marked block")
@@ -259,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
                 kept = path.with_suffix(".predictions.jsonl")
                 shutil.copyfile(predictions, kept)
                 record["predictions"]["file"] = kept.name
-                write_record(record, args.out)
+            if args.eval_predictions:  # the eval split's rows: what a new guard or threshold is chosen on
+                kept = path.with_suffix(".eval-predictions.jsonl")
+                shutil.copyfile(args.eval_predictions, kept)
+                record["eval_split_predictions"] = _file_facts(kept)
+            write_record(record, args.out)
             print(path)
         else:
             if args.results:
