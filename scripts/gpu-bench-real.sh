@@ -5,7 +5,8 @@
 #
 #   here:      scripts/gpu-bench-real.sh prepare DEST      wheels (slimmed), llama.cpp sdist (slimmed),
 #              converter toolchain and this machine's CPU llama_cpp (fallback) into DEST/gpu/ (~30 MiB)
-#   the box:   scripts/gpu-bench-real.sh start             the steps below in the background (setsid)
+#   the box:   scripts/gpu-bench-real.sh start             the steps below in the background (setsid), from a
+#                                                          snapshot of the tree in $LEASE_DIR/repo
 #              scripts/gpu-bench-real.sh wait SECONDS      follow the log until done or SECONDS, then collect
 #              scripts/gpu-bench-real.sh collect [llama]   copy results (or the built CUDA wheel's pieces) to $OUT
 #              scripts/gpu-bench-real.sh run               the steps in the foreground
@@ -138,6 +139,14 @@ collect() {  # at most 8 files of <= 16 MiB come back
   ls -la "$out"
 }
 
+start() {  # the box: the steps in the background, from a snapshot of the tree under $LEASE/repo: a later call of
+           # the same lease re-sends the working tree, and on 2026-12-03 every part started while one did failed
+           # with "No module named bhasha_build.tools.bench"
+  rm -rf "$LEASE/repo" && mkdir -p "$LEASE/repo"
+  tar -C . --exclude ./.git --exclude ./.venv --exclude ./runs --exclude ./.carry/slices -cf - . | tar -C "$LEASE/repo" -xf -
+  lease_background "$LEASE/repo/scripts/gpu-bench-real.sh" run
+}
+
 wait_for() {  # follow the steps until done or $1 seconds, then collect
   lease_wait_done "${1:-560}"
   cat "$LEASE/steps.log"
@@ -149,7 +158,7 @@ wait_for() {  # follow the steps until done or $1 seconds, then collect
 
 case "${1:-run}" in
   prepare) prepare "${2:-}" ;;
-  start) lease_background "$0" run ;;
+  start) start ;;
   stop) lease_stop ;;
   run) run ;;
   wait) wait_for "${2:-560}" ;;

@@ -34,6 +34,7 @@
 #      (export -> scoring -> bench/quality record, with LLAMA_WAIT so scoring starts once the CUDA build is done)
 #      in the background while the next variant trains.
 # `wait` follows the steps and copies what is new in $LEASE/back (pairs parts, quality-results-<variant>.tar.xz,
+# adapter-<variant>.tar.xz.partNN,
 # steps.log, logs) to $OUT: at most 8 files of <= 16 MiB a call, each file once.
 # DRY=1 runs the same chain here on CPU (gpu-quality.sh --dry-run, no CUDA build, no slices).
 # Knobs (env): LEASE_DIR (/tmp/qlease), PAIRS (where the pairs unpack: /tmp/quality-train), LLAMA_JOBS (12), MODEL (pypi:qwen2.5-coder-0.5b-instruct), DRY,
@@ -121,7 +122,13 @@ run_variant() {  # run_variant train|score VARIANT: one half of scripts/gpu-qual
     SLICES=/tmp/gguf-slices WHEELS=$LEASE/carry/gpu/whl bash scripts/gpu-quality.sh "${dry_arg[@]}" "$v" \
     >> "$LEASE/back/quality-$v.log" 2>&1
   rc=$?
-  [ "$steps" = score ] || return $rc
+  if [ "$steps" = train ]; then  # the adapter's parts come back with the next `wait`
+    local part
+    for part in "$LEASE/work/out-$v"/adapter-"$v".tar.xz.part*; do
+      [ -f "$part" ] && cp "$part" "$LEASE/back/.${part##*/}" && mv "$LEASE/back/.${part##*/}" "$LEASE/back/${part##*/}"
+    done
+    return $rc
+  fi
   [ -f "$LEASE/work/out-$v/quality-results.tar.xz" ] \
     && cp "$LEASE/work/out-$v/quality-results.tar.xz" "$LEASE/back/.quality-results-$v.tar.xz" \
     && mv "$LEASE/back/.quality-results-$v.tar.xz" "$LEASE/back/quality-results-$v.tar.xz"

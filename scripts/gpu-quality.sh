@@ -19,7 +19,8 @@
 #   Lines) → bench/quality/<date>-<variant>.json (tools/quality.py record), all in $WORK.
 # What comes back in $OUT (the device tool returns ≤ 8 files of ≤ 16 MiB): quality-results.tar.xz ($WORK's
 #   records, predictions, result JSONs and logs: `tar -xJf` it in the repo root puts bench/quality/* in
-#   place) and, when the pairs were made on the box, quality-train.tar.xz.partNN (carry them next time).
+#   place), adapter-VARIANT.tar.xz.partNN (the trained adapter: `cat ... | tar -xJ`) and, when the pairs were made
+#   on the box, quality-train.tar.xz.partNN (carry them next time).
 # Knobs (env): OUT (default /tmp/quality-out), WORK (default /tmp/quality-work), SLICES, BUNDLE (default
 #   .carry/tess), TRAIN_PAIRS (default .carry/quality-train), HELDOUT_ROWS (default 300; dry run 5),
 #   LLAMA_CPU_TGZ (the carried CPU llama_cpp, used when the CUDA build cannot generate at all; default
@@ -108,6 +109,16 @@ for V in "${VARIANTS[@]}"; do
     $PY -m bhasha_build.tools.learning_signal gpu --errors real --profile "$PROFILE" "${SETARGS[@]}" "${CPU[@]}" \
       --out "$WORK/$V.gpu.json" > "$WORK/$V.gpu.log" 2>&1 || { tail -20 "$WORK/$V.gpu.log"; exit 1; }
     stamp "$V trained"
+    # the adapter in 15 MiB parts beside the results (`cat adapter-V.tar.xz.part* | tar -xJ` here): a later lease
+    # exports and scores it without training again, and new guards can be scored on it (2026-12-02: the first
+    # final's adapter lived only in a run folder and was lost)
+    ADAPTER=$(cfg "$V" "cfg.layout.adapter")
+    rm -f "$OUT/adapter-$V.tar.xz.part"*
+    if tar -C "$(dirname "$ADAPTER")" -cf - "$(basename "$ADAPTER")" | xz -0 -T0 | split -b 15M -d -a 2 - "$OUT/adapter-$V.tar.xz.part"; then
+      stamp "$V adapter packed: $(ls "$OUT/adapter-$V.tar.xz.part"* | wc -l) parts"
+    else
+      stamp "$V adapter not packed"
+    fi
   fi
   [ "$STEPS" = train ] && continue
   # ---- 3. llama.cpp with CUDA (issue 23's script), once

@@ -246,6 +246,15 @@ def test_the_lease_runs_its_whole_chain_on_cpu(tmp_path: Path) -> None:
     with tarfile.open(lease / "back" / "quality-results-tiny.tar.xz") as packed:
         kept = json.load(packed.extractfile(record))
     assert kept["eval_split_predictions"]["rows"] == kept["eval_split"]["gguf"]["rows"] > 0  # the rows scored
+    parts = sorted((lease / "back").glob("adapter-tiny.tar.xz.part*"))  # the adapter comes back too, whole
+    assert parts, sorted(p.name for p in (lease / "back").iterdir())
+    unpacked = tmp_path / "adapter-back"
+    unpacked.mkdir()
+    subprocess.run(f"cat {' '.join(map(str, parts))} | tar -xJ -C {unpacked}", shell=True, check=True)
+    trained = repo / "runs" / "quality-tiny-tiny" / "adapter"
+    assert {p.name for p in (unpacked / "adapter").iterdir()} == {p.name for p in trained.iterdir()}
+    assert (unpacked / "adapter" / "adapter_model.safetensors").read_bytes() == \
+        (trained / "adapter_model.safetensors").read_bytes()
 
 
 @pytest.mark.parametrize("script", ["gpu-quality-lease.sh", "gpu-bench-real.sh"])
@@ -274,3 +283,38 @@ def test_stop_ends_the_background_run_and_all_it_started(tmp_path: Path, script:
     time.sleep(0.5)
     assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
     assert "stopped" in (lease / "steps.log").read_text()
+
+
+def test_the_speed_lease_runs_from_a_snapshot_that_later_calls_cannot_change(tmp_path: Path) -> None:
+    """2026-12-03: `gpu-bench-real.sh start` ran from the call's working tree; the next call of the lease re-sent
+    the tree and every bench part started meanwhile failed ("No module named bhasha_build.tools.bench"). `start`
+    now runs from a snapshot under $LEASE_DIR/repo: here the tree is removed right after `start`, and the run
+    (python3 faked: it reports where it runs and whether the module is there) still finds the bench."""
+    import os
+    import subprocess
+    import time
+
+    root = LEASE_SCRIPT.parent.parent
+    tree, lease, fake = tmp_path / "tree", tmp_path / "lease", tmp_path / "bin"
+    tree.mkdir()
+    tracked = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "scripts", "bhasha_build", "requirements"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["cp", "--parents", *tracked.decode().strip("\0").split("\0"), str(tree)], cwd=root, check=True)
+    fake.mkdir()
+    (fake / "python3").write_text('#!/bin/bash\nsleep 1\necho "$PWD" > "$LEASE_DIR/cwd"\n'
+                                  '[ -f bhasha_build/tools/bench.py ] && echo "repeat 0 found" > "$LEASE_DIR/bench.log.fake"\n'
+                                  'exit 0\n')
+    (fake / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "LEASE_DIR": str(lease), "E2E": "0",
+           "SLICES": str(tmp_path / "none"), "PARTS": "project_16gb", "REPEATS": "1"}
+    done = subprocess.run(["bash", "scripts/gpu-bench-real.sh", "start"], cwd=tree, env=env, capture_output=True,
+                          text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    subprocess.run(["rm", "-rf", str(tree / "bhasha_build"), str(tree / "scripts")], check=True)  # the next call
+    for _ in range(100):
+        if (lease / "done").exists():
+            break
+        time.sleep(0.2)
+    assert (lease / "done").exists(), (lease / "run.log").read_text()
+    assert (lease / "cwd").read_text().strip() == str(lease / "repo")
+    assert (lease / "bench.log.fake").read_text().strip() == "repeat 0 found"
