@@ -224,18 +224,20 @@ def test_vram_budget_auto_takes_the_detected_card_and_gpu16gb_keeps_14_gib(monke
 
 
 def _probe_on_a_mock_card(monkeypatch: pytest.MonkeyPatch, card_gib: float, overrides: list[str],
-                          armed: bool = True) -> dict[str, Any]:
+                          armed: bool = True, layers: int = 4,
+                          speeds: dict[tuple[int, int], list[float]] | None = None) -> dict[str, Any]:
     """choose_micro_batch on the tiny model with a mock card and the step measurements mocked: a trial's
     peak grows with the micro-batch and with every layer that keeps its activations (the H200 shape of
     bench/RESULTS.md, scaled: 1.6 GiB + 0.45 GiB per row, +0.45 GiB per row and un-checkpointed layer of
-    4), and un-checkpointed layers run faster. (tests/test_probe.py runs the real steps.)"""
+    4), and un-checkpointed layers run faster; `speeds` gives a layout's (micro-batch, layers kept)
+    successive measurements instead. (tests/test_probe.py runs the real steps.)"""
     from contextlib import contextmanager
 
     from bhasha_build.core import vram
     from bhasha_build.stages import probe
     from bhasha_build.stages import train as train_stage
 
-    model = _tiny_qwen(4)
+    model = _tiny_qwen(layers)
     if not armed:  # loaded without checkpointing: no layer can be switched on
         model.gradient_checkpointing_disable()
     monkeypatch.setattr(probe, "measures_here", lambda: True)
@@ -246,7 +248,8 @@ def _probe_on_a_mock_card(monkeypatch: pytest.MonkeyPatch, card_gib: float, over
 
         def measure(self, batch: int) -> dict[str, Any]:
             kept = sum(not m.gradient_checkpointing for m in train_stage.decoder_layers(model))
-            return {"tokens_per_s": 1000.0 * batch * (1 + 0.1 * kept),
+            measured = (speeds or {}).get((batch, kept))
+            return {"tokens_per_s": measured.pop(0) if measured else 1000.0 * batch * (1 + 0.1 * kept),
                     "peak_gib": 1.6 + 0.45 * batch * (1 + kept * 7)}
 
     @contextmanager
@@ -282,6 +285,43 @@ def test_the_probe_checkpoints_only_what_the_16gb_budget_needs_and_nothing_on_a_
     # mb 8 with 2 layers kept: 1.6 + 3.6 x 15 = 55.6 GiB fits 60; 3 kept (80.8) does not
     assert mid["chosen"]["checkpointed_layers"] == 2 and mid["pinned"] == [True, True, False, False]
     assert mid["config"] == (8, 1, True)
+
+
+def test_the_probe_tries_the_layer_count_between_quarters_that_the_budget_holds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """8 layers, 140 GiB: at micro-batch 8, 4 layers checkpointed peak at 106 GiB, 2 at 156.4 (over); the line
+    through them says 3 hold (131.2 GiB), and 3 is tried and chosen (the H200 of 2026-12-03: 21 of 28 layers
+    9.8 GiB, 14 layers 17.8 GiB over 14 GiB, so 18 were never tried)."""
+    record = _probe_on_a_mock_card(monkeypatch, 200.0, ["train.vram_budget_gib=140"], layers=8)
+    trials = [(c["batch_size"], c["checkpointed"], c["fits"]) for c in record["candidates"]]
+    assert trials[-4:] == [(8, 6, True), (8, 4, True), (8, 2, False), (8, 3, True)], trials
+    assert record["chosen"]["checkpointed_layers"] == 3 and record["config"] == (8, 1, True)
+    assert record["chosen"]["probe_peak_gib"] == pytest.approx(1.6 + 3.6 * 36)
+    assert record["pinned"] == [True] * 3 + [False] * 5
+    from bhasha_build.stages.probe import layers_between
+
+    cands = [{"batch_size": 8, "checkpointed": 21, "fits": True, "peak_gib": 9.829},
+             {"batch_size": 8, "checkpointed": 14, "fits": False, "peak_gib": 17.779}]
+    assert layers_between(cands, 8, 14, 14.0) == 18  # the H200's figures
+    assert layers_between(cands, 8, 14, 9.9) == -1  # nothing strictly between fits
+    assert layers_between([cands[0], {**cands[1], "peak_gib": None}], 8, 14, 14.0) == -1  # out of memory
+
+
+def test_the_probe_times_two_layouts_within_5_percent_again_and_keeps_the_faster_mean(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 GB: micro-batches 1-8 fit only with every layer checkpointed. mb 8 times 8000 then 7000, mb 4 7900
+    then 8300: one measurement each would pick mb 8; within 5 % both are timed again and mb 4 (mean 8100) wins.
+    A clear winner (the default speeds, mb 8 twice mb 4) is not timed again."""
+    record = _probe_on_a_mock_card(monkeypatch, 139.8, ["train.gpu_memory_gib=16"],
+                                   speeds={(8, 0): [8000.0, 7000.0], (4, 0): [7900.0, 8300.0]})
+    by_layout = {(c["batch_size"], c["checkpointed"]): c for c in record["candidates"]}
+    assert by_layout[(8, 4)]["retimed"] and by_layout[(8, 4)]["first_tokens_per_s"] == 8000.0
+    assert by_layout[(8, 4)]["tokens_per_s"] == 7500.0 and by_layout[(4, 4)]["tokens_per_s"] == 8100.0
+    assert not any(c.get("retimed") for c in record["candidates"] if c["batch_size"] < 4)
+    assert record["chosen"]["batch_size"] == 4 and record["chosen"]["probe_tokens_per_s"] == 8100.0
+    assert record["config"] == (4, 2, True) and record["pinned"] == [True] * 4
+    clear = _probe_on_a_mock_card(monkeypatch, 139.8, ["train.gpu_memory_gib=16"])
+    assert not any(c.get("retimed") for c in clear["candidates"])
 
 
 def test_layers_unflagged_at_the_first_look_are_still_checkpointed_when_the_config_asks(

@@ -10,7 +10,7 @@ Knobs (section.key — what it does):
   train.vram_budget_gib / train.gpu_memory_gib   the peak a layout may reach (core/vram.py vram_budget:
                                  0.875 x the card, 14 GiB on a 16 GB card; "auto": 0.875 x the detected one)
   model.max_seq_length           the probe's row length: every row full, the worst case for memory
-Constants: WARMUP_STEPS (1) untimed and TIMED_STEPS (2) timed optimizer steps per layout.
+Constants: WARMUP_STEPS (1) untimed and TIMED_STEPS (2) timed optimizer steps per layout; RETIME_WITHIN.
 
 One probe step is one optimizer step as the Trainer's inner loop runs it, on the stage's own trainer
 (built by stages/train.py `probe_trainer`: the same SFTConfig, trainer class, collator, optimizer and
@@ -26,8 +26,12 @@ trainer by 1.3-1.6x and ranked a layout first that trained slower than checkpoin
 The climb (each trial over the budget, or out of memory, stops its climb):
   1. the micro-batch climbs with every layer checkpointed (or as configured) while it fits;
   2. with checkpointing "auto", for the largest fitting micro-batch and the one below it, fewer layers
-     are checkpointed while it fits. The layout is pinned (core/checkpointing.py), so it holds inside
-     Unsloth's trainer too.
+     are checkpointed (3/4, 1/2, 1/4, none) while it fits; at the first that does not, the count between it
+     and the last that did which the budget holds, by the line through their peaks, is tried too
+     (`layers_between`). The layout is pinned (core/checkpointing.py), so it holds inside Unsloth's
+     trainer too.
+  3. the two fastest fitting layouts, when within RETIME_WITHIN (5 %) of each other, are timed once more
+     and ranked by the mean of their two measurements (`retime_near_ties`).
 The fastest fitting trial wins. Without CUDA nothing is measured: the largest divisor <= 8, all layers
 checkpointed. Under torchrun every rank probes, the ranks agree on what fits and take rank 0's choice.
 
@@ -53,6 +57,7 @@ from bhasha_build.core.vram import vram_budget
 
 WARMUP_STEPS = 1  # untimed optimizer steps per layout (the first also makes the optimizer's state)
 TIMED_STEPS = 2  # timed optimizer steps per layout
+RETIME_WITHIN = 0.05  # the two fastest fitting layouts this close are timed once more (retime_near_ties)
 PROMPT_SHARE = 0.25  # of each synthetic row masked out of the loss, as a prompt is
 
 
@@ -141,7 +146,11 @@ def climb(cfg: BuildConfig, model: Any, make_trainer: Callable[[BuildConfig], An
             for b in fitting_sizes[-2:]:
                 for checkpointed in sorted({n_layers * q // 4 for q in (3, 2, 1, 0)}, reverse=True):
                     if not trial(b, checkpointed):
+                        between = dist.from_main(layers_between(record["candidates"], b, checkpointed, budget))
+                        if between >= 0:
+                            trial(b, between)
                         break
+        retime_near_ties(record["candidates"], probe, model, bool(train_cfg.gradient_checkpointing))
         record["probe_optimizer_steps"] = probe.steps
     record["probe_seconds"] = round(time.monotonic() - t0, 2)
     fitting = [i for i, c in enumerate(record["candidates"]) if c["fits"]]
@@ -149,6 +158,47 @@ def climb(cfg: BuildConfig, model: Any, make_trainer: Callable[[BuildConfig], An
         raise ProbeError(f"no micro-batch of {sizes} fits train.vram_budget_gib {budget:.1f} GiB at "
                          f"model.max_seq_length {cfg.model.max_seq_length}: lower the sequence length")
     return record["candidates"][dist.from_main(max(fitting, key=lambda i: record["candidates"][i]["tokens_per_s"]))]
+
+
+def layers_between(candidates: list[dict[str, Any]], batch: int, over: int, budget: float) -> int:
+    """After a climb step at micro-batch `batch` went over the budget with `over` layers checkpointed: the
+    fewest checkpointed layers between it and the last fitting trial that the budget holds, on the straight
+    line through the two peaks (every decoder layer keeps the same activations when not checkpointed);
+    -1 when no count lies strictly between or a peak is unknown (out of memory, no CUDA). 2026-12-03 (H200,
+    bs 8 x 2048, 14 GiB): 21 of 28 layers 9.8 GiB, 14 layers 17.8 GiB -> 18 layers, ~13.2 GiB."""
+    at_batch = [c for c in candidates if c["batch_size"] == batch]
+    above = next((c for c in at_batch if c["checkpointed"] == over), None)
+    fitting = [c for c in at_batch if c["fits"] and c["checkpointed"] > over and c.get("peak_gib") is not None]
+    if above is None or above.get("peak_gib") is None or not fitting:
+        return -1
+    fit = min(fitting, key=lambda c: c["checkpointed"])
+    per_layer = (above["peak_gib"] - fit["peak_gib"]) / (fit["checkpointed"] - over)
+    if per_layer <= 0:
+        return -1
+    layers = fit["checkpointed"] - int((budget - fit["peak_gib"]) // per_layer)
+    return layers if over < layers < fit["checkpointed"] else -1
+
+
+def retime_near_ties(candidates: list[dict[str, Any]], probe: Any, model: Any, switchable: bool) -> None:
+    """When the two fastest fitting layouts are within RETIME_WITHIN of each other, time each once more and
+    keep the mean of its two measurements as its tokens/s (the first beside it, `retimed`): 2 timed steps
+    cannot order layouts that close (2026-12-03, H200: 21 and 28 of 28 layers checkpointed timed 34.1k and
+    34.2k; trained, 21 layers ran 35.2k-39.0k and 28 layers 34.7k). Rank 0's pair under torchrun."""
+    fitting = [i for i, c in enumerate(candidates) if c["fits"] and c.get("tokens_per_s")]
+    ranked = sorted(fitting, key=lambda i: candidates[i]["tokens_per_s"], reverse=True)
+    close = len(ranked) > 1 and (candidates[ranked[1]]["tokens_per_s"]
+                                 >= (1 - RETIME_WITHIN) * candidates[ranked[0]]["tokens_per_s"])
+    if not dist.from_main(int(close)):
+        return
+    for i in (dist.from_main(ranked[0]), dist.from_main(ranked[1])):
+        trial = candidates[i]
+        set_checkpointing(model, trial["checkpointed"], switchable=switchable)
+        again = probe.measure(trial["batch_size"])
+        if again.get("oom") or not again.get("tokens_per_s"):
+            continue
+        trial["first_tokens_per_s"] = trial["tokens_per_s"]
+        trial["tokens_per_s"] = round((trial["tokens_per_s"] + again["tokens_per_s"]) / 2, 1)
+        trial["retimed"] = True
 
 
 def record_trained(record: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
