@@ -151,6 +151,8 @@ for V in "${VARIANTS[@]}"; do
   # ---- 5. the record (+ predictions beside it)
   EVAL_PREDS=(); preds=$(cfg "$V" "cfg.layout.eval_predictions")  # the eval split's rows: guards are chosen on them
   [ -f "$preds" ] && EVAL_PREDS=(--eval-predictions "$preds")
+  preds=$(cfg "$V" "cfg.layout.dev_predictions")  # the dev sets' rows (eval.dev_sets), when the profile has them
+  [ -f "$preds" ] && EVAL_PREDS+=(--dev-predictions "$preds")
   $PY -m bhasha_build.tools.quality record "$WORK/$V.json" --gpu-result "$WORK/$V.gpu.json" --name "$V" \
     --sweep "$SWEEP" --card "$CARD" --out "$WORK/bench/quality" "${EXTRA_ARGS[@]}" "${EVAL_PREDS[@]}"
   tar -C "$WORK" -cJf "$OUT/quality-results.tar.xz" bench $(cd "$WORK" && ls ./*.json ./*.log 2>/dev/null)

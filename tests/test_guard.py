@@ -246,3 +246,57 @@ def test_auto_without_any_confidence_calibrates_to_the_highest_threshold(tmp_pat
     assert record["threshold"] == record["calibrated"]["threshold"] == evaluate.THRESHOLDS[-1]
     assert record["calibrated"]["note"] == evaluate.NO_CONFIDENCE_NOTE and record["calibrated"]["rows"] == 1
     assert evaluate.run_min_confidence({"rows": 1}, cfg)["threshold"] is None  # nothing scored: nothing recorded
+
+
+def test_dev_sets_hold_the_calibrated_threshold_to_the_over_correction_bound_too(tmp_path, monkeypatch) -> None:
+    """eval.dev_sets (tools/natural_pairs.py dev: unfamiliar words): the eval split alone calibrates 0.8 (a sure
+    fix, an unsure harm); a dev line that is already right and that the model "fixes" at 0.85 (a name snapped
+    to a word, as the first final did on the held-out unfamiliar sets) moves the threshold above 0.85. eval.json
+    scores each dev set at the applied threshold, and dev_predictions.jsonl keeps their rows."""
+    import json
+
+    from bhasha_build.core.config import load_config
+    from bhasha_build.core.guard import Answer
+    from bhasha_build.stages import evaluate
+
+    good, wrong = "हम बाज़ार जा रहे हैं।", "आज मौसम अच्छा है"
+    rows = [{"id": "1", "lang": "hi", "noisy": "हम बाजार जा रहे है|", "clean": good},
+            {"id": "2", "lang": "hi", "noisy": wrong, "clean": wrong}]
+    name = "कलमीरा नदी के पास गया"
+    dev = [{"id": "d1", "lang": "hi", "noisy": name, "clean": name},
+           {"id": "d2", "lang": "hi", "noisy": "वह घर गया", "clean": "वह घर गया"}]
+    replies = {rows[0]["noisy"]: Answer(good, confidence=0.8), wrong: Answer("आज मौसम अच्छा हैं", confidence=0.2),
+               name: Answer("कलम नदी के पास गया", confidence=0.85), "वह घर गया": Answer("वह घर गया")}
+    monkeypatch.setattr(evaluate, "generate_gguf", lambda cfg, gguf, texts, plan=None: [replies[t] for t in texts])
+    dev_dir = tmp_path / "dev"
+    dev_dir.mkdir()
+    (dev_dir / "unfamiliar-hi.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in dev),
+                                                 encoding="utf-8")
+    overrides = [f'runs_dir="{tmp_path}"', 'correct.min_confidence="auto"', "eval.max_over_correction=0.02",
+                 "eval.zeroshot=false"]
+    reports = {}
+    for run, extra in (("alone", []), ("dev", [f'eval.dev_sets="{dev_dir}"'])):
+        cfg = load_config(None, env={}, overrides=[*overrides, f'run="{run}"', *extra])
+        cfg.layout.eval_split.parent.mkdir(parents=True)
+        cfg.layout.eval_split.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                         encoding="utf-8")
+        cfg.layout.gguf(cfg.export.quant).write_bytes(b"GGUF stand-in")
+        reports[run] = evaluate.evaluate(cfg, cfg.layout, systems=("gguf",))
+    assert reports["alone"]["min_confidence"]["threshold"] == 0.8 and "dev" not in reports["alone"]["gguf"]
+    assert not cfg.layout.root.with_name("alone").joinpath("dev_predictions.jsonl").exists()
+    report = reports["dev"]
+    sweep = report["gguf"]["confidence"]
+    points = {p["threshold"]: p for p in sweep["points"]}
+    assert points[0.8]["over_correction_rate"] == 0.0 and points[0.8]["dev_over_correction_rate"] == 0.5
+    chosen = report["min_confidence"]["threshold"]
+    assert chosen > 0.85 and points[chosen]["dev_over_correction_rate"] == 0.0 and sweep["dev_rows"] == 2
+    assert report["gguf"]["dev"]["unfamiliar-hi"] == report["gguf"]["dev"]["overall"]
+    assert report["gguf"]["dev"]["overall"]["over_correction"] == 0.0  # served at the chosen threshold
+    assert report["gguf"]["dev"]["overall"]["raw_over_correction"] == 0.5 and report["dev_sets"]["rows"] == 2
+    kept = [json.loads(line) for line in cfg.layout.dev_predictions.read_text(encoding="utf-8").splitlines()]
+    assert [(r["set"], r["id"], r["gguf"], r["gguf_guarded"]) for r in kept] == [
+        ("unfamiliar-hi", "d1", "कलम नदी के पास गया", name), ("unfamiliar-hi", "d2", "वह घर गया", "वह घर गया")]
+    assert kept[0]["gguf_confidence"] == 0.85 and kept[0]["gguf_guard"].startswith("low confidence")
+    bad = load_config(None, env={}, overrides=[*overrides, 'run="bad"', f'eval.dev_sets="{tmp_path / "none"}"'])
+    with pytest.raises(evaluate.EvalError, match="no \\*.jsonl pairs there"):
+        evaluate.dev_rows(bad)

@@ -299,3 +299,44 @@ def test_committed_heldout_sets_count_every_line():
             assert {r["id"] for r in rows if not r["noisy"]} == empty and len(empty) == entry["empty_ocr"]
             total, empty_rows = total + len(rows), empty_rows + len(empty)
     assert (total, empty_rows) == (1800, 8)
+
+
+def test_committed_dev_sets_are_the_plan_and_share_nothing_with_the_heldout_sets():
+    """data/natural/dev (the dev sets the eval stage calibrates on beside the eval split): 3 x 200 rows = every
+    planned line in order, from held-out-side sentences neither held-out set uses; their pseudo-words appear
+    in no training line and in neither held-out set; training fonts and damage only (never a held-out
+    family); dev.json's sha256s and counts are the files'."""
+    import regex
+
+    from bhasha_build.core.fsutil import sha256_file
+    from bhasha_build.features.ocr_pairs import FONTS
+    from bhasha_build.tools.natural_pairs import LANGS, NATURAL, dev_plan, heldout_plan
+
+    index = json.loads((NATURAL / "dev.json").read_text())
+    held_index = json.loads((NATURAL / "heldout.json").read_text())
+    words = regex.compile(r"[\p{L}\p{M}]+")
+    for lang in LANGS:
+        plan = dev_plan(NATURAL, lang, index["rows"], index["heldout_rows"], index["swap"], index["seed"])
+        held = heldout_plan(NATURAL, lang, held_index["rows"], held_index["swap"], held_index["seed"])
+        path = NATURAL / "dev" / f"unfamiliar-{lang}.jsonl"
+        rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+        entry = index["sets"][f"unfamiliar-{lang}"]
+        assert [r["id"] for r in rows] == [r["id"] for r in plan] and len(rows) == entry["pairs"] == 200
+        assert entry["sha256"] == sha256_file(path) and all(r["lang"] == lang for r in rows)
+        held_ids = {r["id"].removesuffix("-unf") for kind in held.values() for r in kind}
+        assert not {r["id"].removesuffix("-dev") for r in plan} & held_ids  # other sentences than the held-out sets'
+        held_words = {w for kind in held.values() for r in kind for w in words.findall(r["clean"])}
+        train_words = {w for r in (json.loads(x) for x in (NATURAL / f"{lang}.train.jsonl").read_text(
+            encoding="utf-8").splitlines()) for w in words.findall(r["clean"])}
+        source_words = {w for r in plan for w in words.findall(
+            next(s for s in _natural_lines(NATURAL, lang) if s["id"] == r["id"].removesuffix("-dev"))["clean"])}
+        swapped = {w for r in plan for w in words.findall(r["clean"])} - source_words
+        assert swapped and not swapped & (held_words | train_words)
+        heldout_fonts = {f.removesuffix(".ttf") for f in FONTS[{"hi": "Devanagari", "bn": "Bengali",
+                                                                 "ta": "Tamil"}[lang]]["heldout"]}
+        assert not {r["ocr"]["font"] for r in rows if r.get("ocr")} & heldout_fonts
+        assert {r["ocr"]["degrade"]["preset"] for r in rows if r.get("ocr")} == {"train"}
+
+
+def _natural_lines(natural, lang):
+    return [json.loads(x) for x in (natural / f"{lang}.heldout.jsonl").read_text(encoding="utf-8").splitlines()]

@@ -90,7 +90,10 @@ def _result(rows: int = 4) -> dict:
             "finish": {"eval": {"baseline": {"overall": overall, "by_lang": {"hi": {"cer": 0.1}}},
                                 "gguf": {"overall": {**overall, "cer": 0.07},
                                          "guarded": {"overall": {"cer": 0.08, "over_correction_rate": 0.0,
-                                                                 "guarded_rows": 1}}}},
+                                                                 "guarded_rows": 1}},
+                                         "dev": {"overall": {"rows": 6, "identity_cer": 0.12, "raw_cer": 0.13,
+                                                             "cer": 0.115, "raw_over_correction": 0.2,
+                                                             "over_correction": 0.015, "identity_rows": 3}}}},
                        "heldout": {"indomain-hi": {"rows": rows, "identity_cer": 0.1, "raw_cer": 0.09,
                                                    "guarded_cer": 0.085, "raw_over_correction": 0.01,
                                                    "guarded_over_correction": 0.0, "rules_cer": 0.095,
@@ -124,21 +127,30 @@ def test_record_and_table(tmp_path):
     result.with_suffix(".predictions.jsonl").write_text(preds.read_text())
     eval_preds = tmp_path / "eval_predictions.jsonl"
     eval_preds.write_text('{"id": "e1", "gguf": "x", "gguf_confidence": 0.9}\n')
+    dev_preds = tmp_path / "dev_predictions.jsonl"
+    dev_preds.write_text('{"set": "unfamiliar-hi", "id": "d1"}\n{"set": "unfamiliar-hi", "id": "d2"}\n')
     assert quality.main(["record", str(result), "--name", "lr1e4", "--date", "2026-12-04", "--out",
-                         str(tmp_path / "cli"), "--eval-predictions", str(eval_preds)]) == 0
+                         str(tmp_path / "cli"), "--eval-predictions", str(eval_preds),
+                         "--dev-predictions", str(dev_preds)]) == 0
     cli = json.loads((tmp_path / "cli" / "2026-12-04-lr1e4.json").read_text())
     assert cli["predictions"]["file"] == "2026-12-04-lr1e4.predictions.jsonl" and cli["predictions"]["rows"] == 2
     assert cli["eval_split_predictions"]["file"] == "2026-12-04-lr1e4.eval-predictions.jsonl"
     assert cli["eval_split_predictions"]["rows"] == 1
     assert (tmp_path / "cli" / "2026-12-04-lr1e4.eval-predictions.jsonl").read_text() == eval_preds.read_text()
-    old = _result()  # a record made before end marks were counted: its cell says so, the table still builds
+    assert cli["dev_predictions"] == {"file": "2026-12-04-lr1e4.dev-predictions.jsonl", "rows": 2,
+                                      "sha256": cli["dev_predictions"]["sha256"]}
+    assert cli["eval_split"]["gguf"]["dev"]["overall"]["over_correction"] == 0.015
+    old = _result()  # a record made before end marks and dev sets were counted: its cells say so
     for entry in old["finish"]["heldout"].values():
         entry.pop("end_marks")
+    old["finish"]["eval"]["gguf"].pop("dev")
     write_record(make_record("r64", old, sweep, date="2026-12-02"), tmp_path / "q")
     text = table(tmp_path / "q")
     lines = text.splitlines()
     assert len(lines) == 4 and "lr1e4" in lines[2] and "r64" in lines[3]  # newest first
     assert "0.1000 → 0.0700 (0.0800)" in lines[2] and "0.1000 → 0.0850 (0.000)" in lines[2]
+    assert "| 0.1200 → 0.1150 (0.015) |" in lines[2] and "dev unfamiliar" in lines[0]  # the dev sets' cell
+    assert "| 0.1000 → 0.0700 (0.0800) | – |" in lines[3]
     assert lines[0].endswith("| held-out end marks changed: । lines · others |")
     assert lines[2].endswith("| 3/4 · 1/4 |") and lines[3].endswith("| – |")  # summed over the held-out sets
     results = tmp_path / "RESULTS.md"

@@ -186,6 +186,10 @@ class EvalConfig(Section):
     # llama.cpp contexts scoring the GGUF systems at once (one process each, same replies as one): "auto" is
     # as many as the free GPU memory holds (at most 8) with a CUDA build of llama.cpp, else 1
     gguf_contexts: int | Literal["auto"] = "auto"
+    # dev sets scored beside the eval split (a folder of *.jsonl pairs, or one file; relative to the repo): the
+    # calibrated confidence threshold must keep over-correction within max_over_correction on them too
+    # (tools/natural_pairs.py `dev`: unfamiliar words the eval split lacks). None: the eval split alone
+    dev_sets: str | None = None
 
     @field_validator("gguf_contexts")
     @classmethod

@@ -14,6 +14,7 @@ artifact paths relative to `root`, so a run folder can be moved or archived whol
       model-f16.gguf             f16 GGUF                                         (export stage)
       model-<quant>.gguf         quantized GGUF, e.g. model-q4_k_m.gguf           (export stage)
       eval.json eval_predictions.jsonl cer_by_lang.png confidence.png            (eval stage)
+      dev_predictions.jsonl      the dev sets' rows (eval.dev_sets)                (eval stage)
       Modelfile                                                                    (modelfile stage)
       sanity.json                                                                  (sanity stage)
       deploy.json                                                                  (deploy stage)
@@ -125,6 +126,10 @@ class RunLayout:
     @property
     def eval_predictions(self) -> Path:
         return self.root / "eval_predictions.jsonl"
+
+    @property
+    def dev_predictions(self) -> Path:
+        return self.root / "dev_predictions.jsonl"
 
     @property
     def cer_plot(self) -> Path:

@@ -55,12 +55,19 @@ system's over-correction (share of already-correct inputs it changes, on the gua
 served when guard.enabled, else the raw one) must be at most eval.max_over_correction; and (when
 scored) the GGUF's CER must be below the zero-shot model's.
 
-Knobs: eval.max_rows, eval.max_new_tokens (the least reply budget), eval.gguf_contexts (llama.cpp contexts
+Dev sets (eval.dev_sets, e.g. data/natural/dev: unfamiliar words in training fonts, tools/natural_pairs.py
+`dev`): every system answers their rows too; each confidence sweep point carries their CER and
+over-correction, the calibration's over-correction bound holds on them as on the eval split, and
+eval.json's `<system>.dev` scores each set at the applied threshold (dev_predictions.jsonl: their rows).
+They exist to choose on; the held-out sets (learning_signal) stay for judging.
+
+Knobs: eval.max_rows, eval.max_new_tokens (the least reply budget), eval.dev_sets, eval.gguf_contexts (llama.cpp contexts
 scoring at once: "auto" several on a GPU, one on a CPU build), correct.min_confidence (a number or "auto"),
 correct.lexicon_guard, eval.gate_margin, eval.gguf_tolerance,
 eval.max_over_correction, eval.zeroshot, guard.*, data.zwj_policy, seed.
 Outputs: runs/<run>/eval.json, eval_predictions.jsonl (per row: each system's reply, guarded output,
-guard reason and confidence, and one column per non-model baseline), cer_by_lang.png, confidence.png.
+guard reason and confidence, and one column per non-model baseline), dev_predictions.jsonl (the dev
+sets' rows, the same columns for each system), cer_by_lang.png, confidence.png.
 """
 
 from __future__ import annotations
@@ -90,8 +97,9 @@ from bhasha_build.core.text import normalize_text
 SYSTEMS = ("model", "gguf", "zeroshot", "served")  # what `invoke eval` scores unless told --only one
 # correct.min_confidence values eval's sweep scores (plus the configured one)
 THRESHOLDS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
-CALIBRATION_RULE = ("on the eval split: the lowest guarded CER whose over-correction <= eval.max_over_correction, "
-                    "ties to the higher threshold; none within: the lowest over-correction")
+CALIBRATION_RULE = ("on the eval split: the lowest guarded CER whose over-correction <= eval.max_over_correction "
+                    "(on the dev sets too, when eval.dev_sets), ties to the higher threshold; none within: the "
+                    "lowest over-correction")
 CALIBRATED_SYSTEMS = ("gguf", "served")  # whose calibration is the run's (the served model; zeroshot is not it)
 
 
@@ -109,6 +117,22 @@ def eval_rows(layout: RunLayout, max_rows: int) -> list[dict[str, Any]]:
     if not rows:
         raise EvalError(f"{path}: no OCR pairs to evaluate")
     return rows
+
+
+def dev_rows(cfg: BuildConfig) -> list[dict[str, Any]]:
+    """The rows of eval.dev_sets (every *.jsonl of the folder in name order, or the one file), each with its
+    `set` (the file's stem); [] when none is configured. A missing path is one EvalError line."""
+    if not cfg.eval.dev_sets:
+        return []
+    from bhasha_build.features.noise_fit import read_pairs
+
+    path = cfg.resolve_path(cfg.eval.dev_sets)
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path] if path.is_file() else []
+    if not files:
+        raise EvalError(f"eval.dev_sets {path}: no *.jsonl pairs there (tools/natural_pairs.py dev makes them)")
+    return [{**r, "set": f.stem, "noisy": normalize_text(r["noisy"], cfg.data.zwj_policy),
+             "clean": normalize_text(r["clean"], cfg.data.zwj_policy)}  # as the data stage does the eval split
+            for f in files for r in read_pairs(f)]
 
 
 def generate_hf(cfg: BuildConfig, layout: RunLayout, texts: list[str], batch_size: int = 8) -> list[Answer]:
@@ -263,21 +287,27 @@ def score_guarded(rows: Sequence[Mapping[str, Any]], hyps: Sequence[str | Answer
 
 def calibrate(points: Sequence[Mapping[str, Any]], max_over_correction: float) -> dict[str, Any]:
     """The sweep point CALIBRATION_RULE picks (a copy, with `within_bound`): among the points whose
-    over-correction is <= max_over_correction the lowest CER, ties to the higher threshold; when none is
-    within, the lowest over-correction (ties: lower CER, then higher threshold)."""
-    within = [p for p in points if p["over_correction_rate"] <= max_over_correction]
+    over-correction is <= max_over_correction (the eval split's and, where a point has one, the dev sets'
+    `dev_over_correction_rate`) the lowest CER, ties to the higher threshold; when none is within, the
+    lowest over-correction (the higher of the two; ties: lower CER, then higher threshold)."""
+    def worst(p: Mapping[str, Any]) -> float:  # the eval split's over-correction, or the dev sets' when higher
+        return max(p["over_correction_rate"], p.get("dev_over_correction_rate") or 0.0)
+
+    within = [p for p in points if worst(p) <= max_over_correction]
     if within:
         return {**min(within, key=lambda p: (p["cer"], -p["threshold"])), "within_bound": True}
-    return {**min(points, key=lambda p: (p["over_correction_rate"], p["cer"], -p["threshold"])), "within_bound": False}
+    return {**min(points, key=lambda p: (worst(p), p["cer"], -p["threshold"])), "within_bound": False}
 
 
-def confidence_sweep(rows: Sequence[Mapping[str, Any]], answers: Sequence[Answer], cfg: BuildConfig
+def confidence_sweep(rows: Sequence[Mapping[str, Any]], answers: Sequence[Answer], cfg: BuildConfig,
+                     dev: tuple[Sequence[Mapping[str, Any]], Sequence[Answer]] | None = None
                      ) -> dict[str, Any] | None:
     """Guarded CER and over-correction at each confidence threshold (THRESHOLDS and a configured number),
     the calibrated point (`calibrate`, on these rows: the eval split) and the applied one (`chosen`: the
     configured number, or the calibrated one with "auto"); None when no reply carried a confidence (a
-    backend without log-probabilities)."""
-    if not any(a.confidence is not None for a in answers):
+    backend without log-probabilities). `dev`: the dev sets' rows and answers, scored at every threshold
+    too (`dev_cer`, `dev_over_correction_rate`), which the calibration's bound then also holds."""
+    if not any(a.confidence is not None for a in [*answers, *(dev[1] if dev else [])]):
         return None
     setting = cfg.correct.min_confidence
     points = []
@@ -288,11 +318,16 @@ def confidence_sweep(rows: Sequence[Mapping[str, Any]], answers: Sequence[Answer
                        "over_correction_rate": block["over_correction_rate"],
                        "changed_rows": sum(k != r["noisy"] for k, r in zip(kept, rows, strict=True)),
                        "low_confidence_rows": sum(1 for why in reasons if why and why.startswith("low confidence"))})
+        if dev and dev[0]:
+            _, _, dev_kept = score_guarded(dev[0], dev[1], cfg, threshold)
+            dev_block = score(dev[0], dev_kept)["overall"]
+            points[-1].update(dev_cer=dev_block["cer"], dev_over_correction_rate=dev_block["over_correction_rate"])
     calibrated = calibrate(points, cfg.eval.max_over_correction)
     chosen = calibrated if setting == "auto" else next(p for p in points if p["threshold"] == setting)
     return {"points": points, "calibrated": calibrated,
             "chosen": {k: v for k, v in chosen.items() if k != "within_bound"},
-            "rule": CALIBRATION_RULE, "rows": len(rows), "max_over_correction": cfg.eval.max_over_correction}
+            "rule": CALIBRATION_RULE, "rows": len(rows), "max_over_correction": cfg.eval.max_over_correction,
+            **({"dev_rows": len(dev[0])} if dev and dev[0] else {})}
 
 
 NO_CONFIDENCE_NOTE = ("no reply carried a confidence (no change, or cut): every threshold gives the same output, "
@@ -456,6 +491,30 @@ def gate(report: dict[str, Any], cfg: BuildConfig) -> dict[str, Any]:
     return result
 
 
+def dev_report(dev: Sequence[Mapping[str, Any]], hyps: Sequence[Answer], cfg: BuildConfig, threshold: float
+               ) -> dict[str, Any]:
+    """Per dev set and over all of them: rows, identity CER, raw and served CER and over-correction."""
+    out: dict[str, Any] = {}
+    for name in [*sorted({r["set"] for r in dev}), "overall"]:
+        idx = [i for i, r in enumerate(dev) if name in ("overall", r["set"])]
+        rows, answers = [dev[i] for i in idx], [hyps[i] for i in idx]
+        report = score_guarded(rows, answers, cfg, threshold)[0]
+        out[name] = {"rows": len(rows), "identity_cer": identity_baseline(rows)["overall"]["cer"],
+                     "raw_cer": report["overall"]["cer"], "cer": served(report)["overall"]["cer"],
+                     "raw_over_correction": report["overall"]["over_correction_rate"],
+                     "over_correction": served(report)["overall"]["over_correction_rate"],
+                     "identity_rows": report["overall"]["identity_rows"]}
+    return out
+
+
+def _system_columns(system: str, rows: Sequence[Mapping[str, Any]], hyps: Sequence[Answer], cfg: BuildConfig,
+                    threshold: float) -> dict[str, list[Any]]:
+    """A system's prediction columns (as eval_predictions.jsonl has them) for `rows`."""
+    _, reasons, guarded = score_guarded(rows, hyps, cfg, threshold)
+    return {system: [a.text for a in hyps], f"{system}_guarded": guarded, f"{system}_guard": reasons,
+            f"{system}_confidence": [a.confidence for a in hyps]}
+
+
 def run(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYSTEMS, **_: Any) -> dict[str, Any]:
     return evaluate(cfg, layout, systems)
 
@@ -473,6 +532,10 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         report[name] = score_guarded(rows, hyps, cfg, no_confidence)[0]
     if missing:
         report["lexicon_missing"] = missing  # languages whose lexicon baseline is the rules alone
+    dev = dev_rows(cfg)  # scored beside the eval split; the threshold's over-correction bound holds on them too
+    dev_texts = [normalize_text(r["noisy"], cfg.data.zwj_policy) for r in dev]
+    asked = texts + dev_texts
+    dev_predictions: dict[str, list[Any]] = {}
     gguf = layout.gguf(cfg.export.quant)
     for system in systems:
         start = time.monotonic()
@@ -482,22 +545,24 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         if system == "served":
             if not cfg.eval.served_name:
                 continue
-            hyps = answer_lines(lambda batch: generate_served(cfg, batch, layout), texts)
+            hyps = answer_lines(lambda batch: generate_served(cfg, batch, layout), asked)
             report["served_model"] = f"{cfg.eval.served_name} on {server_url(None, cfg.deploy.host)}"
         elif system == "zeroshot":
             if (source := zeroshot_gguf(cfg)) is None:
                 continue
             plan = llama_plan(source, cfg.eval.gguf_contexts)
-            hyps = answer_lines(lambda batch, plan=plan: generate_gguf(cfg, source, batch, plan), texts)
+            hyps = answer_lines(lambda batch, plan=plan: generate_gguf(cfg, source, batch, plan), asked)
             report["zeroshot_model"] = f"{cfg.model.name} (its source Q4_K_M GGUF, untouched)"
         elif system == "gguf":
             plan = llama_plan(gguf, cfg.eval.gguf_contexts)
-            hyps = answer_lines(lambda batch, plan=plan: generate_gguf(cfg, gguf, batch, plan), texts)
+            hyps = answer_lines(lambda batch, plan=plan: generate_gguf(cfg, gguf, batch, plan), asked)
         else:
-            hyps = answer_lines(lambda batch: generate_hf(cfg, layout, batch), texts)
+            hyps = answer_lines(lambda batch: generate_hf(cfg, layout, batch), asked)
         seconds = time.monotonic() - start
+        hyps, dev_hyps = hyps[:len(rows)], hyps[len(rows):]
         # the threshold applied: the configured number, or ("auto") the one calibrated on this eval split
-        sweep = confidence_sweep(rows, hyps, cfg)
+        # (within the over-correction bound on the dev sets too)
+        sweep = confidence_sweep(rows, hyps, cfg, (dev, dev_hyps) if dev else None)
         # no confidence on any reply: every threshold ties ("auto": the rule's tie, the highest)
         threshold = sweep["chosen"]["threshold"] if sweep else NO_SWEEP_THRESHOLD if setting == "auto" else setting
         report[system], reasons, guarded = score_guarded(rows, hyps, cfg, threshold)
@@ -505,8 +570,11 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         if sweep:
             report[system]["confidence"] = sweep
         # how fast each path scores (llama.cpp on this CPU, Ollama on its server, transformers on cuda/cpu)
+        if dev:  # the dev sets at the applied threshold, per set (eval.json `<system>.dev`)
+            report[system]["dev"] = dev_report(dev, dev_hyps, cfg, threshold)
+            dev_predictions.update(_system_columns(system, dev, dev_hyps, cfg, threshold))
         report[system]["generation"] = {"seconds": round(seconds, 3),
-                                        "rows_per_s": round(len(rows) / seconds, 3) if seconds > 0 else None}
+                                        "rows_per_s": round(len(asked) / seconds, 3) if seconds > 0 else None}
         if system in ("gguf", "zeroshot"):  # llama.cpp on the GPU or the CPU, how many contexts, why not the GPU
             report[system]["generation"].update(plan.record())
         predictions.update({system: [a.text for a in hyps], f"{system}_guarded": guarded, f"{system}_guard": reasons,
@@ -519,6 +587,14 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
     atomic_write_jsonl(layout.eval_predictions, ({"id": r.get("id"), "lang": r["lang"], "noisy": r["noisy"],
                                                   "clean": r["clean"], **{k: v[i] for k, v in predictions.items()}}
                                                  for i, r in enumerate(rows)))
+    if dev:
+        report["dev_sets"] = {"path": cfg.eval.dev_sets, "rows": len(dev),
+                              "sets": dict(Counter(r["set"] for r in dev)),
+                              "identity": identity_baseline(dev)["overall"]}
+        atomic_write_jsonl(layout.dev_predictions, ({"set": r["set"], "id": r.get("id"), "lang": r["lang"],
+                                                     "noisy": r["noisy"], "clean": r["clean"],
+                                                     **{k: v[i] for k, v in dev_predictions.items()}}
+                                                    for i, r in enumerate(dev)))
     atomic_write_json(layout.eval_report, report)
     plot_cer(report, layout.cer_plot)
     plot_confidence(report, layout.confidence_plot)

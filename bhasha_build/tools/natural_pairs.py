@@ -11,6 +11,13 @@ training pairs of the quality runs (issue 22), both read by Tesseract from rende
            learning signal's held-out sets are. Written as <out>/heldout/<set>.jsonl + <out>/heldout.json
            (counts, CER, sha256 of each file, how they were made). Every planned line is a row: a line
            Tesseract reads as empty is kept as noisy "" with its clean truth (and listed in the summary).
+  dev      per language, `--rows` (150) held-out-side sentences that neither held-out set uses, about `swap` of
+           their words replaced by pseudo-words of their own draw (none of the held-out sets' or training's
+           words), rendered with the TRAINING fonts and damage: <out>/dev/unfamiliar-<lang>.jsonl + <out>/dev.json.
+           The eval stage scores them beside the eval split (eval.dev_sets) and the confidence threshold must
+           keep over-correction within eval.max_over_correction on them too: the eval split has no unfamiliar
+           words, and a threshold chosen on it alone let the first final change 9-26 % of the held-out
+           unfamiliar sets' correct lines. They are for choosing; the held-out sets stay for judging.
   restore-empty  sets made before empty reads were kept: put those lines back as rows from the natural
            text and the summaries (no Tesseract), and update the summaries and heldout.json.
   train    per language, the <lang>.train.jsonl lines (+ data/clean's hand-written lines) rendered
@@ -85,6 +92,7 @@ FONT_DEBS = ("fonts-noto-core", "fonts-noto-ui-core", "fonts-lohit-deva", "fonts
              "fonts-lohit-taml-classical", "fonts-meera-inimai", "fonts-samyak-taml")
 HELDOUT_INDEX = "heldout.json"
 TRAIN_INDEX = "train.json"
+DEV_DIR, DEV_INDEX = "dev", "dev.json"
 
 
 class NaturalPairsError(BhashaError):
@@ -140,6 +148,65 @@ def heldout_plan(natural: str | Path, lang: str, rows: int = 300, swap: float = 
         text, k = swap_words(row["clean"], strange, swap, rng)
         swapped.append({**row, "id": f"{row['id']}-unf", "clean": text, "swapped_words": k})
     return {"indomain": lines[:rows], "unfamiliar": swapped}
+
+
+def dev_plan(natural: str | Path, lang: str, rows: int = 150, heldout_rows: int = 300, swap: float = 0.4,
+             seed: int = 3407) -> list[dict[str, Any]]:
+    """The lines of `lang`'s dev set: held-out-side sentences that neither held-out set uses (heldout_plan's
+    order, after its 2 x `heldout_rows`), with about `swap` of their words replaced by pseudo-words of their
+    own draw (in no training line and in neither held-out set). Seeded like heldout_plan."""
+    from bhasha_build.tools.learning_signal import pseudo_words
+
+    natural = Path(natural)
+    lines = _read_natural(natural, lang, "heldout")
+    random.Random(f"{seed}\0heldout\0{lang}").shuffle(lines)  # heldout_plan's order
+    spare = lines[2 * heldout_rows:]
+    if len(spare) < rows:
+        raise NaturalPairsError(f"{natural}/{lang}.heldout.jsonl: {len(spare)} lines left after the held-out "
+                                f"sets' {2 * heldout_rows}, {rows} needed for the dev set")
+    held = heldout_plan(natural, lang, heldout_rows, swap, seed)
+    words = {w for r in _read_natural(natural, lang, "train") for w in regex.findall(r"[\p{L}\p{M}]+", r["clean"])}
+    words |= {w for kind in held.values() for r in kind for w in regex.findall(r"[\p{L}\p{M}]+", r["clean"])}
+    rng = random.Random(f"{seed}\0dev\0{lang}")
+    strange = pseudo_words(lang, 4 * rows, rng, avoid=words)
+    out = []
+    for row in spare[:rows]:
+        text, k = swap_words(row["clean"], strange, swap, rng)
+        out.append({**row, "id": f"{row['id']}-dev", "clean": text, "swapped_words": k})
+    return out
+
+
+def make_dev(out: str | Path, natural: str | Path = NATURAL, rows: int = 150, swap: float = 0.4,
+             seed: int = 3407, workers: int | None = None, langs: tuple[str, ...] = LANGS,
+             heldout_rows: int = 300) -> dict[str, Any]:
+    """The dev sets (see the module docstring): <out>/dev/unfamiliar-<lang>.jsonl + <out>/dev.json. Rendered
+    with the TRAINING fonts and damage, so that what they add to the eval split is the unfamiliar words
+    alone; every planned line is a row (an empty read is noisy "")."""
+    import tempfile
+
+    from bhasha_build.features.ocr_pairs import ocr_pairs
+
+    out_dir, natural = Path(out), Path(natural)
+    dev_dir = out_dir / DEV_DIR
+    dev_dir.mkdir(parents=True, exist_ok=True)
+    index: dict[str, Any] = {"natural": str(natural), "rows": rows, "swap": swap, "seed": seed,
+                             "heldout_rows": heldout_rows, "fonts": "training (TRAIN_FONTS)", "damage": "train",
+                             "natural_sources": sha256_file(natural / "SOURCES.json"), "sets": {}}
+    for lang in langs:
+        chosen = dev_plan(natural, lang, rows, heldout_rows, swap, seed)
+        with tempfile.TemporaryDirectory(prefix="bhasha-natural-dev-") as tmp:
+            src = Path(tmp) / f"unfamiliar-{lang}.jsonl"
+            atomic_write_jsonl(src, ({"id": r["id"], "lang": lang, "clean": r["clean"]} for r in chosen))
+            dst = dev_dir / f"unfamiliar-{lang}.jsonl"
+            info = ocr_pairs(src, dst, lang, fonts=",".join(train_fonts(lang)), degrade="train", seed=seed + 101,
+                             workers=workers, keep_empty=True)
+            _attach_sources(dst, {r["id"]: r for r in chosen})
+            index["sets"][f"unfamiliar-{lang}"] = {
+                **{k: info[k] for k in ("lines", "pairs", "empty_ocr", "identity_rows", "cer", "seconds",
+                                        "lines_per_s", "engine")},
+                "sha256": sha256_file(dst)}
+    atomic_write_json(out_dir / DEV_INDEX, index)
+    return index
 
 
 def make_heldout(out: str | Path, natural: str | Path = NATURAL, rows: int = 300, swap: float = 0.4,
@@ -390,12 +457,13 @@ def assemble(input_dir: str | Path, heldout_from: str | Path, train_from: str | 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bhasha_build.tools.natural_pairs",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["heldout", "restore-empty", "train", "assemble"])
+    parser.add_argument("what", choices=["heldout", "dev", "restore-empty", "train", "assemble"])
     parser.add_argument("--out", required=True, help="output folder (assemble: the data-stage input folder; "
                         "restore-empty: the folder holding heldout.json)")
     parser.add_argument("--natural", default=str(NATURAL), help="natural_text's output folder")
     parser.add_argument("--langs", default=",".join(LANGS))
-    parser.add_argument("--rows", type=int, default=300, help="heldout: rows per set")
+    parser.add_argument("--rows", type=int, default=None, help="heldout: rows per set (300); dev: rows per "
+                        "language (150)")
     parser.add_argument("--swap", type=float, default=0.4, help="heldout: share of words made pseudo-words")
     parser.add_argument("--pairs", type=int, default=20000, help="train: pairs per language")
     parser.add_argument("--variants", type=int, default=5, help="train: renders per line (new font/damage each)")
@@ -413,8 +481,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     langs = tuple(args.langs.split(","))
     try:
-        if args.what == "heldout":
-            result = make_heldout(args.out, args.natural, args.rows, args.swap, args.seed, args.workers, langs)
+        if args.what in ("heldout", "dev"):
+            make = make_heldout if args.what == "heldout" else make_dev
+            result = make(args.out, args.natural, args.rows or (300 if args.what == "heldout" else 150), args.swap,
+                          args.seed, args.workers, langs)
             summary = {k: {f: v[f] for f in ("pairs", "cer", "identity_rows", "seconds")}
                        for k, v in result["sets"].items()}
         elif args.what == "restore-empty":

@@ -112,6 +112,8 @@ def make_record(name: str, result: dict[str, Any], sweep: dict[str, Any] | None 
                 eval_scores[system]["guarded"] = _pick(guarded, "cer", "over_correction_rate", "guarded_rows")
                 if marks := block["guarded"].get("end_marks"):
                     eval_scores[system]["guarded"]["end_marks"] = marks
+            if block.get("dev"):  # the dev sets (eval.dev_sets) at the applied threshold
+                eval_scores[system]["dev"] = block["dev"]
     heldout = {s: _pick(v, "rows", "identity_cer", "raw_cer", "guarded_cer", "raw_over_correction",
                         "guarded_over_correction", "guarded_rows", "better_same_worse", "zeroshot",
                         "min_confidence", "end_marks", *[k for k in v if k.startswith(("rules", "lexicon"))])
@@ -167,6 +169,7 @@ def table(folder: str | Path = QUALITY_DIR) -> str:
     records.sort(key=lambda r: (r["date"], r["name"]), reverse=True)
     sets = sorted({s for r in records for s in r.get("heldout", {})})
     head = ["date", "run", "model", "lr", "r", "real share", "epochs/steps", "eval CER id → gguf (guarded)",
+            "dev unfamiliar: id → guarded (over-corr.)",
             *[f"{s}: id → guarded (over-corr.)" for s in sets], "held-out end marks changed: । lines · others"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
@@ -181,6 +184,9 @@ def table(folder: str | Path = QUALITY_DIR) -> str:
             _setting(r, "train.learning_rate"), float) else _fmt(_setting(r, "train.learning_rate")),
             _fmt(_setting(r, "lora.r")), _fmt((r.get("variant") or {}).get("real_share"), 2), _fmt(epochs),
             f"{_fmt(base)} → {_fmt(gg.get('cer'))} ({_fmt(guarded)})"]
+        dev = (gg.get("dev") or {}).get("overall")
+        cells.append("–" if not dev else f"{_fmt(dev.get('identity_cer'))} → {_fmt(dev.get('cer'))} "
+                                         f"({_fmt(dev.get('over_correction'), 3)})")
         for s in sets:
             h = r.get("heldout", {}).get(s)
             cells.append("–" if not h else f"{_fmt(h.get('identity_cer'))} → {_fmt(h.get('guarded_cer'))} "
@@ -235,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     p_rec.add_argument("--eval-predictions", default=None,
                        help="the run's eval_predictions.jsonl (the eval split, per row: each system's reply, guarded "
                             "output, confidence), kept beside the record: guards and thresholds are chosen on it")
+    p_rec.add_argument("--dev-predictions", default=None,
+                       help="the run's dev_predictions.jsonl (the dev sets' rows, eval.dev_sets), kept beside the record")
     p_rec.add_argument("--set", dest="sets", action="append", default=[],
                        help="an override the run had beyond its variant's (repeatable; gpu-quality.sh EXTRA_SETS)")
     p_tab = sub.add_parser("table", help="print the table; --results FILE rewrites its marked block")
@@ -272,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
                 kept = path.with_suffix(".eval-predictions.jsonl")
                 shutil.copyfile(args.eval_predictions, kept)
                 record["eval_split_predictions"] = _file_facts(kept)
+            if args.dev_predictions:  # the dev sets' rows: chosen on too
+                kept = path.with_suffix(".dev-predictions.jsonl")
+                shutil.copyfile(args.dev_predictions, kept)
+                record["dev_predictions"] = _file_facts(kept)
             write_record(record, args.out)
             print(path)
         else:
