@@ -298,5 +298,5 @@ def test_dev_sets_hold_the_calibrated_threshold_to_the_over_correction_bound_too
         ("unfamiliar-hi", "d1", "कलम नदी के पास गया", name), ("unfamiliar-hi", "d2", "वह घर गया", "वह घर गया")]
     assert kept[0]["gguf_confidence"] == 0.85 and kept[0]["gguf_guard"].startswith("low confidence")
     bad = load_config(None, env={}, overrides=[*overrides, 'run="bad"', f'eval.dev_sets="{tmp_path / "none"}"'])
-    with pytest.raises(evaluate.EvalError, match="no \\*.jsonl pairs there"):
+    with pytest.raises(evaluate.EvalError, match=r"no \*\.jsonl pairs there"):
         evaluate.dev_rows(bad)

@@ -314,7 +314,8 @@ def test_the_speed_lease_runs_from_a_snapshot_that_later_calls_cannot_change(tmp
     subprocess.run(["cp", "--parents", *tracked.decode().strip("\0").split("\0"), str(tree)], cwd=root, check=True)
     fake.mkdir()
     (fake / "python3").write_text('#!/bin/bash\nsleep 1\necho "$PWD" > "$LEASE_DIR/cwd"\n'
-                                  '[ -f bhasha_build/tools/bench.py ] && echo "repeat 0 found" > "$LEASE_DIR/bench.log.fake"\n'
+                                  '[ -f bhasha_build/tools/bench.py ] && '
+                                  'echo "repeat 0 found" > "$LEASE_DIR/bench.log.fake"\n'
                                   'exit 0\n')
     (fake / "python3").chmod(0o755)
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "LEASE_DIR": str(lease), "E2E": "0",

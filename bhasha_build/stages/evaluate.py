@@ -61,9 +61,9 @@ over-correction, the calibration's over-correction bound holds on them as on the
 eval.json's `<system>.dev` scores each set at the applied threshold (dev_predictions.jsonl: their rows).
 They exist to choose on; the held-out sets (learning_signal) stay for judging.
 
-Knobs: eval.max_rows, eval.max_new_tokens (the least reply budget), eval.dev_sets, eval.gguf_contexts (llama.cpp contexts
-scoring at once: "auto" several on a GPU, one on a CPU build), correct.min_confidence (a number or "auto"),
-correct.lexicon_guard, eval.gate_margin, eval.gguf_tolerance,
+Knobs: eval.max_rows, eval.max_new_tokens (the least reply budget), eval.dev_sets, eval.gguf_contexts
+(llama.cpp contexts scoring at once: "auto" several on a GPU, one on a CPU build), correct.min_confidence
+(a number or "auto"), correct.lexicon_guard, eval.gate_margin, eval.gguf_tolerance,
 eval.max_over_correction, eval.zeroshot, guard.*, data.zwj_policy, seed.
 Outputs: runs/<run>/eval.json, eval_predictions.jsonl (per row: each system's reply, guarded output,
 guard reason and confidence, and one column per non-model baseline), dev_predictions.jsonl (the dev

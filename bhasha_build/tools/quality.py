@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="the run's eval_predictions.jsonl (the eval split, per row: each system's reply, guarded "
                             "output, confidence), kept beside the record: guards and thresholds are chosen on it")
     p_rec.add_argument("--dev-predictions", default=None,
-                       help="the run's dev_predictions.jsonl (the dev sets' rows, eval.dev_sets), kept beside the record")
+                       help="the run's dev_predictions.jsonl (the dev sets' rows, eval.dev_sets), kept beside "
+                            "the record")
     p_rec.add_argument("--set", dest="sets", action="append", default=[],
                        help="an override the run had beyond its variant's (repeatable; gpu-quality.sh EXTRA_SETS)")
     p_tab = sub.add_parser("table", help="print the table; --results FILE rewrites its marked block")
