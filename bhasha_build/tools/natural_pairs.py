@@ -18,6 +18,11 @@ training pairs of the quality runs (issue 22), both read by Tesseract from rende
            keep over-correction within eval.max_over_correction on them too: the eval split has no unfamiliar
            words, and a threshold chosen on it alone let the first final change 9-26 % of the held-out
            unfamiliar sets' correct lines. They are for choosing; the held-out sets stay for judging.
+  rare     training pairs that teach leaving unknown words alone: per language `--rows` (2000) training-side
+           sentences with about `swap` (0.3) of their words replaced by real dictionary words found in no
+           natural line and no held-out or dev set, only lines the data stage's hash puts in TRAIN, rendered
+           with the training fonts and damage: <out>/ocr-rare-<lang>.jsonl + <out>/rare.json (committed packed
+           as data/natural/train-pairs/rare-words.tar.xz; `assemble --rare-from` adds them).
   restore-empty  sets made before empty reads were kept: put those lines back as rows from the natural
            text and the summaries (no Tesseract), and update the summaries and heldout.json.
   train    per language, the <lang>.train.jsonl lines (+ data/clean's hand-written lines) rendered
@@ -93,6 +98,7 @@ FONT_DEBS = ("fonts-noto-core", "fonts-noto-ui-core", "fonts-lohit-deva", "fonts
 HELDOUT_INDEX = "heldout.json"
 TRAIN_INDEX = "train.json"
 DEV_DIR, DEV_INDEX = "dev", "dev.json"
+RARE_INDEX = "rare.json"
 
 
 class NaturalPairsError(BhashaError):
@@ -150,6 +156,14 @@ def heldout_plan(natural: str | Path, lang: str, rows: int = 300, swap: float = 
     return {"indomain": lines[:rows], "unfamiliar": swapped}
 
 
+def _repo_relative(path: Path) -> str:
+    """`path` as an index records it: relative to the repository when inside it."""
+    try:
+        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def dev_plan(natural: str | Path, lang: str, rows: int = 150, heldout_rows: int = 300, swap: float = 0.4,
              seed: int = 3407) -> list[dict[str, Any]]:
     """The lines of `lang`'s dev set: held-out-side sentences that neither held-out set uses (heldout_plan's
@@ -189,7 +203,7 @@ def make_dev(out: str | Path, natural: str | Path = NATURAL, rows: int = 150, sw
     out_dir, natural = Path(out), Path(natural)
     dev_dir = out_dir / DEV_DIR
     dev_dir.mkdir(parents=True, exist_ok=True)
-    index: dict[str, Any] = {"natural": str(natural), "rows": rows, "swap": swap, "seed": seed,
+    index: dict[str, Any] = {"natural": _repo_relative(natural), "rows": rows, "swap": swap, "seed": seed,
                              "heldout_rows": heldout_rows, "fonts": "training (TRAIN_FONTS)", "damage": "train",
                              "natural_sources": sha256_file(natural / "SOURCES.json"), "sets": {}}
     for lang in langs:
@@ -203,9 +217,77 @@ def make_dev(out: str | Path, natural: str | Path = NATURAL, rows: int = 150, sw
             _attach_sources(dst, {r["id"]: r for r in chosen})
             index["sets"][f"unfamiliar-{lang}"] = {
                 **{k: info[k] for k in ("lines", "pairs", "empty_ocr", "identity_rows", "cer", "seconds",
-                                        "lines_per_s", "engine")},
+                                        "lines_per_s", "cached_lines", "engine")},
                 "sha256": sha256_file(dst)}
     atomic_write_json(out_dir / DEV_INDEX, index)
+    return index
+
+
+def rare_plan(natural: str | Path, lang: str, lines: int = 2000, swap: float = 0.3, seed: int = 3407,
+              eval_fraction: float = 0.02, avoid: set[str] | None = None) -> list[dict[str, Any]]:
+    """Training lines with words the model has not seen: `lines` training-side sentences (seeded order) with
+    about `swap` of their words replaced by REAL words of the language's Debian dictionary (core/baselines
+    dictionary_words: 3+ letters, in no natural line of either side and not in `avoid`), kept only where the
+    data stage's hash puts the line in TRAIN (split_fraction >= eval_fraction), so the eval split is the same
+    as without them. Not the held-out and dev sets' pseudo-word generator: what is learnt from these is to
+    leave an unknown but well-formed word alone, not that generator's shapes."""
+    from bhasha_build.core.baselines import dictionary_words
+    from bhasha_build.core.text import normalize_text
+    from bhasha_build.stages.data import split_fraction
+
+    natural = Path(natural)
+    letters = regex.compile(r"[\p{L}\p{M}]+")
+    seen = {w for side in ("train", "heldout") for r in _read_natural(natural, lang, side)
+            for w in letters.findall(r["clean"])} | (avoid or set())
+    words = sorted({w for w in dictionary_words(lang) if letters.fullmatch(w) and len(regex.findall(r"\X", w)) >= 3}
+                   - seen)
+    if not words:
+        raise NaturalPairsError(f"{lang}: no dictionary word outside the natural text")
+    rng = random.Random(f"{seed}\0rare\0{lang}")
+    train = _read_natural(natural, lang, "train")
+    rng.shuffle(train)
+    out: list[dict[str, Any]] = []
+    for n in range(3 * lines):
+        if len(out) == lines:
+            break
+        row = train[n % len(train)]
+        text, k = swap_words(row["clean"], words, swap, rng)
+        if k and split_fraction(normalize_text(text, "auto"), seed) >= eval_fraction:  # as the data stage hashes
+            out.append({**row, "id": f"{row['id']}-rare{n // len(train)}", "clean": text, "swapped_words": k})
+    return out
+
+
+def make_rare(out: str | Path, natural: str | Path = NATURAL, lines: int = 2000, swap: float = 0.3,
+              seed: int = 3407, workers: int | None = None, langs: tuple[str, ...] = LANGS,
+              eval_fraction: float = 0.02) -> dict[str, Any]:
+    """The rare-word training pairs (see the module docstring): <out>/ocr-rare-<lang>.jsonl + <out>/rare.json,
+    rendered with the training fonts and damage. The held-out and dev sets' words are avoided too."""
+    import tempfile
+
+    from bhasha_build.features.ocr_pairs import ocr_pairs
+
+    out_dir, natural = Path(out), Path(natural)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index: dict[str, Any] = {"natural": _repo_relative(natural), "lines": lines, "swap": swap, "seed": seed,
+                             "eval_fraction": eval_fraction, "fonts": "training (TRAIN_FONTS)", "damage": "train",
+                             "words": "the Debian dictionary (core/baselines.dictionary_words), outside the natural "
+                                      "text and the held-out and dev sets", "langs": {}}
+    letters = regex.compile(r"[\p{L}\p{M}]+")
+    for lang in langs:
+        avoid = {w for folder in (natural / "heldout", natural / DEV_DIR) for path in folder.glob(f"*-{lang}.jsonl")
+                 for r in _rows(path, "a held-out or dev set") for w in letters.findall(r["clean"])}
+        chosen = rare_plan(natural, lang, lines, swap, seed, eval_fraction, avoid)
+        with tempfile.TemporaryDirectory(prefix="bhasha-natural-rare-") as tmp:
+            src = Path(tmp) / f"rare-{lang}.jsonl"
+            atomic_write_jsonl(src, ({"id": r["id"], "lang": lang, "clean": r["clean"]} for r in chosen))
+            dst = out_dir / f"ocr-rare-{lang}.jsonl"
+            info = ocr_pairs(src, dst, lang, fonts=",".join(train_fonts(lang)), degrade="train", seed=seed + 202,
+                             workers=workers)
+            _attach_sources(dst, {r["id"]: r for r in chosen})
+        index["langs"][lang] = {**{k: info[k] for k in ("lines", "pairs", "empty_ocr", "identity_rows", "cer",
+                                                         "seconds", "lines_per_s", "cached_lines", "engine")},
+                                "swapped_words": sum(r["swapped_words"] for r in chosen), "sha256": sha256_file(dst)}
+    atomic_write_json(out_dir / RARE_INDEX, index)
     return index
 
 
@@ -403,14 +485,18 @@ def make_train(out: str | Path, natural: str | Path = NATURAL, pairs: int = 2000
 
 
 def assemble(input_dir: str | Path, heldout_from: str | Path, train_from: str | Path, real_share: float = 1.0,
-             natural: str | Path = NATURAL, eval_fraction: float = 0.02, seed: int = 3407) -> dict[str, Any]:
+             natural: str | Path = NATURAL, eval_fraction: float = 0.02, seed: int = 3407,
+             rare_from: str | Path | None = None) -> dict[str, Any]:
     """A data-stage input folder: ocr-<lang>.jsonl (training), heldout/*.jsonl, and signal.json listing
     every file's sha256 (what learning_signal.check_real_input verifies before scoring).
 
     real_share < 1: fitted-<lang>.jsonl adds rows of noise fitted to the real pairs (noise_fit) so that the
     real pairs are `real_share` of the training rows; their clean lines are natural training lines (then
     composed ones) whose data-stage hash puts them in TRAIN (split_fraction >= eval_fraction under `seed`),
-    so every variant of the sweep has the same eval split."""
+    so every variant of the sweep has the same eval split.
+
+    rare_from: a folder of `rare`'s output: its ocr-rare-<lang>.jsonl join the training pairs (their lines were
+    chosen in TRAIN by the same hash: the eval split stays the same)."""
     from bhasha_build.features import noise_fit
     from bhasha_build.stages.data import split_fraction
     from bhasha_build.tools.learning_signal import INDEX, compose
@@ -422,10 +508,22 @@ def assemble(input_dir: str | Path, heldout_from: str | Path, train_from: str | 
     for path in sorted((held_src / "heldout").glob("*.jsonl")):
         shutil.copyfile(path, dst / "heldout" / path.name)
     for path in sorted(train_src.glob("ocr-*.jsonl")):
-        shutil.copyfile(path, dst / path.name)
+        if not path.name.startswith("ocr-rare-"):
+            shutil.copyfile(path, dst / path.name)
+    for path in sorted(dst.glob("ocr-rare-*.jsonl")):
+        path.unlink()  # an earlier assemble's, when this one is without them
+    rare_index = None
+    if rare_from is not None:
+        rare_src = Path(rare_from)
+        if not (rare_src / RARE_INDEX).is_file():
+            raise NaturalPairsError(f"{rare_src}: no {RARE_INDEX} (natural_pairs rare makes it)")
+        rare_index = json.loads((rare_src / RARE_INDEX).read_text(encoding="utf-8"))
+        for path in sorted(rare_src.glob("ocr-rare-*.jsonl")):
+            shutil.copyfile(path, dst / path.name)
     fitted: dict[str, int] = {}
     if real_share < 1:
-        real = [row for path in sorted(dst.glob("ocr-*.jsonl")) for row in noise_fit.read_pairs(path)]
+        real = [row for path in sorted(dst.glob("ocr-*.jsonl")) if not path.name.startswith("ocr-rare-")
+                for row in noise_fit.read_pairs(path)]
         model = noise_fit.fit(real)
         atomic_write_json(dst / "noise-model.json", model)
         for lang in sorted({r["lang"] for r in real}):
@@ -447,6 +545,7 @@ def assemble(input_dir: str | Path, heldout_from: str | Path, train_from: str | 
     if not any(f.startswith("heldout/") for f in files) or not any(f.startswith("ocr-") for f in files):
         raise NaturalPairsError(f"{dst}: needs heldout/*.jsonl (from {held_src}) and ocr-*.jsonl (from {train_src})")
     index = {"made_by": "natural_pairs.assemble", "real_share": real_share, "fitted_rows": fitted,
+             "rare": rare_index,
              "heldout": json.loads((held_src / HELDOUT_INDEX).read_text()),
              "train": json.loads((train_src / TRAIN_INDEX).read_text()),
              "files": {name: sha256_file(dst / name) for name in files}}
@@ -457,14 +556,15 @@ def assemble(input_dir: str | Path, heldout_from: str | Path, train_from: str | 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bhasha_build.tools.natural_pairs",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["heldout", "dev", "restore-empty", "train", "assemble"])
+    parser.add_argument("what", choices=["heldout", "dev", "rare", "restore-empty", "train", "assemble"])
     parser.add_argument("--out", required=True, help="output folder (assemble: the data-stage input folder; "
                         "restore-empty: the folder holding heldout.json)")
     parser.add_argument("--natural", default=str(NATURAL), help="natural_text's output folder")
     parser.add_argument("--langs", default=",".join(LANGS))
     parser.add_argument("--rows", type=int, default=None, help="heldout: rows per set (300); dev: rows per "
-                        "language (150)")
-    parser.add_argument("--swap", type=float, default=0.4, help="heldout: share of words made pseudo-words")
+                        "language (150); rare: lines per language (2000)")
+    parser.add_argument("--swap", type=float, default=None, help="heldout/dev: share of words made pseudo-words "
+                        "(0.4); rare: share replaced by dictionary words (0.3)")
     parser.add_argument("--pairs", type=int, default=20000, help="train: pairs per language")
     parser.add_argument("--variants", type=int, default=5, help="train: renders per line (new font/damage each)")
     parser.add_argument("--fonts", default=None, help="train: comma list of fonts instead of TRAIN_FONTS")
@@ -477,16 +577,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-from", default=None, help="assemble: folder with ocr-*.jsonl + train.json")
     parser.add_argument("--real-share", type=float, default=1.0, help="assemble: share of real pairs in training "
                         "(the rest: noise fitted to them)")
-    parser.add_argument("--eval-fraction", type=float, default=0.02, help="assemble: the profile's data.eval_fraction")
+    parser.add_argument("--eval-fraction", type=float, default=0.02, help="assemble, rare: the profile's "
+                        "data.eval_fraction")
+    parser.add_argument("--rare-from", default=None, help="assemble: folder with ocr-rare-*.jsonl + rare.json "
+                        "(natural_pairs rare) to add to the training pairs")
     args = parser.parse_args(argv)
     langs = tuple(args.langs.split(","))
     try:
         if args.what in ("heldout", "dev"):
             make = make_heldout if args.what == "heldout" else make_dev
-            result = make(args.out, args.natural, args.rows or (300 if args.what == "heldout" else 150), args.swap,
-                          args.seed, args.workers, langs)
+            result = make(args.out, args.natural, args.rows or (300 if args.what == "heldout" else 150),
+                          0.4 if args.swap is None else args.swap, args.seed, args.workers, langs)
             summary = {k: {f: v[f] for f in ("pairs", "cer", "identity_rows", "seconds")}
                        for k, v in result["sets"].items()}
+        elif args.what == "rare":
+            result = make_rare(args.out, args.natural, args.rows or 2000, 0.3 if args.swap is None else args.swap,
+                               args.seed, args.workers, langs, args.eval_fraction)
+            summary = {k: {f: v[f] for f in ("pairs", "cer", "identity_rows", "swapped_words", "seconds")}
+                       for k, v in result["langs"].items()}
         elif args.what == "restore-empty":
             summary = restore_empty(args.out, args.natural)
         elif args.what == "train":
@@ -499,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.heldout_from and args.train_from):
                 parser.error("assemble needs --heldout-from and --train-from")
             result = assemble(args.out, args.heldout_from, args.train_from, args.real_share, args.natural,
-                              args.eval_fraction, args.seed)
+                              args.eval_fraction, args.seed, args.rare_from)
             summary = {"files": len(result["files"])}
     except BhashaError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -48,7 +48,8 @@ class QualityError(BhashaError):
 
 def load_sweep(path: str | Path = SWEEP) -> dict[str, Any]:
     """The sweep: {"profile", "stages": {...}, "variants": {name: {"stage", "set": [...], "input", "real_share",
-    "model"}}}; every variant's overrides are checked against the config schema."""
+    "rare_words", "model"}}}; every variant's overrides are checked against the config schema. rare_words: the
+    training pairs get natural_pairs' rare-word lines (data/natural/train-pairs/rare-words.tar.xz)."""
     from bhasha_build.core.config import ConfigError, load_config
 
     path = Path(path)
@@ -63,6 +64,8 @@ def load_sweep(path: str | Path = SWEEP) -> dict[str, Any]:
     for name, spec in variants.items():
         if spec.get("stage") not in tree.get("stages", {}):
             raise QualityError(f"{path}: variant {name}: stage {spec.get('stage')!r} is not a [stages.*] table")
+        if not isinstance(spec.get("rare_words", False), bool):
+            raise QualityError(f"{path}: variant {name}: rare_words is true or false, not {spec['rare_words']!r}")
         try:
             load_config(None, profile=variant_profile(tree, name), overrides=variant_overrides(tree, name))
         except ConfigError as exc:
@@ -120,7 +123,8 @@ def make_record(name: str, result: dict[str, Any], sweep: dict[str, Any] | None 
                for s, v in (finish.get("heldout") or {}).items()}
     record = {
         "schema": SCHEMA, "name": name, "date": date or dt.date.today().isoformat(), "card": card,
-        "variant": {"stage": spec.get("stage"), "real_share": spec.get("real_share"), "set": overrides,
+        "variant": {"stage": spec.get("stage"), "real_share": spec.get("real_share"),
+                    "rare_words": bool(spec.get("rare_words", False)), "set": overrides,
                     "profile": profile},
         "config": cfg.model_dump(mode="json") if cfg else None,
         "data": gpu.get("data"), "train": gpu.get("train"), "hardware": gpu.get("hardware"),
