@@ -166,11 +166,12 @@ def test_assemble_real_share(tmp_path):
                                                      "यह कलमीरा है"}])
     atomic_write_json(rare / "rare.json", {"lines": 1, "langs": {"hi": {"pairs": 1}}})
     with_rare = assemble(dst, held, train, natural=natural, eval_fraction=0.2, seed=7, rare_from=rare)
-    assert with_rare["rare"] == {"lines": 1, "langs": {"hi": {"pairs": 1}}} and "ocr-rare-hi.jsonl" in with_rare["files"]
+    assert with_rare["rare"] == {"lines": 1, "langs": {"hi": {"pairs": 1}}}
+    assert "ocr-rare-hi.jsonl" in with_rare["files"]
     assert (dst / "ocr-rare-hi.jsonl").read_text() == (rare / "ocr-rare-hi.jsonl").read_text()
     without = assemble(dst, held, train, natural=natural, eval_fraction=0.2, seed=7)
     assert without["rare"] is None and not (dst / "ocr-rare-hi.jsonl").exists()
-    with pytest.raises(Exception, match="no rare.json"):
+    with pytest.raises(Exception, match=r"no rare\.json"):
         assemble(dst, held, train, natural=natural, rare_from=tmp_path / "nothing")
 
 

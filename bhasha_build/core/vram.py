@@ -22,6 +22,9 @@ class VramError(BhashaError):
     """The config does not fit the card (one line, with the estimate)."""
 
 
+UNSLOTH_KEPT = 0.75  # of (34·hidden + 6·intermediate) bytes per token and layer, unsloth without checkpointing
+
+
 def estimate_vram_gib(cfg: BuildConfig, model_config: dict[str, Any]) -> dict[str, float]:
     """Peak-memory estimate for one training step (GiB), itemised; conservative by design.
 
@@ -29,7 +32,12 @@ def estimate_vram_gib(cfg: BuildConfig, model_config: dict[str, Any]) -> dict[st
     LoRA params + grads + optimizer states (8-bit Adam: 2 B/param, else 8 B) in fp32.
     unsloth backend: activations are offloaded per layer by its gradient checkpointing and the
     cross-entropy is fused, so what stays is ~60·hidden bytes per token — calibrated on an H200
-    (Qwen2.5-1.5B shape, bs 8 × 2048, 4-bit: measured peak 2.72 GiB, this gives 3.2 GiB).
+    (Qwen2.5-1.5B shape, bs 8 × 2048, 4-bit: measured peak 2.72 GiB, this gives 3.2 GiB). Without
+    checkpointing, UNSLOTH_KEPT × (34·hidden + 6·intermediate) bytes per token and layer: the full
+    (34h + 6i) over-estimated every H200 measurement by 1.4-1.7x and refused a config that fits
+    (2026-12-03, the 16-bit 1.5B at 64 × 768: "needs 139.4 GiB"; at 32 × 768 it ran in ~45 GiB). With 0.75:
+    0.5B 16-bit 64 × 768 measured 39.9 GiB, estimated 50.1; 1.5B shape 4-bit 8 × 2048 measured 33.6 (the
+    probe's peak; trained 27.0), estimated 35.8; 1.5B 16-bit 32 × 768 ≤ 45.5 (nvidia-smi), estimated 54.5.
     hf backend: one hidden state per layer per token kept (2 B), plus full logits: bf16 logits, an
     fp32 upcast and its gradient (12 B per token per vocab entry) — measured 35 GiB, this gives ~31.
     """
@@ -51,7 +59,8 @@ def estimate_vram_gib(cfg: BuildConfig, model_config: dict[str, Any]) -> dict[st
     batch = 1 if cfg.train.batch_size == "auto" else cfg.train.batch_size
     tokens = batch * cfg.model.max_seq_length
     if cfg.train.backend == "unsloth":
-        act_bytes = tokens * 60 * h if cfg.train.gradient_checkpointing else tokens * layers * (34 * h + 6 * inter)
+        act_bytes = (tokens * 60 * h if cfg.train.gradient_checkpointing
+                     else UNSLOTH_KEPT * tokens * layers * (34 * h + 6 * inter))
         logits_bytes = 0.0  # fused, chunked cross-entropy: inside the activation figure
     else:
         per_token = layers * h * 2 + 34 * h + 6 * inter if cfg.train.gradient_checkpointing else layers * (
