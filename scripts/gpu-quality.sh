@@ -143,7 +143,7 @@ for V in "${VARIANTS[@]}"; do
     # shellcheck source=scripts/llama-choose.sh
     source scripts/llama-choose.sh
     LLAMA_CPU_TGZ=${LLAMA_CPU_TGZ:-$(dirname "${WHEELS:-.carry/gpu/whl}")/llama-cpu.tgz}
-    llama_choose "$ZS_GGUF" "$WORK/llama-gpu-check.log" "$LLAMA_CPU_TGZ" > "$WORK/llama-choice.log"  # here: it exports
+    LLAMA_DIAGNOSE=1 llama_choose "$ZS_GGUF" "$WORK/llama-gpu-check.log" "$LLAMA_CPU_TGZ" > "$WORK/llama-choice.log"  # here: it exports
     while IFS= read -r line; do stamp "$line"; done < "$WORK/llama-choice.log"
   fi
   # ---- 4. export + scoring: the eval split (screen), plus the six held-out sets (final, tiny)

@@ -15,7 +15,10 @@
 #   LLAMA_CPU_DIR, default /tmp/llama-cpu), writes the GPU check's whole stderr
 #   (faulthandler's stack when llama.cpp dies) to LOG, and prints one line per step. The 2026-12-02 CUDA
 #   build offloaded and quantized, then died of SIGSEGV generating: offload alone is not the question.
-#   LLAMA_CHOICE holds the answer afterwards.
+#   LLAMA_CHOICE holds the answer afterwards. LLAMA_DIAGNOSE=1 (with a GGUF and a LOG): two more GPU checks,
+#   for the record only: the CUDA libraries the check's child loads (LD_DEBUG=libs -> LOG's -libs.log) and
+#   the same check with torch's CUDA libraries (cuBLAS) loaded first (-torch.log): a scoring process that
+#   exported with torch holds them.
 
 llama_choose() {
   local gguf=${1:-} log=${2:-/dev/null} cpu_tgz=${3:-} py=${PY:-python3} line
@@ -47,6 +50,19 @@ llama_choose() {
   # (`|| true`: the callers run under set -e -o pipefail, and a failed check is an answer here)
   line=$("$py" -m bhasha_build.core.gguf check "$gguf" --layers -1 --stderr "$log" 2>&1 | tail -1) || true
   echo "llama.cpp GPU check: $line"
+  if [ "${LLAMA_DIAGNOSE:-0}" = 1 ] && [ "$log" != /dev/null ]; then  # the 2026-12-02 SIGSEGV, diagnosed:
+    # which CUDA libraries the check's child loads (LD_DEBUG), and does it answer with torch's CUDA loaded first
+    local diag=${log%.log}
+    LD_DEBUG=libs "$py" -m bhasha_build.core.gguf check "$gguf" --layers -1 --stderr "$diag-ld.raw" >/dev/null 2>&1 || true
+    grep -E 'calling init: .*lib(cublas|cublasLt|cudart|cuda|nvrtc|ggml|llama)' "$diag-ld.raw" 2>/dev/null \
+      | sed 's/^ *[0-9]*: *//' | sort -u > "$diag-libs.log" || true
+    rm -f "$diag-ld.raw"
+    echo "llama.cpp GPU check's CUDA libraries: $(grep -oE '[^/]*\.so[.0-9]*$' "$diag-libs.log" 2>/dev/null | tr '\n' ' ')"
+    local torch_line
+    torch_line=$("$py" -m bhasha_build.core.gguf check "$gguf" --layers -1 --torch-first --stderr "$diag-torch.log" \
+      2>&1 | tail -1) || true
+    echo "llama.cpp GPU check with torch's CUDA libraries loaded first: $torch_line"
+  fi
   if [ "$line" = ok ]; then
     LLAMA_CHOICE=gpu
     return 0

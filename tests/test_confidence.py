@@ -257,3 +257,20 @@ def test_eval_records_budgets_confidences_and_the_sweep_through_llama_cpp(tiny_f
     assert all(p["gguf_guarded"] == p["noisy"] and isinstance(p["gguf_confidence"], float) for p in predictions)
     assert {p["threshold"] for p in gguf["confidence"]["points"]} >= {0.0, 0.5, 0.99}
     assert layout.confidence_plot.stat().st_size > 0 and set(report["baselines"]) == {"hi", "bn", "ta"}
+
+
+def test_a_gpu_plan_answers_in_a_spawned_worker_with_the_replies_of_the_caller_process(tiny_f16: Path,
+                                                                                      tmp_path: Path) -> None:
+    """Layers on the GPU: llama.cpp answers in a spawned worker even with one context, so a CUDA build never
+    shares the eval process with torch's CUDA libraries (2026-12-02: SIGSEGV generating, cause unknown). On
+    this CPU build n_gpu_layers is ignored: the worker's replies and confidences are the in-process ones."""
+    from bhasha_build.core.config import load_config
+    from bhasha_build.core.gguf import LlamaPlan
+    from bhasha_build.stages.evaluate import generate_gguf, in_workers
+
+    assert in_workers(LlamaPlan(-1, 1), 1) and in_workers(LlamaPlan(0, 2), 2) and not in_workers(LlamaPlan(0, 1), 1)
+    cfg = load_config(None, env={}, overrides=[f'runs_dir="{tmp_path}"', "eval.max_new_tokens=8"])
+    texts = ["नमस्ते दुनिया", "আমার সোনার বাংলা"]
+    here = generate_gguf(cfg, tiny_f16, texts, LlamaPlan(0, 1))
+    worker = generate_gguf(cfg, tiny_f16, texts, LlamaPlan(-1, 1))
+    assert [(a.text, a.cut, a.confidence) for a in worker] == [(a.text, a.cut, a.confidence) for a in here]

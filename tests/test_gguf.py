@@ -229,7 +229,7 @@ def test_a_gpu_that_dies_generating_falls_back_to_the_cpu_with_its_reason(tiny_g
     monkeypatch.setattr(g, "gpu_offload", lambda: True)  # a CUDA build whose generation dies
     plan = g.llama_plan(tiny_gguf["gguf"], "auto")
     assert (plan.n_gpu_layers, plan.gpu_failure) == (0, failure)
-    monkeypatch.setattr(g, "_checks", {(str(Path(tiny_gguf["gguf"]).resolve()), -1): None})  # one that works
+    monkeypatch.setattr(g, "_checks", {(str(Path(tiny_gguf["gguf"]).resolve()), -1, False): None})  # one that works
     plan = g.llama_plan(tiny_gguf["gguf"], 3)
     assert (plan.n_gpu_layers, plan.contexts, plan.gpu_failure) == (-1, 3, None)
     monkeypatch.setattr(g, "_checks", {})
@@ -288,6 +288,11 @@ def test_the_gpu_scripts_choose_llama_cpp_by_asking_it_to_answer(tiny_gguf: dict
     gguf = str(tiny_gguf["gguf"])
     last, said = choose(gguf)
     assert last.startswith("CHOICE=gpu ") and said == ["llama.cpp GPU check: ok"]
+    last, said = choose(gguf, LLAMA_DIAGNOSE="1")  # the record of which libraries, and with torch's loaded first
+    assert last.startswith("CHOICE=gpu ") and said[0] == "llama.cpp GPU check: ok" and len(said) == 3
+    assert said[1].startswith("llama.cpp GPU check's CUDA libraries: ") and "libggml" in said[1]
+    assert "libggml" in (tmp_path / "check-libs.log").read_text()
+    assert said[2] == "llama.cpp GPU check with torch's CUDA libraries loaded first: ok"
     last, said = choose(gguf, FAIL_GPU="1")
     assert last.startswith("CHOICE=cuda-build-on-cpu ") and str(cpu_dir) not in last
     assert said[0].startswith("llama.cpp GPU check: llama.cpp on the GPU: killed by SIGSEGV")

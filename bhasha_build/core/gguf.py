@@ -299,25 +299,31 @@ def gpu_offload() -> bool:
 _CHECK_CODE = ("import sys; from pathlib import Path; from bhasha_build.core.gguf import LlamaChat\n"
                "with LlamaChat(Path(sys.argv[1]), n_ctx=256, seed=0, n_gpu_layers=int(sys.argv[2])) as chat:\n"
                "    chat.complete('नमस्ते दुनिया', 8)\n")
-_checks: dict[tuple[str, int], str | None] = {}
-_check_stderr: dict[tuple[str, int], str] = {}  # the child's whole stderr (llama.cpp's log, faulthandler's stack)
+# torch's CUDA libraries (cuBLAS among them) loaded before llama.cpp's, as in a process that exported with torch
+_TORCH_FIRST = ("import torch\n"
+                "if torch.cuda.is_available():\n"
+                "    (torch.ones(8, 8, device='cuda') @ torch.ones(8, 8, device='cuda')).sum().item()\n")
+_checks: dict[tuple[str, int, bool], str | None] = {}
+_check_stderr: dict[tuple[str, int, bool], str] = {}  # the child's whole stderr (llama.cpp's log, the stack)
 
 
-def generation_check(gguf: Path, n_gpu_layers: int = -1) -> str | None:
+def generation_check(gguf: Path, n_gpu_layers: int = -1, torch_first: bool = False) -> str | None:
     """None when llama.cpp answers a line with `gguf` (n_gpu_layers: -1 wholly on the GPU, 0 on the CPU) in a
     fresh process; else why not, in one line (the exit or signal, the last lines it printed). A CUDA build
     that offloads can still die while generating (seen 2026-12-02 on an H200: SIGSEGV in every scoring
     process, quantize in the same process fine); asking in a child keeps the caller alive to fall back.
     Once per GGUF and layer setting per process. `python -m bhasha_build.core.gguf check GGUF --layers N`
-    asks from a shell (scripts/gpu-quality.sh)."""
-    key = (str(Path(gguf).resolve()), n_gpu_layers)
+    asks from a shell (scripts/gpu-quality.sh). torch_first: the child loads torch's CUDA libraries first
+    (a diagnosis of that SIGSEGV: scripts/llama-choose.sh asks both ways)."""
+    key = (str(Path(gguf).resolve()), n_gpu_layers, torch_first)
     if key not in _checks:
         import signal
         import subprocess
         import sys
 
+        code = (_TORCH_FIRST if torch_first else "") + _CHECK_CODE
         try:
-            proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _CHECK_CODE, key[0], str(n_gpu_layers)],
+            proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code, key[0], str(n_gpu_layers)],
                                   capture_output=True, text=True, timeout=600, check=False)
             code, tail = proc.returncode, [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()][-3:]
             _check_stderr[key] = proc.stderr
@@ -448,8 +454,8 @@ class LlamaChat:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m bhasha_build.core.gguf check GGUF [--layers N] [--stderr FILE]`: prints "ok" (exit 0) or
-    generation_check's line (exit 1); FILE gets the child's whole stderr (the stack when it died)."""
+    """`python -m bhasha_build.core.gguf check GGUF [--layers N] [--stderr FILE] [--torch-first]`: prints "ok"
+    (exit 0) or generation_check's line (exit 1); FILE gets the child's whole stderr (the stack when it died)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m bhasha_build.core.gguf")
@@ -458,10 +464,12 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("gguf", type=Path)
     check.add_argument("--layers", type=int, default=-1, help="n_gpu_layers: -1 all on the GPU, 0 the CPU")
     check.add_argument("--stderr", type=Path, help="write the child's whole stderr here")
+    check.add_argument("--torch-first", action="store_true",
+                       help="load torch's CUDA libraries (cuBLAS) in the child before llama.cpp")
     args = parser.parse_args(argv)
-    failure = generation_check(args.gguf, args.layers)
+    failure = generation_check(args.gguf, args.layers, args.torch_first)
     if args.stderr:
-        key = (str(Path(args.gguf).resolve()), args.layers)
+        key = (str(Path(args.gguf).resolve()), args.layers, args.torch_first)
         args.stderr.write_text(_check_stderr.get(key, ""), encoding="utf-8")
     print(failure or "ok")
     return 1 if failure else 0

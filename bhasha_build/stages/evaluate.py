@@ -173,7 +173,7 @@ def generate_gguf(cfg: BuildConfig, gguf: Path, texts: list[str], plan: LlamaPla
     plan = plan or llama_plan(gguf, cfg.eval.gguf_contexts)
     contexts = max(1, min(len(texts), plan.contexts))
     job = (str(gguf), min(cfg.model.max_seq_length, 4096), cfg.seed, cfg.eval.max_new_tokens, plan.n_gpu_layers)
-    if contexts == 1:
+    if not in_workers(plan, contexts):
         return _gguf_answers(*job, texts, None)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -186,6 +186,13 @@ def generate_gguf(cfg: BuildConfig, gguf: Path, texts: list[str], plan: LlamaPla
     for i, part in enumerate(parts):
         out[i::contexts] = part
     return out
+
+
+def in_workers(plan: LlamaPlan, contexts: int) -> bool:
+    """Whether llama.cpp answers in spawned worker processes: several contexts, or any layer on the GPU — a
+    CUDA llama.cpp then never shares a process with torch's CUDA libraries (the eval stage's process has
+    loaded them for export; 2026-12-02 the CUDA build died of SIGSEGV generating, cause not yet known)."""
+    return contexts > 1 or plan.n_gpu_layers != 0
 
 
 def _gguf_answers(gguf: str, n_ctx: int, seed: int, floor: int, n_gpu_layers: int, texts: list[str],
