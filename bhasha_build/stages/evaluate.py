@@ -124,15 +124,20 @@ def dev_rows(cfg: BuildConfig) -> list[dict[str, Any]]:
     `set` (the file's stem); [] when none is configured. A missing path is one EvalError line."""
     if not cfg.eval.dev_sets:
         return []
-    from bhasha_build.features.noise_fit import read_pairs
+    from bhasha_build.core.fsutil import jsonl_objects
 
     path = cfg.resolve_path(cfg.eval.dev_sets)
     files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path] if path.is_file() else []
     if not files:
         raise EvalError(f"eval.dev_sets {path}: no *.jsonl pairs there (tools/natural_pairs.py dev makes them)")
-    return [{**r, "set": f.stem, "noisy": normalize_text(r["noisy"], cfg.data.zwj_policy),
-             "clean": normalize_text(r["clean"], cfg.data.zwj_policy)}  # as the data stage does the eval split
-            for f in files for r in read_pairs(f)]
+    rows = []
+    for f in files:
+        for line, r in jsonl_objects(f, EvalError, "a dev set"):
+            if not (isinstance(r.get("noisy"), str) and isinstance(r.get("clean"), str) and r.get("lang")):
+                raise EvalError(f"{f}:{line}: a dev row needs noisy, clean and lang")
+            rows.append({**r, "set": f.stem, "noisy": normalize_text(r["noisy"], cfg.data.zwj_policy),
+                         "clean": normalize_text(r["clean"], cfg.data.zwj_policy)})  # as the eval split's are
+    return rows
 
 
 def generate_hf(cfg: BuildConfig, layout: RunLayout, texts: list[str], batch_size: int = 8) -> list[Answer]:
