@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,11 @@ def real_ollama(tmp_path_factory: pytest.TempPathFactory) -> Any:
         pytest.skip(SKIP_REASON)
     with RealOllama(binary, tmp_path_factory.mktemp("real-ollama")) as server:
         yield server
+
+
+def ctrl_c_as_a_terminal_sends_it() -> None:
+    """In the child, before exec: SIGINT back to its default, so Python installs its Ctrl-C handler. A suite
+    started as a background job (`nohup make test &`: POSIX shells start those with SIGINT ignored) would
+    otherwise pass SIG_IGN down, and the child would never see the Ctrl-C these tests send (seen
+    2026-12-03: both Ctrl-C tests failed only in such a run)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ctrl_c_as_a_terminal_sends_it
 from ollama_server import free_port
 from test_correct import FIXES, RuleBackend, _cfg
 
@@ -566,7 +567,7 @@ def test_one_ctrl_c_while_the_server_stalls_exits_at_once_without_tracebacks(tmp
                  "--host", f"http://127.0.0.1:{port}", "--name", "bhasha-ocr", "--jobs=4",
                  "--set", f'runs_dir="{tmp_path / "runs"}"', "--set", "correct.timeout_s=300"],
                 cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env={**os.environ, "PYTHONPATH": str(REPO)})
+                env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=ctrl_c_as_a_terminal_sends_it)
             assert server.stdout is not None
             assert _line_within(server.stdout, 60, proc).strip() == "asked"  # a request is in flight, stalled
             time.sleep(0.3)

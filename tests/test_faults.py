@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fill, tar_bytes, tiny_config
+from conftest import ctrl_c_as_a_terminal_sends_it, fill, tar_bytes, tiny_config
 from ollama_server import OllamaContractServer
 
 from bhasha_build.core.config import BuildConfig
@@ -334,7 +334,8 @@ def test_kill_during_export_loses_nothing(tiny_pipeline: dict[str, Any], tmp_pat
     finals = {p: sha256_file(p) for p in (layout.gguf_f16, layout.gguf("Q4_K_M"))}
     partial = layout.root / f".{layout.gguf_f16.name}.partial"
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "export", "--force", *_sets(cfg)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=ctrl_c_as_a_terminal_sends_it)
     seen = _wait_for(partial, proc)
     if seen:
         os.killpg(proc.pid, signal.SIGSTOP)  # freeze the converter mid-write, then deliver the signal
