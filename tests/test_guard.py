@@ -293,6 +293,10 @@ def test_dev_sets_hold_the_calibrated_threshold_to_the_over_correction_bound_too
     assert report["gguf"]["dev"]["unfamiliar-hi"] == report["gguf"]["dev"]["overall"]
     assert report["gguf"]["dev"]["overall"]["over_correction"] == 0.0  # served at the chosen threshold
     assert report["gguf"]["dev"]["overall"]["raw_over_correction"] == 0.5 and report["dev_sets"]["rows"] == 2
+    from bhasha_build.stages.report import render
+
+    assert "  - on the dev sets (2 rows): CER 0.0000 as read → 0.0000 served, over-correction 0.0% (50.0% before " \
+           "the guard)" in render(cfg.layout)
     kept = [json.loads(line) for line in cfg.layout.dev_predictions.read_text(encoding="utf-8").splitlines()]
     assert [(r["set"], r["id"], r["gguf"], r["gguf_guarded"]) for r in kept] == [
         ("unfamiliar-hi", "d1", "कलम नदी के पास गया", name), ("unfamiliar-hi", "d2", "वह घर गया", "वह घर गया")]

@@ -127,6 +127,11 @@ def _confidence(report: dict[str, Any]) -> list[str]:
                             f"{best['threshold']:g} (CER {best['cer']:.4f})" if within
                             else "; no threshold keeps over-correction "
                             f"within {sweep['max_over_correction']:.0%}"))
+        dev = ((report.get(system) or {}).get("dev") or {}).get("overall")
+        if dev:  # eval.dev_sets: the calibration's bound holds on them too
+            lines.append(f"  - on the dev sets ({dev['rows']} rows): CER {dev['identity_cer']:.4f} as read → "
+                         f"{dev['cer']:.4f} served, over-correction {dev['over_correction']:.1%} "
+                         f"({dev['raw_over_correction']:.1%} before the guard)")
     return ["", *lines] if lines else []
 
 
