@@ -120,8 +120,11 @@ def test_the_probe_takes_real_optimizer_steps_and_leaves_weights_and_rng_as_they
     assert all(c["tokens_per_s"] > 0 and c["step_s"] > 0 and c["peak_gib"] is None and c["fits"] for c in trials)
     # Every trial: 1 warm-up + 2 timed optimizer steps, each of grad_accum = 4 / mb forward + backward passes
     # through the trainer's training_step; the optimizer is the trainer's (train.optim, its lr and decay).
-    assert record["probe_optimizer_steps"] == len(seen["steps"]) == 3 * len(trials)
-    assert seen["training_steps"] == sum(3 * (4 // c["batch_size"]) for c in trials)
+    # (the two fastest, when within 5 % of each other, are timed once more: 3 steps each again)
+    runs = [1 + bool(c.get("retimed")) for c in trials]
+    assert sum(r == 2 for r in runs) in (0, 2)
+    assert record["probe_optimizer_steps"] == len(seen["steps"]) == 3 * sum(runs)
+    assert seen["training_steps"] == sum(3 * r * (4 // c["batch_size"]) for r, c in zip(runs, trials, strict=True))
     assert record["optimizer"] == "AdamW" and {s["optimizer"] for s in seen["steps"]} == {"AdamW"}
     assert {lr for s in seen["steps"] for lr, _ in s["groups"]} == {cfg.train.learning_rate}
     assert {wd for s in seen["steps"] for _, wd in s["groups"]} == {cfg.train.weight_decay, 0.0}
