@@ -118,6 +118,12 @@ def _read_natural(natural: Path, lang: str, side: str) -> list[dict[str, Any]]:
 
 
 _WORD = regex.compile(r"^(\p{P}*)([\p{L}\p{M}\p{N}]+)(\p{P}*)$")
+_LETTERS = regex.compile(r"[\p{L}\p{M}]+")
+
+
+def _words(rows: Any) -> set[str]:
+    """The letter-words of every row's `clean` line."""
+    return {w for r in rows for w in _LETTERS.findall(r["clean"])}
 
 
 def swap_words(line: str, strange: list[str], share: float, rng: random.Random) -> tuple[str, int]:
@@ -134,6 +140,15 @@ def swap_words(line: str, strange: list[str], share: float, rng: random.Random) 
     return " ".join(tokens), k
 
 
+def _heldout_order(natural: Path, lang: str, seed: int) -> tuple[list[dict[str, Any]], random.Random]:
+    """`lang`'s held-out-side lines in the seeded order the held-out sets (then the dev set) take them from,
+    and the generator that shuffled them (heldout_plan draws its pseudo-words from it next)."""
+    rng = random.Random(f"{seed}\0heldout\0{lang}")
+    lines = _read_natural(natural, lang, "heldout")
+    rng.shuffle(lines)
+    return lines, rng
+
+
 def heldout_plan(natural: str | Path, lang: str, rows: int = 300, swap: float = 0.4, seed: int = 3407
                  ) -> dict[str, list[dict[str, Any]]]:
     """The lines of `lang`'s two held-out sets, in their rows' order ({"indomain": [...], "unfamiliar": [...]},
@@ -141,14 +156,10 @@ def heldout_plan(natural: str | Path, lang: str, rows: int = 300, swap: float = 
     from bhasha_build.tools.learning_signal import pseudo_words
 
     natural = Path(natural)
-    rng = random.Random(f"{seed}\0heldout\0{lang}")
-    lines = _read_natural(natural, lang, "heldout")
-    rng.shuffle(lines)
+    lines, rng = _heldout_order(natural, lang, seed)
     if len(lines) < 2 * rows:
         raise NaturalPairsError(f"{natural}/{lang}.heldout.jsonl: {len(lines)} lines, {2 * rows} needed")
-    train_words = {w for r in _read_natural(natural, lang, "train") for w in regex.findall(r"[\p{L}\p{M}]+",
-                                                                                          r["clean"])}
-    strange = pseudo_words(lang, 4 * rows, rng, avoid=train_words)
+    strange = pseudo_words(lang, 4 * rows, rng, avoid=_words(_read_natural(natural, lang, "train")))
     swapped = []
     for row in lines[rows:2 * rows]:
         text, k = swap_words(row["clean"], strange, swap, rng)
@@ -172,15 +183,12 @@ def dev_plan(natural: str | Path, lang: str, rows: int = 150, heldout_rows: int 
     from bhasha_build.tools.learning_signal import pseudo_words
 
     natural = Path(natural)
-    lines = _read_natural(natural, lang, "heldout")
-    random.Random(f"{seed}\0heldout\0{lang}").shuffle(lines)  # heldout_plan's order
-    spare = lines[2 * heldout_rows:]
+    spare = _heldout_order(natural, lang, seed)[0][2 * heldout_rows:]
     if len(spare) < rows:
         raise NaturalPairsError(f"{natural}/{lang}.heldout.jsonl: {len(spare)} lines left after the held-out "
                                 f"sets' {2 * heldout_rows}, {rows} needed for the dev set")
     held = heldout_plan(natural, lang, heldout_rows, swap, seed)
-    words = {w for r in _read_natural(natural, lang, "train") for w in regex.findall(r"[\p{L}\p{M}]+", r["clean"])}
-    words |= {w for kind in held.values() for r in kind for w in regex.findall(r"[\p{L}\p{M}]+", r["clean"])}
+    words = _words(_read_natural(natural, lang, "train")) | _words(r for kind in held.values() for r in kind)
     rng = random.Random(f"{seed}\0dev\0{lang}")
     strange = pseudo_words(lang, 4 * rows, rng, avoid=words)
     out = []
@@ -190,16 +198,29 @@ def dev_plan(natural: str | Path, lang: str, rows: int = 150, heldout_rows: int 
     return out
 
 
+def _render(chosen: list[dict[str, Any]], lang: str, dst: Path, fonts: str, degrade: str, seed: int,
+            workers: int | None, keep_empty: bool) -> dict[str, Any]:
+    """The planned rows `chosen` rendered and read by Tesseract (features/ocr_pairs.py) into `dst`, each pair
+    with its natural source attached; returns ocr_pairs' summary."""
+    import tempfile
+
+    from bhasha_build.features.ocr_pairs import ocr_pairs
+
+    with tempfile.TemporaryDirectory(prefix="bhasha-natural-") as tmp:
+        src = Path(tmp) / dst.name
+        atomic_write_jsonl(src, ({"id": r["id"], "lang": lang, "clean": r["clean"]} for r in chosen))
+        info = ocr_pairs(src, dst, lang, fonts=fonts, degrade=degrade, seed=seed, workers=workers,
+                         keep_empty=keep_empty)
+    _attach_sources(dst, {r["id"]: r for r in chosen})
+    return info
+
+
 def make_dev(out: str | Path, natural: str | Path = NATURAL, rows: int = 150, swap: float = 0.4,
              seed: int = 3407, workers: int | None = None, langs: tuple[str, ...] = LANGS,
              heldout_rows: int = 300) -> dict[str, Any]:
     """The dev sets (see the module docstring): <out>/dev/unfamiliar-<lang>.jsonl + <out>/dev.json. Rendered
     with the TRAINING fonts and damage, so that what they add to the eval split is the unfamiliar words
     alone; every planned line is a row (an empty read is noisy "")."""
-    import tempfile
-
-    from bhasha_build.features.ocr_pairs import ocr_pairs
-
     out_dir, natural = Path(out), Path(natural)
     dev_dir = out_dir / DEV_DIR
     dev_dir.mkdir(parents=True, exist_ok=True)
@@ -207,18 +228,13 @@ def make_dev(out: str | Path, natural: str | Path = NATURAL, rows: int = 150, sw
                              "heldout_rows": heldout_rows, "fonts": "training (TRAIN_FONTS)", "damage": "train",
                              "natural_sources": sha256_file(natural / "SOURCES.json"), "sets": {}}
     for lang in langs:
-        chosen = dev_plan(natural, lang, rows, heldout_rows, swap, seed)
-        with tempfile.TemporaryDirectory(prefix="bhasha-natural-dev-") as tmp:
-            src = Path(tmp) / f"unfamiliar-{lang}.jsonl"
-            atomic_write_jsonl(src, ({"id": r["id"], "lang": lang, "clean": r["clean"]} for r in chosen))
-            dst = dev_dir / f"unfamiliar-{lang}.jsonl"
-            info = ocr_pairs(src, dst, lang, fonts=",".join(train_fonts(lang)), degrade="train", seed=seed + 101,
-                             workers=workers, keep_empty=True)
-            _attach_sources(dst, {r["id"]: r for r in chosen})
-            index["sets"][f"unfamiliar-{lang}"] = {
-                **{k: info[k] for k in ("lines", "pairs", "empty_ocr", "identity_rows", "cer", "seconds",
-                                        "lines_per_s", "cached_lines", "engine")},
-                "sha256": sha256_file(dst)}
+        dst = dev_dir / f"unfamiliar-{lang}.jsonl"
+        info = _render(dev_plan(natural, lang, rows, heldout_rows, swap, seed), lang, dst,
+                       ",".join(train_fonts(lang)), "train", seed + 101, workers, keep_empty=True)
+        index["sets"][f"unfamiliar-{lang}"] = {
+            **{k: info[k] for k in ("lines", "pairs", "empty_ocr", "identity_rows", "cer", "seconds",
+                                    "lines_per_s", "cached_lines", "engine")},
+            "sha256": sha256_file(dst)}
     atomic_write_json(out_dir / DEV_INDEX, index)
     return index
 
@@ -236,10 +252,8 @@ def rare_plan(natural: str | Path, lang: str, lines: int = 2000, swap: float = 0
     from bhasha_build.stages.data import split_fraction
 
     natural = Path(natural)
-    letters = regex.compile(r"[\p{L}\p{M}]+")
-    seen = {w for side in ("train", "heldout") for r in _read_natural(natural, lang, side)
-            for w in letters.findall(r["clean"])} | (avoid or set())
-    words = sorted({w for w in dictionary_words(lang) if letters.fullmatch(w) and len(regex.findall(r"\X", w)) >= 3}
+    seen = _words(r for side in ("train", "heldout") for r in _read_natural(natural, lang, side)) | (avoid or set())
+    words = sorted({w for w in dictionary_words(lang) if _LETTERS.fullmatch(w) and len(regex.findall(r"\X", w)) >= 3}
                    - seen)
     if not words:
         raise NaturalPairsError(f"{lang}: no dictionary word outside the natural text")
@@ -262,28 +276,19 @@ def make_rare(out: str | Path, natural: str | Path = NATURAL, lines: int = 2000,
               eval_fraction: float = 0.02) -> dict[str, Any]:
     """The rare-word training pairs (see the module docstring): <out>/ocr-rare-<lang>.jsonl + <out>/rare.json,
     rendered with the training fonts and damage. The held-out and dev sets' words are avoided too."""
-    import tempfile
-
-    from bhasha_build.features.ocr_pairs import ocr_pairs
-
     out_dir, natural = Path(out), Path(natural)
     out_dir.mkdir(parents=True, exist_ok=True)
     index: dict[str, Any] = {"natural": _repo_relative(natural), "lines": lines, "swap": swap, "seed": seed,
                              "eval_fraction": eval_fraction, "fonts": "training (TRAIN_FONTS)", "damage": "train",
                              "words": "the Debian dictionary (core/baselines.dictionary_words), outside the natural "
                                       "text and the held-out and dev sets", "langs": {}}
-    letters = regex.compile(r"[\p{L}\p{M}]+")
     for lang in langs:
-        avoid = {w for folder in (natural / "heldout", natural / DEV_DIR) for path in folder.glob(f"*-{lang}.jsonl")
-                 for r in _rows(path, "a held-out or dev set") for w in letters.findall(r["clean"])}
+        avoid = _words(r for folder in (natural / "heldout", natural / DEV_DIR)
+                       for path in folder.glob(f"*-{lang}.jsonl") for r in _rows(path, "a held-out or dev set"))
         chosen = rare_plan(natural, lang, lines, swap, seed, eval_fraction, avoid)
-        with tempfile.TemporaryDirectory(prefix="bhasha-natural-rare-") as tmp:
-            src = Path(tmp) / f"rare-{lang}.jsonl"
-            atomic_write_jsonl(src, ({"id": r["id"], "lang": lang, "clean": r["clean"]} for r in chosen))
-            dst = out_dir / f"ocr-rare-{lang}.jsonl"
-            info = ocr_pairs(src, dst, lang, fonts=",".join(train_fonts(lang)), degrade="train", seed=seed + 202,
-                             workers=workers)
-            _attach_sources(dst, {r["id"]: r for r in chosen})
+        dst = out_dir / f"ocr-rare-{lang}.jsonl"
+        info = _render(chosen, lang, dst, ",".join(train_fonts(lang)), "train", seed + 202, workers,
+                       keep_empty=False)
         index["langs"][lang] = {**{k: info[k] for k in ("lines", "pairs", "empty_ocr", "identity_rows", "cer",
                                                          "seconds", "lines_per_s", "cached_lines", "engine")},
                                 "swapped_words": sum(r["swapped_words"] for r in chosen), "sha256": sha256_file(dst)}
@@ -295,30 +300,20 @@ def make_heldout(out: str | Path, natural: str | Path = NATURAL, rows: int = 300
                  seed: int = 3407, workers: int | None = None, langs: tuple[str, ...] = LANGS) -> dict[str, Any]:
     """The six held-out sets (see the module docstring); returns the index written to <out>/heldout.json.
     Every planned line is a row: a line Tesseract reads as empty is the noisy "" (ocr_pairs keep_empty)."""
-    import tempfile
-
-    from bhasha_build.features.ocr_pairs import ocr_pairs
-
     out_dir, natural = Path(out), Path(natural)
     held_dir = out_dir / "heldout"
     held_dir.mkdir(parents=True, exist_ok=True)
     index: dict[str, Any] = {"natural": str(natural), "rows": rows, "swap": swap, "seed": seed, "sets": {},
                              "natural_sources": sha256_file(natural / "SOURCES.json"), "kept_empty": True}
     for lang in langs:
-        plan = heldout_plan(natural, lang, rows, swap, seed)
-        with tempfile.TemporaryDirectory(prefix="bhasha-natural-held-") as tmp:
-            for kind, chosen in plan.items():
-                src = Path(tmp) / f"{kind}-{lang}.jsonl"
-                atomic_write_jsonl(src, ({"id": r["id"], "lang": lang, "clean": r["clean"]} for r in chosen))
-                dst = held_dir / f"{kind}-{lang}.jsonl"
-                info = ocr_pairs(src, dst, lang, fonts="heldout", degrade="heldout", seed=seed, workers=workers,
-                                 keep_empty=True)
-                _attach_sources(dst, {r["id"]: r for r in chosen})
-                index["sets"][f"{kind}-{lang}"] = {
-                    **{k: info[k] for k in ("lines", "pairs", "empty_ocr", "identity_rows", "cer", "seconds",
-                                            "lines_per_s", "fonts", "engine")},
-                    "sources": dict(Counter(r["source"] for r in chosen)),
-                    "sha256": sha256_file(dst)}
+        for kind, chosen in heldout_plan(natural, lang, rows, swap, seed).items():
+            dst = held_dir / f"{kind}-{lang}.jsonl"
+            info = _render(chosen, lang, dst, "heldout", "heldout", seed, workers, keep_empty=True)
+            index["sets"][f"{kind}-{lang}"] = {
+                **{k: info[k] for k in ("lines", "pairs", "empty_ocr", "identity_rows", "cer", "seconds",
+                                        "lines_per_s", "fonts", "engine")},
+                "sources": dict(Counter(r["source"] for r in chosen)),
+                "sha256": sha256_file(dst)}
     atomic_write_json(out_dir / HELDOUT_INDEX, index)
     return index
 
