@@ -504,26 +504,31 @@ def gate(report: dict[str, Any], cfg: BuildConfig) -> dict[str, Any]:
 
 
 def dev_report(dev: Sequence[Mapping[str, Any]], hyps: Sequence[Answer], cfg: BuildConfig, threshold: float
-               ) -> dict[str, Any]:
-    """Per dev set and over all of them: rows, identity CER, raw and served CER and over-correction."""
+               ) -> tuple[dict[str, Any], list[str | None], list[str]]:
+    """Per dev set and over all of them: rows, identity CER, raw and served CER and over-correction; with the
+    guard's reason and the guarded output of every dev row."""
+    def block(rows: Sequence[Mapping[str, Any]], report: Mapping[str, Any]) -> dict[str, Any]:
+        return {"rows": len(rows), "identity_cer": identity_baseline(rows)["overall"]["cer"],
+                "raw_cer": report["overall"]["cer"], "cer": served(report)["overall"]["cer"],
+                "raw_over_correction": report["overall"]["over_correction_rate"],
+                "over_correction": served(report)["overall"]["over_correction_rate"],
+                "identity_rows": report["overall"]["identity_rows"]}
+
     out: dict[str, Any] = {}
-    for name in [*sorted({r["set"] for r in dev}), "overall"]:
-        idx = [i for i, r in enumerate(dev) if name in ("overall", r["set"])]
-        rows, answers = [dev[i] for i in idx], [hyps[i] for i in idx]
-        report = score_guarded(rows, answers, cfg, threshold)[0]
-        out[name] = {"rows": len(rows), "identity_cer": identity_baseline(rows)["overall"]["cer"],
-                     "raw_cer": report["overall"]["cer"], "cer": served(report)["overall"]["cer"],
-                     "raw_over_correction": report["overall"]["over_correction_rate"],
-                     "over_correction": served(report)["overall"]["over_correction_rate"],
-                     "identity_rows": report["overall"]["identity_rows"]}
-    return out
+    for name in sorted({r["set"] for r in dev}):
+        idx = [i for i, r in enumerate(dev) if r["set"] == name]
+        rows = [dev[i] for i in idx]
+        out[name] = block(rows, score_guarded(rows, [hyps[i] for i in idx], cfg, threshold)[0])
+    report, reasons, guarded = score_guarded(dev, hyps, cfg, threshold)
+    out["overall"] = block(dev, report)
+    return out, reasons, guarded
 
 
-def _system_columns(system: str, rows: Sequence[Mapping[str, Any]], hyps: Sequence[Answer], cfg: BuildConfig,
-                    threshold: float) -> dict[str, list[Any]]:
-    """A system's prediction columns (as eval_predictions.jsonl has them) for `rows`."""
-    _, reasons, guarded = score_guarded(rows, hyps, cfg, threshold)
-    return {system: [a.text for a in hyps], f"{system}_guarded": guarded, f"{system}_guard": reasons,
+def _columns(system: str, hyps: Sequence[Answer], reasons: Sequence[str | None], guarded: Sequence[str]
+             ) -> dict[str, list[Any]]:
+    """A system's prediction columns (eval_predictions.jsonl, dev_predictions.jsonl): reply, guarded output,
+    the guard's reason, confidence."""
+    return {system: [a.text for a in hyps], f"{system}_guarded": list(guarded), f"{system}_guard": list(reasons),
             f"{system}_confidence": [a.confidence for a in hyps]}
 
 
@@ -545,8 +550,7 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
     if missing:
         report["lexicon_missing"] = missing  # languages whose lexicon baseline is the rules alone
     dev = dev_rows(cfg)  # scored beside the eval split; the threshold's over-correction bound holds on them too
-    dev_texts = [normalize_text(r["noisy"], cfg.data.zwj_policy) for r in dev]
-    asked = texts + dev_texts
+    asked = texts + [r["noisy"] for r in dev]  # (dev_rows normalized them)
     dev_predictions: dict[str, list[Any]] = {}
     gguf = layout.gguf(cfg.export.quant)
     for system in systems:
@@ -581,16 +585,15 @@ def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYS
         report[system]["guarded"]["end_marks"] = end_mark_changes(rows, guarded)  # '।' lines apart
         if sweep:
             report[system]["confidence"] = sweep
-        # how fast each path scores (llama.cpp on this CPU, Ollama on its server, transformers on cuda/cpu)
         if dev:  # the dev sets at the applied threshold, per set (eval.json `<system>.dev`)
-            report[system]["dev"] = dev_report(dev, dev_hyps, cfg, threshold)
-            dev_predictions.update(_system_columns(system, dev, dev_hyps, cfg, threshold))
+            report[system]["dev"], dev_reasons, dev_guarded = dev_report(dev, dev_hyps, cfg, threshold)
+            dev_predictions.update(_columns(system, dev_hyps, dev_reasons, dev_guarded))
+        # how fast each path scores (llama.cpp on this CPU, Ollama on its server, transformers on cuda/cpu)
         report[system]["generation"] = {"seconds": round(seconds, 3),
                                         "rows_per_s": round(len(asked) / seconds, 3) if seconds > 0 else None}
         if system in ("gguf", "zeroshot"):  # llama.cpp on the GPU or the CPU, how many contexts, why not the GPU
             report[system]["generation"].update(plan.record())
-        predictions.update({system: [a.text for a in hyps], f"{system}_guarded": guarded, f"{system}_guard": reasons,
-                            f"{system}_confidence": [a.confidence for a in hyps]})
+        predictions.update(_columns(system, hyps, reasons, guarded))
         if system == "gguf":
             report["gguf_file"] = gguf.name
     report["min_confidence"] = run_min_confidence(report, cfg)
