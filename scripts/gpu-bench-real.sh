@@ -142,8 +142,7 @@ collect() {  # at most 8 files of <= 16 MiB come back
 start() {  # the box: the steps in the background, from a snapshot of the tree under $LEASE/repo: a later call of
            # the same lease re-sends the working tree, and on 2026-12-03 every part started while one did failed
            # with "No module named bhasha_build.tools.bench"
-  rm -rf "$LEASE/repo" && mkdir -p "$LEASE/repo"
-  tar -C . --exclude ./.git --exclude ./.venv --exclude ./runs --exclude ./.carry/slices -cf - . | tar -C "$LEASE/repo" -xf -
+  lease_snapshot "$LEASE/repo" ./.carry/slices
   lease_background "$LEASE/repo/scripts/gpu-bench-real.sh" run
 }
 

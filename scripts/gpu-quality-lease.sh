@@ -115,6 +115,12 @@ run() {
   touch "$LEASE/done"
 }
 
+publish() {  # publish FILE [NAME]: FILE into back/ as NAME (default its own), copied aside first and renamed
+             # whole, so that `wait` never returns a file still being written; a missing FILE: nothing
+  local name=${2:-${1##*/}}
+  [ -f "$1" ] && cp "$1" "$LEASE/back/.$name" && mv "$LEASE/back/.$name" "$LEASE/back/$name"
+}
+
 run_variant() {  # run_variant train|score VARIANT: one half of scripts/gpu-quality.sh VARIANT (STEPS)
   local steps=$1 v=$2 dry_arg=() rc
   [ "${DRY:-0}" = 1 ] && dry_arg=(--dry-run)
@@ -124,21 +130,17 @@ run_variant() {  # run_variant train|score VARIANT: one half of scripts/gpu-qual
   rc=$?
   if [ "$steps" = train ]; then  # the adapter's parts come back with the next `wait`
     local part
-    for part in "$LEASE/work/out-$v"/adapter-"$v".tar.xz.part*; do
-      [ -f "$part" ] && cp "$part" "$LEASE/back/.${part##*/}" && mv "$LEASE/back/.${part##*/}" "$LEASE/back/${part##*/}"
-    done
+    for part in "$LEASE/work/out-$v"/adapter-"$v".tar.xz.part*; do publish "$part"; done
     return $rc
   fi
-  [ -f "$LEASE/work/out-$v/quality-results.tar.xz" ] \
-    && cp "$LEASE/work/out-$v/quality-results.tar.xz" "$LEASE/back/.quality-results-$v.tar.xz" \
-    && mv "$LEASE/back/.quality-results-$v.tar.xz" "$LEASE/back/quality-results-$v.tar.xz"
+  publish "$LEASE/work/out-$v/quality-results.tar.xz" "quality-results-$v.tar.xz"
   step "variant $v: scored rc=$rc; $(grep 'gpu-quality:' "$LEASE/back/quality-$v.log" | tail -1)"
   return $rc
 }
 
 start() {  # the box, call 1: snapshot the repo and the carried folders, then run in the background
-  rm -rf "$LEASE" && mkdir -p "$LEASE/repo" "$LEASE/carry"
-  tar -C . --exclude ./.carry --exclude ./.git --exclude ./.venv --exclude ./runs -cf - . | tar -C "$LEASE/repo" -xf -
+  rm -rf "$LEASE" && mkdir -p "$LEASE/carry"
+  lease_snapshot "$LEASE/repo" ./.carry
   [ -d .carry ] && tar -C .carry --exclude ./slices -cf - . | tar -C "$LEASE/carry" -xf -
   if ls .carry/slices/s* >/dev/null 2>&1; then  # a slice may ride with call 1 (the room the wheels leave)
     mkdir -p /tmp/gguf-slices && cp .carry/slices/s* /tmp/gguf-slices/ && echo "slices: $(ls /tmp/gguf-slices | tr '\n' ' ')"

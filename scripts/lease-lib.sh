@@ -6,6 +6,9 @@
 #   lease_step MSG...            a timestamped line in $LEASE/steps.log (and on stdout)
 #   lease_background ARGS...     `bash ARGS...` in its own session (setsid), its leader's PID in $LEASE/run.pid,
 #                                its output in $LEASE/run.log
+#   lease_snapshot DIR [EXCLUDE...]  the tree (less .git, .venv, runs and EXCLUDE, paths like ./.carry) copied
+#                                into DIR: a background run reads its code from there, since a later call of
+#                                the same lease re-sends the working tree under it
 #   lease_stop                   ends the background run and everything it started (its session, by the
 #                                recorded leader: `pkill -f` would match the asking command's own line)
 #   lease_wait_done SECONDS      returns when $LEASE/done exists or SECONDS have passed
@@ -22,6 +25,14 @@ lease_background() {
   echo $! > "$LEASE/run.pid"
   sleep 3
   cat "$LEASE/steps.log" "$LEASE/run.log" 2>/dev/null | tail -5
+}
+
+lease_snapshot() {
+  local dir=$1 args=() x
+  shift
+  for x in ./.git ./.venv ./runs "$@"; do args+=(--exclude "$x"); done
+  rm -rf "$dir" && mkdir -p "$dir"
+  tar -C . "${args[@]}" -cf - . | tar -C "$dir" -xf -
 }
 
 lease_stop() {
