@@ -314,45 +314,44 @@ def test_committed_heldout_sets_count_every_line():
     assert (total, empty_rows) == (1800, 8)
 
 
+def _jsonl(path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _heldout_font_names(lang: str) -> set[str]:
+    from bhasha_build.core.text import LANG_SCRIPTS
+    from bhasha_build.features.ocr_pairs import FONTS
+
+    return {f.removesuffix(".ttf") for f in FONTS[LANG_SCRIPTS[lang]]["heldout"]}
+
+
 def test_committed_dev_sets_are_the_plan_and_share_nothing_with_the_heldout_sets():
     """data/natural/dev (the dev sets the eval stage calibrates on beside the eval split): 3 x 200 rows = every
     planned line in order, from held-out-side sentences neither held-out set uses; their pseudo-words appear
     in no training line and in neither held-out set; training fonts and damage only (never a held-out
     family); dev.json's sha256s and counts are the files'."""
-    import regex
-
     from bhasha_build.core.fsutil import sha256_file
-    from bhasha_build.features.ocr_pairs import FONTS
-    from bhasha_build.tools.natural_pairs import LANGS, NATURAL, dev_plan, heldout_plan
+    from bhasha_build.tools.natural_pairs import LANGS, NATURAL, _words, dev_plan, heldout_plan
 
     index = json.loads((NATURAL / "dev.json").read_text())
     held_index = json.loads((NATURAL / "heldout.json").read_text())
-    words = regex.compile(r"[\p{L}\p{M}]+")
     for lang in LANGS:
         plan = dev_plan(NATURAL, lang, index["rows"], index["heldout_rows"], index["swap"], index["seed"])
         held = heldout_plan(NATURAL, lang, held_index["rows"], held_index["swap"], held_index["seed"])
         path = NATURAL / "dev" / f"unfamiliar-{lang}.jsonl"
-        rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+        rows = _jsonl(path)
         entry = index["sets"][f"unfamiliar-{lang}"]
         assert [r["id"] for r in rows] == [r["id"] for r in plan] and len(rows) == entry["pairs"] == 200
         assert entry["sha256"] == sha256_file(path) and all(r["lang"] == lang for r in rows)
         held_ids = {r["id"].removesuffix("-unf") for kind in held.values() for r in kind}
         assert not {r["id"].removesuffix("-dev") for r in plan} & held_ids  # other sentences than the held-out sets'
-        held_words = {w for kind in held.values() for r in kind for w in words.findall(r["clean"])}
-        train_words = {w for r in (json.loads(x) for x in (NATURAL / f"{lang}.train.jsonl").read_text(
-            encoding="utf-8").splitlines()) for w in words.findall(r["clean"])}
-        source_words = {w for r in plan for w in words.findall(
-            next(s for s in _natural_lines(NATURAL, lang) if s["id"] == r["id"].removesuffix("-dev"))["clean"])}
-        swapped = {w for r in plan for w in words.findall(r["clean"])} - source_words
+        held_words = _words(r for kind in held.values() for r in kind)
+        train_words = _words(_jsonl(NATURAL / f"{lang}.train.jsonl"))
+        sources = {r["id"]: r for r in _jsonl(NATURAL / f"{lang}.heldout.jsonl")}
+        swapped = _words(plan) - _words(sources[r["id"].removesuffix("-dev")] for r in plan)
         assert swapped and not swapped & (held_words | train_words)
-        heldout_fonts = {f.removesuffix(".ttf") for f in FONTS[{"hi": "Devanagari", "bn": "Bengali",
-                                                                 "ta": "Tamil"}[lang]]["heldout"]}
-        assert not {r["ocr"]["font"] for r in rows if r.get("ocr")} & heldout_fonts
+        assert not {r["ocr"]["font"] for r in rows if r.get("ocr")} & _heldout_font_names(lang)
         assert {r["ocr"]["degrade"]["preset"] for r in rows if r.get("ocr")} == {"train"}
-
-
-def _natural_lines(natural, lang):
-    return [json.loads(x) for x in (natural / f"{lang}.heldout.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 def test_committed_rare_word_lines_are_train_side_with_unseen_dictionary_words():
@@ -360,38 +359,28 @@ def test_committed_rare_word_lines_are_train_side_with_unseen_dictionary_words()
     the plan (training-side sentences with dictionary words swapped in), every one in TRAIN by the data
     stage's hash on its normalized text (the eval split stays the same), its new words in no natural line and
     no held-out or dev set; training fonts and damage only; rare.json's sha256s are the files'."""
+    import hashlib
     import tarfile
 
-    import regex
-
     from bhasha_build.core.text import normalize_text
-    from bhasha_build.features.ocr_pairs import FONTS
     from bhasha_build.stages.data import split_fraction
-    from bhasha_build.tools.natural_pairs import LANGS, NATURAL
+    from bhasha_build.tools.natural_pairs import _LETTERS, LANGS, NATURAL, _words
 
     with tarfile.open(NATURAL / "train-pairs" / "rare-words.tar.xz") as packed:
         files = {m.name.removeprefix("./"): packed.extractfile(m).read() for m in packed.getmembers() if m.isfile()}
     index = json.loads(files["rare.json"])
-    letters = regex.compile(r"[\p{L}\p{M}]+")
     for lang in LANGS:
         raw = files[f"ocr-rare-{lang}.jsonl"]
-        import hashlib
-
         assert index["langs"][lang]["sha256"] == hashlib.sha256(raw).hexdigest()
         rows = [json.loads(x) for x in raw.decode().splitlines()]
         assert len(rows) == index["langs"][lang]["pairs"] >= 1900  # 2,000 lines less Tesseract's empty reads
         assert all(split_fraction(normalize_text(r["clean"], "auto"), index["seed"]) >= index["eval_fraction"]
                    for r in rows)
-        natural_words = {w for side in ("train", "heldout") for x in (NATURAL / f"{lang}.{side}.jsonl").read_text(
-            encoding="utf-8").splitlines() for w in letters.findall(json.loads(x)["clean"])}
-        set_words = {w for folder in ("heldout", "dev") for path in (NATURAL / folder).glob(f"*-{lang}.jsonl")
-                     for x in path.read_text(encoding="utf-8").splitlines()
-                     for w in letters.findall(json.loads(x)["clean"])}
-        sources = {json.loads(x)["id"]: json.loads(x)["clean"] for x in (NATURAL / f"{lang}.train.jsonl").read_text(
-            encoding="utf-8").splitlines()}
-        new = {w for r in rows for w in letters.findall(r["clean"])
-               if w not in letters.findall(sources[r["id"].rsplit("-rare", 1)[0].removesuffix("-v0")])}
+        natural_words = _words(r for side in ("train", "heldout") for r in _jsonl(NATURAL / f"{lang}.{side}.jsonl"))
+        set_words = _words(r for folder in ("heldout", "dev") for path in (NATURAL / folder).glob(f"*-{lang}.jsonl")
+                           for r in _jsonl(path))
+        sources = {r["id"]: r["clean"] for r in _jsonl(NATURAL / f"{lang}.train.jsonl")}
+        new = {w for r in rows for w in _LETTERS.findall(r["clean"])
+               if w not in _LETTERS.findall(sources[r["id"].rsplit("-rare", 1)[0]])}
         assert new and not new & natural_words and not new & (set_words - natural_words)
-        held_fonts = {f.removesuffix(".ttf") for f in FONTS[{"hi": "Devanagari", "bn": "Bengali",
-                                                              "ta": "Tamil"}[lang]]["heldout"]}
-        assert not {r["ocr"]["font"] for r in rows} & held_fonts
+        assert not {r["ocr"]["font"] for r in rows} & _heldout_font_names(lang)
