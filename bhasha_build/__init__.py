@@ -14,7 +14,9 @@ Design: docs/design.md.
 """
 
 from bhasha_build.core.env import apply_defaults as _apply_env_defaults
+from bhasha_build.core.env import load_llama_first as _load_llama_first
 
 __version__ = "0.1.0"
 
 _apply_env_defaults()
+_load_llama_first()  # only with BHASHA_LLAMA_FIRST=1 (core/env.py says why)

@@ -28,7 +28,11 @@
 #   'eval.zeroshot=false;eval.gguf_contexts=1'), STEPS (all | train: data + train only | score: export, scoring and
 #   the record of a variant trained by an earlier `train`; scripts/gpu-quality-lease.sh scores one variant
 #   while the next trains), EVAL_SYSTEMS (default gguf,zeroshot), LLAMA_WAIT (a file to wait for before using llama.cpp: the
-#   background CUDA build of scripts/gpu-quality-lease.sh).
+#   background CUDA build of scripts/gpu-quality-lease.sh), ADOPT (a folder of adapter-VARIANT.tar.xz.partNN
+#   from a lease: no training; the data stage runs here and the adapter is taken as trained, then export and
+#   scoring as usual; with --dry-run this scores a lease's adapter on this machine's CPU:
+#   `ADOPT=.carry/adapters HELDOUT_ROWS=200 EXTRA_SETS='eval.zeroshot=false;eval.gguf_contexts=1'
+#   EVAL_SYSTEMS=gguf PY=.venv/bin/python bash scripts/gpu-quality.sh --dry-run b16`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -110,6 +114,13 @@ for V in "${VARIANTS[@]}"; do
     # ---- 2. the data-stage input folder at this real share
     $PY -m bhasha_build.tools.natural_pairs assemble --out "$INPUT" --heldout-from data/natural --train-from "$PAIRS" \
       --real-share "$SHARE" --eval-fraction "$EVAL_FRACTION" "${RARE[@]}"
+    if [ -n "${ADOPT:-}" ]; then  # ---- or: the adapter a lease trained (data stage here, the adapter as trained)
+      $PY -m bhasha_build.tools.learning_signal adopt --errors real --profile "$PROFILE" "${SETARGS[@]}" \
+        --adapter-parts "$ADOPT/adapter-$V.tar.xz.part"* --out "$WORK/$V.adopt.json" > "$WORK/$V.adopt.log" 2>&1 \
+        || { tail -20 "$WORK/$V.adopt.log"; exit 1; }
+      stamp "$V adopted from $ADOPT"
+      [ "$STEPS" = train ] && continue
+    else
     # ---- train (data + train stages)
     $PY -m bhasha_build.tools.learning_signal gpu --errors real --profile "$PROFILE" "${SETARGS[@]}" "${CPU[@]}" \
       --out "$WORK/$V.gpu.json" > "$WORK/$V.gpu.log" 2>&1 || { tail -20 "$WORK/$V.gpu.log"; exit 1; }
@@ -123,6 +134,7 @@ for V in "${VARIANTS[@]}"; do
       stamp "$V adapter packed: $(ls "$OUT/adapter-$V.tar.xz.part"* | wc -l) parts"
     else
       stamp "$V adapter not packed"
+    fi
     fi
   fi
   [ "$STEPS" = train ] && continue
@@ -158,7 +170,8 @@ for V in "${VARIANTS[@]}"; do
   [ -f "$preds" ] && EVAL_PREDS=(--eval-predictions "$preds")
   preds=$(cfg "$V" "cfg.layout.dev_predictions")  # the dev sets' rows (eval.dev_sets), when the profile has them
   [ -f "$preds" ] && EVAL_PREDS+=(--dev-predictions "$preds")
-  $PY -m bhasha_build.tools.quality record "$WORK/$V.json" --gpu-result "$WORK/$V.gpu.json" --name "$V" \
+  GPU_RESULT=(); [ -f "$WORK/$V.gpu.json" ] && GPU_RESULT=(--gpu-result "$WORK/$V.gpu.json")  # none when adopted
+  $PY -m bhasha_build.tools.quality record "$WORK/$V.json" "${GPU_RESULT[@]}" --name "$V" \
     --sweep "$SWEEP" --card "$CARD" --out "$WORK/bench/quality" "${EXTRA_ARGS[@]}" "${EVAL_PREDS[@]}"
   tar -C "$WORK" -cJf "$OUT/quality-results.tar.xz" bench $(cd "$WORK" && ls ./*.json ./*.log 2>/dev/null)
 done

@@ -274,3 +274,21 @@ def test_a_gpu_plan_answers_in_a_spawned_worker_with_the_replies_of_the_caller_p
     here = generate_gguf(cfg, tiny_f16, texts, LlamaPlan(0, 1))
     worker = generate_gguf(cfg, tiny_f16, texts, LlamaPlan(-1, 1))
     assert [(a.text, a.cut, a.confidence) for a in worker] == [(a.text, a.cut, a.confidence) for a in here]
+
+
+def test_eval_workers_load_llama_cpp_before_any_other_extension_module() -> None:
+    """A spawned eval worker (generate_gguf's pool) imports llama_cpp before numpy and rapidfuzz: the CUDA
+    build's SIGSEGV on the H200 (2026-12-03) came with numpy loaded first (core/env.py). The worker unpickles
+    a function of the package, as it unpickles _gguf_answers; the caller's environment is restored after."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bhasha_build.core.env import LLAMA_FIRST, llama_first_in_children, load_llama_first
+
+    before = os.environ.get(LLAMA_FIRST)
+    code = "[m for m in __import__('sys').modules if m in ('llama_cpp.llama_cpp', 'numpy', 'rapidfuzz')]"
+    with llama_first_in_children(), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        order = pool.submit(eval, code, {"package_function": load_llama_first}).result()
+    assert order and order[0] == "llama_cpp.llama_cpp", order
+    assert os.environ.get(LLAMA_FIRST) == before

@@ -238,6 +238,22 @@ def test_a_gpu_that_dies_generating_falls_back_to_the_cpu_with_its_reason(tiny_g
     assert g.main(["check", str(tiny_gguf["gguf"]), "--layers", "0"]) == 1  # the shell's question, same rule
 
 
+def test_the_check_child_loads_llama_cpp_before_any_other_extension_module(tiny_gguf: dict, monkeypatch) -> None:
+    """2026-12-03 on the H200: the CUDA build died of SIGSEGV loading a model whenever numpy (or core.gguf's
+    rapidfuzz) was imported before llama_cpp, and answered when llama_cpp came first. The check's child
+    runs as eval's workers do: BHASHA_LLAMA_FIRST=1, so the package's import loads llama_cpp first."""
+    from bhasha_build.core import gguf as g
+
+    monkeypatch.setattr(g, "_checks", {})
+    monkeypatch.setattr(g, "_CHECK_CODE", (
+        "import sys; import bhasha_build.core.gguf\n"
+        "order = [m for m in sys.modules if m in ('llama_cpp.llama_cpp', 'numpy', 'rapidfuzz')]\n"
+        "sys.exit(None if order[0] == 'llama_cpp.llama_cpp' else f'loaded in the order {order}')\n"))
+    monkeypatch.delenv("BHASHA_LLAMA_FIRST", raising=False)
+    assert g.generation_check(tiny_gguf["gguf"]) is None
+    assert "BHASHA_LLAMA_FIRST" not in os.environ  # the caller's own environment is left as it was
+
+
 _FAKE_PY = """#!/usr/bin/env bash
 # the real interpreter, except for the checks the test makes fail (as the 2026-12-02 CUDA build did)
 args=" $* "

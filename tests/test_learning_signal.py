@@ -144,6 +144,46 @@ def test_moved_run_folder_exports_from_its_own_base_model(tiny_pipeline: dict[st
         adapter_base_path(moved)
 
 
+@pytest.mark.slow
+def test_a_leases_adapter_parts_are_adopted_as_trained_and_export(tiny_pipeline: dict[str, Any],
+                                                                   tmp_path: Path) -> None:
+    """`adopt`: the adapter a lease sent back (adapter-V.tar.xz.partNN, as gpu-quality.sh packs it) becomes
+    this machine's run: the data stage runs here, the adapter lands whole (byte for byte) and is recorded, and
+    export takes it as trained. Parts that do not rebuild one `adapter/` folder are refused, naming the part."""
+    from conftest import TINY_TEST_OVERRIDES
+
+    from bhasha_build.core.manifest import Manifest
+    from bhasha_build.stages import pipeline
+
+    src = RunLayout(tiny_pipeline["run_dir"])
+    parts = tmp_path / "back"
+    parts.mkdir()
+    packed = subprocess.run(f'tar -C "{src.root}" -cf - adapter | xz -0 | split -b 300K -d -a 2 - '
+                            f'"{parts}/adapter-tiny.tar.xz.part"', shell=True, check=False)
+    assert packed.returncode == 0 and len(list(parts.iterdir())) > 1
+    sets = [f'runs_dir="{tmp_path / "runs"}"', 'run="ci"', *TINY_TEST_OVERRIDES]
+    result = ls.phase_adopt("tiny-cpu", sets, sorted(parts.iterdir()))
+    here = RunLayout(Path(result["run_dir"]))
+    for f in src.adapter.iterdir():
+        assert sha256_file(here.adapter / f.name) == sha256_file(f), f.name
+    recorded = Manifest(here.root).load()["artifacts"]["adapter"]
+    assert recorded["sha256"] == result["adapter"]["sha256"] and recorded["adopted_from"][0].endswith("part00")
+    assert result["data"]["eval_rows"] > 0 and here.eval_split.exists()
+    cfg = ls._config("tiny-cpu", sets)
+    assert Path(pipeline.run_export(cfg, force=True)["gguf"]).stat().st_size > 0
+
+    (parts / "adapter-tiny.tar.xz.part01").unlink()  # a part lost on the way
+    with pytest.raises(ls.SignalError, match=r"adapter-tiny.tar.xz.part00 \(\+[0-9]+ parts\)"):
+        ls.phase_adopt("tiny-cpu", sets, sorted(parts.iterdir()))
+    other = tmp_path / "other.tar.xz"
+    with tarfile.open(other, "w:xz") as tar:
+        tar.add(src.adapter, arcname="adapter")
+        tar.add(src.eval_split, arcname="eval.jsonl")  # not the adapter's
+    with pytest.raises(ls.SignalError, match="not an archive of one `adapter/` folder"):
+        ls.phase_adopt("tiny-cpu", sets, [other])
+    assert sha256_file(here.adapter / "adapter_config.json") == sha256_file(src.adapter / "adapter_config.json")
+
+
 def _cpu_phases(tmp_path: Path, options: list[str], timeout: int,
                 env: dict[str, str] | None = None) -> Callable[..., subprocess.CompletedProcess[str]]:
     """`phase(name, runs_folder, *extra)`: one learning-signal phase as a subprocess, the model and

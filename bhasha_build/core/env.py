@@ -7,9 +7,11 @@ which is why the package's `__init__` applies them and nothing else does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 
 DEFAULTS = {
     "HF_HUB_OFFLINE": "1",
@@ -26,6 +28,37 @@ DEFAULTS = {
 def apply_defaults() -> None:
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+# A process that scores with a CUDA llama.cpp loads llama_cpp's shared libraries before any other extension
+# module. Measured 2026-12-03 on the H200 (llama-cpp-python 0.3.36 built there with GGML_CUDA, the box's
+# numpy 2.5.2): `import llama_cpp` first, then load + generate + logprobs on the GPU and on the CPU: fine;
+# `import numpy` (or the project's core.gguf, which loads rapidfuzz) first, then the same load: SIGSEGV, every
+# time, with layers on the GPU and without. The carried CPU build runs in either order. eval's llama.cpp
+# workers and generation_check's child are started with it set (stages/evaluate.py, core/gguf.py).
+LLAMA_FIRST = "BHASHA_LLAMA_FIRST"
+
+
+def load_llama_first() -> None:
+    """With BHASHA_LLAMA_FIRST=1, import llama_cpp now (the package's import is the first thing a spawned
+    worker or a `-c` child runs), when it is installed."""
+    if os.environ.get(LLAMA_FIRST) == "1":
+        with contextlib.suppress(ImportError):
+            import llama_cpp  # noqa: F401
+
+
+@contextlib.contextmanager
+def llama_first_in_children() -> Iterator[None]:
+    """Processes started inside the block load llama_cpp first (they inherit BHASHA_LLAMA_FIRST=1)."""
+    before = os.environ.get(LLAMA_FIRST)
+    os.environ[LLAMA_FIRST] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(LLAMA_FIRST, None)
+        else:
+            os.environ[LLAMA_FIRST] = before
 
 
 # What libraries print that is not the project's: torch's _pytree registration warnings (torchao),

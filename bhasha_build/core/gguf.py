@@ -28,6 +28,7 @@ from typing import Any
 from bhasha_build.core import toolchain
 from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
 from bhasha_build.core.confidence import TokenProb, TokenRecorder, change_confidence, token_probs
+from bhasha_build.core.env import LLAMA_FIRST
 from bhasha_build.core.errors import BhashaError
 
 
@@ -324,7 +325,8 @@ def generation_check(gguf: Path, n_gpu_layers: int = -1, torch_first: bool = Fal
         code = (_TORCH_FIRST if torch_first else "") + _CHECK_CODE
         try:
             proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code, key[0], str(n_gpu_layers)],
-                                  capture_output=True, text=True, timeout=600, check=False)
+                                  capture_output=True, text=True, timeout=600, check=False,
+                                  env={**os.environ, LLAMA_FIRST: "1"})  # as eval's workers load it
             code, tail = proc.returncode, [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()][-3:]
             _check_stderr[key] = proc.stderr
         except subprocess.TimeoutExpired as timeout:

@@ -84,6 +84,7 @@ from bhasha_build.core import models, weights
 from bhasha_build.core.baselines import BASELINES, run_baselines, strongest_of
 from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
 from bhasha_build.core.config import BuildConfig
+from bhasha_build.core.env import llama_first_in_children
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_json, atomic_write_jsonl, save_figure, sha256_file
 from bhasha_build.core.gguf import LlamaChat, LlamaPlan, count_tokens_with, llama_plan
@@ -185,7 +186,8 @@ def generate_gguf(cfg: BuildConfig, gguf: Path, texts: list[str], plan: LlamaPla
 
     threads = max(1, (os.cpu_count() or 1) // contexts)
     shards = [texts[i::contexts] for i in range(contexts)]  # interleaved: long and short rows alike in each
-    with ProcessPoolExecutor(contexts, mp_context=multiprocessing.get_context("spawn")) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with llama_first_in_children(), ProcessPoolExecutor(contexts, mp_context=spawn) as pool:
         parts = list(pool.map(_gguf_answers, *zip(*[(*job, shard, threads) for shard in shards], strict=True)))
     out: list[Answer] = [Answer("")] * len(texts)
     for i, part in enumerate(parts):
@@ -196,7 +198,8 @@ def generate_gguf(cfg: BuildConfig, gguf: Path, texts: list[str], plan: LlamaPla
 def in_workers(plan: LlamaPlan, contexts: int) -> bool:
     """Whether llama.cpp answers in spawned worker processes: several contexts, or any layer on the GPU — a
     CUDA llama.cpp then never shares a process with torch's CUDA libraries (the eval stage's process has
-    loaded them for export; 2026-12-02 the CUDA build died of SIGSEGV generating, cause not yet known)."""
+    loaded them for export), and each worker loads llama_cpp before any other extension module (core/env.py:
+    the 2026-12-02/03 SIGSEGV of the CUDA build followed the import order)."""
     return contexts > 1 or plan.n_gpu_layers != 0
 
 

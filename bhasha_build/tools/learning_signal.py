@@ -57,6 +57,7 @@ import json
 import random
 import sys
 import tarfile
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -497,6 +498,45 @@ def phase_gpu(profile: str, sets: Sequence[str], parts_dir: Path | None, part_mi
     return result
 
 
+def phase_adopt(profile: str, sets: Sequence[str], adapter_parts: Sequence[Path]) -> dict[str, Any]:
+    """A trained adapter that came back from a lease (`adapter-V.tar.xz.partNN`, gpu-quality.sh) as this
+    machine's run: the data stage runs here (deterministic: the same splits as the box's), the adapter
+    replaces layout.adapter whole and is recorded in the manifest, so export and eval take it as trained.
+    Its base is the one base_model.json names (the same weights cache path on both machines)."""
+    from bhasha_build.core.manifest import Manifest
+    from bhasha_build.stages import pipeline
+
+    if not adapter_parts:
+        raise SignalError("--adapter-parts: no parts given")
+    for part in adapter_parts:
+        if not part.is_file():
+            raise SignalError(f"{part}: missing")
+    cfg = _config(profile, sets)
+    layout = cfg.layout
+    blob = b"".join(Path(p).read_bytes() for p in sorted(adapter_parts))
+    name = layout.adapter.name
+    try:  # read to its end before the data stage's minutes: a lost part is said at once
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:xz") as tar:
+            members = tar.getmembers()
+    except (tarfile.TarError, ValueError, EOFError, OSError) as exc:
+        raise SignalError(f"{sorted(adapter_parts)[0]} (+{len(adapter_parts) - 1} parts): {exc}") from None
+    if not members or any(Path(m.name).parts[:1] != (name,) for m in members):
+        raise SignalError(f"{sorted(adapter_parts)[0]}: not an archive of one `{name}/` folder")
+    data = pipeline.run_data(cfg, force=True)
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:xz") as tar, \
+            tempfile.TemporaryDirectory(dir=layout.root) as scratch, atomic_dir(layout.adapter) as tmp:
+        safe_extract(tar, Path(scratch))
+        for child in (Path(scratch) / name).iterdir():
+            child.replace(tmp / child.name)
+    if not layout.adapter_base_record.exists():
+        raise SignalError(f"{layout.adapter_base_record}: missing from the adapter parts")
+    entry = Manifest(layout.root).artifact("adapter", layout.adapter, adopted_from=[Path(p).name for p in
+                                                                                    sorted(adapter_parts)])
+    return {"run_dir": str(cfg.run_dir), "data": {k: data.get(k) for k in ("rows_read", "kept", "train_rows",
+                                                                            "eval_rows")},
+            "adapter": {"sha256": entry["sha256"], "parts": len(adapter_parts)}}
+
+
 def phase_finish(profile: str, sets: Sequence[str], parts_dir: Path | None, real: bool = False,
                  out_predictions: Path | None = None, systems: tuple[str, ...] | None = None,
                  heldout_rows: int | None = None) -> dict[str, Any]:
@@ -527,7 +567,7 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bhasha_build.tools.learning_signal",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("phase", choices=["prepare", "gpu", "finish", "all"])
+    parser.add_argument("phase", choices=["prepare", "gpu", "adopt", "finish", "all"])
     parser.add_argument("--profile", default="signal-gpu", help="config profile of the run")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
     parser.add_argument("--lines", type=int, default=15000, help="synthetic clean lines per language")
@@ -536,6 +576,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=3407)
     parser.add_argument("--parts-dir", default=None, help="gpu: pack the run here; finish: unpack from here")
     parser.add_argument("--part-mib", type=int, default=15, help="largest part file, MiB")
+    parser.add_argument("--adapter-parts", nargs="+", default=[], metavar="PART",
+                        help="adopt: a lease's adapter-V.tar.xz.partNN files (data stage here, adapter as trained)")
     parser.add_argument("--heldout-rows", type=int, default=None,
                         help="finish, real: score the first N rows of each held-out set (default: all)")
     parser.add_argument("--eval-systems", default=None,
@@ -584,6 +626,8 @@ def _main(args: argparse.Namespace) -> int:
     elif args.phase in ("prepare", "all") or (args.phase == "gpu" and not pairs.exists()):
         result["prepare"] = make_pairs(pairs, args.lines, args.rate, args.identity_fraction, args.seed)
         print(json.dumps(result["prepare"]), flush=True)
+    if args.phase == "adopt":
+        result["adopt"] = phase_adopt(args.profile, args.set, [Path(p) for p in args.adapter_parts])
     if args.phase in ("gpu", "all"):
         result["gpu"] = phase_gpu(args.profile, args.set, parts_dir if args.phase == "gpu" else None, args.part_mib)
     if args.phase in ("finish", "all"):
