@@ -128,9 +128,10 @@ run_variant() {  # run_variant train|score VARIANT: one half of scripts/gpu-qual
     SLICES=/tmp/gguf-slices WHEELS=$LEASE/carry/gpu/whl bash scripts/gpu-quality.sh "${dry_arg[@]}" "$v" \
     >> "$LEASE/back/quality-$v.log" 2>&1
   rc=$?
-  if [ "$steps" = train ]; then  # the adapter's parts come back with the next `wait`
+  if [ "$steps" = train ]; then  # the adapter's parts and the training's figures come back with the next `wait`
     local part
     for part in "$LEASE/work/out-$v"/adapter-"$v".tar.xz.part*; do publish "$part"; done
+    publish "$LEASE/work/out-$v/$v.gpu.json"
     return $rc
   fi
   publish "$LEASE/work/out-$v/quality-results.tar.xz" "quality-results-$v.tar.xz"

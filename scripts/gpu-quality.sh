@@ -125,6 +125,8 @@ for V in "${VARIANTS[@]}"; do
     $PY -m bhasha_build.tools.learning_signal gpu --errors real --profile "$PROFILE" "${SETARGS[@]}" "${CPU[@]}" \
       --out "$WORK/$V.gpu.json" > "$WORK/$V.gpu.log" 2>&1 || { tail -20 "$WORK/$V.gpu.log"; exit 1; }
     stamp "$V trained"
+    cp "$WORK/$V.gpu.json" "$OUT/$V.gpu.json.tmp" && mv "$OUT/$V.gpu.json.tmp" "$OUT/$V.gpu.json"  # the training's
+    # figures (steps, tok/s, peak GiB) come back with the adapter, before scoring (2026-12-03: lost with the box)
     # the adapter in 15 MiB parts beside the results (`cat adapter-V.tar.xz.part* | tar -xJ` here): a later lease
     # exports and scores it without training again, and new guards can be scored on it (2026-12-02: the first
     # final's adapter lived only in a run folder and was lost)
@@ -170,7 +172,10 @@ for V in "${VARIANTS[@]}"; do
   [ -f "$preds" ] && EVAL_PREDS=(--eval-predictions "$preds")
   preds=$(cfg "$V" "cfg.layout.dev_predictions")  # the dev sets' rows (eval.dev_sets), when the profile has them
   [ -f "$preds" ] && EVAL_PREDS+=(--dev-predictions "$preds")
-  GPU_RESULT=(); [ -f "$WORK/$V.gpu.json" ] && GPU_RESULT=(--gpu-result "$WORK/$V.gpu.json")  # none when adopted
+  GPU_RESULT=()  # the training's figures: this run's, else the lease's that came back beside the adopted adapter
+  for g in "$WORK/$V.gpu.json" "${ADOPT:-/nonexistent}/$V.gpu.json"; do
+    [ -f "$g" ] && { GPU_RESULT=(--gpu-result "$g"); break; }
+  done
   $PY -m bhasha_build.tools.quality record "$WORK/$V.json" "${GPU_RESULT[@]}" --name "$V" \
     --sweep "$SWEEP" --card "$CARD" --out "$WORK/bench/quality" "${EXTRA_ARGS[@]}" "${EVAL_PREDS[@]}"
   tar -C "$WORK" -cJf "$OUT/quality-results.tar.xz" bench $(cd "$WORK" && ls ./*.json ./*.log 2>/dev/null)

@@ -14,7 +14,9 @@
 #   as scripts/gpu-llama-cuda.sh leaves it; LLAMA_CUDA_SITE overrides; the carried build unpacks into
 #   LLAMA_CPU_DIR, default /tmp/llama-cpu), writes the GPU check's whole stderr
 #   (faulthandler's stack when llama.cpp dies) to LOG, and prints one line per step. The 2026-12-02 CUDA
-#   build offloaded and quantized, then died of SIGSEGV generating: offload alone is not the question.
+#   build offloaded and quantized, then died of SIGSEGV generating: offload alone is not the question
+#   (2026-12-03: it dies whenever numpy or another C++ extension loads before llama_cpp; the checks and eval's
+#   workers load llama_cpp first, BHASHA_LLAMA_FIRST in core/env.py; torch-first, below, still loads torch first).
 #   LLAMA_CHOICE holds the answer afterwards. LLAMA_DIAGNOSE=1 (with a GGUF and a LOG): two more GPU checks,
 #   for the record only: the CUDA libraries the check's child loads (LD_DEBUG=libs -> LOG's -libs.log) and
 #   the same check with torch's CUDA libraries (cuBLAS) loaded first (-torch.log): a scoring process that

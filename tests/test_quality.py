@@ -4,6 +4,7 @@ bench/quality JSON writer and its RESULTS.md table, the real-errors-qwen profile
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -267,6 +268,22 @@ def test_the_lease_runs_its_whole_chain_on_cpu(tmp_path: Path) -> None:
     assert {p.name for p in (unpacked / "adapter").iterdir()} == {p.name for p in trained.iterdir()}
     assert (unpacked / "adapter" / "adapter_model.safetensors").read_bytes() == \
         (trained / "adapter_model.safetensors").read_bytes()
+    trained_on_box = json.loads((lease / "back" / "tiny.gpu.json").read_text())["gpu"]["train"]  # came back too
+    assert trained_on_box["global_step"] > 0
+
+    # another machine (ADOPT): the run folder gone, the parts and figures that came back score as trained there
+    adapter_bytes = (trained / "adapter_model.safetensors").read_bytes()
+    shutil.rmtree(repo / "runs" / "quality-tiny-tiny")
+    adopted = subprocess.run(["bash", str(repo / "scripts" / "gpu-quality.sh"), "--dry-run", "tiny"],
+                             env={**env, "ADOPT": str(lease / "back"), "OUT": str(tmp_path / "adopt-out"),
+                                  "WORK": str(tmp_path / "adopt-work"), "EVAL_SYSTEMS": "gguf"},
+                             capture_output=True, text=True, check=False, timeout=900)
+    assert adopted.returncode == 0 and "tiny adopted from" in adopted.stdout, adopted.stdout[-3000:] + adopted.stderr
+    assert "tiny trained" not in adopted.stdout  # nothing trained here
+    assert (trained / "adapter_model.safetensors").read_bytes() == adapter_bytes
+    record = json.loads(next((tmp_path / "adopt-work" / "bench" / "quality").glob("*-tiny.json")).read_text())
+    assert record["train"]["global_step"] == trained_on_box["global_step"]
+    assert record["eval_split"]["gguf"]["rows"] > 0
 
 
 @pytest.mark.parametrize("script", ["gpu-quality-lease.sh", "gpu-bench-real.sh"])
@@ -330,3 +347,24 @@ def test_the_speed_lease_runs_from_a_snapshot_that_later_calls_cannot_change(tmp
     assert (lease / "done").exists(), (lease / "run.log").read_text()
     assert (lease / "cwd").read_text().strip() == str(lease / "repo")
     assert (lease / "bench.log.fake").read_text().strip() == "repeat 0 found"
+
+
+def test_the_guard_ceiling_serves_the_raw_reply_only_where_it_helps(tmp_path: Path) -> None:
+    """`quality ceiling`: the oracle guard takes the model's reply on exactly the lines it improves, so it is at
+    or below both identity and the raw reply on every set, and no real guard (the rows' guarded column) is
+    below it. Three rows: one fixed, one broken, one left alone."""
+    from bhasha_build.core.metrics import corpus_cer
+    from bhasha_build.tools.quality import main
+
+    rows = [{"set": "s", "noisy": "कमल", "clean": "कमला", "gguf": "कमला", "gguf_guarded": "कमल"},  # fixed, refused
+            {"set": "s", "noisy": "घर", "clean": "घर", "gguf": "घार", "gguf_guarded": "घर"},  # broken, refused
+            {"set": "t", "noisy": "जल", "clean": "जला", "gguf": "जल", "gguf_guarded": "जल"}]
+    file = tmp_path / "p.jsonl"
+    file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert main(["ceiling", str(file), "--out", str(tmp_path / "c.json")]) == 0
+    got = json.loads((tmp_path / "c.json").read_text())["p.jsonl"]
+    s = got["s"]
+    assert s["rows"] == 2 and s["oracle_lines_served"] == 1
+    assert s["oracle_guard"] == pytest.approx(corpus_cer(["कमला", "घर"], ["कमला", "घर"])) == 0.0
+    assert s["identity"] > 0 and s["raw"] > 0 and s["guarded"] == s["identity"] and s["oracle_gain"] == 1.0
+    assert got["t"]["oracle_guard"] == got["t"]["identity"] == got["t"]["raw"] and got["t"]["oracle_gain"] == 0.0

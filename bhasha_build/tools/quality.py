@@ -13,6 +13,10 @@ table RESULTS.md shows.
            file's name + sha256 (the predictions stay beside the record as JSON Lines; with
            --eval-predictions the eval split's rows too, as <date>-<name>.eval-predictions.jsonl: a new guard
            or threshold is chosen on those, never on the held-out rows).
+  ceiling  the best any line guard could serve on a predictions file (held-out, eval-split or dev rows): per
+           set, identity, the raw reply, the guarded one, and the oracle that serves the raw reply exactly on
+           the lines where it lowers that line's CER. No threshold or lexicon rule beats the oracle: when it is
+           still short of the gate, the model's replies are the limit, not the guard.
   table    a Markdown table of every record in a folder, newest first (last column: guarded end-mark
            changes over the held-out sets, '।'-ending lines · the others); `--results FILE` rewrites the
            block between `<!-- quality-table:start -->` and `<!-- quality-table:end -->` in FILE.
@@ -227,6 +231,29 @@ def write_table(results: str | Path, folder: str | Path = QUALITY_DIR) -> None:
     atomic_write_text(path, text)
 
 
+def guard_ceiling(rows: Sequence[dict[str, Any]], system: str = "gguf") -> dict[str, dict[str, Any]]:
+    """Per set (the rows' `set`, else "all"): grapheme CER of identity, `system` raw, `system`_guarded (when the
+    rows have it) and the oracle guard (raw where it lowers the line's CER, else the input), with the rows."""
+    from bhasha_build.core.metrics import corpus_cer
+
+    sets: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        sets.setdefault(row.get("set", "all"), []).append(row)
+    out = {}
+    for name, group in sorted(sets.items()):
+        clean = [r["clean"] for r in group]
+        oracle = [r[system] if corpus_cer([r[system]], [r["clean"]]) < corpus_cer([r["noisy"]], [r["clean"]])
+                  else r["noisy"] for r in group]
+        entry = {"rows": len(group), "identity": corpus_cer([r["noisy"] for r in group], clean),
+                 "raw": corpus_cer([r[system] for r in group], clean), "oracle_guard": corpus_cer(oracle, clean),
+                 "oracle_lines_served": sum(o != r["noisy"] for o, r in zip(oracle, group, strict=True))}
+        if all(f"{system}_guarded" in r for r in group):
+            entry["guarded"] = corpus_cer([r[f"{system}_guarded"] for r in group], clean)
+        entry["oracle_gain"] = 1 - entry["oracle_guard"] / entry["identity"] if entry["identity"] else 0.0
+        out[name] = entry
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bhasha_build.tools.quality", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -250,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
                             "the record")
     p_rec.add_argument("--set", dest="sets", action="append", default=[],
                        help="an override the run had beyond its variant's (repeatable; gpu-quality.sh EXTRA_SETS)")
+    p_ceil = sub.add_parser("ceiling", help="the best any line guard could serve on a predictions file, per set")
+    p_ceil.add_argument("predictions", nargs="+", help="JSON Lines with noisy, clean, SYSTEM (and set)")
+    p_ceil.add_argument("--system", default="gguf", help="the reply column (its guarded one: SYSTEM_guarded)")
+    p_ceil.add_argument("--out", default=None, help="also write the JSON here (per file, per set)")
     p_tab = sub.add_parser("table", help="print the table; --results FILE rewrites its marked block")
     p_tab.add_argument("--folder", default=str(QUALITY_DIR))
     p_tab.add_argument("--results", default=None)
@@ -291,6 +322,16 @@ def main(argv: list[str] | None = None) -> int:
                 record["dev_predictions"] = _file_facts(kept)
             write_record(record, args.out)
             print(path)
+        elif args.what == "ceiling":
+            result = {}
+            for file in args.predictions:
+                lines = Path(file).read_text(encoding="utf-8").splitlines()
+                result[Path(file).name] = guard_ceiling([json.loads(line) for line in lines if line.strip()],
+                                                        args.system)
+            text = json.dumps(result, indent=2, ensure_ascii=False)
+            print(text)
+            if args.out:
+                atomic_write_text(args.out, text + "\n")
         else:
             if args.results:
                 write_table(args.results, args.folder)
