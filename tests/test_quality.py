@@ -368,3 +368,25 @@ def test_the_guard_ceiling_serves_the_raw_reply_only_where_it_helps(tmp_path: Pa
     assert s["oracle_guard"] == pytest.approx(corpus_cer(["कमला", "घर"], ["कमला", "घर"])) == 0.0
     assert s["identity"] > 0 and s["raw"] > 0 and s["guarded"] == s["identity"] and s["oracle_gain"] == 1.0
     assert got["t"]["oracle_guard"] == got["t"]["identity"] == got["t"]["raw"] and got["t"]["oracle_gain"] == 0.0
+
+
+def test_guard_settings_re_serve_rows_with_the_lexicon_rule_and_thresholds() -> None:
+    """`quality guards`: the same rows under another threshold or with the lexicon rule serve what
+    core/guard.accept serves: a change that breaks a dictionary word is refused only with the rule, a change
+    below the threshold only above it, and a reply the run refused as cut stays refused."""
+    from bhasha_build.core.config import load_config
+    from bhasha_build.core.guard import CUT_REASON
+    from bhasha_build.tools.quality import guard_settings
+
+    rows = [{"lang": "hi", "noisy": "भारत की सरकार ने कहा", "clean": "भारत की सरकार ने कहा",
+             "gguf": "भारत की सरकर ने कहा", "gguf_confidence": 0.9},  # breaks a dictionary word
+            {"lang": "hi", "noisy": "भारत की सरकर ने कहा", "clean": "भारत की सरकार ने कहा",
+             "gguf": "भारत की सरकार ने कहा", "gguf_confidence": 0.6},  # a fix at 0.6
+            {"lang": "hi", "noisy": "वह घर गया", "clean": "वह घर गया", "gguf": "वह घर गया गया",
+             "gguf_confidence": 0.99, "gguf_guard": CUT_REASON}]
+    got = {(r["min_confidence"], r["lexicon_guard"]): r
+           for r in guard_settings(rows, load_config(None, profile="real-errors-qwen").guard, [0.0, 0.7])}
+    assert set(got) == {(0.0, False), (0.0, True), (0.7, False), (0.7, True)} and got[(0.0, False)]["set"] == "hi"
+    assert got[(0.0, False)]["over_correction"] == pytest.approx(1 / 2)  # the break is served, the cut one is not
+    assert got[(0.0, True)]["over_correction"] == 0.0 and got[(0.0, True)]["cer"] == 0.0  # break refused, fix kept
+    assert got[(0.7, True)]["cer"] == got[(0.7, True)]["identity"] > 0  # the fix is below 0.7: nothing served

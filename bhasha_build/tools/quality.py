@@ -17,6 +17,9 @@ table RESULTS.md shows.
            set, identity, the raw reply, the guarded one, and the oracle that serves the raw reply exactly on
            the lines where it lowers that line's CER. No threshold or lexicon rule beats the oracle: when it is
            still short of the gate, the model's replies are the limit, not the guard.
+  guards   a predictions file re-served under other guard settings (confidence thresholds x the lexicon rule,
+           core/guard.accept with the profile's guard section): CER and over-correction per set. For choosing
+           the served guard on the eval split's and dev sets' rows, never on held-out rows.
   table    a Markdown table of every record in a folder, newest first (last column: guarded end-mark
            changes over the held-out sets, '।'-ending lines · the others); `--results FILE` rewrites the
            block between `<!-- quality-table:start -->` and `<!-- quality-table:end -->` in FILE.
@@ -231,14 +234,20 @@ def write_table(results: str | Path, folder: str | Path = QUALITY_DIR) -> None:
     atomic_write_text(path, text)
 
 
+def _by_set(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows grouped by their `set` (held-out, dev), else their `lang` (the eval split's rows)."""
+    sets: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        sets.setdefault(row.get("set") or row.get("lang") or "all", []).append(row)
+    return sets
+
+
 def guard_ceiling(rows: Sequence[dict[str, Any]], system: str = "gguf") -> dict[str, dict[str, Any]]:
-    """Per set (the rows' `set`, else "all"): grapheme CER of identity, `system` raw, `system`_guarded (when the
+    """Per set (_by_set): grapheme CER of identity, `system` raw, `system`_guarded (when the
     rows have it) and the oracle guard (raw where it lowers the line's CER, else the input), with the rows."""
     from bhasha_build.core.metrics import corpus_cer
 
-    sets: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        sets.setdefault(row.get("set", "all"), []).append(row)
+    sets = _by_set(rows)
     out = {}
     for name, group in sorted(sets.items()):
         clean = [r["clean"] for r in group]
@@ -251,6 +260,33 @@ def guard_ceiling(rows: Sequence[dict[str, Any]], system: str = "gguf") -> dict[
             entry["guarded"] = corpus_cer([r[f"{system}_guarded"] for r in group], clean)
         entry["oracle_gain"] = 1 - entry["oracle_guard"] / entry["identity"] if entry["identity"] else 0.0
         out[name] = entry
+    return out
+
+
+def guard_settings(rows: Sequence[dict[str, Any]], guard_cfg: Any, thresholds: Sequence[float],
+                   system: str = "gguf") -> list[dict[str, Any]]:
+    """Per threshold x lexicon rule (off, on) x set: grapheme CER and over-correction of what core/guard.accept
+    serves from the rows' raw `system` replies and `system`_confidence (a reply the run's guard refused as cut
+    stays refused: the rows keep no cut flag, only that reason)."""
+    from bhasha_build.core.baselines import DICTIONARIES, load_lexicon
+    from bhasha_build.core.guard import CUT_REASON, accept
+    from bhasha_build.core.metrics import corpus_cer, over_correction_rate
+
+    sets = _by_set(rows)
+    lexicons = {lang: load_lexicon(lang) for lang in {r.get("lang") for r in rows} if lang in DICTIONARIES}
+    out = []
+    for threshold in thresholds:
+        for with_lexicon in (False, True):
+            for name, group in sorted(sets.items()):
+                served = [accept(r["noisy"], r[system], r.get("lang"), guard_cfg,
+                                 cut=r.get(f"{system}_guard") == CUT_REASON, confidence=r.get(f"{system}_confidence"),
+                                 min_confidence=threshold,
+                                 lexicon=lexicons.get(r.get("lang")) if with_lexicon else None).text for r in group]
+                clean, noisy = [r["clean"] for r in group], [r["noisy"] for r in group]
+                out.append({"set": name, "min_confidence": threshold, "lexicon_guard": with_lexicon,
+                            "rows": len(group), "identity": corpus_cer(noisy, clean),
+                            "cer": corpus_cer(served, clean), "over_correction": over_correction_rate(noisy, served,
+                                                                                                   clean)})
     return out
 
 
@@ -281,6 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     p_ceil.add_argument("predictions", nargs="+", help="JSON Lines with noisy, clean, SYSTEM (and set)")
     p_ceil.add_argument("--system", default="gguf", help="the reply column (its guarded one: SYSTEM_guarded)")
     p_ceil.add_argument("--out", default=None, help="also write the JSON here (per file, per set)")
+    p_gd = sub.add_parser("guards", help="re-serve eval-split / dev predictions under other guard settings")
+    p_gd.add_argument("predictions", nargs="+", help="eval-predictions / dev-predictions JSON Lines")
+    p_gd.add_argument("--profile", default="real-errors-qwen", help="whose guard section applies")
+    p_gd.add_argument("--thresholds", default="0,0.3,0.5,0.7,0.9", help="comma list of min_confidence values")
+    p_gd.add_argument("--system", default="gguf")
+    p_gd.add_argument("--out", default=None, help="also write the JSON here")
     p_tab = sub.add_parser("table", help="print the table; --results FILE rewrites its marked block")
     p_tab.add_argument("--folder", default=str(QUALITY_DIR))
     p_tab.add_argument("--results", default=None)
@@ -322,6 +364,20 @@ def main(argv: list[str] | None = None) -> int:
                 record["dev_predictions"] = _file_facts(kept)
             write_record(record, args.out)
             print(path)
+        elif args.what == "guards":
+            from bhasha_build.core.config import load_config
+
+            guard_cfg = load_config(None, profile=args.profile).guard
+            thresholds = [float(t) for t in args.thresholds.split(",")]
+            result = {}
+            for file in args.predictions:
+                lines = Path(file).read_text(encoding="utf-8").splitlines()
+                result[Path(file).name] = guard_settings([json.loads(line) for line in lines if line.strip()],
+                                                         guard_cfg, thresholds, args.system)
+            text = json.dumps(result, indent=1, ensure_ascii=False)
+            print(text)
+            if args.out:
+                atomic_write_text(args.out, text + "\n")
         elif args.what == "ceiling":
             result = {}
             for file in args.predictions:
