@@ -3,8 +3,11 @@ every system column it holds (e.g. `gguf`, `gguf_guarded`), with over-correction
 
     python -m bhasha_build.tools.baseline_scores bench/X.predictions.jsonl [--out bench/Y.json] [--markdown]
 
-Input: JSON Lines rows with `set` (or `lang`), `noisy`, `clean` and system columns (strings); the
-rows as the predictions were made (learning_signal's held-out files are already normalized). The
+Input: JSON Lines rows with `set` (or `lang`), `noisy`, `clean` and system columns (strings). `noisy` and
+`clean` are normalized as eval normalizes them (core/text.normalize_text, --zwj-policy: the config's
+data.zwj_policy, "auto"), so identity here is eval's identity: Tesseract's Tamil puts a ZWNJ after most
+word-final viramas (265 of 300 indomain-ta lines), which "auto" drops; scored raw, identity CER there was
+0.1355, normalized 0.06 (2026-12-03). The
 baselines are recomputed here by core/baselines.py (the file's own `rules`/`lexicon` columns, when
 present, are ignored and recomputed, so an old file is scored by today's rules). Per set: CER
 (grapheme, corpus), over-correction, rows, the strongest non-model baseline and each system's gain
@@ -26,16 +29,18 @@ from typing import Any
 from bhasha_build.core.baselines import BASELINES, run_baselines, strongest_of
 from bhasha_build.core.fsutil import atomic_write_json, jsonl_objects
 from bhasha_build.core.metrics import score
+from bhasha_build.core.text import ZWJ_POLICIES, normalize_text
 
 ROW_FIELDS = {"set", "id", "lang", "noisy", "clean", "guard", *BASELINES}
 
 
-def load(path: Path) -> list[dict[str, Any]]:
+def load(path: Path, zwj_policy: str = "auto") -> list[dict[str, Any]]:
     rows = []
     for n, row in jsonl_objects(path, SystemExit, "a predictions JSON Lines file"):
         if not all(isinstance(row.get(k), str) for k in ("noisy", "clean")):
             raise SystemExit(f"{path}:{n}: a row needs string 'noisy' and 'clean'")
-        rows.append(row)
+        rows.append({**row, "noisy": normalize_text(row["noisy"], zwj_policy),
+                     "clean": normalize_text(row["clean"], zwj_policy)})
     return rows
 
 
@@ -90,11 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the JSON here (default stdout)")
     parser.add_argument("--systems", nargs="*", help="system columns to score (default: every string column)")
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    parser.add_argument("--zwj-policy", default="auto", choices=ZWJ_POLICIES,
+                        help="how noisy and clean are normalized, as eval does (data.zwj_policy)")
     args = parser.parse_args(argv)
-    rows = load(args.predictions)
+    rows = load(args.predictions, args.zwj_policy)
     if not rows:
         raise SystemExit(f"{args.predictions}: no rows")
-    scored = {"predictions": str(args.predictions), **score_sets(rows, args.systems)}
+    scored = {"predictions": str(args.predictions), "zwj_policy": args.zwj_policy, **score_sets(rows, args.systems)}
     if args.out:
         atomic_write_json(args.out, scored)
     else:
