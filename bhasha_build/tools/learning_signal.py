@@ -38,6 +38,8 @@ Phases (a GPU box often has no llama.cpp and the workstation no GPU, so they can
   prepare  write the pairs (runs/<input>/pairs.jsonl; real errors: the files above)
   gpu      data + train stages under the profile (default `signal-gpu`), then pack the run folder
            (base model, adapter, eval split, manifest, log) into parts of at most `part_mib` MiB
+  adopt    a lease's trained adapter (--adapter-parts adapter-V.tar.xz.partNN, scripts/gpu-quality.sh) as this
+           machine's run: the data stage here (the same splits), the adapter recorded as trained; then `finish`
   finish   unpack parts (if given), export (merge → GGUF → q4_k_m), eval (+ the held-out real-OCR
            sets); print the verdict JSON
   all      all three on one machine
@@ -45,7 +47,8 @@ Phases (a GPU box often has no llama.cpp and the workstation no GPU, so they can
 Knobs: --errors (synthetic | real), --lines (per language), --rate, --identity-fraction, --seed,
 --real-lines, --heldout-lines, --workers (Tesseract processes), --no-hand-written, --max-over-correction,
 --min-gain,
---profile, --set (config overrides), --parts-dir, --part-mib, --allow-cpu (train without a GPU, for tests).
+--profile, --set (config overrides), --parts-dir, --part-mib, --adapter-parts, --allow-cpu (train without a GPU,
+for tests).
 """
 
 from __future__ import annotations
