@@ -39,7 +39,7 @@ prepare() {  # here: what the box lacks, into $1/gpu
   local dest=${1:?usage: prepare DEST} py=${PYTHON:-/work/main/.venv/bin/python}
   mkdir -p "$dest/gpu/whl" "$dest/gpu/llama" "$dest/gpu/dl"
   local pins
-  mapfile -t pins < <(grep -iE '^(trl|datasets|dill|multiprocess|bitsandbytes|unsloth|unsloth_zoo|cut-cross-entropy|xxhash|tyro|msgspec|docstring_parser|typeguard|pydantic|pydantic_core|annotated-types|typing-inspection|rapidfuzz|diskcache|gguf)==' requirements/lock.txt)
+  mapfile -t pins < <(grep -iE '^(trl|datasets|dill|multiprocess|bitsandbytes|unsloth|unsloth_zoo|cut-cross-entropy|xxhash|tyro|msgspec|docstring_parser|typeguard|pydantic|pydantic_core|annotated-types|typing-inspection|rapidfuzz|regex|diskcache|gguf)==' requirements/lock.txt)
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$dest/gpu/whl" "${pins[@]}"

@@ -4,7 +4,8 @@
 # The wheels (cp312, --no-deps, ~17 MiB): trl 1.15.0, datasets 4.8.5, dill, multiprocess,
 # bitsandbytes 0.50.2 (only its cuda130 + cpu libraries kept), unsloth + unsloth_zoo 2026.10.9
 # (unsloth's studio/ folder stripped), cut_cross_entropy, xxhash, tyro, msgspec, docstring_parser,
-# typeguard, pydantic + pydantic_core + annotated-types + typing-inspection, rapidfuzz, gguf 0.19.0, and
+# typeguard, pydantic + pydantic_core + annotated-types + typing-inspection, rapidfuzz, regex 2026.11.19 (the
+# scorer's grapheme units: the image's older regex split Bengali অ্যা, core/metrics.check_unit_rules), gguf 0.19.0, and
 # diskcache 5.6.3 (llama-cpp-python imports it); fetched with
 # `pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 ...`
 # (scripts/gpu-bench-real.sh prepare does the download and the slimming).

@@ -134,3 +134,22 @@ def test_end_mark_changes_count_danda_lines_apart() -> None:
     assert same["danda"]["changed"] == same["other"]["changed"] == 0
     with pytest.raises(ValueError, match="length mismatch"):
         metrics.end_mark_changes(rows, ["x"])
+
+
+def test_the_pinned_grapheme_rules_keep_bengali_ya_phala_in_one_unit() -> None:
+    # the lock's regex: অ্যা (vowel + virama + ya + aa) is one unit; the H200 image's older regex split it,
+    # which moved the same eval split's Bengali identity CER from 0.1606 to 0.1610 (2026-12-03)
+    assert graphemes("অ্যাসিড") == ["অ্যা", "সি", "ড"]
+    assert cer("অ্যাসিড", "এসিড") == pytest.approx(1 / 3)  # one unit substituted of three
+    rules = metrics.check_unit_rules()
+    assert rules["probes_ok"] is True and rules["regex"] == metrics.regex.__version__
+
+
+def test_other_grapheme_rules_are_refused_before_anything_is_scored(monkeypatch: pytest.MonkeyPatch) -> None:
+    # what an older regex does: a virama followed by a letter starts a new unit
+    split = metrics.regex.compile(r"(?<=[\u094d\u09cd])(?=\p{Lo})")
+    monkeypatch.setattr(metrics, "graphemes",
+                        lambda text: [p for unit in metrics._GRAPHEME.findall(text) for p in split.split(unit) if p])
+    assert metrics.unit_rules()["probes_ok"] is False
+    with pytest.raises(metrics.MetricsError, match=r"'क्ष' is 2 units .*requirements/lock.txt"):
+        metrics.check_unit_rules()

@@ -3,8 +3,12 @@
 Why graphemes: an Indic "letter" as a reader sees it (क्ष, कि, স্ত্র) is several code points; a
 code-point CER counts a lost virama or a wrong matra inside a conjunct as a fraction of a letter
 on one side and a whole letter on the other, and rewards splitting conjuncts. Units here are
-extended grapheme clusters from ``regex``'s ``\\X`` (Unicode 15.1 rules, so a virama-joined
-conjunct such as क्ष is one unit); edit distance is ``rapidfuzz`` Levenshtein over those units.
+extended grapheme clusters from ``regex``'s ``\\X`` (the lock's regex: Unicode 15.1+ conjunct rules, so a
+virama-joined conjunct such as क्ष is one unit, and অ্যা is one too); edit distance is ``rapidfuzz``
+Levenshtein over those units. The units follow the installed ``regex``: an older one splits অ্যা in two
+and scores the same Bengali rows differently (the H200 image's regex: eval split bn identity 0.1610 against
+0.1606 here, 2026-12-03), so every scoring entry point calls ``check_unit_rules`` and reports carry
+``unit_rules()``.
 
 Conventions (documented because every choice changes numbers):
   * CER/WER = edit distance / reference length. An empty reference gives 0.0 when the hypothesis
@@ -28,8 +32,35 @@ from typing import Any, Literal
 import regex
 from rapidfuzz.distance import Levenshtein
 
+from bhasha_build.core.errors import BhashaError
+
 Unit = Literal["grapheme", "char"]
 _GRAPHEME = regex.compile(r"\X")
+# Strings whose unit count the pinned rules fix (text, units): they differ between regex releases, so a
+# machine that splits them scores other numbers for the same rows.
+UNIT_PROBES = (("क्ष", 1), ("অ্যা", 1), ("ক্ষ্ম", 1), ("கொ", 1))
+
+
+class MetricsError(BhashaError):
+    """The installed grapheme rules are not the pinned ones: scores would not compare."""
+
+
+def unit_rules() -> dict[str, Any]:
+    """What the grapheme units follow here (recorded beside every score)."""
+    return {"regex": getattr(regex, "__version__", "?"), "unicode": unicodedata.unidata_version,
+            "probes_ok": all(len(graphemes(text)) == n for text, n in UNIT_PROBES)}
+
+
+def check_unit_rules() -> dict[str, Any]:
+    """unit_rules(), or MetricsError naming the first probe the installed regex splits differently."""
+    for text, n in UNIT_PROBES:
+        got = graphemes(text)
+        if len(got) != n:
+            raise MetricsError(
+                f"grapheme units: {text!r} is {len(got)} units with regex {getattr(regex, '__version__', '?')} "
+                f"(the pinned rules make it {n}); scores here would not compare with the committed ones: "
+                "install requirements/lock.txt's regex (scripts/gpu-env.sh carries it)")
+    return unit_rules()
 
 
 def graphemes(text: str) -> list[str]:

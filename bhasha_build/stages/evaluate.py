@@ -91,7 +91,7 @@ from bhasha_build.core.gguf import LlamaChat, LlamaPlan, count_tokens_with, llam
 from bhasha_build.core.guard import Answer, qwen_reply_budgets, reason_kind, reply_budget, serve
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.manifest import Manifest
-from bhasha_build.core.metrics import end_mark_changes, identity_baseline, score
+from bhasha_build.core.metrics import check_unit_rules, end_mark_changes, identity_baseline, score
 from bhasha_build.core.ollama import OllamaClient, ask_answers, server_url
 from bhasha_build.core.text import normalize_text
 
@@ -540,10 +540,11 @@ def run(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYSTEMS,
 
 
 def evaluate(cfg: BuildConfig, layout: RunLayout, systems: tuple[str, ...] = SYSTEMS) -> dict[str, Any]:
+    units = check_unit_rules()  # before any generation: a machine whose grapheme rules differ scores other numbers
     rows = eval_rows(layout, cfg.eval.max_rows)
     texts = [normalize_text(r["noisy"], cfg.data.zwj_policy) for r in rows]  # what every client sends
     report: dict[str, Any] = {"rows": len(rows), "baseline": identity_baseline(rows),
-                              "zwj_policy": cfg.data.zwj_policy}
+                              "zwj_policy": cfg.data.zwj_policy, "metric_units": units}
     outputs, missing = run_baselines(rows, texts)
     predictions: dict[str, list[Any]] = dict(outputs)
     setting = cfg.correct.min_confidence

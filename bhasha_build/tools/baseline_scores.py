@@ -28,7 +28,7 @@ from typing import Any
 
 from bhasha_build.core.baselines import BASELINES, run_baselines, strongest_of
 from bhasha_build.core.fsutil import atomic_write_json, jsonl_objects
-from bhasha_build.core.metrics import score
+from bhasha_build.core.metrics import check_unit_rules, score
 from bhasha_build.core.text import ZWJ_POLICIES, normalize_text
 
 ROW_FIELDS = {"set", "id", "lang", "noisy", "clean", "guard", *BASELINES}
@@ -101,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = load(args.predictions, args.zwj_policy)
     if not rows:
         raise SystemExit(f"{args.predictions}: no rows")
-    scored = {"predictions": str(args.predictions), "zwj_policy": args.zwj_policy, **score_sets(rows, args.systems)}
+    scored = {"predictions": str(args.predictions), "zwj_policy": args.zwj_policy,
+              "metric_units": check_unit_rules(), **score_sets(rows, args.systems)}
     if args.out:
         atomic_write_json(args.out, scored)
     else:

@@ -316,7 +316,7 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
     the eval stage calibrated on the EVAL SPLIT and recorded in eval.json; the zero-shot model gets the
     threshold eval applied to it on the eval split. Each set records `min_confidence` (threshold, source)."""
     from bhasha_build.core.baselines import run_baselines, strongest_of
-    from bhasha_build.core.metrics import cer, end_mark_changes, identity_baseline, score
+    from bhasha_build.core.metrics import cer, check_unit_rules, end_mark_changes, identity_baseline, score
     from bhasha_build.core.text import normalize_text
     from bhasha_build.features.noise_fit import read_pairs
     from bhasha_build.stages.evaluate import (
@@ -328,6 +328,7 @@ def heldout_eval(cfg: Any, input_dir: Path, out_predictions: Path | None = None,
         zeroshot_gguf,
     )
 
+    check_unit_rules()  # the pinned grapheme rules, before hours of generation (eval.json records them)
     cfg, min_confidence = applied_min_confidence(cfg)
     threshold = min_confidence["threshold"]
     zeroshot_threshold = threshold

@@ -20,11 +20,15 @@ table RESULTS.md shows.
   guards   a predictions file re-served under other guard settings (confidence thresholds x the lexicon rule,
            core/guard.accept with the profile's guard section): CER and over-correction per set. For choosing
            the served guard on the eval split's and dev sets' rows, never on held-out rows.
+  rescore  a record's scores recomputed from the predictions kept beside it, with this machine's grapheme rules
+           (core/metrics.check_unit_rules: the lock's regex): the eval split per system, the dev sets and the
+           held-out sets; what the record had goes under `rescored.scored_elsewhere`. For runs scored where
+           another regex split Bengali clusters differently (the H200 image before it carried the lock's).
   table    a Markdown table of every record in a folder, newest first (last column: guarded end-mark
            changes over the held-out sets, '।'-ending lines · the others); `--results FILE` rewrites the
            block between `<!-- quality-table:start -->` and `<!-- quality-table:end -->` in FILE.
 
-Knobs: --sweep (file), --out (folder), --name, --variant, --card, --date.
+Knobs: --sweep (file), --out (folder), --name, --variant, --card, --date, --system.
 """
 
 from __future__ import annotations
@@ -137,6 +141,8 @@ def make_record(name: str, result: dict[str, Any], sweep: dict[str, Any] | None 
         "data": gpu.get("data"), "train": gpu.get("train"), "hardware": gpu.get("hardware"),
         "eval_split": eval_scores, "heldout": heldout, "verdict": result.get("verdict"),
     }
+    if evaluation.get("metric_units"):  # the grapheme rules the scores followed (core/metrics.unit_rules)
+        record["metric_units"] = evaluation["metric_units"]
     if evaluation.get("min_confidence"):  # the threshold calibrated on the eval split (applied with "auto")
         record["min_confidence"] = evaluation["min_confidence"]
     if predictions is not None and predictions.is_file():
@@ -290,6 +296,85 @@ def guard_settings(rows: Sequence[dict[str, Any]], guard_cfg: Any, thresholds: S
     return out
 
 
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _set_blocks(rows: Sequence[dict[str, Any]], system: str, old: dict[str, Any], keys: dict[str, str]
+                ) -> dict[str, Any]:
+    """Per set of `rows` (and "overall" when `old` has it): `old`'s blocks with identity / raw / guarded CER and
+    over-correction recomputed (keys: which field holds which: identity, raw, guarded, raw_oc, guarded_oc)."""
+    from bhasha_build.core.metrics import score
+
+    groups = dict(_by_set(rows))
+    if "overall" in old:
+        groups["overall"] = list(rows)
+    out = {}
+    for name, block in old.items():
+        group = groups.get(name)
+        if group is None or not isinstance(block, dict):
+            out[name] = block
+            continue
+        raw = score(group, [r[system] for r in group])["overall"]
+        guarded = score(group, [r[f"{system}_guarded"] for r in group])["overall"]
+        out[name] = {**block, keys["identity"]: score(group, [r["noisy"] for r in group])["overall"]["cer"],
+                     keys["raw"]: raw["cer"], keys["guarded"]: guarded["cer"],
+                     keys["raw_oc"]: raw["over_correction_rate"], keys["guarded_oc"]: guarded["over_correction_rate"]}
+        for column in (k for k in block if k.endswith("_cer") and k.startswith(("rules", "lexicon"))):
+            name_ = column.removesuffix("_cer")
+            if all(name_ in r for r in group):
+                out[name][column] = score(group, [r[name_] for r in group])["overall"]["cer"]
+    return out
+
+
+def rescore(record: dict[str, Any], folder: Path, system: str = "gguf", date: str | None = None) -> dict[str, Any]:
+    """`record` with its eval-split, dev and held-out scores recomputed from the predictions files it names (in
+    `folder`) under this machine's grapheme rules; the scores it had, and their rules, kept under
+    rescored.scored_elsewhere. The rows' served outputs are taken as they are: no guard decision changes."""
+    import copy
+
+    from bhasha_build.core.metrics import check_unit_rules, score
+
+    units = check_unit_rules()
+    before = {"metric_units": record.get("metric_units"), "eval_split": copy.deepcopy(record.get("eval_split")),
+              "heldout": copy.deepcopy(record.get("heldout"))}
+    out = copy.deepcopy(record)
+    if facts := record.get("eval_split_predictions"):
+        rows = _read_rows(folder / facts["file"])
+        columns = {"baseline": "noisy", "rules": "rules", "lexicon": "lexicon", system: system}
+        for name, column in columns.items():
+            block = out["eval_split"].get(name)
+            if not block or not all(column in r for r in rows):
+                continue
+            report = score(rows, [r[column] for r in rows])
+            block.update({k: report["overall"][k] for k in ("cer", "wer", "over_correction_rate")},
+                         cer_by_lang={lang: b["cer"] for lang, b in report["by_lang"].items()})
+            guarded = block.get("guarded")
+            if guarded is None:
+                continue
+            served = ([r[f"{column}_guarded"] for r in rows] if all(f"{column}_guarded" in r for r in rows)
+                      else [r[column] for r in rows] if guarded.get("guarded_rows") == 0 else None)
+            if served is not None:
+                g = score(rows, served)["overall"]
+                guarded.update(cer=g["cer"], over_correction_rate=g["over_correction_rate"])
+    if (facts := record.get("dev_predictions")) and (dev := out["eval_split"].get(system, {}).get("dev")):
+        out["eval_split"][system]["dev"] = _set_blocks(
+            _read_rows(folder / facts["file"]), system, dev,
+            {"identity": "identity_cer", "raw": "raw_cer", "guarded": "cer", "raw_oc": "raw_over_correction",
+             "guarded_oc": "over_correction"})
+    if (facts := record.get("predictions")) and out.get("heldout"):
+        rows = [{**r, f"{system}_guarded": r.get(f"{system}_guarded", r.get("guarded"))}
+                for r in _read_rows(folder / facts["file"])]
+        out["heldout"] = _set_blocks(rows, system, out["heldout"],
+                                     {"identity": "identity_cer", "raw": "raw_cer", "guarded": "guarded_cer",
+                                      "raw_oc": "raw_over_correction", "guarded_oc": "guarded_over_correction"})
+    out["metric_units"] = units
+    out["rescored"] = {"date": date or dt.date.today().isoformat(), "scored_elsewhere": before,
+                       "note": "scores recomputed from the predictions beside the record (quality rescore); "
+                               "guard decisions and the calibrated threshold are the run's own"}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bhasha_build.tools.quality", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -323,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
     p_gd.add_argument("--thresholds", default="0,0.3,0.5,0.7,0.9", help="comma list of min_confidence values")
     p_gd.add_argument("--system", default="gguf")
     p_gd.add_argument("--out", default=None, help="also write the JSON here")
+    p_rs = sub.add_parser("rescore", help="recompute a record's scores from its predictions with this machine's "
+                                           "grapheme rules (the lock's regex)")
+    p_rs.add_argument("record", help="bench/quality/<date>-<name>.json (rewritten in place)")
+    p_rs.add_argument("--system", default="gguf")
     p_tab = sub.add_parser("table", help="print the table; --results FILE rewrites its marked block")
     p_tab.add_argument("--folder", default=str(QUALITY_DIR))
     p_tab.add_argument("--results", default=None)
@@ -378,6 +467,11 @@ def main(argv: list[str] | None = None) -> int:
             print(text)
             if args.out:
                 atomic_write_text(args.out, text + "\n")
+        elif args.what == "rescore":
+            path = Path(args.record)
+            record = rescore(json.loads(path.read_text(encoding="utf-8")), path.parent, args.system)
+            atomic_write_json(path, record)
+            print(path)
         elif args.what == "ceiling":
             result = {}
             for file in args.predictions:
