@@ -5,11 +5,12 @@
 # by `wait` calls that bring results back. Every call must start within the machine's 30 s warm window: a
 # machine given back takes the background run and /tmp with it.
 #
-#   here, once:  scripts/gpu-quality-lease.sh prepare [MODEL]   .carry/gpu (wheels, slim sdist, converter),
+#   here, once:  scripts/gpu-quality-lease.sh prepare [MODEL]   .carry/gpu (wheels, slim sdist, converter, the
+#                                                               lexicon baseline's dictionaries: gpu/dict),
 #                                                               .carry/tess (Tesseract bundle), .carry/slices/sNN
 #                                                               (the pinned GGUF in slices of 63 MiB less the
 #                                                               tree that travels), and prints the calls
-#   the box:     call 1  carry [.carry/gpu/whl, .carry/gpu/llama, .carry/gpu/llama-cpu.tgz, .carry/gpu/toolchain] (+ .carry/tess only when the
+#   the box:     call 1  carry [.carry/gpu/whl, .carry/gpu/llama, .carry/gpu/llama-cpu.tgz, .carry/gpu/toolchain, .carry/gpu/dict] (+ .carry/tess only when the
 #                        committed data/natural/train-pairs are not to be used; + .carry/slices/sNN, the
 #                        smallest slice, when it fits beside them)
 #                        bash scripts/gpu-quality-lease.sh start VARIANT...
@@ -52,6 +53,8 @@ prepare() {  # here
   local model=${1:-$MODEL} py=${PYTHON:-$PWD/.venv/bin/python}
   [ -d .carry/gpu/whl ] || bash scripts/gpu-bench-real.sh prepare .carry
   ls .carry/tess/tess-bundle.tar.xz.part* >/dev/null 2>&1 || bash scripts/tess-bundle.sh
+  PYTHONPATH=$PWD "$py" -c "from bhasha_build.core.baselines import export_dictionaries as e; e('.carry/gpu/dict')" \
+    || { echo "prepare: the dictionaries (scripts/test-deps.sh installs hunspell-hi, hunspell-bn, aspell-ta)" >&2; return 1; }
   local gguf
   gguf=$(PYTHONPATH=$PWD "$py" -c "from bhasha_build.core import weights as w; print(w.ensure('$model').parent / w.GGUF_NAME)") \
     || { echo "prepare: fetch $model here first (python -m bhasha_build.core.weights fetch $model)" >&2; return 1; }
@@ -60,7 +63,7 @@ prepare() {  # here
   tree=$( (git ls-files -z; git ls-files -z -o --exclude-standard) | du --files0-from=- -cb | tail -1 | cut -f1)
   slice_bytes=$(( 63 * 1048576 - tree ))
   (cd .carry/slices && split -b "$slice_bytes" -d -a 2 "$gguf" s)
-  du -sh .carry/gpu/whl .carry/gpu/llama .carry/gpu/toolchain .carry/tess .carry/slices
+  du -sh .carry/gpu/whl .carry/gpu/llama .carry/gpu/toolchain .carry/gpu/dict .carry/tess .carry/slices
   echo "calls: 1 start (tess + gpu), then $(ls .carry/slices | wc -l) x put-slice (the last with --last), then wait"
 }
 
@@ -166,8 +169,10 @@ rescore() {
   touch "$LEASE/done"
 }
 
-collect() {  # new files of $LEASE/back to $OUT, each once, at most 8 (<= 16 MiB each)
-  local out=${OUT:?collect needs \$OUT} n=0 f
+collect() {  # new files of $LEASE/back to $OUT, each once: at most 8 (<= 16 MiB each) and 64 MiB together, as
+             # the device tool returns them (2026-12-03: a 5th 15 MiB part went past the total, was left out by
+             # the tool and marked returned here); 60 MiB for the new files leaves room for the logs
+  local out=${OUT:?collect needs \$OUT} n=0 f size total=0 budget=$((60 * 1048576))
   cp "$LEASE/steps.log" "$out/" 2>/dev/null && n=1
   touch "$LEASE/returned"
   for f in "$LEASE"/back/*; do
@@ -175,7 +180,9 @@ collect() {  # new files of $LEASE/back to $OUT, each once, at most 8 (<= 16 MiB
     case "$f" in *.log) continue ;; esac
     grep -qxF "$f" "$LEASE/returned" && continue
     [ "$n" -lt 7 ] || break
-    cp "$f" "$out/" && echo "$f" >> "$LEASE/returned" && n=$((n + 1))
+    size=$(stat -c %s "$f")
+    [ $((total + size)) -le "$budget" ] || continue  # the next `wait` brings it
+    cp "$f" "$out/" && echo "$f" >> "$LEASE/returned" && n=$((n + 1)) && total=$((total + size))
   done
   tar -C "$LEASE/back" -czf "$out/logs.tgz" --exclude '*.part*' --exclude '*.tar.xz' . 2>/dev/null
   ls -la "$out"

@@ -86,6 +86,29 @@ def test_a_missing_dictionary_is_one_line_naming_the_package(monkeypatch: pytest
         bl.load_lexicon.cache_clear()
 
 
+def test_a_machine_without_the_debian_packages_reads_the_exported_words(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path) -> None:
+    # the GPU box: no apt, no precat; prepare exports the words here and the lease carries them
+    sources = bl.export_dictionaries(tmp_path / "dict")
+    assert {lang: s["package"] for lang, s in sources.items()} == {"hi": "hunspell-hi", "bn": "hunspell-bn",
+                                                                   "ta": "aspell-ta"}
+    want = {lang: bl.dictionary_words(lang) for lang in bl.DICTIONARIES}
+    assert all(sources[lang]["words"] == len(want[lang]) for lang in want)
+    for lang, (package, path) in list(bl.DICTIONARIES.items()):
+        monkeypatch.setitem(bl.DICTIONARIES, lang, (package, tmp_path / "absent" / path.name))
+    monkeypatch.setenv(bl.DICTIONARY_DIR_ENV, str(tmp_path / "dict"))
+    bl.load_lexicon.cache_clear()
+    try:
+        assert {lang: bl.dictionary_words(lang) for lang in want} == want
+        outs, missing = bl.run_baselines([{"lang": "hi", "noisy": "भारत की सरकर ने कहा", "clean": ""}])
+        assert outs["lexicon"] == ["भारत की सरकार ने कहा"] and missing == {}
+        (tmp_path / "dict" / "ta.words.xz").unlink()  # a language not exported: the Debian file, named
+        with pytest.raises(bl.LexiconMissing, match="aspell-ta"):
+            bl.dictionary_words("ta")
+    finally:
+        bl.load_lexicon.cache_clear()
+
+
 def test_eval_scores_the_baselines_beside_identity_and_names_the_strongest(tmp_path) -> None:
     """The eval stage without a model (`systems=()`): rules and lexicon are scored like every system,
     eval.json names the strongest per language, the predictions carry a column per baseline."""

@@ -36,13 +36,21 @@ conservative: they change only what is wrong in any text, never what a book migh
 A language without its dictionary installed has no lexicon (`load_lexicon` raises LexiconMissing,
 naming the Debian package); eval then records the lexicon baseline as skipped.
 
-Knobs: none at run time (the constants below document the gates).
+A machine without the Debian packages (the GPU box: no apt, no aspell's `precat`) reads the same words
+from `$BHASHA_DICTIONARY_DIR/<lang>.words.xz` (`export_dictionaries` writes them here, with the source
+files' sha256 in SOURCES.json; scripts/gpu-quality-lease.sh prepare puts them in .carry/gpu/dict).
+Until 2026-12-03 the box scored every lexicon column as the rules alone.
+
+Knobs: BHASHA_DICTIONARY_DIR (env: a folder of exported word lists, read before the Debian files); the
+constants below document the gates.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
+import lzma
+import os
 import shutil
 import subprocess
 import unicodedata
@@ -107,10 +115,17 @@ def rules_cleanup(text: str, lang: str | None = None) -> str:
 # ---------------------------------------------------------------------------------- lexicon
 
 
+DICTIONARY_DIR_ENV = "BHASHA_DICTIONARY_DIR"
+
+
 def dictionary_words(lang: str) -> list[str]:
-    """The Debian dictionary's words for `lang` (NFC), or LexiconMissing naming the package."""
+    """The Debian dictionary's words for `lang` (NFC), or LexiconMissing naming the package; read from
+    $BHASHA_DICTIONARY_DIR/<lang>.words.xz (export_dictionaries) when that file exists."""
     if lang not in DICTIONARIES:
         raise LexiconMissing(f"no dictionary known for language {lang!r} (have: {', '.join(DICTIONARIES)})")
+    exported = Path(os.environ.get(DICTIONARY_DIR_ENV) or "/nonexistent") / f"{lang}.words.xz"
+    if exported.is_file():
+        return [w for w in lzma.decompress(exported.read_bytes()).decode("utf-8").splitlines() if w]
     package, path = DICTIONARIES[lang]
     if not path.is_file():
         raise LexiconMissing(f"{path}: missing; install the Debian package {package} "
@@ -126,6 +141,26 @@ def dictionary_words(lang: str) -> list[str]:
         lines = path.read_text(encoding="utf-8").splitlines()[1:]
     words = (unicodedata.normalize("NFC", line.split("/", 1)[0].strip()) for line in lines)
     return [w for w in words if w]
+
+
+def export_dictionaries(out: str | Path) -> dict[str, Any]:
+    """Each installed dictionary's words (dictionary_words: NFC, one per line) as <out>/<lang>.words.xz, and
+    <out>/SOURCES.json (per language: the Debian package, file, its sha256 and the word count; or why not)."""
+    from bhasha_build.core.fsutil import atomic_write_bytes, atomic_write_json, sha256_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sources: dict[str, Any] = {}
+    for lang, (package, path) in DICTIONARIES.items():
+        try:
+            words = dictionary_words(lang)
+        except LexiconMissing as exc:
+            sources[lang] = {"missing": str(exc)}
+            continue
+        atomic_write_bytes(out / f"{lang}.words.xz", lzma.compress("\n".join(words).encode("utf-8") + b"\n"))
+        sources[lang] = {"package": package, "file": str(path), "sha256": sha256_file(path), "words": len(words)}
+    atomic_write_json(out / "SOURCES.json", sources)
+    return sources
 
 
 def frequency_list(lang: str, folder: Path = WORDLISTS) -> dict[str, float]:

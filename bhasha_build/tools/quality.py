@@ -327,10 +327,30 @@ def _set_blocks(rows: Sequence[dict[str, Any]], system: str, old: dict[str, Any]
     return out
 
 
-def rescore(record: dict[str, Any], folder: Path, system: str = "gguf", date: str | None = None) -> dict[str, Any]:
+def _baseline_columns(path: Path, zwj_policy: str | None) -> list[dict[str, Any]]:
+    """The predictions file's rows with their non-model baseline columns made again here (core/baselines
+    .run_baselines on the input as eval sends it), the file rewritten with them."""
+    from bhasha_build.core.baselines import run_baselines
+    from bhasha_build.core.fsutil import atomic_write_jsonl
+    from bhasha_build.core.text import normalize_text
+
+    rows = _read_rows(path)
+    texts = [normalize_text(r["noisy"], zwj_policy) if zwj_policy else r["noisy"] for r in rows]
+    outputs, missing = run_baselines(rows, texts)
+    if missing:
+        raise QualityError(f"the lexicon baseline cannot be made here: {next(iter(missing.values()))}")
+    rows = [{**r, **{name: outs[i] for name, outs in outputs.items()}} for i, r in enumerate(rows)]
+    atomic_write_jsonl(path, rows)
+    return rows
+
+
+def rescore(record: dict[str, Any], folder: Path, system: str = "gguf", date: str | None = None,
+            baselines: bool = False) -> dict[str, Any]:
     """`record` with its eval-split, dev and held-out scores recomputed from the predictions files it names (in
     `folder`) under this machine's grapheme rules; the scores it had, and their rules, kept under
-    rescored.scored_elsewhere. The rows' served outputs are taken as they are: no guard decision changes."""
+    rescored.scored_elsewhere. The rows' served outputs are taken as they are: no guard decision changes.
+    `baselines`: the eval-split and held-out files' baseline columns (rules, lexicon) are made again here
+    first and the files rewritten (a machine without the dictionaries wrote its rules output as the lexicon)."""
     import copy
 
     from bhasha_build.core.metrics import check_unit_rules, score
@@ -339,6 +359,11 @@ def rescore(record: dict[str, Any], folder: Path, system: str = "gguf", date: st
     before = {"metric_units": record.get("metric_units"), "eval_split": copy.deepcopy(record.get("eval_split")),
               "heldout": copy.deepcopy(record.get("heldout"))}
     out = copy.deepcopy(record)
+    zwj_policy = ((record.get("config") or {}).get("data") or {}).get("zwj_policy")
+    for key in ("eval_split_predictions", "predictions"):
+        if baselines and (facts := record.get(key)):
+            _baseline_columns(folder / facts["file"], zwj_policy if key == "eval_split_predictions" else None)
+            out[key] = _file_facts(folder / facts["file"])
     if facts := record.get("eval_split_predictions"):
         rows = _read_rows(folder / facts["file"])
         columns = {"baseline": "noisy", "rules": "rules", "lexicon": "lexicon", system: system}
@@ -370,6 +395,7 @@ def rescore(record: dict[str, Any], folder: Path, system: str = "gguf", date: st
                                       "raw_oc": "raw_over_correction", "guarded_oc": "guarded_over_correction"})
     out["metric_units"] = units
     out["rescored"] = {"date": date or dt.date.today().isoformat(), "scored_elsewhere": before,
+                       "baselines_made_here": baselines,
                        "note": "scores recomputed from the predictions beside the record (quality rescore); "
                                "guard decisions and the calibrated threshold are the run's own"}
     return out
@@ -412,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
                                            "grapheme rules (the lock's regex)")
     p_rs.add_argument("record", help="bench/quality/<date>-<name>.json (rewritten in place)")
     p_rs.add_argument("--system", default="gguf")
+    p_rs.add_argument("--baselines", action="store_true",
+                      help="make the rules/lexicon columns again here first (the run's machine lacked the "
+                           "dictionaries); the predictions files are rewritten")
     p_tab = sub.add_parser("table", help="print the table; --results FILE rewrites its marked block")
     p_tab.add_argument("--folder", default=str(QUALITY_DIR))
     p_tab.add_argument("--results", default=None)
@@ -469,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
                 atomic_write_text(args.out, text + "\n")
         elif args.what == "rescore":
             path = Path(args.record)
-            record = rescore(json.loads(path.read_text(encoding="utf-8")), path.parent, args.system)
+            record = rescore(json.loads(path.read_text(encoding="utf-8")), path.parent, args.system,
+                             baselines=args.baselines)
             atomic_write_json(path, record)
             print(path)
         elif args.what == "ceiling":
