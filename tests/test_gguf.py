@@ -174,6 +174,35 @@ def test_llama_chat_never_asks_past_its_context_window(tiny_gguf: dict) -> None:
         assert (none_left.text, none_left.cut, none_left.completion_tokens) == ("", True, 0)
 
 
+def test_a_llama_child_answers_as_this_process_would_and_a_dead_one_is_one_line(tiny_gguf: dict,
+                                                                                   monkeypatch) -> None:
+    """core/gguf.open_chat: a CUDA build (gpu_offload) answers from a spawned child that loads llama_cpp
+    first (the H200's SIGSEGV came with numpy loaded first, and the sanity stage's and `correct --gguf`'s
+    processes have numpy, rapidfuzz and torch loaded); its replies are the in-process chat's, token
+    confidences included; a child that dies is one GgufError line, and the caller lives on."""
+    import signal
+
+    from bhasha_build.core import gguf as g
+
+    line = "नमस्ते दुनिया"
+    with g.LlamaChat(tiny_gguf["gguf"], n_ctx=256, seed=3407) as here:
+        want, tokens = here.complete(line, 12), here.count_tokens(line)
+    monkeypatch.setattr(g, "gpu_offload", lambda: True)
+    with g.open_chat(tiny_gguf["gguf"], n_ctx=256, seed=3407) as child:
+        assert isinstance(child, g.LlamaChild)
+        assert child.complete(line, 12) == want and child.count_tokens(line) == tokens
+        order = child._call("load_order")
+        assert order and order[0] == "llama_cpp.llama_cpp", order
+        os.kill(child._proc.pid, signal.SIGKILL)  # what a SIGSEGV leaves
+        with pytest.raises(g.GgufError, match=r"model-q4_k_m\.gguf: llama\.cpp's process ended \(killed by SIGKILL\)"):
+            child.complete(line, 12)
+    monkeypatch.setattr(g, "gpu_offload", lambda: False)
+    with g.open_chat(tiny_gguf["gguf"], n_ctx=256, seed=3407) as cpu:
+        assert isinstance(cpu, g.LlamaChat)
+    with pytest.raises(g.GgufError, match=r"nope\.gguf: llama\.cpp could not load it"):
+        g.LlamaChild(tiny_gguf["gguf"].with_name("nope.gguf"), n_ctx=256, seed=1)
+
+
 def test_gpu_offload_reads_the_installed_build_and_is_false_without_llama_cpp(monkeypatch) -> None:
     import sys
 

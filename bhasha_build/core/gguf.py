@@ -18,6 +18,7 @@ log-probabilities (core/confidence.TokenRecorder) and the model's confidence in 
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -28,7 +29,7 @@ from typing import Any
 from bhasha_build.core import toolchain
 from bhasha_build.core.chat import STOP_TOKENS, pair_messages, render_chatml
 from bhasha_build.core.confidence import TokenProb, TokenRecorder, change_confidence, token_probs
-from bhasha_build.core.env import LLAMA_FIRST
+from bhasha_build.core.env import LLAMA_FIRST, llama_first_in_children
 from bhasha_build.core.errors import BhashaError
 
 
@@ -453,6 +454,105 @@ class LlamaChat:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LlamaChild:
+    """A LlamaChat in a spawned process that loads llama_cpp before any other extension module (core/env.py),
+    with the same calls (complete, count_tokens, close; a context manager). What a process that has numpy,
+    rapidfuzz or torch loaded already uses with a CUDA build (the sanity stage, `correct --gguf`): on the H200
+    such a build died of SIGSEGV loading a model after numpy (2026-12-03). A child that dies is one GgufError
+    line, never the caller's death."""
+
+    def __init__(self, gguf: Path, n_ctx: int, seed: int, n_gpu_layers: int = 0, n_threads: int | None = None) -> None:
+        import multiprocessing
+
+        self.path = Path(gguf)
+        spawn = multiprocessing.get_context("spawn")
+        self._conn, child = spawn.Pipe()
+        with llama_first_in_children():
+            self._proc = spawn.Process(target=_serve_chat, daemon=True,
+                                       args=(child, str(gguf), n_ctx, seed, n_gpu_layers, n_threads))
+            self._proc.start()
+        child.close()
+        self._answer()  # the load's outcome
+
+    def _answer(self) -> Any:
+        try:
+            ok, value = self._conn.recv()
+        except (EOFError, OSError):
+            self._proc.join(10)
+            code = self._proc.exitcode
+            import signal
+
+            how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit {code}")
+            raise GgufError(f"{self.path}: llama.cpp's process ended ({how})") from None
+        if not ok:
+            raise GgufError(value)
+        return value
+
+    def _call(self, what: str, *args: Any) -> Any:
+        with contextlib.suppress(OSError):  # the child is gone: _answer says how
+            self._conn.send((what, args))
+        return self._answer()
+
+    def complete(self, text: str, max_tokens: int) -> Completion:
+        return self._call("complete", text, max_tokens)
+
+    def count_tokens(self, text: str) -> int:
+        return self._call("count_tokens", text)
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            with contextlib.suppress(OSError):
+                self._conn.send(("close", ()))
+            self._proc.join(30)
+            if self._proc.is_alive():
+                self._proc.terminate()
+                self._proc.join(5)
+        self._conn.close()
+
+    def __enter__(self) -> LlamaChild:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _serve_chat(conn: Any, gguf: str, n_ctx: int, seed: int, n_gpu_layers: int, n_threads: int | None) -> None:
+    """LlamaChild's process: load, say so (or why not), then answer calls until "close" or the pipe ends."""
+    try:
+        chat = LlamaChat(Path(gguf), n_ctx=n_ctx, seed=seed, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
+    except Exception as exc:  # any load failure goes back as one line
+        conn.send((False, f"{gguf}: llama.cpp could not load it ({exc})"))
+        return
+    conn.send((True, None))
+    with chat:
+        while True:
+            try:
+                what, args = conn.recv()
+            except EOFError:
+                return
+            if what == "close":
+                return
+            if what == "load_order":  # which of the extension modules that matter came first (core/env.py)
+                import sys
+
+                conn.send((True, [m for m in sys.modules if m in ("llama_cpp.llama_cpp", "numpy", "rapidfuzz")]))
+                continue
+            try:
+                conn.send((True, getattr(chat, what)(*args)))
+            except Exception as exc:  # GgufError and llama.cpp's own, as one line
+                conn.send((False, str(exc)))
+
+
+def open_chat(gguf: Path, n_ctx: int, seed: int, n_gpu_layers: int = 0, n_threads: int | None = None,
+              isolate: bool | None = None) -> LlamaChat | LlamaChild:
+    """A chat with `gguf`: in this process for a CPU build of llama.cpp (measured fine in any import order),
+    in a LlamaChild for a build that can offload to a GPU (gpu_offload), or as `isolate` says."""
+    if isolate is None:
+        isolate = gpu_offload()
+    cls = LlamaChild if isolate else LlamaChat
+    return cls(gguf, n_ctx=n_ctx, seed=seed, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
 
 
 def main(argv: list[str] | None = None) -> int:

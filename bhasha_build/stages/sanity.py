@@ -18,7 +18,7 @@ from typing import Any
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_write_json
-from bhasha_build.core.gguf import LlamaChat
+from bhasha_build.core.gguf import open_chat
 from bhasha_build.core.guard import guard, reply_budget
 from bhasha_build.core.layout import RunLayout
 from bhasha_build.core.metrics import normalize_hyp
@@ -37,7 +37,8 @@ class SanityError(BhashaError):
 
 def run(cfg: BuildConfig, layout: RunLayout, text: str = SANITY_TEXT, lang: str = "hi", **_: Any) -> dict[str, Any]:
     text = normalize_text(text, cfg.data.zwj_policy)
-    with LlamaChat(layout.gguf(cfg.export.quant), n_ctx=min(cfg.model.max_seq_length, 4096), seed=cfg.seed) as llm:
+    # a CUDA build answers from its own process (core/gguf.open_chat): this one has numpy, torch loaded
+    with open_chat(layout.gguf(cfg.export.quant), n_ctx=min(cfg.model.max_seq_length, 4096), seed=cfg.seed) as llm:
         reply = llm.complete(text, reply_budget(llm.count_tokens(text), cfg.eval.max_new_tokens))
     kept = guard(text, normalize_hyp(reply.text), lang, cfg.guard)
     result = {"prompt": text, "response": reply.text, "finish_reason": reply.finish_reason,

@@ -68,19 +68,20 @@ class Backend(Protocol):
 
 
 class GgufBackend:
-    """A GGUF through llama.cpp (core/gguf.LlamaChat: the project's one llama.cpp chat completion)."""
+    """A GGUF through llama.cpp (core/gguf.open_chat: the project's one llama.cpp chat completion, in this
+    process, or in a child that loads llama.cpp first for a CUDA build)."""
 
     kind = "gguf"
     concurrent = False
 
     def __init__(self, gguf: Path, cfg: BuildConfig) -> None:
-        from bhasha_build.core.gguf import LlamaChat
+        from bhasha_build.core.gguf import open_chat
 
         if not Path(gguf).is_file():
             raise CorrectError(f"{gguf}: GGUF not found")
         self.path = Path(gguf)
         self.num_ctx = cfg.model.max_seq_length  # the Modelfile's num_ctx
-        self.chat = LlamaChat(self.path, n_ctx=self.num_ctx, seed=cfg.seed)
+        self.chat = open_chat(self.path, n_ctx=self.num_ctx, seed=cfg.seed)  # a CUDA build: its own process
         self._lock = threading.Lock()
 
     def describe(self) -> dict[str, Any]:
@@ -90,7 +91,7 @@ class GgufBackend:
 
     def count_tokens(self, text: str) -> int:
         with self._lock:
-            return len(self.chat.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+            return self.chat.count_tokens(text)
 
     def complete(self, text: str, max_tokens: int) -> Reply:
         with self._lock:
