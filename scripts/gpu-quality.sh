@@ -35,12 +35,21 @@
 #   `ADOPT=.carry/adapters HELDOUT_ROWS=200 EXTRA_SETS='eval.zeroshot=false;eval.gguf_contexts=1'
 #   EVAL_SYSTEMS=gguf PY=.venv/bin/python bash scripts/gpu-quality.sh --dry-run b16`).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# bash reads a script while it runs it: a copy runs instead, so an edit of this file during a long run (an
+# ADOPT scoring here takes ~45 min) cannot change it half-way (2026-12-03: "line 178: g: unbound variable")
+if [ -z "${GPU_QUALITY_ROOT:-}" ]; then
+  copy=$(mktemp "${TMPDIR:-/tmp}/gpu-quality.XXXXXX")
+  cp "$0" "$copy"
+  GPU_QUALITY_ROOT=$(cd "$(dirname "$0")/.." && pwd) GPU_QUALITY_COPY=$copy exec bash "$copy" "$@"
+fi
+trap 'rm -f "${GPU_QUALITY_COPY:-}"' EXIT
+cd "$GPU_QUALITY_ROOT"
+unset GPU_QUALITY_ROOT  # the scripts it starts are their own
 DRY=0
 if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
 VARIANTS=("$@")
 if [ ${#VARIANTS[@]} = 0 ]; then
-  if [ $DRY = 1 ]; then VARIANTS=(tiny); else echo "usage: $0 [--dry-run] VARIANT..." >&2; exit 2; fi
+  if [ $DRY = 1 ]; then VARIANTS=(tiny); else echo "usage: scripts/gpu-quality.sh [--dry-run] VARIANT..." >&2; exit 2; fi
 fi
 OUT=${OUT:-/tmp/quality-out}
 WORK=${WORK:-/tmp/quality-work}
