@@ -193,11 +193,21 @@ def test_lease_scripts_parse(script):
 LEASE_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu-quality-lease.sh"
 
 
+def _collect(lease: Path, out: Path) -> Path:
+    """One `gpu-quality-lease.sh collect` into a fresh `out` (a `wait`'s last step)."""
+    import subprocess
+
+    out.mkdir()
+    done = subprocess.run(["bash", str(LEASE_SCRIPT), "collect"], capture_output=True, text=True, check=False,
+                          env={"PATH": "/usr/bin:/bin", "OUT": str(out), "LEASE_DIR": str(lease)})
+    assert done.returncode == 0, done.stderr
+    return out
+
+
 def test_the_lease_returns_each_finished_file_once_and_never_a_log_or_a_part_in_the_making(tmp_path: Path) -> None:
     """`wait`/`collect` bring back what is new in the lease's back/ folder, each file once, at most 8 files
     a call (the device tool's limit), logs only inside logs.tgz; parts being packed live in pack/, not back/
     (2026-12-02: a `wait` returned a 0.7 MB part of a pack still being written)."""
-    import subprocess
     import tarfile
 
     lease, back = tmp_path / "lease", tmp_path / "lease" / "back"
@@ -210,11 +220,7 @@ def test_the_lease_returns_each_finished_file_once_and_never_a_log_or_a_part_in_
     (back / "pairs.log").write_text("ocr-pairs hi: 16/4000 lines\n")
 
     def collect(n: int) -> set[str]:
-        out = tmp_path / f"out{n}"
-        out.mkdir()
-        done = subprocess.run(["bash", str(LEASE_SCRIPT), "collect"], capture_output=True, text=True, check=False,
-                              env={"PATH": "/usr/bin:/bin", "OUT": str(out), "LEASE_DIR": str(lease)})
-        assert done.returncode == 0, done.stderr
+        out = _collect(lease, tmp_path / f"out{n}")
         names = {p.name for p in out.iterdir()}
         assert len(names) <= 8 and {"steps.log", "logs.tgz"} <= names
         with tarfile.open(out / "logs.tgz") as logs:
@@ -231,7 +237,6 @@ def test_the_lease_returns_no_more_than_the_device_tool_brings_back_in_one_call(
     """The device tool returns at most 64 MiB a call: five 15 MiB adapter parts come back as four, then the
     fifth (2026-12-03: the fifth was left out by the tool and marked returned, never to come again)."""
     import os
-    import subprocess
 
     lease, back = tmp_path / "lease", tmp_path / "lease" / "back"
     back.mkdir(parents=True)
@@ -241,11 +246,7 @@ def test_the_lease_returns_no_more_than_the_device_tool_brings_back_in_one_call(
             part.truncate(15 * 1048576)  # sparse: the size counts, the disk does not
 
     def collect(n: int) -> list[str]:
-        out = tmp_path / f"out{n}"
-        out.mkdir()
-        done = subprocess.run(["bash", str(LEASE_SCRIPT), "collect"], capture_output=True, text=True, check=False,
-                              env={"PATH": "/usr/bin:/bin", "OUT": str(out), "LEASE_DIR": str(lease)})
-        assert done.returncode == 0, done.stderr
+        out = _collect(lease, tmp_path / f"out{n}")
         assert sum(os.path.getsize(p) for p in out.iterdir()) <= 64 * 1048576
         return sorted(p.name for p in out.iterdir() if ".part" in p.name)
 
