@@ -16,6 +16,9 @@ if [ -d "$WHEELS" ] && [ ! -f /tmp/site/.done ]; then
   touch /tmp/site/.done
 fi
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+# the lexicon baseline's dictionaries (the box has no Debian packages), exported beside the wheels by
+# scripts/gpu-quality-lease.sh prepare (core/baselines.export_dictionaries)
+if [ -d "$WHEELS/../dict" ]; then BHASHA_DICTIONARY_DIR=$(cd "$WHEELS/../dict" && pwd); export BHASHA_DICTIONARY_DIR; fi
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 UNSLOTH_DISABLE_STATISTICS=1 TOKENIZERS_PARALLELISM=false
 export PYTHONUNBUFFERED=1
 set +e

@@ -23,7 +23,6 @@
 #   on the box, quality-train.tar.xz.partNN (carry them next time).
 # Knobs (env): OUT (default /tmp/quality-out), WORK (default /tmp/quality-work), SLICES, BUNDLE (default
 #   .carry/tess), TRAIN_PAIRS (default .carry/quality-train), HELDOUT_ROWS (default 300; dry run 5),
-#   DICT_DIR (the exported dictionaries of the lexicon baseline; default $WHEELS/../dict),
 #   LLAMA_CPU_TGZ (the carried CPU llama_cpp, used when the CUDA build cannot generate at all; default
 #   $WHEELS/../llama-cpu.tgz), SWEEP (default bench/quality/sweep.toml), EXTRA_SETS (';'-separated --set overrides after the variant's, e.g.
 #   'eval.zeroshot=false;eval.gguf_contexts=1'), STEPS (all | train: data + train only | score: export, scoring and
@@ -72,10 +71,6 @@ else
   # shellcheck source=scripts/gpu-env.sh
   source scripts/gpu-env.sh
   set -euo pipefail
-  # the lexicon baseline's dictionaries (the box has no Debian packages): exported here by
-  # scripts/gpu-quality-lease.sh prepare (core/baselines.export_dictionaries) and carried beside the wheels
-  DICT_DIR=${DICT_DIR:-$(dirname "${WHEELS:-.carry/gpu/whl}")/dict}
-  if [ -d "$DICT_DIR" ]; then export BHASHA_DICTIONARY_DIR=$DICT_DIR; fi
   CPU=()
   CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 fi
