@@ -309,6 +309,13 @@ _checks: dict[tuple[str, int, bool], str | None] = {}
 _check_stderr: dict[tuple[str, int, bool], str] = {}  # the child's whole stderr (llama.cpp's log, the stack)
 
 
+def _ended(code: int | None) -> str:
+    """How a child process ended, from its exit code (negative: the signal that killed it)."""
+    import signal
+
+    return f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit {code}"
+
+
 def generation_check(gguf: Path, n_gpu_layers: int = -1, torch_first: bool = False) -> str | None:
     """None when llama.cpp answers a line with `gguf` (n_gpu_layers: -1 wholly on the GPU, 0 on the CPU) in a
     fresh process; else why not, in one line (the exit or signal, the last lines it printed). A CUDA build
@@ -319,7 +326,6 @@ def generation_check(gguf: Path, n_gpu_layers: int = -1, torch_first: bool = Fal
     (a diagnosis of that SIGSEGV: scripts/llama-choose.sh asks both ways)."""
     key = (str(Path(gguf).resolve()), n_gpu_layers, torch_first)
     if key not in _checks:
-        import signal
         import subprocess
         import sys
 
@@ -336,8 +342,7 @@ def generation_check(gguf: Path, n_gpu_layers: int = -1, torch_first: bool = Fal
         if code == 0:
             _checks[key] = None
         else:
-            how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
-                   else f"exit {code}" if code is not None else "timed out")
+            how = _ended(code) if code is not None else "timed out"
             where = "the GPU" if n_gpu_layers else "the CPU"
             _checks[key] = f"llama.cpp on {where}: {how}: " + " | ".join(tail)[-400:]
     return _checks[key]
@@ -481,11 +486,7 @@ class LlamaChild:
             ok, value = self._conn.recv()
         except (EOFError, OSError):
             self._proc.join(10)
-            code = self._proc.exitcode
-            import signal
-
-            how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit {code}")
-            raise GgufError(f"{self.path}: llama.cpp's process ended ({how})") from None
+            raise GgufError(f"{self.path}: llama.cpp's process ended ({_ended(self._proc.exitcode)})") from None
         if not ok:
             raise GgufError(value)
         return value

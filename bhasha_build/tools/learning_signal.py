@@ -512,20 +512,21 @@ def phase_adopt(profile: str, sets: Sequence[str], adapter_parts: Sequence[Path]
 
     if not adapter_parts:
         raise SignalError("--adapter-parts: no parts given")
+    adapter_parts = sorted(adapter_parts)  # partNN: the archive's order
     for part in adapter_parts:
         if not part.is_file():
             raise SignalError(f"{part}: missing")
     cfg = _config(profile, sets)
     layout = cfg.layout
-    blob = b"".join(Path(p).read_bytes() for p in sorted(adapter_parts))
+    blob = b"".join(Path(p).read_bytes() for p in adapter_parts)
     name = layout.adapter.name
     try:  # read to its end before the data stage's minutes: a lost part is said at once
         with tarfile.open(fileobj=io.BytesIO(blob), mode="r:xz") as tar:
             members = tar.getmembers()
     except (tarfile.TarError, ValueError, EOFError, OSError) as exc:
-        raise SignalError(f"{sorted(adapter_parts)[0]} (+{len(adapter_parts) - 1} parts): {exc}") from None
+        raise SignalError(f"{adapter_parts[0]} (+{len(adapter_parts) - 1} parts): {exc}") from None
     if not members or any(Path(m.name).parts[:1] != (name,) for m in members):
-        raise SignalError(f"{sorted(adapter_parts)[0]}: not an archive of one `{name}/` folder")
+        raise SignalError(f"{adapter_parts[0]}: not an archive of one `{name}/` folder")
     data = pipeline.run_data(cfg, force=True)
     with tarfile.open(fileobj=io.BytesIO(blob), mode="r:xz") as tar, \
             tempfile.TemporaryDirectory(dir=layout.root) as scratch, atomic_dir(layout.adapter) as tmp:
@@ -534,8 +535,8 @@ def phase_adopt(profile: str, sets: Sequence[str], adapter_parts: Sequence[Path]
             child.replace(tmp / child.name)
     if not layout.adapter_base_record.exists():
         raise SignalError(f"{layout.adapter_base_record}: missing from the adapter parts")
-    entry = Manifest(layout.root).artifact("adapter", layout.adapter, adopted_from=[Path(p).name for p in
-                                                                                    sorted(adapter_parts)])
+    entry = Manifest(layout.root).artifact("adapter", layout.adapter,
+                                           adopted_from=[Path(p).name for p in adapter_parts])
     return {"run_dir": str(cfg.run_dir), "data": {k: data.get(k) for k in ("rows_read", "kept", "train_rows",
                                                                             "eval_rows")},
             "adapter": {"sha256": entry["sha256"], "parts": len(adapter_parts)}}

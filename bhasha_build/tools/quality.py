@@ -45,7 +45,7 @@ from typing import Any
 
 from bhasha_build.core.config import REPO_ROOT
 from bhasha_build.core.errors import BhashaError
-from bhasha_build.core.fsutil import atomic_write_json, atomic_write_text, sha256_file
+from bhasha_build.core.fsutil import atomic_write_json, atomic_write_text, jsonl_objects, sha256_file
 
 SWEEP = REPO_ROOT / "bench" / "quality" / "sweep.toml"
 QUALITY_DIR = REPO_ROOT / "bench" / "quality"
@@ -296,8 +296,17 @@ def guard_settings(rows: Sequence[dict[str, Any]], guard_cfg: Any, thresholds: S
     return out
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """A predictions file's rows (core/fsutil.jsonl_objects: a bad line is one QualityError naming it)."""
+    return [row for _, row in jsonl_objects(path, QualityError, "a predictions JSON Lines file")]
+
+
+def _print_result(result: dict[str, Any], out: str | None, indent: int) -> None:
+    """A per-file result as JSON on stdout, and into `out` when given (`ceiling`, `guards`)."""
+    text = json.dumps(result, indent=indent, ensure_ascii=False)
+    print(text)
+    if out:
+        atomic_write_text(out, text + "\n")
 
 
 def _set_blocks(rows: Sequence[dict[str, Any]], system: str, old: dict[str, Any], keys: dict[str, str]
@@ -327,9 +336,9 @@ def _set_blocks(rows: Sequence[dict[str, Any]], system: str, old: dict[str, Any]
     return out
 
 
-def _baseline_columns(path: Path, zwj_policy: str | None) -> list[dict[str, Any]]:
-    """The predictions file's rows with their non-model baseline columns made again here (core/baselines
-    .run_baselines on the input as eval sends it), the file rewritten with them."""
+def _baseline_columns(path: Path, zwj_policy: str | None) -> None:
+    """The predictions file rewritten with its non-model baseline columns made again here (core/baselines
+    .run_baselines on the input as eval sends it)."""
     from bhasha_build.core.baselines import run_baselines
     from bhasha_build.core.fsutil import atomic_write_jsonl
     from bhasha_build.core.text import normalize_text
@@ -339,9 +348,7 @@ def _baseline_columns(path: Path, zwj_policy: str | None) -> list[dict[str, Any]
     outputs, missing = run_baselines(rows, texts)
     if missing:
         raise QualityError(f"the lexicon baseline cannot be made here: {next(iter(missing.values()))}")
-    rows = [{**r, **{name: outs[i] for name, outs in outputs.items()}} for i, r in enumerate(rows)]
-    atomic_write_jsonl(path, rows)
-    return rows
+    atomic_write_jsonl(path, ({**r, **{name: outs[i] for name, outs in outputs.items()}} for i, r in enumerate(rows)))
 
 
 def rescore(record: dict[str, Any], folder: Path, system: str = "gguf", date: str | None = None,
@@ -487,15 +494,8 @@ def main(argv: list[str] | None = None) -> int:
 
             guard_cfg = load_config(None, profile=args.profile).guard
             thresholds = [float(t) for t in args.thresholds.split(",")]
-            result = {}
-            for file in args.predictions:
-                lines = Path(file).read_text(encoding="utf-8").splitlines()
-                result[Path(file).name] = guard_settings([json.loads(line) for line in lines if line.strip()],
-                                                         guard_cfg, thresholds, args.system)
-            text = json.dumps(result, indent=1, ensure_ascii=False)
-            print(text)
-            if args.out:
-                atomic_write_text(args.out, text + "\n")
+            _print_result({Path(file).name: guard_settings(_read_rows(file), guard_cfg, thresholds, args.system)
+                           for file in args.predictions}, args.out, indent=1)
         elif args.what == "rescore":
             path = Path(args.record)
             record = rescore(json.loads(path.read_text(encoding="utf-8")), path.parent, args.system,
@@ -503,15 +503,8 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_json(path, record)
             print(path)
         elif args.what == "ceiling":
-            result = {}
-            for file in args.predictions:
-                lines = Path(file).read_text(encoding="utf-8").splitlines()
-                result[Path(file).name] = guard_ceiling([json.loads(line) for line in lines if line.strip()],
-                                                        args.system)
-            text = json.dumps(result, indent=2, ensure_ascii=False)
-            print(text)
-            if args.out:
-                atomic_write_text(args.out, text + "\n")
+            _print_result({Path(file).name: guard_ceiling(_read_rows(file), args.system)
+                           for file in args.predictions}, args.out, indent=2)
         else:
             if args.results:
                 write_table(args.results, args.folder)
