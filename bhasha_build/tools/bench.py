@@ -33,7 +33,9 @@ medians' ratios, with the per-repeat ratios beside them (one card gives +-10 % b
 
 tokens/s is measured after warm-up steps; useful tokens are non-padding tokens; peak memory is
 torch.cuda.max_memory_allocated. Ratios: every project part against the STRONGEST baseline of the same
-run (the headline), plus secondary rows; `headline_16gb`: project_16gb against the strongest baseline
+run, bare Unsloth included (and against the strongest HF path beside it), plus secondary rows (before
+2026-12-03's 8th session `strongest_baseline` meant the HF paths alone: read older JSON's `headline_16gb`);
+`headline_16gb`: project_16gb against the strongest baseline
 (TRL or bare Unsloth) whose peak fits the 16 GB budget. Knobs: --size (1.5B|0.5B), --steps, --warmup,
 --batch, --seq, --card-gib, --repeats, --mode (all|project|baseline|raw|levers|headline|speed|ocr|
 <part>[,<part>...]), --profile, --out.
@@ -452,7 +454,8 @@ def run_part(part: str, model_dir: Path, args: argparse.Namespace) -> dict[str, 
 
 
 def _ratios(results: dict[str, Any], card_gib: float = 16.0) -> dict[str, Any]:
-    """Each project part against the STRONGEST baseline measured in this run (the headline), and the
+    """Each project part against the STRONGEST baseline measured in this run, bare Unsloth included
+    (`strongest_baseline`), and against the strongest HF path (`strongest_hf_baseline`: TRL, PEFT), and the
     secondary rows (each baseline, bare Unsloth, what packing buys). headline_16gb: project_16gb against
     the fastest of the HF baselines and bare Unsloth whose peak fits 0.875 x card_gib; full_card:
     project_full_card against the fastest of them all."""
@@ -460,14 +463,15 @@ def _ratios(results: dict[str, Any], card_gib: float = 16.0) -> dict[str, Any]:
         return (results.get(name) or {}).get("tokens_per_s")
 
     out: dict[str, Any] = {}
-    measured = {b: tps(b) for b in BASELINES if tps(b)}
-    if measured:
-        strongest = max(measured, key=lambda b: measured[b])
-        out["strongest_baseline"] = strongest
-        for part in ("project_dense", "project_dense_auto", "project_dense_nockpt", "project_16gb",
-                     "project_full_card"):
-            if tps(part):
-                out[f"{part}_vs_strongest_baseline"] = round(tps(part) / measured[strongest], 3)
+    projects = ("project_dense", "project_dense_auto", "project_dense_nockpt", "project_16gb", "project_full_card")
+    for label, names in (("strongest_baseline", (*BASELINES, *UNSLOTH_PARTS)), ("strongest_hf_baseline", BASELINES)):
+        measured = {b: tps(b) for b in names if tps(b)}
+        if measured:
+            strongest = max(measured, key=lambda b: measured[b])
+            out[label] = strongest
+            for part in projects:
+                if tps(part):
+                    out[f"{part}_vs_{label}"] = round(tps(part) / measured[strongest], 3)
     budget = 0.875 * card_gib
     fits = {b: tps(b) for b in (*BASELINES, *UNSLOTH_PARTS) if tps(b)
             and (results[b].get("peak_memory_gib_max") or results[b].get("peak_memory_gib") or 0) <= budget}
