@@ -472,3 +472,31 @@ def test_rescore_recomputes_a_record_from_its_predictions_and_keeps_what_it_had(
     assert got["eval_split"]["gguf"]["dev"]["overall"]["rows"] == 1  # the block's other fields kept as they were
     assert got["metric_units"] == unit_rules()
     assert got["rescored"]["scored_elsewhere"]["eval_split"]["gguf"]["cer"] == 0.5
+
+
+def test_residuals_put_each_wrong_word_in_one_class() -> None:
+    """`quality residuals`: punctuation-only, a word the lexicon knows (real_word), a non-word whose truth
+    it knows (non_word), a word neither knows (unknown_truth) and a split word (segmentation), with their
+    grapheme edits; a column equal to the truth has none."""
+    from bhasha_build.tools.quality import RESIDUAL_CLASSES, residuals, word_errors
+
+    lexicon = {"भारत", "सरकार", "कहा", "ने", "कर"}
+    truth = "भारत सरकार ने रामदीन से कहा।"
+    assert word_errors(truth, truth, lexicon) == []
+    found = word_errors("भारत! सरकर कर रामदिन से कहा।", truth, lexicon)
+    assert found == [("punctuation", 1), ("non_word", 1), ("real_word", 2), ("unknown_truth", 1)]
+    assert word_errors("भारत सरकार ने राम दीन से कहा।", truth, lexicon) == [("segmentation", 1)]
+    rows = [{"set": "indomain-hi", "noisy": "भारत! सरकर ने रामदीन से कहा।", "clean": truth, "gguf_guarded": truth}]
+    out = residuals(rows, ["noisy", "gguf_guarded"])["indomain-hi"]
+    assert set(out["noisy"]["words"]) == set(RESIDUAL_CLASSES) and out["truth_graphemes"] > 0
+    assert sum(out["noisy"]["edits"].values()) == 2 and sum(out["gguf_guarded"]["edits"].values()) == 0
+
+
+def test_residuals_name_the_file_and_line_of_a_row_without_the_column(tmp_path: Path, capsys) -> None:
+    from bhasha_build.tools.quality import main
+
+    rows = tmp_path / "p.jsonl"
+    rows.write_text(json.dumps({"noisy": "क", "clean": "क", "gguf_guarded": "क"}) + "\n\n"
+                    + json.dumps({"noisy": "क", "clean": "क"}) + "\n", encoding="utf-8")
+    assert main(["residuals", str(rows)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {rows}:3: no text column gguf_guarded (--columns)"

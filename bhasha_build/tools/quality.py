@@ -20,6 +20,13 @@ table RESULTS.md shows.
   guards   a predictions file re-served under other guard settings (confidence thresholds x the lexicon rule,
            core/guard.accept with the profile's guard section): CER and over-correction per set. For choosing
            the served guard on the eval split's and dev sets' rows, never on held-out rows.
+  residuals  where a predictions file's errors are, before and after: per set, each column's words aligned
+           to the truth's (difflib on whitespace words) and every wrong word's grapheme edits put in one class:
+           `segmentation` (words split, merged, missing or extra), `punctuation` (the same word once punctuation
+           is stripped), `non_word` (the truth is a lexicon word, the output is not: a dictionary can see it),
+           `real_word` (the output is itself a lexicon word: only context tells), `unknown_truth` (neither is
+           in the lexicon: names, rare words). Identity (`noisy`) against the served column says which kinds
+           the model fixes and which it leaves.
   rescore  a record's scores recomputed from the predictions kept beside it, with this machine's grapheme rules
            (core/metrics.check_unit_rules: the lock's regex): the eval split per system, the dev sets and the
            held-out sets; what the record had goes under `rescored.scored_elsewhere`. For runs scored where
@@ -28,7 +35,7 @@ table RESULTS.md shows.
            changes over the held-out sets, '।'-ending lines · the others); `--results FILE` rewrites the
            block between `<!-- quality-table:start -->` and `<!-- quality-table:end -->` in FILE.
 
-Knobs: --sweep (file), --out (folder), --name, --variant, --card, --date, --system.
+Knobs: --sweep (file), --out (folder), --name, --variant, --card, --date, --system, --columns.
 """
 
 from __future__ import annotations
@@ -296,6 +303,73 @@ def guard_settings(rows: Sequence[dict[str, Any]], guard_cfg: Any, thresholds: S
     return out
 
 
+RESIDUAL_CLASSES = ("segmentation", "punctuation", "non_word", "real_word", "unknown_truth")
+
+
+def _row_lang(row: dict[str, Any]) -> str | None:
+    """A row's language: its `lang`, else its set's suffix (indomain-bn -> bn)."""
+    return row.get("lang") or (row.get("set") or "").rsplit("-", 1)[-1] or None
+
+
+def word_errors(output: str, truth: str, lexicon: Any) -> list[tuple[str, int]]:
+    """(class, grapheme edits) of every wrong word of `output` against `truth` (RESIDUAL_CLASSES; the
+    quality module's docstring says what each means). Words aligned with difflib; a block of unequal length
+    is one `segmentation` error weighing the edits between its joined texts."""
+    import difflib
+
+    from bhasha_build.core.baselines import _core
+    from bhasha_build.core.metrics import edit_distance, graphemes
+
+    out_words, truth_words = output.split(), truth.split()
+    found = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, out_words, truth_words, autojunk=False).get_opcodes():
+        if op == "equal":
+            continue
+        if op != "replace" or i2 - i1 != j2 - j1:
+            found.append(("segmentation", edit_distance(graphemes(" ".join(out_words[i1:i2])),
+                                                       graphemes(" ".join(truth_words[j1:j2])))))
+            continue
+        for o, t in zip(out_words[i1:i2], truth_words[j1:j2], strict=True):
+            oc, tc = _core(o), _core(t)
+            if oc == tc:
+                kind = "punctuation"
+            elif lexicon is None:
+                kind = "unknown_truth"
+            elif oc in lexicon:
+                kind = "real_word"
+            elif tc in lexicon:
+                kind = "non_word"
+            else:
+                kind = "unknown_truth"
+            found.append((kind, edit_distance(graphemes(o), graphemes(t))))
+    return found
+
+
+def residuals(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> dict[str, Any]:
+    """Per set (_by_set), per column: wrong words and their grapheme edits by class (word_errors), with the
+    truth's grapheme count, so edits / graphemes is each class's share of that column's CER. A language whose
+    dictionary is not installed has no lexicon: its wrong words are `unknown_truth` (`lexicons_missing` says why)."""
+    from bhasha_build.core.baselines import DICTIONARIES, lexicons
+    from bhasha_build.core.metrics import graphemes
+
+    known, missing = lexicons(lang for lang in {_row_lang(r) for r in rows} if lang in DICTIONARIES)
+    out: dict[str, Any] = {"lexicons_missing": missing} if missing else {}
+    for name, group in sorted(_by_set(rows).items()):
+        entry: dict[str, Any] = {"rows": len(group),
+                                 "truth_graphemes": sum(len(graphemes(r["clean"])) for r in group)}
+        for column in columns:
+            words = dict.fromkeys(RESIDUAL_CLASSES, 0)
+            edits = dict.fromkeys(RESIDUAL_CLASSES, 0)
+            for row in group:
+                for kind, n in word_errors(row[column], row["clean"], known.get(_row_lang(row))):
+                    words[kind] += 1
+                    edits[kind] += n
+            entry[column] = {"words": words, "edits": edits,
+                             "cer_share": {k: round(v / entry["truth_graphemes"], 5) for k, v in edits.items()}}
+        out[name] = entry
+    return out
+
+
 def _read_rows(path: str | Path) -> list[dict[str, Any]]:
     """A predictions file's rows (core/fsutil.jsonl_objects: a bad line is one QualityError naming it)."""
     return [row for _, row in jsonl_objects(path, QualityError, "a predictions JSON Lines file")]
@@ -441,6 +515,10 @@ def main(argv: list[str] | None = None) -> int:
     p_gd.add_argument("--thresholds", default="0,0.3,0.5,0.7,0.9", help="comma list of min_confidence values")
     p_gd.add_argument("--system", default="gguf")
     p_gd.add_argument("--out", default=None, help="also write the JSON here")
+    p_res = sub.add_parser("residuals", help="which kinds of word errors a predictions file's columns leave, per set")
+    p_res.add_argument("predictions", nargs="+", help="JSON Lines with noisy, clean and the columns (and set/lang)")
+    p_res.add_argument("--columns", default="noisy,gguf_guarded", help="comma list of columns to classify")
+    p_res.add_argument("--out", default=None, help="also write the JSON here")
     p_rs = sub.add_parser("rescore", help="recompute a record's scores from its predictions with this machine's "
                                            "grapheme rules (the lock's regex)")
     p_rs.add_argument("record", help="bench/quality/<date>-<name>.json (rewritten in place)")
@@ -502,6 +580,17 @@ def main(argv: list[str] | None = None) -> int:
                              baselines=args.baselines)
             atomic_write_json(path, record)
             print(path)
+        elif args.what == "residuals":
+            columns = [c for c in args.columns.split(",") if c]
+            result = {}
+            for file in args.predictions:
+                numbered = list(jsonl_objects(file, QualityError, "a predictions JSON Lines file"))
+                rows = [row for _, row in numbered]
+                for line, row in numbered:
+                    if lacking := [c for c in ("clean", *columns) if not isinstance(row.get(c), str)]:
+                        raise QualityError(f"{file}:{line}: no text column {', '.join(lacking)} (--columns)")
+                result[Path(file).name] = residuals(rows, columns)
+            _print_result(result, args.out, indent=1)
         elif args.what == "ceiling":
             _print_result({Path(file).name: guard_ceiling(_read_rows(file), args.system)
                            for file in args.predictions}, args.out, indent=2)
