@@ -5,7 +5,10 @@
 #
 #   here:      scripts/gpu-bench-real.sh prepare DEST      wheels (slimmed), llama.cpp sdist (slimmed),
 #              converter toolchain and this machine's CPU llama_cpp (fallback) into DEST/gpu/ (~30 MiB)
-#   the box:   scripts/gpu-bench-real.sh start             the steps below in the background (setsid), from a
+#   the box:   scripts/gpu-bench-real.sh put-slice [--last]  one call per GGUF slice carried as .carry/slices/sNN
+#                                                          (scripts/gpu-quality-lease.sh prepare cuts them), all
+#                                                          before `start`: it looks for the real weights once
+#              scripts/gpu-bench-real.sh start             the steps below in the background (setsid), from a
 #                                                          snapshot of the tree in $LEASE_DIR/repo
 #              scripts/gpu-bench-real.sh wait SECONDS      follow the log until done or SECONDS, then collect
 #              scripts/gpu-bench-real.sh collect [llama]   copy results (or the built CUDA wheel's pieces) to $OUT
@@ -157,10 +160,11 @@ wait_for() {  # follow the steps until done or $1 seconds, then collect
 
 case "${1:-run}" in
   prepare) prepare "${2:-}" ;;
+  put-slice) lease_put_slice "${2:-}" ;;
   start) start ;;
   stop) lease_stop ;;
   run) run ;;
   wait) wait_for "${2:-560}" ;;
   collect) collect "${2:-}" ;;
-  *) echo "usage: $0 prepare DEST | start | stop | wait SECONDS | collect [llama] | run" >&2; exit 2 ;;
+  *) echo "usage: $0 prepare DEST | put-slice [--last] | start | stop | wait SECONDS | collect [llama] | run" >&2; exit 2 ;;
 esac

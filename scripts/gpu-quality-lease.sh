@@ -68,10 +68,8 @@ prepare() {  # here
 }
 
 put_slice() {  # the box: the slice(s) this call carried (.carry/slices/sNN; earlier calls' may still lie there)
-  mkdir -p /tmp/gguf-slices
-  cp .carry/slices/s* /tmp/gguf-slices/ && ls /tmp/gguf-slices | tr '\n' ' '
-  if [ "${1:-}" = --last ]; then touch /tmp/gguf-slices/.complete; echo "(complete)"; fi
-  tail -3 "$LEASE/steps.log" 2>/dev/null
+  lease_put_slice "$@" || return 1
+  tail -3 "$LEASE/steps.log" 2>/dev/null || true  # (none yet when the first slice comes before `start`)
 }
 
 run() {

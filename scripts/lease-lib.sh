@@ -12,6 +12,8 @@
 #   lease_stop                   ends the background run and everything it started (its session, by the
 #                                recorded leader: `pkill -f` would match the asking command's own line)
 #   lease_wait_done SECONDS      returns when $LEASE/done exists or SECONDS have passed
+#   lease_put_slice [--last]     the GGUF slice(s) this call carried (.carry/slices/sNN) into $SLICES
+#                                (/tmp/gguf-slices; earlier calls' stay there); --last marks them complete
 #   lease_llama_cuda LOG [EXPORT_DIR]  builds llama.cpp with CUDA (scripts/gpu-llama-cuda.sh, LLAMA_SDIST) at
 #                                nice 19 on LLAMA_JOBS cores (12) into /tmp/llama-cuda, its last line
 #                                "rc=N seconds=S" in LOG; with EXPORT_DIR the built wheel is cut there in pieces
@@ -44,6 +46,13 @@ lease_stop() {
 lease_wait_done() {
   local limit=${1:-560} t0=$SECONDS
   while [ ! -f "$LEASE/done" ] && [ $((SECONDS - t0)) -lt "$limit" ]; do sleep 10; done
+}
+
+lease_put_slice() {
+  local dir=${SLICES:-/tmp/gguf-slices}
+  mkdir -p "$dir"
+  cp .carry/slices/s* "$dir"/ && ls "$dir" | tr '\n' ' '
+  if [ "${1:-}" = --last ]; then touch "$dir/.complete"; echo "(complete)"; fi
 }
 
 lease_llama_cuda() {

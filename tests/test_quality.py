@@ -500,3 +500,29 @@ def test_residuals_name_the_file_and_line_of_a_row_without_the_column(tmp_path: 
                     + json.dumps({"noisy": "क", "clean": "क"}) + "\n", encoding="utf-8")
     assert main(["residuals", str(rows)]) == 1
     assert capsys.readouterr().err.strip() == f"error: {rows}:3: no text column gguf_guarded (--columns)"
+
+
+@pytest.mark.parametrize("script", ["gpu-quality-lease.sh", "gpu-bench-real.sh"])
+def test_put_slice_gathers_the_carried_slices_and_marks_the_last(tmp_path: Path, script: str) -> None:
+    """Both leases take the weights' GGUF slices the same way (lease-lib.sh lease_put_slice): each call's
+    .carry/slices/sNN joins the earlier ones in $SLICES, and --last marks them complete; joined in name order
+    they are the file that was cut."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    for name in (script, "lease-lib.sh"):
+        shutil.copy(LEASE_SCRIPT.parent / name, repo / "scripts" / name)
+    slices, whole = tmp_path / "slices", (bytes(range(256)) * 40)[:10_000]
+    env = {"PATH": "/usr/bin:/bin", "SLICES": str(slices), "LEASE_DIR": str(tmp_path / "lease")}
+    for i, last in ((0, False), (1, True)):
+        carried = repo / ".carry" / "slices"
+        shutil.rmtree(carried, ignore_errors=True)  # each call carries its own slice only
+        carried.mkdir(parents=True)
+        (carried / f"s{i:02d}").write_bytes(whole[i * 5000 : (i + 1) * 5000])
+        done = subprocess.run(["bash", str(repo / "scripts" / script), "put-slice", *(["--last"] if last else [])],
+                              capture_output=True, text=True, check=False, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert (slices / ".complete").exists() == last
+    assert sorted(p.name for p in slices.iterdir()) == [".complete", "s00", "s01"]
+    assert b"".join((slices / n).read_bytes() for n in ("s00", "s01")) == whole
