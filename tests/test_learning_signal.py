@@ -310,7 +310,9 @@ def test_real_errors_phases_run_apart_on_cpu(tmp_path: Path) -> None:
         assert sum(g["rows"] for g in s["end_marks"]["guarded"].values()) == s["rows"]
         assert s["rows"] == sum(s["better_same_worse"]["guarded"].values())
         assert 0 <= s["guarded_over_correction"] <= 1 and s["identity_cer"] <= s["identity_cer_before_normalization"]
-    assert len(verdict["checks"]) == 2 * len(sets) + len(ls.LANGS)
+    # per set: rows, guarded_not_worse, over_correction; per in-domain set (one per language): gain, beats_baselines
+    assert len(verdict["checks"]) == 3 * len(sets) + 2 * len(ls.LANGS)
+    assert not next(c for c in verdict["checks"] if c["check"] == "rows")["ok"]  # a CPU-sized set is under 200 rows
     assert finish.returncode == (0 if verdict["passed"] else 2)
     predictions = (tmp_path / "finish.predictions.jsonl").read_text().splitlines()
     assert len(predictions) == sum(s["rows"] for s in sets.values())
