@@ -74,7 +74,9 @@ put_slice() {  # the box: the slice(s) this call carried (.carry/slices/sNN; ear
 
 run() {
   local variants=("$@") dry=${DRY:-0}
-  step "start: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1); variants ${variants[*]}"
+  local card="no nvidia-smi (a CPU dry run)"
+  command -v nvidia-smi >/dev/null && card=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1)
+  step "start: $card; variants ${variants[*]}"
   cd "$LEASE/repo" || return 1
   mkdir -p "$LEASE/back" "$LEASE/work"
   local carry=$LEASE/carry

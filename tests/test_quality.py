@@ -256,9 +256,10 @@ def test_the_lease_returns_no_more_than_the_device_tool_brings_back_in_one_call(
 
 @pytest.mark.slow
 def test_the_lease_runs_its_whole_chain_on_cpu(tmp_path: Path) -> None:
-    """`DRY=1 scripts/gpu-quality-lease.sh run tiny`: the committed training pairs unpacked, the tiny profile
-    trained on the assembled input, exported, the eval split and 5 rows of each held-out set scored, the
-    record written and packed for `wait` (about 3 min on 2 cores)."""
+    """`DRY=1 scripts/gpu-quality-lease.sh run tiny`: training pairs carried from an earlier lease unpacked (the
+    committed ones, cut short), the tiny profile trained on the assembled input, exported, the eval split and 5
+    rows of each held-out set scored, the record written and packed for `wait`; then the adapter that came back
+    adopted and scored as trained on another machine."""
     import os
     import subprocess
     import sys
@@ -270,12 +271,27 @@ def test_the_lease_runs_its_whole_chain_on_cpu(tmp_path: Path) -> None:
     repo.mkdir(parents=True)  # what `start` makes on the box: a snapshot of the tree
     tracked = subprocess.run(["git", "-C", str(root), "ls-files", "-z"], capture_output=True, check=True).stdout
     subprocess.run(["cp", "--parents", *tracked.decode().strip("\0").split("\0"), str(repo)], cwd=root, check=True)
+    # the committed pairs, cut to their first TRIM lines per language and carried as an earlier lease's parts
+    # would be ($LEASE/carry/quality-train): the same unpacking, a tenth of the CPU minutes (the whole 127k-row
+    # input took 7.5 of this test's minutes on 2 cores)
+    trim, full = 1500, tmp_path / "full-pairs"
+    full.mkdir()
+    committed = sorted((root / "data" / "natural" / "train-pairs").glob("quality-train.tar.xz*"))
+    subprocess.run(f"cat {' '.join(map(str, committed))} | tar -C {full} -xJ", shell=True, check=True)
+    for ocr in full.glob("ocr-*.jsonl"):
+        lines = ocr.read_text(encoding="utf-8").splitlines(keepends=True)
+        assert len(lines) > trim
+        ocr.write_text("".join(lines[:trim]), encoding="utf-8")
+    carried = lease / "carry" / "quality-train"
+    carried.mkdir(parents=True)
+    subprocess.run(["tar", "-C", str(full), "-cJf", str(carried / "quality-train.tar.xz"), "."], check=True)
     env = {**os.environ, "DRY": "1", "PY": sys.executable, "LEASE_DIR": str(lease), "PYTHONPATH": str(repo),
            "PAIRS": str(tmp_path / "pairs"), "BHASHA_OCR_CACHE": str(tmp_path / "ocr")}
     done = subprocess.run(["bash", str(repo / "scripts" / "gpu-quality-lease.sh"), "run", "tiny"], env=env,
                           capture_output=True, text=True, check=False, timeout=900)
     steps = (lease / "steps.log").read_text()
-    assert done.returncode == 0 and "pairs: unpacked from data/natural/train-pairs" in steps, steps + done.stderr
+    assert done.returncode == 0 and f"pairs: unpacked from {carried}" in steps, steps + done.stderr
+    assert sum(1 for _ in (tmp_path / "pairs" / "ocr-hi.jsonl").open(encoding="utf-8")) == trim
     log = (lease / "back" / "quality-tiny.log").read_text()[-3000:]
     assert "variant tiny: trained rc=0" in steps and "variant tiny: scored rc=0" in steps, log
     with tarfile.open(lease / "back" / "quality-results-tiny.tar.xz") as packed:
