@@ -147,7 +147,7 @@ start() {  # the box, call 1: snapshot the repo and the carried folders, then ru
   lease_snapshot "$LEASE/repo" ./.carry
   [ -d .carry ] && tar -C .carry --exclude ./slices -cf - . | tar -C "$LEASE/carry" -xf -
   if ls .carry/slices/s* >/dev/null 2>&1; then  # a slice may ride with call 1 (the room the wheels leave)
-    mkdir -p /tmp/gguf-slices && cp .carry/slices/s* /tmp/gguf-slices/ && echo "slices: $(ls /tmp/gguf-slices | tr '\n' ' ')"
+    echo "slices: $(lease_put_slice)"
   fi
   lease_background "$LEASE/repo/scripts/gpu-quality-lease.sh" run "$@"
 }

@@ -370,9 +370,15 @@ def residuals(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> dict[st
     return out
 
 
-def _read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """A predictions file's rows (core/fsutil.jsonl_objects: a bad line is one QualityError naming it)."""
-    return [row for _, row in jsonl_objects(path, QualityError, "a predictions JSON Lines file")]
+def _read_rows(path: str | Path, text_columns: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """A predictions file's rows (core/fsutil.jsonl_objects: a bad line is one QualityError naming it); a row
+    without one of `text_columns` as text is one QualityError naming its file and line."""
+    rows = []
+    for line, row in jsonl_objects(path, QualityError, "a predictions JSON Lines file"):
+        if lacking := [c for c in text_columns if not isinstance(row.get(c), str)]:
+            raise QualityError(f"{path}:{line}: no text column {', '.join(lacking)} (--columns)")
+        rows.append(row)
+    return rows
 
 
 def _print_result(result: dict[str, Any], out: str | None, indent: int) -> None:
@@ -582,15 +588,8 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         elif args.what == "residuals":
             columns = [c for c in args.columns.split(",") if c]
-            result = {}
-            for file in args.predictions:
-                numbered = list(jsonl_objects(file, QualityError, "a predictions JSON Lines file"))
-                rows = [row for _, row in numbered]
-                for line, row in numbered:
-                    if lacking := [c for c in ("clean", *columns) if not isinstance(row.get(c), str)]:
-                        raise QualityError(f"{file}:{line}: no text column {', '.join(lacking)} (--columns)")
-                result[Path(file).name] = residuals(rows, columns)
-            _print_result(result, args.out, indent=1)
+            _print_result({Path(file).name: residuals(_read_rows(file, ("clean", *columns)), columns)
+                           for file in args.predictions}, args.out, indent=1)
         elif args.what == "ceiling":
             _print_result({Path(file).name: guard_ceiling(_read_rows(file), args.system)
                            for file in args.predictions}, args.out, indent=2)
