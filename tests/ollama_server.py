@@ -37,6 +37,8 @@ Faults (for the client's error handling and the fault suite), set at any time:
               (a proxy that quotes what it refused)
   "fail-after"    the request is applied, then answered 500 (a server that fails after writing)
   "missing-after" the request is applied, then answered 404 (as a delete of a model already gone)
+``server.listing_races = N`` makes the next N GET /api/tags answer Ollama 0.24.0's own listing race
+(500 "stat <manifest>: no such file or directory": a manifest deleted between its glob and its stat).
 ``server.after[path] = fn`` calls ``fn(body)`` after a request to ``path`` was answered (a test
 kills its client there: a crash between two calls).
 ``server.before[path] = fn`` calls ``fn(body)`` once a request's JSON body is read, before it is
@@ -245,6 +247,7 @@ class OllamaContractServer:
         self.faults: dict[str, str] = {}
         self.after: dict[str, Any] = {}
         self.before: dict[str, Any] = {}
+        self.listing_races = 0
         self.stall_seconds = 30.0
         self.trickle_interval = 1.0
         self.trickle_lines = 10
@@ -778,6 +781,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, self.app.show(self.app.lookup(name, "model '{name}' not found")))
 
     def _tags(self) -> None:
+        with self.app._state_lock:
+            race, self.app.listing_races = self.app.listing_races > 0, max(0, self.app.listing_races - 1)
+        if race:
+            raise ApiError(500, "stat /root/.ollama/models/manifests/registry.ollama.ai/library/bhasha-ocr/"
+                                "candidate-1: no such file or directory")
         models = [
             {
                 "name": r["name"],

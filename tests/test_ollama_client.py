@@ -15,12 +15,14 @@ from ollama_server import OllamaContractServer, free_port
 
 from bhasha_build.core.ollama import (
     COMPOSE_HINT,
+    LISTING_RETRIES,
     OllamaClient,
     OllamaCreateError,
     OllamaDigestMismatchError,
     OllamaError,
     OllamaNotFoundError,
     OllamaProtocolError,
+    OllamaRequestError,
     OllamaTimeoutError,
     OllamaTooOldError,
     OllamaUnreachableError,
@@ -176,6 +178,28 @@ def test_create_show_tags_delete(client: OllamaClient, fake_gguf: Path) -> None:
     assert shown == {"stop": PARAMS["stop"], "temperature": ["0"], "seed": ["3407"], "num_ctx": ["256"]}
     client.delete("bhasha-test")
     assert client.tags() == []
+
+
+def test_tags_asks_again_only_through_ollamas_listing_race(client: OllamaClient, server: OllamaContractServer,
+                                                           fake_gguf: Path) -> None:
+    _create(client, fake_gguf)
+    # Ollama 0.24.0 answers a listing that races a deletion with 500 "stat ...: no such file or directory":
+    # the client lists again (a short backoff), so a deploy polling its model is not failed by another's tidy-up.
+    server.listing_races = LISTING_RETRIES
+    before = len(server.requests)
+    assert client.model_digest("bhasha-test") is not None
+    assert server.requests[before:] == [("GET", "/api/tags")] * (LISTING_RETRIES + 1)
+    # A server that keeps failing that way is reported, with Ollama's own words, after the retries.
+    server.listing_races = LISTING_RETRIES + 1
+    with pytest.raises(OllamaRequestError, match=r"\(500\): stat .*no such file or directory") as err:
+        client.tags()
+    assert err.value.status == 500 and server.listing_races == 0
+    # Any other 500 on the listing is not asked again.
+    server.faults["/api/tags"] = "fail-after"
+    before = len(server.requests)
+    with pytest.raises(OllamaRequestError, match=r"\(500\): injected fail-after"):
+        client.tags()
+    assert server.requests[before:] == [("GET", "/api/tags")]
 
 
 def test_create_missing_blob(client: OllamaClient) -> None:

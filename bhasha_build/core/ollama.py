@@ -56,6 +56,11 @@ COMPOSE_HINT = "docker compose -f docker/compose.yaml up -d ollama"
 TOKEN_ENV = ("BHASHA_OLLAMA_TOKEN", "OLLAMA_API_KEY")  # a bearer token for a server behind auth
 _CHUNK = 1 << 16
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# Ollama 0.24.0's listing globs the manifest files, then stats each one and fails on the first error: a
+# listing that races a model's deletion (another deploy tidying up its candidate) answers
+# 500 "stat <manifest path>: no such file or directory". A new listing a moment later is consistent.
+_LISTING_RACE = re.compile(r"\(500\): stat \S.*: no such file or directory")
+LISTING_RETRIES = 3
 _warned_plain_http: set[str] = set()
 
 
@@ -507,7 +512,14 @@ class OllamaClient:
         return self.model_digest(name) is not None
 
     def tags(self) -> list[dict[str, Any]]:
-        models = self._json("GET", "/api/tags").get("models") or []
+        for attempt in range(LISTING_RETRIES + 1):
+            try:
+                models = self._json("GET", "/api/tags").get("models") or []
+                break
+            except OllamaRequestError as exc:  # only Ollama's own listing race is asked again
+                if attempt == LISTING_RETRIES or exc.status != 500 or not _LISTING_RACE.search(str(exc)):
+                    raise
+                time.sleep(0.05 * 2**attempt)
         if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("name"), str)
                                                    for m in models):
             raise OllamaProtocolError(f"Ollama at {self.host}: GET /api/tags: 'models' is not a list of "
