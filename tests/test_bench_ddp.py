@@ -48,6 +48,7 @@ def test_compare_without_common_steps_is_not_ok() -> None:
     assert compare([], _log([1.0], 1), 0, 0.02, 0.02, 1.8) == {"ok": False, "reason": "no common logged steps"}
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 def test_cpu_proof_run_curves_match(tiny_pipeline: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "ddp.json"

@@ -254,6 +254,7 @@ def test_the_lease_returns_no_more_than_the_device_tool_brings_back_in_one_call(
     assert collect(2) == ["adapter-v.tar.xz.part04"] and collect(3) == []
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 def test_the_lease_runs_its_whole_chain_on_cpu(tmp_path: Path) -> None:
     """`DRY=1 scripts/gpu-quality-lease.sh run tiny`: training pairs carried from an earlier lease unpacked (the

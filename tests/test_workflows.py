@@ -78,6 +78,12 @@ def test_ci_runs_lint_and_tests_on_cpu_runners():
     steps = [s.get("run", "") for job in ci["jobs"].values() for s in job["steps"]]
     assert any("make lint" in r for r in steps) and any("make test" in r for r in steps)
     assert all(str(job["runs-on"]).startswith("ubuntu-") for job in ci["jobs"].values())
+    # the nightly tier (long CPU proofs `make test` skips) runs once a day and on demand, never on a push
+    nightly = ci["jobs"]["nightly-tier"]
+    assert "schedule" in ci["on"] and "github.event_name == 'schedule'" in nightly["if"]
+    assert "push" not in nightly["if"] and any(s.get("run") == "make test-nightly" for s in nightly["steps"])
+    target = re.search(r"^test-nightly:.*\n((?:\t.*\n)+)", (WORKFLOWS.parent.parent / "Makefile").read_text(), re.M)
+    assert target and "BHASHA_NIGHTLY_TESTS=1" in target.group(1) and "-m nightly" in target.group(1)
 
 
 def test_nightly_contract():
