@@ -32,7 +32,9 @@
 #   from a lease: no training; the data stage runs here and the adapter is taken as trained, then export and
 #   scoring as usual; with --dry-run this scores a lease's adapter on this machine's CPU:
 #   `ADOPT=.carry/adapters HELDOUT_ROWS=200 EXTRA_SETS='eval.zeroshot=false;eval.gguf_contexts=1'
-#   EVAL_SYSTEMS=gguf PY=.venv/bin/python bash scripts/gpu-quality.sh --dry-run b16`).
+#   EVAL_SYSTEMS=gguf PY=.venv/bin/python bash scripts/gpu-quality.sh --dry-run b16`), REUSE_EVAL (set: `finish
+#   --reuse-eval`, the run's eval.json reused when it is the eval of its current q4_k_m; with STEPS=score and the
+#   same ADOPT a scoring cut off in the held-out part resumes there: 2,100 CPU rows here take ~2 h).
 set -euo pipefail
 # bash reads a script while it runs it: a copy runs instead, so an edit of this file during a long run (an
 # ADOPT scoring here takes ~45 min) cannot change it half-way (2026-12-03: "line 178: g: unbound variable")
@@ -172,7 +174,8 @@ for V in "${VARIANTS[@]}"; do
   # ---- 4. export + scoring: the eval split (screen), plus the six held-out sets (final, tiny)
   if [ "$STAGE" = screen ]; then ERRORS=(--errors synthetic); else ERRORS=(--errors real --heldout-rows "$HELDOUT_ROWS"); fi
   rc=0
-  $PY -m bhasha_build.tools.learning_signal finish "${ERRORS[@]}" --profile "$PROFILE" "${SETARGS[@]}" \
+  REUSE=(); [ -n "${REUSE_EVAL:-}" ] && REUSE=(--reuse-eval)
+  $PY -m bhasha_build.tools.learning_signal finish "${ERRORS[@]}" --profile "$PROFILE" "${SETARGS[@]}" "${REUSE[@]}" \
     --eval-systems "${EVAL_SYSTEMS:-gguf,zeroshot}" --out "$WORK/$V.json" > "$WORK/$V.finish.log" 2>&1 || rc=$?
   if [ $rc != 0 ] && [ $rc != 2 ]; then tail -20 "$WORK/$V.finish.log"; exit 1; fi  # 2: the gate's verdict
   stamp "$V scored (verdict exit $rc)"

@@ -39,6 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "nightly" in item.keywords:
             item.add_marker(skip)
 
+
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One real tiny run: returns cfg, run_dir, stage results and artifact paths."""

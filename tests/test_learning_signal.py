@@ -145,6 +145,45 @@ def test_moved_run_folder_exports_from_its_own_base_model(tiny_pipeline: dict[st
 
 
 @pytest.mark.slow
+def test_finish_reuses_only_the_eval_of_the_runs_current_gguf(tiny_pipeline: dict[str, Any], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`finish --reuse-eval` (a held-out scoring cut off after hours resumes there): the run's eval.json is
+    taken as it is only while the manifest says it is the eval of the q4_k_m on disk; otherwise export and eval
+    run again."""
+    from conftest import TINY_TEST_OVERRIDES
+
+    from bhasha_build.stages import pipeline
+
+    src = Path(tiny_pipeline["run_dir"])
+    shutil.copytree(src, tmp_path / "runs" / src.name)
+    sets = [f'runs_dir="{tmp_path / "runs"}"', f'run="{src.name}"', *TINY_TEST_OVERRIDES]
+    cfg = ls._config("tiny-cpu", sets)
+    assert ls.current_eval(cfg) is None  # no eval yet
+    report = pipeline.run_eval(cfg, ("gguf",))
+    assert ls.current_eval(cfg) == json.loads(cfg.layout.eval_report.read_text(encoding="utf-8"))
+    assert report["gguf"]["overall"]["rows"] > 0
+
+    ran: list[str] = []
+    monkeypatch.setattr(pipeline, "run_export", lambda c, force=False: ran.append("export") or {})
+    monkeypatch.setattr(pipeline, "run_eval", lambda c, systems=(): ran.append("eval") or {"again": True})
+    finish = ls.phase_finish("tiny-cpu", sets, None, reuse_eval=True)
+    assert ran == [] and finish["eval"] == json.loads(cfg.layout.eval_report.read_text(encoding="utf-8"))
+    assert finish["export"]["gguf"] == str(cfg.layout.gguf(cfg.export.quant))
+    assert ls.phase_finish("tiny-cpu", sets, None)["eval"] == {"again": True} and ran == ["export", "eval"]
+
+    eval_json = cfg.layout.eval_report.read_bytes()  # an eval.json edited since the manifest recorded it
+    cfg.layout.eval_report.write_bytes(eval_json.replace(b"{", b"{ ", 1))
+    assert ls.current_eval(cfg) is None
+    cfg.layout.eval_report.write_bytes(eval_json)
+    assert ls.current_eval(cfg) is not None
+    with cfg.layout.gguf(cfg.export.quant).open("ab") as gguf:  # a GGUF that is not the one eval scored
+        gguf.write(b"\0")
+    ran.clear()
+    assert ls.phase_finish("tiny-cpu", sets, None, reuse_eval=True)["eval"] == {"again": True}
+    assert ran == ["export", "eval"]
+
+
+@pytest.mark.slow
 def test_a_leases_adapter_parts_are_adopted_as_trained_and_export(tiny_pipeline: dict[str, Any],
                                                                    tmp_path: Path) -> None:
     """`adopt`: the adapter a lease sent back (adapter-V.tar.xz.partNN, as gpu-quality.sh packs it) becomes

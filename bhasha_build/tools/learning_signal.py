@@ -560,9 +560,30 @@ def phase_adopt(profile: str, sets: Sequence[str], adapter_parts: Sequence[Path]
             "adapter": {"sha256": entry["sha256"], "parts": len(adapter_parts)}}
 
 
+def current_eval(cfg: Any) -> dict[str, Any] | None:
+    """The run's eval.json when it is the eval of the run's current q4_k_m (the manifest's eval entry was made
+    from the GGUF entry, eval.json is unchanged since, the GGUF on disk is that GGUF); else None."""
+    from bhasha_build.core.manifest import Manifest
+
+    layout = cfg.layout
+    gguf = layout.gguf(cfg.export.quant)
+    if not (layout.eval_report.is_file() and gguf.is_file()):
+        return None
+    artifacts = Manifest(layout.root).load().get("artifacts", {})
+    entry, made = artifacts.get("eval") or {}, artifacts.get("gguf") or {}
+    if not made.get("sha256") or (entry.get("made_from") or {}).get("gguf") != made["sha256"]:
+        return None
+    if entry.get("sha256") != sha256_file(layout.eval_report) or sha256_file(gguf) != made["sha256"]:
+        return None
+    return json.loads(layout.eval_report.read_text(encoding="utf-8"))
+
+
 def phase_finish(profile: str, sets: Sequence[str], parts_dir: Path | None, real: bool = False,
                  out_predictions: Path | None = None, systems: tuple[str, ...] | None = None,
-                 heldout_rows: int | None = None) -> dict[str, Any]:
+                 heldout_rows: int | None = None, reuse_eval: bool = False) -> dict[str, Any]:
+    """Export + eval (+ the held-out sets with real errors). `reuse_eval`: when the run's eval.json is the eval
+    of its current q4_k_m (current_eval), neither runs again: a scoring cut off in the held-out part (hours on
+    a CPU) resumes there, with the threshold that eval calibrated."""
     cfg = _config(profile, sets)
     if real:  # before the long part: the held-out sets must be the ones prepare wrote
         check_real_input(cfg.resolve_path(cfg.data.input))
@@ -570,8 +591,16 @@ def phase_finish(profile: str, sets: Sequence[str], parts_dir: Path | None, real
         unpack_run(parts_dir, cfg.layout)
     from bhasha_build.stages import evaluate, pipeline
 
-    export = pipeline.run_export(cfg, force=True)
-    report = pipeline.run_eval(cfg, systems or evaluate.SYSTEMS)
+    report = current_eval(cfg) if reuse_eval else None
+    if report is not None:
+        print(f"finish: {cfg.layout.eval_report} is the eval of the run's current GGUF: export and eval not run "
+              "again", flush=True)
+        export: dict[str, Any] = {"gguf": cfg.layout.gguf(cfg.export.quant), "quant": cfg.export.quant}
+    else:
+        if reuse_eval:
+            print("finish: no eval of the run's current GGUF to reuse: export and eval run", flush=True)
+        export = pipeline.run_export(cfg, force=True)
+        report = pipeline.run_eval(cfg, systems or evaluate.SYSTEMS)
     result = {"run_dir": str(cfg.run_dir), "export": {k: str(v) for k, v in export.items() if k in ("gguf", "quant")},
               "eval": report}
     if real:
@@ -606,6 +635,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval-systems", default=None,
                         help="finish: eval systems, comma list of model,gguf,zeroshot (default: all; a CPU "
                              "without the GPU skips `model`, the dense HF model, to save hours)")
+    parser.add_argument("--reuse-eval", action="store_true",
+                        help="finish: when the run's eval.json is the eval of its current q4_k_m (the manifest "
+                             "says so), score the held-out sets only: no export, no eval again")
     parser.add_argument("--out", default=None, help="also write the result JSON here")
     parser.add_argument("--allow-cpu", action="store_true",
                         help="train without a GPU (hours at the profile's size: shrink it with --set)")
@@ -661,7 +693,7 @@ def _main(args: argparse.Namespace) -> int:
         result["finish"] = phase_finish(args.profile, args.set, parts_dir if args.phase == "finish" else None,
                                         real=real, out_predictions=predictions,
                                         systems=tuple(args.eval_systems.split(",")) if args.eval_systems else None,
-                                        heldout_rows=args.heldout_rows)
+                                        heldout_rows=args.heldout_rows, reuse_eval=args.reuse_eval)
         result["verdict"] = (verdict_real(result["finish"]["heldout"], args.max_over_correction, args.min_gain,
                                           args.min_baseline_gain, args.min_rows)
                              if real else verdict(result["finish"]["eval"]))
