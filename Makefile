@@ -13,7 +13,7 @@ COMPOSE := docker compose -f docker/compose.yaml
 .PHONY: help install toolchain demo test test-fast test-nightly test-real lint image image-smoke train export deploy doctor bench bench-ddp bench-correct signal signal-real clean
 
 help:
-	@echo "make demo | test | test-fast | test-real | lint | image | image-smoke | train | export | deploy NAME=... | doctor | bench | bench-ddp GPUS=2 | bench-correct | signal | signal-real"
+	@echo "make demo | test | test-fast | test-nightly | test-real | lint | image | image-smoke | train | export | deploy NAME=... | doctor | bench | bench-ddp GPUS=2 | bench-correct | signal | signal-real"
 
 # CPU torch first (a plain torch requirement would pull a multi-GB CUDA build), then the one lock.
 $(BIN)/.installed: requirements/lock.txt requirements/torch.txt pyproject.toml scripts/llama-wheel.sh
