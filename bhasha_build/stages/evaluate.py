@@ -381,6 +381,16 @@ class CalibrationMissing(EvalError):
     """correct.min_confidence = "auto" with no usable calibration in the run (one line)."""
 
 
+def eval_is_of_current_gguf(layout: RunLayout) -> bool:
+    """The manifest says eval.json is the eval of the run's current GGUF: its eval entry was made from the GGUF
+    entry and eval.json is unchanged since."""
+    artifacts = Manifest(layout.root).load().get("artifacts", {})
+    entry = artifacts.get("eval") or {}
+    made_from, gguf_now = (entry.get("made_from") or {}).get("gguf"), (artifacts.get("gguf") or {}).get("sha256")
+    report = layout.eval_report
+    return made_from == gguf_now and report.is_file() and entry.get("sha256") == sha256_file(report)
+
+
 def applied_min_confidence(cfg: BuildConfig, layout: RunLayout | None = None
                            ) -> tuple[BuildConfig, dict[str, Any]]:
     """`cfg` with correct.min_confidence a number, and the record of where it came from: a configured
@@ -398,10 +408,7 @@ def applied_min_confidence(cfg: BuildConfig, layout: RunLayout | None = None
     except (OSError, ValueError, KeyError, TypeError):
         raise CalibrationMissing(f'correct.min_confidence = "auto": {path} records no threshold calibrated on '
                                  f"the eval split; {hint}") from None
-    artifacts = Manifest(layout.root).load().get("artifacts", {})
-    entry = artifacts.get("eval") or {}
-    made_from, gguf_now = entry.get("made_from", {}).get("gguf"), (artifacts.get("gguf") or {}).get("sha256")
-    if entry.get("sha256") != sha256_file(path) or made_from != gguf_now:
+    if not eval_is_of_current_gguf(layout):
         raise CalibrationMissing(f'correct.min_confidence = "auto": {path} is not the eval of the run\'s current '
                                  f"GGUF (changed since eval recorded it); re-run `invoke eval`")
     update = {"correct": cfg.correct.model_copy(update={"min_confidence": threshold})}

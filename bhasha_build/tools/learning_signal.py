@@ -564,16 +564,12 @@ def current_eval(cfg: Any) -> dict[str, Any] | None:
     """The run's eval.json when it is the eval of the run's current q4_k_m (the manifest's eval entry was made
     from the GGUF entry, eval.json is unchanged since, the GGUF on disk is that GGUF); else None."""
     from bhasha_build.core.manifest import Manifest
+    from bhasha_build.stages.evaluate import eval_is_of_current_gguf
 
     layout = cfg.layout
     gguf = layout.gguf(cfg.export.quant)
-    if not (layout.eval_report.is_file() and gguf.is_file()):
-        return None
-    artifacts = Manifest(layout.root).load().get("artifacts", {})
-    entry, made = artifacts.get("eval") or {}, artifacts.get("gguf") or {}
-    if not made.get("sha256") or (entry.get("made_from") or {}).get("gguf") != made["sha256"]:
-        return None
-    if entry.get("sha256") != sha256_file(layout.eval_report) or sha256_file(gguf) != made["sha256"]:
+    recorded = (Manifest(layout.root).load().get("artifacts", {}).get("gguf") or {}).get("sha256")
+    if not (recorded and gguf.is_file() and eval_is_of_current_gguf(layout) and sha256_file(gguf) == recorded):
         return None
     return json.loads(layout.eval_report.read_text(encoding="utf-8"))
 
