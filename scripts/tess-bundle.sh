@@ -27,7 +27,11 @@ FONTS=$(python3 -c "import ast,sys; t=open('bhasha_build/tools/natural_pairs.py'
 i=t.index('FONT_DEBS = '); print(' '.join(ast.literal_eval(t[i+12:t.index(')', i)+1])))")
 mkdir -p "$CACHE" "$OUT"
 # shellcheck disable=SC2086
-(cd "$CACHE" && apt-get download $LIBS $TESS $FONTS 2>&1 | grep -v -e "^Get:" -e unsandboxed || true)
+download() { (cd "$CACHE" && apt-get download $LIBS $TESS $FONTS 2>&1 | grep -v -e "^Get:" -e unsandboxed); }
+# a fresh machine's package lists can name versions the mirror no longer has ("Can't find a source to
+# download version ..."): refresh them once and ask again
+# shellcheck disable=SC2086
+if download | grep -q "^E:"; then apt-get update -qq >/dev/null 2>&1; download || true; fi
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
 python3 - "$CACHE" "$STAGE" $LIBS $TESS $FONTS <<'EOF'
