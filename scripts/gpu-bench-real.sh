@@ -151,7 +151,7 @@ start() {  # the box: the steps in the background, from a snapshot of the tree u
 }
 
 wait_for() {  # follow the steps until done or $1 seconds, then collect
-  lease_wait_done "${1:-560}"
+  lease_wait_done "${1:-560}" || [ $? = 4 ] || return 3  # (4: the run ended: show what it left)
   cat "$LEASE/steps.log"
   grep -E '^repeat |Error|error' "$LEASE/bench.log" 2>/dev/null | cut -c1-400 | tail -20
   tail -3 "$LEASE/llama-build.log" 2>/dev/null

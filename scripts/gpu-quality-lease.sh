@@ -189,7 +189,7 @@ collect() {  # new files of $LEASE/back to $OUT, each once: at most 8 (<= 16 MiB
 }
 
 wait_for() {
-  lease_wait_done "${1:-570}"
+  lease_wait_done "${1:-570}" || [ $? = 4 ] || return 3  # (4: the run ended: show what it left)
   cat "$LEASE/steps.log"
   tail -2 "$LEASE/back/pairs.log" "$LEASE/back/llama-build.log" 2>/dev/null
   for f in "$LEASE"/back/quality-*.log; do [ -f "$f" ] && { echo "== $f"; grep -vE 'it/s\]|^\s*$' "$f" | tail -6; }; done

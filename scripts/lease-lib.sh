@@ -11,7 +11,8 @@
 #                                the same lease re-sends the working tree under it
 #   lease_stop                   ends the background run and everything it started (its session, by the
 #                                recorded leader: `pkill -f` would match the asking command's own line)
-#   lease_wait_done SECONDS      returns when $LEASE/done exists or SECONDS have passed
+#   lease_wait_done SECONDS      returns when $LEASE/done exists or SECONDS have passed; at once (rc 3) on a
+#                                machine that holds no lease, and (rc 4) when the background run has ended
 #   lease_put_slice [--last]     the GGUF slice(s) this call carried (.carry/slices/sNN) into $SLICES
 #                                (/tmp/gguf-slices; earlier calls' stay there); --last marks them complete
 #   lease_llama_cuda LOG [EXPORT_DIR]  builds llama.cpp with CUDA (scripts/gpu-llama-cuda.sh, LLAMA_SDIST) at
@@ -45,7 +46,17 @@ lease_stop() {
 
 lease_wait_done() {
   local limit=${1:-560} t0=$SECONDS
-  while [ ! -f "$LEASE/done" ] && [ $((SECONDS - t0)) -lt "$limit" ]; do sleep 10; done
+  # 2026-12-03 (10th session): a `wait 530` went to a fresh machine (the lease's had been given back between
+  # two calls) and waited out its whole limit there, 530 of the session's last 600 device seconds: a machine
+  # that holds no lease answers at once, and a run that has ended without `done` ends the wait too
+  if [ ! -f "$LEASE/run.pid" ]; then
+    echo "wait: no lease on this machine ($LEASE/run.pid is missing): the lease's machine was given back" >&2
+    return 3
+  fi
+  while [ ! -f "$LEASE/done" ] && [ $((SECONDS - t0)) -lt "$limit" ]; do
+    kill -0 "$(cat "$LEASE/run.pid")" 2>/dev/null || { echo "wait: the background run ended without 'done'" >&2; return 4; }
+    sleep 10
+  done
 }
 
 lease_put_slice() {

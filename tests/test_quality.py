@@ -358,6 +358,34 @@ def test_stop_ends_the_background_run_and_all_it_started(tmp_path: Path, script:
     assert "stopped" in (lease / "steps.log").read_text()
 
 
+@pytest.mark.parametrize("script", ["gpu-quality-lease.sh", "gpu-bench-real.sh"])
+def test_wait_answers_at_once_where_no_lease_runs(tmp_path: Path, script: str) -> None:
+    """2026-12-03 (10th session): a `wait 530` reached a fresh machine (the lease's had been given back) and sat
+    out its limit there. `wait` on a machine with no lease answers at once (rc 3), and a background run that
+    ended without `done` ends the wait at once too, showing what it left."""
+    import os
+    import subprocess
+    import time
+
+    lease = tmp_path / "lease"
+    env = {**os.environ, "LEASE_DIR": str(lease), "OUT": str(tmp_path / "out")}
+    (tmp_path / "out").mkdir()
+    t0 = time.monotonic()
+    fresh = subprocess.run(["bash", str(LEASE_SCRIPT.parent / script), "wait", "120"], env=env,
+                           capture_output=True, text=True, check=False, timeout=60)
+    assert fresh.returncode == 3, fresh.stdout + fresh.stderr
+    assert "no lease on this machine" in fresh.stderr
+    lease.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (lease / "run.pid").write_text(f"{dead.pid}\n")
+    (lease / "steps.log").write_text("[00:00:00] start\n")
+    ended = subprocess.run(["bash", str(LEASE_SCRIPT.parent / script), "wait", "120"], env=env,
+                           capture_output=True, text=True, check=False, timeout=60)
+    assert "ended without 'done'" in ended.stderr and "[00:00:00] start" in ended.stdout
+    assert time.monotonic() - t0 < 60  # neither call sat out its 120 s
+
+
 def test_the_speed_lease_runs_from_a_snapshot_that_later_calls_cannot_change(tmp_path: Path) -> None:
     """2026-12-03: `gpu-bench-real.sh start` ran from the call's working tree; the next call of the lease re-sent
     the tree and every bench part started meanwhile failed ("No module named bhasha_build.tools.bench"). `start`
