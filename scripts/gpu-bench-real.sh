@@ -29,13 +29,13 @@
 #   5. bench --e2e (E2E=1, default): data -> train (full card: micro-batch and checkpointing probed
 #      within 0.875 x the card) -> export -> eval ($EVAL_ROWS rows, q4_k_m through the CUDA llama.cpp, or the
 #      carried CPU build when the CUDA build failed) -> Modelfile -> e2e.json
-# Knobs (env): LEASE_DIR (/tmp/lease), PARTS, REPEATS (3), STEPS (10), WARMUP (3), E2E (1), EVAL_ROWS (48),
+# Knobs (env): LEASE_DIR (/tmp/lease), PARTS (set empty: no bench, the e2e alone), REPEATS (3), STEPS (10), WARMUP (3), E2E (1), EVAL_ROWS (48),
 #   PAIRS (10000), SLICES (/tmp/gguf-slices), MODEL (pypi:qwen2.5-coder-1.5b-instruct), LLAMA_JOBS (12).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 GPU=${GPU_CARRY:-gpu}  # prepare's folder, relative to the repo root
 LEASE=${LEASE_DIR:-/tmp/lease}
-PARTS=${PARTS:-project_16gb,project_full_card,baseline_trl,baseline_trl_nockpt,raw_unsloth}
+PARTS=${PARTS-project_16gb,project_full_card,baseline_trl,baseline_trl_nockpt,raw_unsloth}  # PARTS= : the e2e alone
 version=$(grep -oP '^llama_cpp_python==\K[0-9.]+' requirements/lock.txt)
 
 prepare() {  # here: what the box lacks, into $1/gpu
@@ -108,10 +108,14 @@ run() {
   else
     step "weights: none travelled; the random-init Qwen2.5-1.5B shape"
   fi
-  step "bench: $PARTS x ${REPEATS:-3}"
-  python3 -m bhasha_build.tools.bench --mode "$PARTS" --repeats "${REPEATS:-3}" --steps "${STEPS:-10}" \
-    --warmup "${WARMUP:-3}" --out "$LEASE/bench.json" "${model_args[@]}" > "$LEASE/bench.log" 2>&1
-  step "bench done rc=$?: $(grep -c '^repeat ' "$LEASE/bench.log") runs"
+  if [ -n "$PARTS" ]; then
+    step "bench: $PARTS x ${REPEATS:-3}"
+    python3 -m bhasha_build.tools.bench --mode "$PARTS" --repeats "${REPEATS:-3}" --steps "${STEPS:-10}" \
+      --warmup "${WARMUP:-3}" --out "$LEASE/bench.json" "${model_args[@]}" > "$LEASE/bench.log" 2>&1
+    step "bench done rc=$?: $(grep -c '^repeat ' "$LEASE/bench.log") runs"
+  else
+    step "bench: no parts asked (PARTS=): the e2e alone"
+  fi
   if [ "${E2E:-1}" = 1 ]; then
     wait "$build"
     # which llama.cpp scores: scripts/llama-choose.sh (the random-init model has no GGUF before it runs:

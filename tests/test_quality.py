@@ -386,11 +386,13 @@ def test_wait_answers_at_once_where_no_lease_runs(tmp_path: Path, script: str) -
     assert time.monotonic() - t0 < 60  # neither call sat out its 120 s
 
 
-def test_the_speed_lease_runs_from_a_snapshot_that_later_calls_cannot_change(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parts", ["project_16gb", ""])
+def test_the_speed_lease_runs_from_a_snapshot_that_later_calls_cannot_change(tmp_path: Path, parts: str) -> None:
     """2026-12-03: `gpu-bench-real.sh start` ran from the call's working tree; the next call of the lease re-sent
     the tree and every bench part started meanwhile failed ("No module named bhasha_build.tools.bench"). `start`
     now runs from a snapshot under $LEASE_DIR/repo: here the tree is removed right after `start`, and the run
-    (python3 faked: it reports where it runs and whether the module is there) still finds the bench."""
+    (python3 faked: it reports where it runs and whether the module is there) still finds the bench. An empty
+    PARTS (the e2e's own lease) runs no bench at all."""
     import os
     import shutil
     import subprocess
@@ -401,13 +403,14 @@ def test_the_speed_lease_runs_from_a_snapshot_that_later_calls_cannot_change(tmp
     for folder in ("scripts", "bhasha_build", "requirements"):  # no git here: the image has no .git
         shutil.copytree(root / folder, tree / folder, ignore=shutil.ignore_patterns("__pycache__"))
     fake.mkdir()
-    (fake / "python3").write_text('#!/bin/bash\nsleep 1\necho "$PWD" > "$LEASE_DIR/cwd"\n'
+    (fake / "python3").write_text('#!/bin/bash\nsleep 1\n[ "$2" = bhasha_build.tools.bench ] || exit 0\n'
+                                  'echo "$PWD" > "$LEASE_DIR/cwd"\n'
                                   '[ -f bhasha_build/tools/bench.py ] && '
                                   'echo "repeat 0 found" > "$LEASE_DIR/bench.log.fake"\n'
                                   'exit 0\n')
     (fake / "python3").chmod(0o755)
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "LEASE_DIR": str(lease), "E2E": "0",
-           "SLICES": str(tmp_path / "none"), "PARTS": "project_16gb", "REPEATS": "1"}
+           "SLICES": str(tmp_path / "none"), "PARTS": parts, "REPEATS": "1"}
     done = subprocess.run(["bash", "scripts/gpu-bench-real.sh", "start"], cwd=tree, env=env, capture_output=True,
                           text=True, check=False, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -417,6 +420,10 @@ def test_the_speed_lease_runs_from_a_snapshot_that_later_calls_cannot_change(tmp
             break
         time.sleep(0.2)
     assert (lease / "done").exists(), (lease / "run.log").read_text()
+    if not parts:
+        assert not (lease / "bench.log.fake").exists() and not (lease / "cwd").exists()
+        assert "no parts asked" in (lease / "steps.log").read_text()
+        return
     assert (lease / "cwd").read_text().strip() == str(lease / "repo")
     assert (lease / "bench.log.fake").read_text().strip() == "repeat 0 found"
 
