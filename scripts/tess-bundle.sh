@@ -30,7 +30,6 @@ mkdir -p "$CACHE" "$OUT"
 download() { (cd "$CACHE" && apt-get download $LIBS $TESS $FONTS 2>&1 | grep -v -e "^Get:" -e unsandboxed); }
 # a fresh machine's package lists can name versions the mirror no longer has ("Can't find a source to
 # download version ..."): refresh them once and ask again
-# shellcheck disable=SC2086
 if download | grep -q "^E:"; then apt-get update -qq >/dev/null 2>&1; download || true; fi
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
