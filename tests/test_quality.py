@@ -386,13 +386,15 @@ def test_wait_answers_at_once_where_no_lease_runs(tmp_path: Path, script: str) -
     assert time.monotonic() - t0 < 60  # neither call sat out its 120 s
 
 
-@pytest.mark.parametrize("parts", ["project_16gb", ""])
-def test_the_speed_lease_runs_from_a_snapshot_that_later_calls_cannot_change(tmp_path: Path, parts: str) -> None:
+@pytest.mark.parametrize(("parts", "profile"), [("project_16gb", ""), ("", ""), ("project_16gb,raw_unsloth", "1")])
+def test_the_speed_lease_runs_from_a_snapshot_that_later_calls_cannot_change(tmp_path: Path, parts: str,
+                                                                             profile: str) -> None:
     """2026-12-03: `gpu-bench-real.sh start` ran from the call's working tree; the next call of the lease re-sent
     the tree and every bench part started meanwhile failed ("No module named bhasha_build.tools.bench"). `start`
     now runs from a snapshot under $LEASE_DIR/repo: here the tree is removed right after `start`, and the run
     (python3 faked: it reports where it runs and whether the module is there) still finds the bench. An empty
-    PARTS (the e2e's own lease) runs no bench at all."""
+    PARTS (the e2e's own lease) runs no bench at all; PROFILE asks the bench for its profiler window, into a
+    file of its own (a profiled run is not a timing run)."""
     import os
     import shutil
     import subprocess
@@ -404,13 +406,13 @@ def test_the_speed_lease_runs_from_a_snapshot_that_later_calls_cannot_change(tmp
         shutil.copytree(root / folder, tree / folder, ignore=shutil.ignore_patterns("__pycache__"))
     fake.mkdir()
     (fake / "python3").write_text('#!/bin/bash\nsleep 1\n[ "$2" = bhasha_build.tools.bench ] || exit 0\n'
-                                  'echo "$PWD" > "$LEASE_DIR/cwd"\n'
+                                  'echo "$PWD" > "$LEASE_DIR/cwd"\necho "$@" > "$LEASE_DIR/args"\n'
                                   '[ -f bhasha_build/tools/bench.py ] && '
                                   'echo "repeat 0 found" > "$LEASE_DIR/bench.log.fake"\n'
                                   'exit 0\n')
     (fake / "python3").chmod(0o755)
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "LEASE_DIR": str(lease), "E2E": "0",
-           "SLICES": str(tmp_path / "none"), "PARTS": parts, "REPEATS": "1"}
+           "SLICES": str(tmp_path / "none"), "PARTS": parts, "REPEATS": "1", "PROFILE": profile}
     done = subprocess.run(["bash", "scripts/gpu-bench-real.sh", "start"], cwd=tree, env=env, capture_output=True,
                           text=True, check=False, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -426,6 +428,10 @@ def test_the_speed_lease_runs_from_a_snapshot_that_later_calls_cannot_change(tmp
         return
     assert (lease / "cwd").read_text().strip() == str(lease / "repo")
     assert (lease / "bench.log.fake").read_text().strip() == "repeat 0 found"
+    args = (lease / "args").read_text().split()
+    assert args[args.index("--mode") + 1] == parts
+    assert ("--profile" in args) == bool(profile)
+    assert args[args.index("--out") + 1] == str(lease / ("bench-profile.json" if profile else "bench.json"))
 
 
 def test_the_guard_ceiling_serves_the_raw_reply_only_where_it_helps(tmp_path: Path) -> None:

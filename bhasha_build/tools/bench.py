@@ -267,28 +267,70 @@ def probe_vs_trained(micro: dict[str, Any], trained_tps: float | None, trained_p
     return out
 
 
+PROFILED_STEPS = 3  # --profile: the steps after warm-up that torch.profiler records (they are not timing runs)
+
+
+class StepProfiler:
+    """torch.profiler over PROFILED_STEPS steps: `start()` before the first, `stop(sink)` after the last. The
+    sink gets the top device ops by self time and where a step's wall time goes: `device_ms_per_step` (every
+    kernel and copy the window ran, summed over the device-side events; overlapping streams can make it
+    exceed the wall) against `wall_ms_per_step`, and `device_busy_share`, their ratio. A step whose device is
+    busy for most of its wall time is bound by its kernels; one with a low share waits on the host (Python,
+    synchronizing calls, data). The same measure for the project's trainer and the bare Unsloth loop says
+    which of the two a gap between them is."""
+
+    def __init__(self) -> None:
+        self.prof: Any = None
+        self.t0 = 0.0
+
+    def _sync(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def start(self) -> None:
+        import torch
+
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self._sync()
+        self.prof = torch.profiler.profile(activities=activities)
+        self.prof.__enter__()
+        self.t0 = time.perf_counter()
+
+    def stop(self, sink: dict[str, Any], steps: int = PROFILED_STEPS) -> None:
+        from torch.autograd import DeviceType
+
+        self._sync()
+        wall = time.perf_counter() - self.t0
+        self.prof.__exit__(None, None, None)
+        events = self.prof.key_averages()
+        device_us = sum(e.self_device_time_total for e in events if e.device_type != DeviceType.CPU)
+        wall_ms, device_ms = 1000 * wall / steps, device_us / 1000 / steps
+        sink.update(top_cuda_ops=events.table(sort_by="self_device_time_total", row_limit=12),
+                    step_profile={"steps": steps, "wall_ms_per_step": round(wall_ms, 2),
+                                  "device_ms_per_step": round(device_ms, 2),
+                                  "device_busy_share": round(device_ms / wall_ms, 3) if wall_ms > 0 else None})
+        print(sink["top_cuda_ops"], "\nstep profile:", json.dumps(sink["step_profile"]), flush=True)
+        self.prof = None
+
+
 def _profiler_callback(args: argparse.Namespace, sink: dict[str, Any]):
-    """torch.profiler over 3 steps after warm-up; the top CUDA ops by self time go into the result."""
-    import torch
+    """StepProfiler over PROFILED_STEPS trainer steps after warm-up (the project parts)."""
     from transformers import TrainerCallback
 
     class ProfilerCallback(TrainerCallback):
-        prof = None
+        profiler = StepProfiler()
 
         def on_step_begin(self, a, state, control, **kw):
-            if state.global_step == args.warmup and self.prof is None:
-                self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                                               torch.profiler.ProfilerActivity.CUDA])
-                self.prof.__enter__()
+            if state.global_step == args.warmup and self.profiler.prof is None:
+                self.profiler.start()
 
         def on_step_end(self, a, state, control, **kw):
-            if self.prof is not None and state.global_step == args.warmup + 3:
-                torch.cuda.synchronize()
-                self.prof.__exit__(None, None, None)
-                table = self.prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=12)
-                sink["top_cuda_ops"] = table
-                print(table, flush=True)
-                self.prof = None
+            if self.profiler.prof is not None and state.global_step == args.warmup + PROFILED_STEPS:
+                self.profiler.stop(sink)
 
     return ProfilerCallback()
 
@@ -300,7 +342,11 @@ def _timed_loop(model, optimizer, args: argparse.Namespace, vocab: int) -> dict[
     ids = torch.randint(0, vocab, (args.batch, args.seq), generator=gen).cuda()
     model.train()
     times = []
+    profiled: dict[str, Any] = {}
+    profiler = StepProfiler() if getattr(args, "profile", False) else None
     for step in range(args.warmup + args.steps):
+        if profiler and step == args.warmup:
+            profiler.start()
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         out = model(input_ids=ids, labels=ids)
@@ -310,7 +356,9 @@ def _timed_loop(model, optimizer, args: argparse.Namespace, vocab: int) -> dict[
         torch.cuda.synchronize()
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
-    return _timing(times, args)
+        if profiler and step == args.warmup + PROFILED_STEPS - 1:
+            profiler.stop(profiled)
+    return {**_timing(times, args), **profiled}
 
 
 def _timing(times: list[float], args: argparse.Namespace) -> dict[str, Any]:
@@ -512,7 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=2048)
-    parser.add_argument("--profile", action="store_true", help="torch.profiler table for project parts")
+    parser.add_argument("--profile", action="store_true",
+                        help="torch.profiler over 3 steps after warm-up (project parts and the bare Unsloth loop): "
+                             "top device ops and the device's busy share of a step; not a timing run")
     parser.add_argument("--card-gib", type=float, default=16.0,
                         help="card size the VRAM budget is computed for (auto parts: 0.875 x this)")
     parser.add_argument("--repeats", type=int, default=3,
