@@ -343,7 +343,7 @@ def _timed_loop(model, optimizer, args: argparse.Namespace, vocab: int) -> dict[
     model.train()
     times = []
     profiled: dict[str, Any] = {}
-    profiler = StepProfiler() if getattr(args, "profile", False) else None
+    profiler = StepProfiler() if args.profile else None
     for step in range(args.warmup + args.steps):
         if profiler and step == args.warmup:
             profiler.start()
@@ -561,8 +561,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=2048)
     parser.add_argument("--profile", action="store_true",
-                        help="torch.profiler over 3 steps after warm-up (project parts and the bare Unsloth loop): "
-                             "top device ops and the device's busy share of a step; not a timing run")
+                        help=f"torch.profiler over {PROFILED_STEPS} steps after warm-up (project parts and the "
+                             "bare Unsloth loop): top device ops and the device's busy share of a step; not a "
+                             "timing run")
     parser.add_argument("--card-gib", type=float, default=16.0,
                         help="card size the VRAM budget is computed for (auto parts: 0.875 x this)")
     parser.add_argument("--repeats", type=int, default=3,
