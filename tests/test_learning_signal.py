@@ -263,6 +263,13 @@ def test_gpu_and_finish_phases_run_apart_on_cpu(tmp_path: Path) -> None:
     assert data["kept"] == data["train_rows"] + data["eval_rows"]
     assert result["gpu"]["train"]["global_step"] == 6 and result["gpu"]["pretrain"]["steps"] == 10
     assert result["gpu"]["parts"] and all((tmp_path / "parts" / p).exists() for p in result["gpu"]["parts"])
+    # where the half's wall time went: the train stage's phases, in order, inside its own wall seconds
+    phases, seconds = result["gpu"]["train"]["phases_s"], result["gpu"]["seconds"]
+    assert list(phases) == ["rows_and_preflight", "load_model", "build_dataset", "probe", "build_trainer", "fit",
+                            "save_adapter"]
+    assert phases["fit"] >= result["gpu"]["train"]["seconds"] > 0
+    assert sum(phases.values()) <= seconds["train_stage"] and seconds["data_stage"] > 0
+    assert seconds["pack_adapter"] is not None and seconds["pack_adapter"] >= 0
 
     finish = phase("finish", "workstation")
     assert finish.returncode == 2, finish.stdout[-2000:] + finish.stderr[-2000:]  # untrained: no signal

@@ -104,21 +104,29 @@ def train(cfg: BuildConfig, layout: RunLayout, resume: bool = False, force: bool
     """
     from transformers import set_seed
 
+    clock = PhaseClock()  # where the stage's wall time goes besides the steps (summary "phases_s")
     rows = training_rows(layout)
     model_dir = models.resolve_base_model(cfg, layout)
     preflight = preflight_if_gpu(cfg, model_dir)
     set_seed(cfg.seed)
+    clock.mark("rows_and_preflight")
     model, tokenizer = (load_unsloth if cfg.train.backend == "unsloth" else load_hf)(cfg, model_dir)
+    clock.mark("load_model")
     dataset = build_dataset(rows, tokenizer)
+    clock.mark("build_dataset")
     cfg, micro_batch = choose_micro_batch(  # stages/probe.py: times optimizer steps of this trainer
         cfg, model, lambda probe_cfg: probe_trainer(probe_cfg, layout, model, tokenizer, dataset))
+    clock.mark("probe")
     ckpt = start_or_resume(layout, resume, force, inputs_sha256)
     callbacks = list(extra_callbacks or [])
     trainer, packing = build_trainer(cfg, layout, model, tokenizer, dataset, stop_after_steps, callbacks,
                                      checkpointing_set=micro_batch["mode"] != "fixed")
+    clock.mark("build_trainer")  # TRL's tokenize + pack of the whole split
     result, seconds = fit(trainer, ckpt)
+    clock.mark("fit")
     summary = summarize(cfg, layout, trainer, result, seconds, ckpt, packing, preflight)
     summary["micro_batch"] = record_trained(micro_batch, summary)  # the probe's step tok/s beside the trained
+    summary["phases_s"] = clock.phases  # (the same dict: save_adapter's mark below lands in it too)
     if stop_after_steps and trainer.state.global_step < (trainer.state.max_steps or 0):
         summary["interrupted"] = True
     if not dist.is_main_process() or summary.get("interrupted"):
@@ -126,7 +134,21 @@ def train(cfg: BuildConfig, layout: RunLayout, resume: bool = False, force: bool
     save_adapter(cfg, layout, trainer.model, tokenizer, model_dir)
     if layout.train_log.exists():
         plot_loss(layout.train_log, layout.loss_plot)
+    clock.mark("save_adapter")
     return summary
+
+
+class PhaseClock:
+    """Wall seconds per named phase, each from the previous mark (phases: name -> seconds, in order)."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.phases[name] = round(now - self._last, 2)
+        self._last = now
 
 
 # ----------------------------------------------------------------------------------------------
