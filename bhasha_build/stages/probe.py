@@ -30,8 +30,9 @@ The climb (each trial over the budget, or out of memory, stops its climb):
      and the last that did which the budget holds, by the line through their peaks, is tried too
      (`layers_between`). The layout is pinned (core/checkpointing.py), so it holds inside Unsloth's
      trainer too.
-  3. the two fastest fitting layouts, when within RETIME_WITHIN (5 %) of each other, are timed once more
-     and ranked by the mean of their two measurements (`retime_near_ties`).
+  3. two layouts are timed once more and ranked by the faster of their two measurements (`retime_near_ties`):
+     the fastest and a layout at its micro-batch that checkpoints fewer layers yet timed slower, else the two
+     fastest when within RETIME_WITHIN (5 %) of each other.
 The fastest fitting trial wins. Without CUDA nothing is measured: the largest divisor <= 8, all layers
 checkpointed. Under torchrun every rank probes, the ranks agree on what fits and take rank 0's choice.
 
@@ -180,24 +181,41 @@ def layers_between(candidates: list[dict[str, Any]], batch: int, over: int, budg
 
 
 def retime_near_ties(candidates: list[dict[str, Any]], probe: Any, model: Any, switchable: bool) -> None:
-    """When the two fastest fitting layouts are within RETIME_WITHIN of each other, time each once more and
-    keep the mean of its two measurements as its tokens/s (the first beside it, `retimed`): 2 timed steps
-    cannot order layouts that close (2026-12-03, H200: 21 and 28 of 28 layers checkpointed timed 34.1k and
-    34.2k; trained, 21 layers ran 35.2k-39.0k and 28 layers 34.7k). Rank 0's pair under torchrun."""
+    """Time two layouts once more when 2 timed steps cannot be trusted to order them, and keep the faster of
+    each one's two measurements as its tokens/s (the first beside it, `retimed`):
+    - *inverted*: at the fastest fitting layout's micro-batch, a fitting layout that checkpoints fewer layers
+      (the same work, less recompute) timed slower. A slow measurement, not a slow layout: on the H200 of
+      2026-12-04 (bench/h200-2026-12-04-speed-real-1.5b-repeats.json, full card, run 2) no checkpointing timed
+      37.4k against 7 layers' 41.6k, was not chosen, and the 7 layers trained at 37.7k where the other runs'
+      no-checkpointing trained at 46.9k and 48.4k. That layout is timed again beside the fastest.
+    - *near tie*: the two fastest fitting layouts within RETIME_WITHIN of each other (2026-12-03, H200: 21 and 28
+      of 28 layers checkpointed timed 34.1k and 34.2k; trained, 21 layers ran 35.2k-39.0k and 28 layers 34.7k).
+    The faster of two measurements, not their mean: what slows a step here (the host, another process, a
+    clock ramping up) only ever slows it, so the best run is the layout's speed (timeit's rule for repeats).
+    Rank 0's pair under torchrun."""
     fitting = [i for i, c in enumerate(candidates) if c["fits"] and c.get("tokens_per_s")]
     ranked = sorted(fitting, key=lambda i: candidates[i]["tokens_per_s"], reverse=True)
-    close = len(ranked) > 1 and (candidates[ranked[1]]["tokens_per_s"]
-                                 >= (1 - RETIME_WITHIN) * candidates[ranked[0]]["tokens_per_s"])
-    if not dist.from_main(int(close)):
+    pair = (-1, -1)
+    if ranked:
+        best = candidates[ranked[0]]
+        inverted = [i for i in ranked[1:] if candidates[i]["batch_size"] == best["batch_size"]
+                    and candidates[i]["checkpointed"] < best["checkpointed"]]
+        if inverted:
+            pair = (ranked[0], inverted[0])
+        elif len(ranked) > 1 and (candidates[ranked[1]]["tokens_per_s"]
+                                  >= (1 - RETIME_WITHIN) * best["tokens_per_s"]):
+            pair = (ranked[0], ranked[1])
+    pair = (dist.from_main(pair[0]), dist.from_main(pair[1]))
+    if pair[0] < 0:
         return
-    for i in (dist.from_main(ranked[0]), dist.from_main(ranked[1])):
+    for i in pair:
         trial = candidates[i]
         set_checkpointing(model, trial["checkpointed"], switchable=switchable)
         again = probe.measure(trial["batch_size"])
         if again.get("oom") or not again.get("tokens_per_s"):
             continue
         trial["first_tokens_per_s"] = trial["tokens_per_s"]
-        trial["tokens_per_s"] = round((trial["tokens_per_s"] + again["tokens_per_s"]) / 2, 1)
+        trial["tokens_per_s"] = max(trial["tokens_per_s"], again["tokens_per_s"])
         trial["retimed"] = True
 
 
