@@ -381,6 +381,29 @@ def test_a_model_loaded_without_checkpointing_and_config_without_it_is_probed_on
     record = _probe_on_a_mock_card(monkeypatch, 139.8, ['train.vram_budget_gib="auto"',
                                                         "train.gradient_checkpointing=false"], armed=False)
     trials = [(c["batch_size"], c["checkpointed"]) for c in record["candidates"]]
-    assert trials == [(1, 0), (2, 0), (4, 0), (8, 0)]  # no layout with checkpointing is asked for
+    assert trials == [(8, 0), (4, 0)]  # no layout with checkpointing is asked for; mb 1 and 2 are not timed
     assert record["chosen"]["checkpointed_layers"] == 0 and record["config"] == (8, 1, False)
     assert record["pinned"] == [False] * 4
+
+
+@pytest.mark.parametrize(("sizes", "limit", "timed", "tried"), [
+    ([1, 2, 4, 8], 8, [4, 8], [8, 4]),  # the usual case: mb 8 fits, the one below for step 2, mb 1-2 untimed
+    ([1, 2, 4, 8], 4, [2, 4], [8, 4, 2]),  # down until one fits, then the one below it
+    ([1, 2, 4, 8], 1, [1], [8, 4, 2, 1]),
+    ([1, 2, 4, 8], 0, [], [8, 4, 2, 1]),  # nothing fits: the stage refuses (ProbeError)
+    ([1, 2, 4, 8, 16], 16, [8, 16], [8, 16]),  # up while it fits: the two largest are timed already
+    ([1, 2, 4, 8, 16], 8, [4, 8], [8, 16, 4]),
+    ([16], 16, [16], [16]),  # a configured micro-batch: only itself
+    ([1, 3, 9], 9, [3, 9], [3, 9]),  # the largest size <= 8 is the start
+])
+def test_the_micro_batch_climb_starts_at_8_and_times_only_what_step_2_needs(
+        sizes: list[int], limit: int, timed: list[int], tried: list[int]) -> None:
+    from bhasha_build.stages.probe import micro_batch_climb
+
+    seen: list[int] = []
+
+    def fits(b: int) -> bool:
+        seen.append(b)
+        return b <= limit
+
+    assert micro_batch_climb(sizes, fits) == timed and seen == tried

@@ -24,7 +24,9 @@ over the layout's steps. On 2026-12-02 (bench/RESULTS.md) a forward + backward p
 trainer by 1.3-1.6x and ranked a layout first that trained slower than checkpointing every layer.
 
 The climb (each trial over the budget, or out of memory, stops its climb):
-  1. the micro-batch climbs with every layer checkpointed (or as configured) while it fits;
+  1. with every layer checkpointed (or as configured), from the largest micro-batch <= 8: up while it fits,
+     down until one fits, then the one below the largest that fits (`micro_batch_climb`; smaller ones,
+     slower at the same rows per optimizer step, are not timed);
   2. with checkpointing "auto", for the largest fitting micro-batch and the one below it, fewer layers
      are checkpointed (3/4, 1/2, 1/4, none) while it fits; at the first that does not, the count between it
      and the last that did which the budget holds, by the line through their peaks, is tried too
@@ -138,11 +140,7 @@ def climb(cfg: BuildConfig, model: Any, make_trainer: Callable[[BuildConfig], An
             record["candidates"].append(result)
             return result["fits"]
 
-        fitting_sizes = []
-        for b in sizes:
-            if not trial(b, full):
-                break
-            fitting_sizes.append(b)
+        fitting_sizes = micro_batch_climb(sizes, lambda b: trial(b, full))
         if train_cfg.gradient_checkpointing == "auto":
             for b in fitting_sizes[-2:]:
                 for checkpointed in sorted({n_layers * q // 4 for q in (3, 2, 1, 0)}, reverse=True):
@@ -178,6 +176,28 @@ def layers_between(candidates: list[dict[str, Any]], batch: int, over: int, budg
         return -1
     layers = fit["checkpointed"] - int((budget - fit["peak_gib"]) // per_layer)
     return layers if over < layers < fit["checkpointed"] else -1
+
+
+def micro_batch_climb(sizes: list[int], fits: Callable[[int], bool]) -> list[int]:
+    """Step 1 of the climb: the micro-batches that fit, as far as step 2 needs them (the largest and the one
+    below it). It starts at the largest size <= 8, climbs while a size fits and steps down while one does not,
+    then times the size below the largest that fit; sizes below that are not timed, as they never win: at the
+    same rows per optimizer step a smaller micro-batch only adds launches (on the H200 of 2026-12-04, real 1.5B,
+    every layer checkpointed, mb 1 / 2 / 4 / 8 ran 4.5-8.0k / 8.8-13.8k / 14.9-26.5k / 26.9-34.4k tok/s in all six
+    project runs, and mb 1 and 2 took 10-15 s of a 44-68 s probe). Returns the fitting sizes timed, ascending."""
+    start = max(i for i, b in enumerate(sizes) if b <= 8 or i == 0)
+    i = start
+    while i >= 0 and not fits(sizes[i]):
+        i -= 1
+    if i < 0:
+        return []
+    largest = i
+    if i == start:
+        while largest + 1 < len(sizes) and fits(sizes[largest + 1]):
+            largest += 1
+    if largest > i:  # climbed: the two largest that fit are timed already
+        return sizes[largest - 1:largest + 1]
+    return [sizes[i - 1], sizes[i]] if i > 0 and fits(sizes[i - 1]) else [sizes[i]]
 
 
 def retime_near_ties(candidates: list[dict[str, Any]], probe: Any, model: Any, switchable: bool) -> None:
