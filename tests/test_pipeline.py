@@ -39,6 +39,14 @@ def test_manifest_carries_provenance(tiny_pipeline: dict[str, Any]) -> None:
         stats["train_rows"], stats["eval_rows"], stats["rejected"])
     for stage in ("data", "train", "export", "modelfile"):
         assert m["stages"][stage]["status"] == "done" and m["stages"][stage]["seconds"] >= 0
+    for stage, phases in (("train", ["rows_and_preflight", "load_model", "build_dataset", "probe", "build_trainer",
+                                     "fit", "save_adapter"]), ("export", ["merge", "convert", "quantize"])):
+        recorded = m["stages"][stage]["phases_s"]  # where each stage's wall time went, in order
+        assert list(recorded) == phases and all(s >= 0 for s in recorded.values()), (stage, recorded)
+    export = m["stages"]["export"]  # its seconds: the stage's wall time, the phases inside it
+    assert 0 < sum(export["phases_s"].values()) <= export["seconds"] + 0.05 and export["phases_s"]["quantize"] > 0
+    train = m["stages"]["train"]  # its seconds: the training steps' (trainer.train), the fit phase around them
+    assert train["phases_s"]["fit"] + 0.05 >= train["seconds"] > 0
     gguf = m["artifacts"]["gguf"]
     assert gguf["quant"] == "Q4_K_M" and gguf["path"] == "model-q4_k_m.gguf"  # relative to the run folder
     assert gguf["sha256"] == sha256_file(run_dir / gguf["path"]) and gguf["bytes"] > 0

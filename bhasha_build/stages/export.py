@@ -9,7 +9,8 @@ every tensor's data inside the file, architecture, file type, chat template) and
 final name as it was.
 
 Knobs: export.quant (Q4_K_M default), export.keep_f16.
-Outputs (core/layout.py): merged/, model-f16.gguf, model-<quant>.gguf.
+Outputs (core/layout.py): merged/, model-f16.gguf, model-<quant>.gguf. The manifest's stage record has
+`phases_s`: wall seconds of the merge, the f16 conversion and the quantization (each with its GGUF check).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bhasha_build.core import models, toolchain
+from bhasha_build.core.clock import PhaseClock
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_copy, atomic_dir
@@ -66,12 +68,15 @@ def _checker(final: Path, quant: str, facts: dict[str, Any]) -> Callable[[Path],
 
 def run(cfg: BuildConfig, layout: RunLayout, **_: Any) -> dict[str, Any]:
     toolchain.require()
+    clock = PhaseClock()
     merged = merge_adapter(layout)
+    clock.mark("merge")
     marker = merged / MARKER_FILE
     pre = json.loads(marker.read_text())["pre_tokenizer"] if marker.exists() else None
     f16 = layout.gguf_f16
     convert = toolchain.convert_to_gguf(merged, f16, outtype="f16", register_pre_tokenizer=pre,
                                         check=_checker(f16, "F16", {}))
+    clock.mark("convert")
     quant = cfg.export.quant
     out = layout.gguf(quant)
     checks: dict[str, Any] = {}
@@ -83,5 +88,6 @@ def run(cfg: BuildConfig, layout: RunLayout, **_: Any) -> dict[str, Any]:
         toolchain.quantize(f16, out, quant, check=check)
     if not cfg.export.keep_f16 and quant != "F16":
         f16.unlink()
+    clock.mark("quantize")
     return {"merged": merged, "f16": f16 if f16.exists() else None, "gguf": out, "quant": quant,
-            "convert": convert, "checks": checks}
+            "convert": convert, "checks": checks, "phases_s": clock.phases}

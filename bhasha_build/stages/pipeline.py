@@ -92,7 +92,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage(name="export", work=export.run, needs=("adapter",), needs_if_recorded=("base_model",),
              reads=("export",), makes=export.artifacts,
              extra_inputs=lambda cfg, manifest, options: manifest.load().get("toolchain"),
-             record=lambda result: {k: result[k] for k in ("quant", "checks", "convert")}),
+             record=lambda result: {k: result[k] for k in ("quant", "checks", "convert", "phases_s")}),
     Stage(name="eval", work=evaluate.run, needs=("eval_split", "adapter"),
              needs_if_recorded=("base_model", "merged", "gguf"), skippable=False,
              makes=lambda cfg, layout: {"eval": layout.eval_report},

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from bhasha_build.core import dist, models
+from bhasha_build.core.clock import PhaseClock
 from bhasha_build.core.config import BuildConfig
 from bhasha_build.core.errors import BhashaError
 from bhasha_build.core.fsutil import atomic_dir, atomic_write_json, atomic_write_text, save_figure
@@ -136,19 +137,6 @@ def train(cfg: BuildConfig, layout: RunLayout, resume: bool = False, force: bool
         plot_loss(layout.train_log, layout.loss_plot)
     clock.mark("save_adapter")
     return summary
-
-
-class PhaseClock:
-    """Wall seconds per named phase, each from the previous mark (phases: name -> seconds, in order)."""
-
-    def __init__(self) -> None:
-        self.phases: dict[str, float] = {}
-        self._last = time.monotonic()
-
-    def mark(self, name: str) -> None:
-        now = time.monotonic()
-        self.phases[name] = round(now - self._last, 2)
-        self._last = now
 
 
 # ----------------------------------------------------------------------------------------------

@@ -145,7 +145,9 @@ def _main(args: argparse.Namespace) -> int:
         entry = {"seconds": round(time.monotonic() - start, 1), **_peaks()}
         if stage == "train":
             entry.update({k: result.get(k) for k in ("global_step", "num_tokens", "tokens_per_s_median",
-                                                     "micro_batch")})
+                                                     "micro_batch", "phases_s")})
+        if stage == "export":
+            entry["phases_s"] = result.get("phases_s")  # merge, convert (f16), quantize
         if stage == "eval":
             entry["rows"] = result.get("rows")
         report["stages"][stage] = entry
