@@ -184,7 +184,7 @@ def micro_batch_climb(sizes: list[int], fits: Callable[[int], bool]) -> list[int
     then times the size below the largest that fit; sizes below that are not timed, as they never win: at the
     same rows per optimizer step a smaller micro-batch only adds launches (on the H200 of 2026-12-04, real 1.5B,
     every layer checkpointed, mb 1 / 2 / 4 / 8 ran 4.5-8.0k / 8.8-13.8k / 14.9-26.5k / 26.9-34.4k tok/s in all six
-    project runs, and mb 1 and 2 took 10-15 s of a 44-68 s probe). Returns the fitting sizes timed, ascending."""
+    project runs, and mb 1 and 2 took 10-16 s of a 44-78 s probe). Returns the fitting sizes timed, ascending."""
     start = max(i for i, b in enumerate(sizes) if b <= 8 or i == 0)
     i = start
     while i >= 0 and not fits(sizes[i]):
