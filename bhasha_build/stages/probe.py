@@ -94,7 +94,7 @@ def choose_micro_batch(cfg: BuildConfig, model: Any,
     record: dict[str, Any] = {"mode": "probed", "effective_batch": effective, "decoder_layers": n_layers,
                               "candidates": []}
     if make_trainer is None or not measures_here():
-        best = {"batch_size": max(s for s in sizes if s <= 8) if len(sizes) > 1 else sizes[0], "checkpointed": full}
+        best = {"batch_size": sizes[default_index(sizes)], "checkpointed": full}
         record.update(mode="default (no CUDA: nothing to measure)")
     else:
         best = climb(cfg, model, make_trainer, sizes, full, record)
@@ -142,7 +142,7 @@ def climb(cfg: BuildConfig, model: Any, make_trainer: Callable[[BuildConfig], An
 
         fitting_sizes = micro_batch_climb(sizes, lambda b: trial(b, full))
         if train_cfg.gradient_checkpointing == "auto":
-            for b in fitting_sizes[-2:]:
+            for b in fitting_sizes:  # (at most two: the largest that fits and the one below it)
                 for checkpointed in sorted({n_layers * q // 4 for q in (3, 2, 1, 0)}, reverse=True):
                     if not trial(b, checkpointed):
                         between = dist.from_main(layers_between(record["candidates"], b, checkpointed, budget))
@@ -178,6 +178,12 @@ def layers_between(candidates: list[dict[str, Any]], batch: int, over: int, budg
     return layers if over < layers < fit["checkpointed"] else -1
 
 
+def default_index(sizes: list[int]) -> int:
+    """Where the micro-batch sizes (ascending) start: the largest <= 8 (the first when none is); also the
+    micro-batch taken without a probe."""
+    return max(i for i, b in enumerate(sizes) if b <= 8 or i == 0)
+
+
 def micro_batch_climb(sizes: list[int], fits: Callable[[int], bool]) -> list[int]:
     """Step 1 of the climb: the micro-batches that fit, as far as step 2 needs them (the largest and the one
     below it). It starts at the largest size <= 8, climbs while a size fits and steps down while one does not,
@@ -185,7 +191,7 @@ def micro_batch_climb(sizes: list[int], fits: Callable[[int], bool]) -> list[int
     same rows per optimizer step a smaller micro-batch only adds launches (on the H200 of 2026-12-04, real 1.5B,
     every layer checkpointed, mb 1 / 2 / 4 / 8 ran 4.5-8.0k / 8.8-13.8k / 14.9-26.5k / 26.9-34.4k tok/s in all six
     project runs, and mb 1 and 2 took 10-16 s of a 44-78 s probe). Returns the fitting sizes timed, ascending."""
-    start = max(i for i, b in enumerate(sizes) if b <= 8 or i == 0)
+    start = default_index(sizes)
     i = start
     while i >= 0 and not fits(sizes[i]):
         i -= 1

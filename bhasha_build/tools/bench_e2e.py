@@ -35,6 +35,11 @@ from bhasha_build.core.errors import BhashaError, exit_status
 from bhasha_build.core.fsutil import atomic_write_text
 
 STAGES = ("data", "train", "export", "eval", "modelfile")
+KEPT = {  # what each stage's result adds to its entry beside the seconds and peaks
+    "train": ("global_step", "num_tokens", "tokens_per_s_median", "micro_batch", "phases_s"),
+    "export": ("phases_s",),  # merge, convert (f16), quantize
+    "eval": ("rows",),
+}
 
 
 def _config(args: argparse.Namespace, model_name: str | Path):
@@ -143,13 +148,7 @@ def _main(args: argparse.Namespace) -> int:
         options = {"systems": tuple(args.eval_systems.split(","))} if stage == "eval" else {}
         result = pipeline.run_stage(stage, cfg, force=stage in ("data", "train", "export"), **options)
         entry = {"seconds": round(time.monotonic() - start, 1), **_peaks()}
-        if stage == "train":
-            entry.update({k: result.get(k) for k in ("global_step", "num_tokens", "tokens_per_s_median",
-                                                     "micro_batch", "phases_s")})
-        if stage == "export":
-            entry["phases_s"] = result.get("phases_s")  # merge, convert (f16), quantize
-        if stage == "eval":
-            entry["rows"] = result.get("rows")
+        entry.update({k: result.get(k) for k in KEPT.get(stage, ())})
         report["stages"][stage] = entry
         print(stage, json.dumps(entry), flush=True)
         atomic_write_text(Path(args.out), json.dumps(report, indent=2) + "\n")  # a cut run keeps its stages
