@@ -31,7 +31,8 @@
 #      carried CPU build when the CUDA build failed) -> Modelfile -> e2e.json
 # Knobs (env): LEASE_DIR (/tmp/lease), PARTS (set empty: no bench, the e2e alone), PROFILE (set: bench --profile
 #   into bench-profile.json, a torch.profiler window per part, not a timing run; it waits for the CUDA build
-#   unless PROFILE_WAIT=0, which profiles beside the build at nice 19: a lease short of time), REPEATS (3), STEPS (10), WARMUP (3), E2E (1), EVAL_ROWS (48),
+#   unless PROFILE_WAIT=0, which profiles beside the build at nice 19: a lease short of time; PROFILE_STACKS=1 adds
+#   the Python call sites of the ten most launched ops), REPEATS (3), STEPS (10), WARMUP (3), E2E (1), EVAL_ROWS (48),
 #   PAIRS (10000), SLICES (/tmp/gguf-slices), MODEL (pypi:qwen2.5-coder-1.5b-instruct), LLAMA_JOBS (12).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -117,7 +118,7 @@ run() {
   if [ -n "$PARTS" ]; then
     step "bench: $PARTS x ${REPEATS:-3}${PROFILE:+, profiled (bench-profile.json: not a timing run)}"
     python3 -m bhasha_build.tools.bench --mode "$PARTS" --repeats "${REPEATS:-3}" --steps "${STEPS:-10}" \
-      --warmup "${WARMUP:-3}" --out "$LEASE/bench${PROFILE:+-profile}.json" ${PROFILE:+--profile} "${model_args[@]}" \
+      --warmup "${WARMUP:-3}" --out "$LEASE/bench${PROFILE:+-profile}.json" ${PROFILE:+--profile} ${PROFILE_STACKS:+--profile-stacks} "${model_args[@]}" \
       > "$LEASE/bench.log" 2>&1
     step "bench done rc=$?: $(grep -c '^repeat ' "$LEASE/bench.log") runs"
   else

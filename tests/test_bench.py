@@ -142,3 +142,29 @@ def test_the_step_profiler_says_where_a_steps_wall_time_goes() -> None:
     assert step["device_ms_per_step"] == 0 and step["device_busy_share"] == 0
     assert "aten::mm" in sink["top_cuda_ops"]
     assert profiler.prof is None  # the window is closed: a second stop would be a bug, not a no-op
+    assert {"op": "aten::mm", "calls_per_step": 1.0} in [{k: o[k] for k in ("op", "calls_per_step")}
+                                                         for o in sink["ops_by_calls"]]
+    assert "call_sites" not in sink  # stacks only when asked
+
+
+def test_the_step_profiler_names_the_lines_that_launch_the_most_ops() -> None:
+    """`bench --profile-stacks`: the Python line that launched each of the most-called ops, calls per step;
+    here 5 additions a step from one line and 1 matmul from another."""
+    import torch
+
+    from bhasha_build.tools.bench import PROFILED_STEPS, StepProfiler
+
+    profiler, sink = StepProfiler(stacks=True), {}
+    profiler.start()
+    a = torch.randn(64, 64)
+    for _ in range(PROFILED_STEPS):
+        for _ in range(5):
+            a = a + 1  # the adds' line
+        a = (a @ a) / 64
+    profiler.stop(sink)
+    assert {"op": "aten::add", "calls_per_step": 5.0} in [{k: o[k] for k in ("op", "calls_per_step")}
+                                                          for o in sink["ops_by_calls"]]
+    adds = sink["call_sites"].get("aten::add")
+    assert adds, sink["call_sites"]
+    assert adds[0]["calls_per_step"] == 5.0
+    assert "test_bench.py" in adds[0]["site"] and "test_the_step_profiler_names" in adds[0]["site"]

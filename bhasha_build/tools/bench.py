@@ -38,7 +38,7 @@ run, bare Unsloth included (and against the strongest HF path beside it), plus s
 `headline_16gb`: project_16gb against the strongest baseline
 (TRL or bare Unsloth) whose peak fits the 16 GB budget. Knobs: --size (1.5B|0.5B), --steps, --warmup,
 --batch, --seq, --card-gib, --repeats, --mode (all|project|baseline|raw|levers|headline|speed|ocr|
-<part>[,<part>...]), --profile, --out.
+<part>[,<part>...]), --profile (+ --profile-stacks: which Python lines launch the most ops), --out.
 """
 
 from __future__ import annotations
@@ -279,9 +279,10 @@ class StepProfiler:
     synchronizing calls, data). The same measure for the project's trainer and the bare Unsloth loop says
     which of the two a gap between them is."""
 
-    def __init__(self) -> None:
+    def __init__(self, stacks: bool = False) -> None:
         self.prof: Any = None
         self.t0 = 0.0
+        self.stacks = stacks  # --profile-stacks: Python call sites of the most launched ops (slows the window)
 
     def _sync(self) -> None:
         import torch
@@ -296,7 +297,7 @@ class StepProfiler:
         if torch.cuda.is_available():
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         self._sync()
-        self.prof = torch.profiler.profile(activities=activities)
+        self.prof = torch.profiler.profile(activities=activities, with_stack=self.stacks)
         self.prof.__enter__()
         self.t0 = time.perf_counter()
 
@@ -313,8 +314,38 @@ class StepProfiler:
                     step_profile={"steps": steps, "wall_ms_per_step": round(wall_ms, 2),
                                   "device_ms_per_step": round(device_ms, 2),
                                   "device_busy_share": round(device_ms / wall_ms, 3) if wall_ms > 0 else None})
-        print(sink["top_cuda_ops"], "\nstep profile:", json.dumps(sink["step_profile"]), flush=True)
+        cpu_ops = sorted((e for e in events if e.device_type == DeviceType.CPU and "::" in e.key),  # ops, not
+                         key=lambda e: -e.count)  # the Python frames with_stack adds as events
+        sink["ops_by_calls"] = [{"op": e.key, "calls_per_step": round(e.count / steps, 1),
+                                 "self_cpu_ms_per_step": round(e.self_cpu_time_total / 1000 / steps, 2)}
+                                for e in cpu_ops[:10]]
+        if self.stacks:
+            sink["call_sites"] = call_sites(self.prof, [o["op"] for o in sink["ops_by_calls"]], steps)
+        print(sink["top_cuda_ops"], "\nstep profile:", json.dumps(sink["step_profile"]),
+              "\nops by calls:", json.dumps(sink["ops_by_calls"]), flush=True)
         self.prof = None
+
+
+def call_sites(prof: Any, ops: list[str], steps: int, top: int = 8) -> dict[str, list[dict[str, Any]]]:
+    """For each op named, the Python frames that launched it most (the first frame outside torch itself), as
+    calls per step: where a step's many small launches come from (`bench --profile-stacks`)."""
+    def own(frame: str) -> bool:  # a Python frame ("path.py(line): function") that is not torch's own
+        return ".py(" in frame and not frame.startswith("torch/") and "/torch/" not in frame
+
+    def site_of(event: Any) -> str:
+        parent = event.cpu_parent  # with_stack: the Python frames are the op's ancestors in the event tree
+        while parent is not None and not own(parent.name):
+            parent = parent.cpu_parent
+        return parent.name if parent is not None else "(no Python frame)"
+
+    counts: dict[str, dict[str, int]] = {op: {} for op in ops}
+    for event in prof.events():
+        if event.name in counts and event.device_type.name == "CPU":
+            site = site_of(event)
+            counts[event.name][site] = counts[event.name].get(site, 0) + 1
+    return {op: [{"site": site, "calls_per_step": round(n / steps, 1)}
+                 for site, n in sorted(sites.items(), key=lambda kv: -kv[1])[:top]]
+            for op, sites in counts.items()}
 
 
 def _profiler_callback(args: argparse.Namespace, sink: dict[str, Any]):
@@ -322,7 +353,7 @@ def _profiler_callback(args: argparse.Namespace, sink: dict[str, Any]):
     from transformers import TrainerCallback
 
     class ProfilerCallback(TrainerCallback):
-        profiler = StepProfiler()
+        profiler = StepProfiler(stacks=args.profile_stacks)
 
         def on_step_begin(self, a, state, control, **kw):
             if state.global_step == args.warmup and self.profiler.prof is None:
@@ -343,7 +374,7 @@ def _timed_loop(model, optimizer, args: argparse.Namespace, vocab: int) -> dict[
     model.train()
     times = []
     profiled: dict[str, Any] = {}
-    profiler = StepProfiler() if args.profile else None
+    profiler = StepProfiler(stacks=args.profile_stacks) if args.profile else None
     for step in range(args.warmup + args.steps):
         if profiler and step == args.warmup:
             profiler.start()
@@ -564,6 +595,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"torch.profiler over {PROFILED_STEPS} steps after warm-up (project parts and the "
                              "bare Unsloth loop): top device ops and the device's busy share of a step; not a "
                              "timing run")
+    parser.add_argument("--profile-stacks", action="store_true",
+                        help="with --profile: the Python call sites of the ten most launched ops (with_stack; "
+                             "slows the profiled steps, so their busy share is not comparable)")
     parser.add_argument("--card-gib", type=float, default=16.0,
                         help="card size the VRAM budget is computed for (auto parts: 0.875 x this)")
     parser.add_argument("--repeats", type=int, default=3,
@@ -613,7 +647,8 @@ def run_child(part: str, model_dir: Path, args: argparse.Namespace) -> dict[str,
     t0 = time.monotonic()
     cmd = [sys.executable, "-m", "bhasha_build.tools.bench", "--part", part, "--model-dir", str(model_dir),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
-           "--seq", str(args.seq), "--card-gib", str(args.card_gib), *(["--profile"] if args.profile else [])]
+           "--seq", str(args.seq), "--card-gib", str(args.card_gib), *(["--profile"] if args.profile else []),
+           *(["--profile-stacks"] if args.profile_stacks else [])]
     print("+", " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
     line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("BENCH_RESULT ")), None)
