@@ -333,6 +333,9 @@ def call_sites(prof: Any, ops: list[str], steps: int, top: int = 8) -> dict[str,
         return ".py(" in frame and not frame.startswith("torch/") and "/torch/" not in frame
 
     def site_of(event: Any) -> str:
+        frame = next((f for f in (event.stack or []) if own(f)), None)  # the op's own recorded stack, if any
+        if frame:
+            return frame
         parent = event.cpu_parent  # with_stack: the Python frames are the op's ancestors in the event tree
         while parent is not None and not own(parent.name):
             parent = parent.cpu_parent
@@ -343,9 +346,13 @@ def call_sites(prof: Any, ops: list[str], steps: int, top: int = 8) -> dict[str,
         if event.name in counts and event.device_type.name == "CPU":
             site = site_of(event)
             counts[event.name][site] = counts[event.name].get(site, 0) + 1
-    return {op: [{"site": site, "calls_per_step": round(n / steps, 1)}
+    found: dict[str, list[dict[str, Any]]] = {op: [{"site": site, "calls_per_step": round(n / steps, 1)}
                  for site, n in sorted(sites.items(), key=lambda kv: -kv[1])[:top]]
-            for op, sites in counts.items()}
+                                              for op, sites in counts.items()}
+    events = list(prof.events())  # how much Python the trace holds: 0 frames means the sites cannot be named
+    found["_trace"] = [{"python_frames": sum(1 for e in events if own(e.name)),
+                        "ops_with_a_stack": sum(1 for e in events if e.stack), "events": len(events)}]
+    return found
 
 
 def _profiler_callback(args: argparse.Namespace, sink: dict[str, Any]):
