@@ -302,6 +302,10 @@ def test_the_probe_checkpoints_only_what_the_16gb_budget_needs_and_nothing_on_a_
                              "checkpointed_layers": 0, "probe_tokens_per_s": 11200.0,
                              "probe_peak_gib": pytest.approx(1.6 + 3.6 * 29)}
     assert big["pinned"] == [False] * 4 and big["config"] == (8, 1, False)
+    # step 2 at each micro-batch: 3 of 4 layers, then the fewest the line through the two peaks allows (none):
+    # six layouts where the quarters (3, 2, 1, 0 at mb 4 and mb 8) timed ten
+    assert [(c["batch_size"], c["checkpointed"]) for c in big["candidates"]] == [
+        (8, 4), (4, 4), (4, 3), (4, 0), (8, 3), (8, 0)]
     mid = _probe_on_a_mock_card(monkeypatch, 139.8, ["train.vram_budget_gib=60"])
     # mb 8 with 2 layers kept: 1.6 + 3.6 x 15 = 55.6 GiB fits 60; 3 kept (80.8) does not
     assert mid["chosen"]["checkpointed_layers"] == 2 and mid["pinned"] == [True, True, False, False]
@@ -310,12 +314,13 @@ def test_the_probe_checkpoints_only_what_the_16gb_budget_needs_and_nothing_on_a_
 
 def test_the_probe_tries_the_layer_count_between_quarters_that_the_budget_holds(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """8 layers, 140 GiB: at micro-batch 8, 4 layers checkpointed peak at 106 GiB, 2 at 156.4 (over); the line
-    through them says 3 hold (131.2 GiB), and 3 is tried and chosen (the H200 of 2026-12-03: 21 of 28 layers
-    9.8 GiB, 14 layers 17.8 GiB over 14 GiB, so 18 were never tried)."""
+    """8 layers, 140 GiB: at micro-batch 8, 8 layers checkpointed peak at 5.2 GiB, 6 at 55.6; the line through
+    them says 3 hold (131.2 GiB), and 3 is tried next and chosen (the H200 of 2026-12-03: 21 of 28 layers
+    9.8 GiB, 14 layers 17.8 GiB over 14 GiB, so 18 were never tried). When a count on the line goes over after
+    all (a peak that is not linear), the count between it and the last fitting one is tried."""
     record = _probe_on_a_mock_card(monkeypatch, 200.0, ["train.vram_budget_gib=140"], layers=8)
     trials = [(c["batch_size"], c["checkpointed"], c["fits"]) for c in record["candidates"]]
-    assert trials[-4:] == [(8, 6, True), (8, 4, True), (8, 2, False), (8, 3, True)], trials
+    assert trials[-2:] == [(8, 6, True), (8, 3, True)], trials
     assert record["chosen"]["checkpointed_layers"] == 3 and record["config"] == (8, 1, True)
     assert record["chosen"]["probe_peak_gib"] == pytest.approx(1.6 + 3.6 * 36)
     assert record["pinned"] == [True] * 3 + [False] * 5
@@ -324,6 +329,19 @@ def test_the_probe_tries_the_layer_count_between_quarters_that_the_budget_holds(
     cands = [{"batch_size": 8, "checkpointed": 21, "fits": True, "peak_gib": 9.829},
              {"batch_size": 8, "checkpointed": 14, "fits": False, "peak_gib": 17.779}]
     assert layers_between(cands, 8, 14, 14.0) == 18  # the H200's figures
+    from bhasha_build.stages.probe import fewest_on_line
+
+    # the H200 of 2026-12-04 (real 1.5B): 16 GB, mb 8: 28 layers 3.378 GiB, 21 layers 10.264 -> 18 (13.7 GiB,
+    # the layout the quarters reached in four trials); full card, mb 16: 28 layers 6.215, 21 17.593 -> none
+    at_16gb = [{"batch_size": 8, "checkpointed": 28, "fits": True, "peak_gib": 3.378},
+               {"batch_size": 8, "checkpointed": 21, "fits": True, "peak_gib": 10.264}]
+    assert fewest_on_line(at_16gb, 8, 14.0) == 18
+    full = [{"batch_size": 16, "checkpointed": 28, "fits": True, "peak_gib": 6.215},
+            {"batch_size": 16, "checkpointed": 21, "fits": True, "peak_gib": 17.593}]
+    assert fewest_on_line(full, 16, 122.33) == 0
+    assert fewest_on_line(at_16gb[:1], 8, 14.0) == -1  # one peak: no line
+    assert fewest_on_line([at_16gb[0], {**at_16gb[1], "peak_gib": None}], 8, 14.0) == -1  # out of memory
+    assert fewest_on_line(at_16gb, 16, 14.0) == -1  # another micro-batch's trials
     assert layers_between(cands, 8, 14, 9.9) == -1  # nothing strictly between fits
     assert layers_between([cands[0], {**cands[1], "peak_gib": None}], 8, 14, 14.0) == -1  # out of memory
 
@@ -348,16 +366,16 @@ def test_the_probe_times_two_layouts_within_5_percent_again_and_keeps_the_faster
 def test_a_layout_that_checkpoints_less_yet_timed_slower_is_timed_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """The H200's full card of 2026-12-04 (run 2): at mb 8 no checkpointing timed 37.4k, below 7 of 28 layers'
     41.6k, and 7 layers were trained (37.7k; the other runs' no-checkpointing trained 46.9k and 48.4k). Scaled to
-    4 layers: none checkpointed first times 9000 (below 1 layer's 10400, over 5 % apart: no near tie); timed
-    again (11300) it is chosen, and 1 layer, timed beside it, keeps its better run. Without the inversion (the
+    4 layers: none checkpointed first times 7000 (below 3 layers' 8800, over 5 % apart: no near tie); timed
+    again (11300) it is chosen, and 3 layers, timed beside it, keep their better run. Without the inversion (the
     default speeds: fewer checkpointed layers always faster) nothing is timed again."""
     record = _probe_on_a_mock_card(monkeypatch, 139.8, ['train.vram_budget_gib="auto"'],
-                                   speeds={(8, 4): [9000.0, 11300.0], (8, 3): [10400.0, 10300.0]})
+                                   speeds={(8, 4): [7000.0, 11300.0], (8, 1): [8800.0, 8700.0]})
     by_layout = {(c["batch_size"], c["checkpointed"]): c for c in record["candidates"]}
-    assert by_layout[(8, 0)]["retimed"] and by_layout[(8, 0)]["first_tokens_per_s"] == 9000.0
+    assert by_layout[(8, 0)]["retimed"] and by_layout[(8, 0)]["first_tokens_per_s"] == 7000.0
     assert by_layout[(8, 0)]["tokens_per_s"] == 11300.0
-    assert by_layout[(8, 1)]["retimed"] and by_layout[(8, 1)]["tokens_per_s"] == 10400.0
-    assert [c for c in record["candidates"] if c.get("retimed")] == [by_layout[(8, 1)], by_layout[(8, 0)]]
+    assert by_layout[(8, 3)]["retimed"] and by_layout[(8, 3)]["tokens_per_s"] == 8800.0
+    assert [c for c in record["candidates"] if c.get("retimed")] == [by_layout[(8, 3)], by_layout[(8, 0)]]
     assert record["chosen"]["checkpointed_layers"] == 0 and record["chosen"]["probe_tokens_per_s"] == 11300.0
     assert record["config"] == (8, 1, False) and record["pinned"] == [False] * 4
     clear = _probe_on_a_mock_card(monkeypatch, 139.8, ['train.vram_budget_gib="auto"'])

@@ -6,7 +6,8 @@ Knobs (section.key — what it does):
                                  (grad_accum = effective / micro-batch, so the loss curve is the same)
   train.effective_batch          rows per optimizer step per device
   train.gradient_checkpointing = "auto"   also probe how many decoder layers to checkpoint: all, 3/4,
-                                 1/2, 1/4, none (activations kept where memory allows, recomputed elsewhere)
+                                 then the fewest the budget holds (activations kept where memory allows,
+                                 recomputed elsewhere)
   train.vram_budget_gib / train.gpu_memory_gib   the peak a layout may reach (core/vram.py vram_budget:
                                  0.875 x the card, 14 GiB on a 16 GB card; "auto": 0.875 x the detected one)
   model.max_seq_length           the probe's row length: every row full, the worst case for memory
@@ -27,11 +28,12 @@ The climb (each trial over the budget, or out of memory, stops its climb):
   1. with every layer checkpointed (or as configured), from the largest micro-batch <= 8: up while it fits,
      down until one fits, then the one below the largest that fits (`micro_batch_climb`; smaller ones,
      slower at the same rows per optimizer step, are not timed);
-  2. with checkpointing "auto", for the largest fitting micro-batch and the one below it, fewer layers
-     are checkpointed (3/4, 1/2, 1/4, none) while it fits; at the first that does not, the count between it
-     and the last that did which the budget holds, by the line through their peaks, is tried too
-     (`layers_between`). The layout is pinned (core/checkpointing.py), so it holds inside Unsloth's
-     trainer too.
+  2. with checkpointing "auto", for the largest fitting micro-batch and the one below it, 3/4 of the layers
+     are checkpointed; while a trial fits, the fewest checkpointed layers the budget holds on the line through
+     the two fitting peaks that checkpoint fewest is tried next (`fewest_on_line`; the next quarter when a peak
+     is unknown); at the first that does not fit, the count between it and the last that did which the budget
+     holds, by the line through their peaks, is tried too (`layers_between`). The layout is pinned
+     (core/checkpointing.py), so it holds inside Unsloth's trainer too.
   3. two layouts are timed once more and ranked by the faster of their two measurements (`retime_near_ties`):
      the fastest and a layout at its micro-batch that checkpoints fewer layers yet timed slower, else the two
      fastest when within RETIME_WITHIN (5 %) of each other.
@@ -142,13 +144,21 @@ def climb(cfg: BuildConfig, model: Any, make_trainer: Callable[[BuildConfig], An
 
         fitting_sizes = micro_batch_climb(sizes, lambda b: trial(b, full))
         if train_cfg.gradient_checkpointing == "auto":
+            quarters = sorted({n_layers * q // 4 for q in (3, 2, 1, 0)}, reverse=True)
             for b in fitting_sizes:  # (at most two: the largest that fits and the one below it)
-                for checkpointed in sorted({n_layers * q // 4 for q in (3, 2, 1, 0)}, reverse=True):
+                checkpointed = quarters[0]
+                while True:
                     if not trial(b, checkpointed):
                         between = dist.from_main(layers_between(record["candidates"], b, checkpointed, budget))
                         if between >= 0:
                             trial(b, between)
                         break
+                    fewer = dist.from_main(fewest_on_line(record["candidates"], b, budget))
+                    if fewer < 0:  # no line (a peak unknown): the next quarter
+                        fewer = next((q for q in quarters if q < checkpointed), -1)
+                    if not 0 <= fewer < checkpointed:
+                        break
+                    checkpointed = fewer
         retime_near_ties(record["candidates"], probe, model, bool(train_cfg.gradient_checkpointing))
         record["probe_optimizer_steps"] = probe.steps
     record["probe_seconds"] = round(time.monotonic() - t0, 2)
@@ -157,6 +167,25 @@ def climb(cfg: BuildConfig, model: Any, make_trainer: Callable[[BuildConfig], An
         raise ProbeError(f"no micro-batch of {sizes} fits train.vram_budget_gib {budget:.1f} GiB at "
                          f"model.max_seq_length {cfg.model.max_seq_length}: lower the sequence length")
     return record["candidates"][dist.from_main(max(fitting, key=lambda i: record["candidates"][i]["tokens_per_s"]))]
+
+
+def fewest_on_line(candidates: list[dict[str, Any]], batch: int, budget: float) -> int:
+    """After two fitting trials at micro-batch `batch`: the fewest checkpointed layers the budget holds on the
+    straight line through the peaks of the two that checkpoint fewest (0 when the line allows none); -1 without
+    two such peaks (out of memory, no CUDA). Step 2 tries that count next and skips the quarters above it: at the
+    same micro-batch fewer checkpointed layers do the same work with less recompute, so they are never slower
+    (the probe's real runs: bench/h200-2026-12-04-e2e-real-1.5b-cuda.json, mb 8 / 16 from 28 to 0 layers,
+    38.2-52.4k / 34.6-54.8k tok/s, each step faster). On that full card it times 6 layouts where the quarters
+    timed 10 (45.9 s of the stage's probe)."""
+    fitting = sorted((c for c in candidates if c["batch_size"] == batch and c["fits"]
+                      and c.get("peak_gib") is not None), key=lambda c: c["checkpointed"])
+    if len(fitting) < 2 or fitting[0]["checkpointed"] == fitting[1]["checkpointed"]:
+        return -1
+    low, high = fitting[0], fitting[1]
+    per_layer = (low["peak_gib"] - high["peak_gib"]) / (high["checkpointed"] - low["checkpointed"])
+    if per_layer <= 0:
+        return 0
+    return max(0, low["checkpointed"] - int((budget - low["peak_gib"]) // per_layer))
 
 
 def layers_between(candidates: list[dict[str, Any]], batch: int, over: int, budget: float) -> int:
