@@ -328,7 +328,10 @@ class StepProfiler:
 
 def call_sites(prof: Any, ops: list[str], steps: int, top: int = 8) -> dict[str, list[dict[str, Any]]]:
     """For each op named, the Python frames that launched it most (the first frame outside torch itself), as
-    calls per step: where a step's many small launches come from (`bench --profile-stacks`)."""
+    calls per step: where a step's many small launches come from (`bench --profile-stacks`). `_trace` counts
+    the Python frames the trace holds: on the H200 of 2026-12-04 (torch 2.11, the project's trainer and the bare
+    loop alike) it held none, so every site read "(no Python frame)"; on the 2-core VM (torch 2.13) the lines
+    are named (tests/test_bench.py)."""
     def own(frame: str) -> bool:  # a Python frame ("path.py(line): function") that is not torch's own
         return ".py(" in frame and not frame.startswith("torch/") and "/torch/" not in frame
 
@@ -346,9 +349,10 @@ def call_sites(prof: Any, ops: list[str], steps: int, top: int = 8) -> dict[str,
         if event.name in counts and event.device_type.name == "CPU":
             site = site_of(event)
             counts[event.name][site] = counts[event.name].get(site, 0) + 1
-    found: dict[str, list[dict[str, Any]]] = {op: [{"site": site, "calls_per_step": round(n / steps, 1)}
-                 for site, n in sorted(sites.items(), key=lambda kv: -kv[1])[:top]]
-                                              for op, sites in counts.items()}
+    found: dict[str, list[dict[str, Any]]] = {}
+    for op, sites in counts.items():
+        ranked = sorted(sites.items(), key=lambda kv: -kv[1])[:top]
+        found[op] = [{"site": site, "calls_per_step": round(n / steps, 1)} for site, n in ranked]
     events = list(prof.events())  # how much Python the trace holds: 0 frames means the sites cannot be named
     found["_trace"] = [{"python_frames": sum(1 for e in events if own(e.name)),
                         "ops_with_a_stack": sum(1 for e in events if e.stack), "events": len(events)}]
