@@ -162,6 +162,11 @@ def test_finish_reuses_only_the_eval_of_the_runs_current_gguf(tiny_pipeline: dic
     report = pipeline.run_eval(cfg, ("gguf",))
     assert ls.current_eval(cfg) == json.loads(cfg.layout.eval_report.read_text(encoding="utf-8"))
     assert report["gguf"]["overall"]["rows"] > 0
+    from bhasha_build.tools.bench_e2e import stage_figures  # `bench --e2e`'s eval entry, from this real report
+
+    figures = stage_figures("eval", report)
+    assert list(figures["generation_s"]) == ["gguf"] and figures["generation_s"]["gguf"] > 0
+    assert figures["rows"] == report["rows"]
 
     ran: list[str] = []
     monkeypatch.setattr(pipeline, "run_export", lambda c, force=False: ran.append("export") or {})
