@@ -181,11 +181,8 @@ def fewest_on_line(candidates: list[dict[str, Any]], batch: int, budget: float) 
                       and c.get("peak_gib") is not None), key=lambda c: c["checkpointed"])
     if len(fitting) < 2 or fitting[0]["checkpointed"] == fitting[1]["checkpointed"]:
         return -1
-    low, high = fitting[0], fitting[1]
-    per_layer = (low["peak_gib"] - high["peak_gib"]) / (high["checkpointed"] - low["checkpointed"])
-    if per_layer <= 0:
-        return 0
-    return max(0, low["checkpointed"] - int((budget - low["peak_gib"]) // per_layer))
+    layers = count_on_line(fitting[0], fitting[1], budget)
+    return 0 if layers is None else max(0, layers)
 
 
 def layers_between(candidates: list[dict[str, Any]], batch: int, over: int, budget: float) -> int:
@@ -200,11 +197,18 @@ def layers_between(candidates: list[dict[str, Any]], batch: int, over: int, budg
     if above is None or above.get("peak_gib") is None or not fitting:
         return -1
     fit = min(fitting, key=lambda c: c["checkpointed"])
-    per_layer = (above["peak_gib"] - fit["peak_gib"]) / (fit["checkpointed"] - over)
+    layers = count_on_line(fit, above, budget)
+    return layers if layers is not None and over < layers < fit["checkpointed"] else -1
+
+
+def count_on_line(fit: dict[str, Any], other: dict[str, Any], budget: float) -> int | None:
+    """The fewest checkpointed layers the budget holds on the straight line through two trials' peaks, counted
+    from `fit` (a fitting trial; may be below 0 when the budget holds more than every layer kept); None when the
+    peak does not grow as fewer layers are checkpointed (fewest_on_line and layers_between both read it)."""
+    per_layer = (fit["peak_gib"] - other["peak_gib"]) / (other["checkpointed"] - fit["checkpointed"])
     if per_layer <= 0:
-        return -1
-    layers = fit["checkpointed"] - int((budget - fit["peak_gib"]) // per_layer)
-    return layers if over < layers < fit["checkpointed"] else -1
+        return None
+    return fit["checkpointed"] - int((budget - fit["peak_gib"]) // per_layer)
 
 
 def default_index(sizes: list[int]) -> int:

@@ -344,8 +344,9 @@ def call_sites(prof: Any, ops: list[str], steps: int, top: int = 8) -> dict[str,
             parent = parent.cpu_parent
         return parent.name if parent is not None else "(no Python frame)"
 
+    events = list(prof.events())
     counts: dict[str, dict[str, int]] = {op: {} for op in ops}
-    for event in prof.events():
+    for event in events:
         if event.name in counts and event.device_type.name == "CPU":
             site = site_of(event)
             counts[event.name][site] = counts[event.name].get(site, 0) + 1
@@ -353,7 +354,7 @@ def call_sites(prof: Any, ops: list[str], steps: int, top: int = 8) -> dict[str,
     for op, sites in counts.items():
         ranked = sorted(sites.items(), key=lambda kv: -kv[1])[:top]
         found[op] = [{"site": site, "calls_per_step": round(n / steps, 1)} for site, n in ranked]
-    events = list(prof.events())  # how much Python the trace holds: 0 frames means the sites cannot be named
+    # how much Python the trace holds: 0 frames means the sites cannot be named
     found["_trace"] = [{"python_frames": sum(1 for e in events if own(e.name)),
                         "ops_with_a_stack": sum(1 for e in events if e.stack), "events": len(events)}]
     return found
