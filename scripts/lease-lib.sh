@@ -51,6 +51,17 @@ lease_wait_done() {
   # that holds no lease answers at once, and a run that has ended without `done` ends the wait too
   if [ ! -f "$LEASE/run.pid" ]; then
     echo "wait: no lease on this machine ($LEASE/run.pid is missing): the lease's machine was given back" >&2
+    # 2026-12-04 (15th session): `start` went to a machine that was given back before the slice batch came; the
+    # batch's slices landed on a fresh one, and `start` sent again there ran the lease without sending them again
+    local dir=${SLICES:-/tmp/gguf-slices} n
+    n=$(find "$dir" -maxdepth 1 -name 's[0-9]*' 2>/dev/null | wc -l)
+    if [ "$n" -gt 0 ]; then
+      if [ -f "$dir/.complete" ]; then
+        echo "wait: $n slices lie here, complete: send \`start\` again now (no slice need travel again)" >&2
+      else
+        echo "wait: $n slices lie here, not marked complete: send the missing ones (the last with --last), then \`start\`" >&2
+      fi
+    fi
     return 3
   fi
   while [ ! -f "$LEASE/done" ] && [ $((SECONDS - t0)) -lt "$limit" ]; do

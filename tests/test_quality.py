@@ -375,6 +375,20 @@ def test_wait_answers_at_once_where_no_lease_runs(tmp_path: Path, script: str) -
                            capture_output=True, text=True, check=False, timeout=60)
     assert fresh.returncode == 3, fresh.stdout + fresh.stderr
     assert "no lease on this machine" in fresh.stderr
+    assert "slices lie here" not in fresh.stderr
+    # 2026-12-04: the slices reached a fresh machine, `start` had gone to the one given back: say what to resend
+    slices = tmp_path / "slices"
+    slices.mkdir()
+    for name in ("s00", "s01"):
+        (slices / name).write_bytes(b"x")
+    env["SLICES"] = str(slices)
+    partial = subprocess.run(["bash", str(LEASE_SCRIPT.parent / script), "wait", "120"], env=env,
+                             capture_output=True, text=True, check=False, timeout=60)
+    assert partial.returncode == 3 and "2 slices lie here, not marked complete" in partial.stderr, partial.stderr
+    (slices / ".complete").touch()
+    complete = subprocess.run(["bash", str(LEASE_SCRIPT.parent / script), "wait", "120"], env=env,
+                              capture_output=True, text=True, check=False, timeout=60)
+    assert complete.returncode == 3 and "2 slices lie here, complete: send `start` again" in complete.stderr
     lease.mkdir()
     dead = subprocess.Popen(["true"])
     dead.wait()
