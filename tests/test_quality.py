@@ -368,7 +368,7 @@ def test_wait_answers_at_once_where_no_lease_runs(tmp_path: Path, script: str) -
     import time
 
     lease = tmp_path / "lease"
-    env = {**os.environ, "LEASE_DIR": str(lease), "OUT": str(tmp_path / "out")}
+    env = {**os.environ, "LEASE_DIR": str(lease), "OUT": str(tmp_path / "out"), "SLICES": str(tmp_path / "none")}
     (tmp_path / "out").mkdir()
     t0 = time.monotonic()
     fresh = subprocess.run(["bash", str(LEASE_SCRIPT.parent / script), "wait", "120"], env=env,
